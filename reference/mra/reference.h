@@ -1,0 +1,130 @@
+// reference/mra/reference.h: the reference implementation of exact and MRA attention.
+//
+// This library is the executable form of docs/semantics.md: every rule there is implemented here, in plain
+// C++ with the standard library only, and every generated kernel is judged against it. Read it top to bottom
+// beside the document. Link with the CMake target `mra::reference`.
+//
+// Tensors are plain contiguous row-major float arrays:
+//   Q [B, H, Nq, D], K [B, H, Nk, D], V [B, H, Nk, D], output [B, H, Nq, D];
+//   masks [B, Nq] (queries) and [B, Nk] (keys), 1 = real token, 0 = padding; nullptr means "all real".
+// Sums, dot products and exponentials are carried out in double, so that the reference is the more accurate
+// side of any comparison with a float kernel; results are rounded to float once, at the end.
+//
+// Errors (bad shapes, bad configurations, an invalid selection) throw mra::ref::Error with a one-line message.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mra::ref {
+
+class Error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// One attention problem: shapes, the input pointers, the masks and the softmax scale.
+struct Problem {
+  int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
+  const float* q = nullptr;  // [batch, heads, nq, dim]
+  const float* k = nullptr;  // [batch, heads, nk, dim]
+  const float* v = nullptr;  // [batch, heads, nk, dim]
+  const uint8_t* query_mask = nullptr;  // [batch, nq], 0/1; nullptr: every query is real
+  const uint8_t* key_mask = nullptr;    // [batch, nk], 0/1; nullptr: every key is real
+  double scale = 0.0;                   // logit scale; 0 selects the default 1/sqrt(dim)
+
+  double effective_scale() const;
+  // Throws Error naming the first problem found (zero or negative sizes, null pointers, bad scale).
+  void validate() const;
+};
+
+enum class Mode { full, sparse };
+
+// An MRA configuration: resolutions, budgets, mode and priors.
+struct Config {
+  // Block sides s_1 > s_2 > ... > s_L = 1, each dividing the one before.
+  std::vector<int64_t> scales{32, 1};
+  // budgets[l]: how many blocks of side scales[l] are refined to side scales[l+1], per batch and head.
+  // One entry per refinement step (scales.size() - 1 entries). A budget larger than the number of
+  // candidate blocks refines all of them.
+  std::vector<int64_t> budgets{};
+  Mode mode = Mode::full;
+  int64_t prior_first = 0;     // the first n block rows and block columns (global tokens) are preferred
+  int64_t prior_diagonal = 0;  // blocks with |r - c| <= n / 2 are preferred (a band of 2*(n/2)+1 blocks)
+
+  // Throws Error naming the first problem found (scales not decreasing, not dividing, not ending at 1,
+  // wrong number of budgets, negative budgets or priors).
+  void validate() const;
+};
+
+// The budget of the HF/official `block_per_row` setting at the coarsest level: blocks_per_row * ceil(nq / s_1),
+// capped at the number of level-1 blocks. Deeper levels get the same number of blocks per row of their own
+// side: blocks_per_row * ceil(nq / s_l), capped by what the previous level can offer.
+std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& scales, int64_t nq, int64_t nk,
+                                                 int64_t blocks_per_row);
+
+// ---------------------------------------------------------------------------------------------------------
+// Exact softmax attention (docs/semantics.md §1).
+void exact_attention(const Problem& p, float* out);
+
+// ---------------------------------------------------------------------------------------------------------
+// Stage 1: masked pooling at one block side (docs/semantics.md §2.2).
+struct Pooled {
+  int64_t side = 0;                  // block side s
+  int64_t nq_blocks = 0, nk_blocks = 0;  // ceil(nq / s), ceil(nk / s)
+  std::vector<int64_t> q_count;      // [B, nq_blocks]: real queries per block
+  std::vector<int64_t> k_count;      // [B, nk_blocks]: real keys per block
+  std::vector<double> q_mean;        // [B, H, nq_blocks, D]: mean of the real queries (0 if none)
+  std::vector<double> k_mean;        // [B, H, nk_blocks, D]: mean of the real keys (0 if none)
+  std::vector<double> v_sum;         // [B, H, nk_blocks, D]: sum of the real values
+};
+Pooled pool(const Problem& p, int64_t side);
+
+// The coarse logit of one block pair, scale * q_mean[r] . k_mean[c]; -infinity for an inactive pair (a block
+// without real queries or without real keys).
+double coarse_logit(const Problem& p, const Pooled& pooled, int64_t b, int64_t h, int64_t r, int64_t c);
+
+// All coarse logits at one level, [B, H, nq_blocks, nk_blocks]. O((N/s)^2): for the coarsest level only.
+std::vector<double> coarse_logits(const Problem& p, const Pooled& pooled);
+
+// ---------------------------------------------------------------------------------------------------------
+// Stage 2: the selection (docs/semantics.md §2.4-2.5).
+// refined[(b * H + h) * (L - 1) + l] holds the flat indices r * nk_blocks(l) + c of the blocks of side
+// scales[l] refined to side scales[l + 1], sorted ascending. Every refined block of level l > 0 lies inside
+// a refined block of level l - 1.
+struct Selection {
+  int64_t batch = 0, heads = 0, steps = 0;  // steps = L - 1
+  std::vector<std::vector<int64_t>> refined;
+
+  const std::vector<int64_t>& at(int64_t b, int64_t h, int64_t step) const {
+    return refined[static_cast<size_t>((b * heads + h) * steps + step)];
+  }
+  std::vector<int64_t>& at(int64_t b, int64_t h, int64_t step) {
+    return refined[static_cast<size_t>((b * heads + h) * steps + step)];
+  }
+};
+Selection select(const Problem& p, const Config& c);
+
+// Throws Error unless `s` is a valid selection for (p, c): right dimensions, indices in range and sorted
+// without duplicates, every block active, every block of a finer level inside a refined block of the level
+// above. Budgets are not checked: a user may pass any selection.
+void validate_selection(const Problem& p, const Config& c, const Selection& s);
+
+// ---------------------------------------------------------------------------------------------------------
+// Stage 3: attention given a selection (docs/semantics.md §2.6). Never forms an N x N matrix.
+void attend(const Problem& p, const Config& c, const Selection& s, float* out);
+
+// MRA forward: select, then attend.
+void mra_attention(const Problem& p, const Config& c, float* out);
+
+// Statistics of a selection, for reports: how many entries of the attention matrix are computed exactly.
+struct Coverage {
+  int64_t exact_entries = 0;  // entries evaluated at resolution 1 (real query x real key)
+  int64_t total_entries = 0;  // real query x real key entries
+  double exact_fraction() const { return total_entries ? double(exact_entries) / double(total_entries) : 0.0; }
+};
+Coverage coverage(const Problem& p, const Config& c, const Selection& s);
+
+}  // namespace mra::ref

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# tools/bootstrap.sh: installs what the build and the tests need and this machine lacks.
+#   tools/bootstrap.sh        (idempotent; called by tools/run-demo.sh and tools/run-tests.sh)
+# Needs: g++ or clang++, cmake >= 3.25, python3. Installs: doctest (Debian's doctest-dev), numpy (PyPI, for
+# the interop tests), Jinja2 (PyPI, for the kernel generator) when they are missing.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+[ -f /usr/include/doctest/doctest.h ] || apt_packages+=(doctest-dev)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${apt_packages[*]} from Debian"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+pip_packages=()
+python3 -c 'import numpy' 2>/dev/null || pip_packages+=(numpy)
+python3 -c 'import jinja2' 2>/dev/null || pip_packages+=(Jinja2)
+if [ ${#pip_packages[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${pip_packages[*]} from PyPI"
+  python3 -m pip install -q "${pip_packages[@]}"
+fi
