@@ -1,0 +1,104 @@
+// reference/attend.cpp: MRA attention given a selection (docs/semantics.md §2.6), and the MRA forward.
+//
+// Every output row accumulates its components level by level: the coarse components of a block row are summed
+// once per block row (they are the same for all its queries) and merged into each of its rows; the exact
+// components are evaluated per query over the real keys of the refined blocks of its row. No N x N matrix is
+// formed; the time is D times the number of components evaluated.
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+
+#include "detail.h"
+
+namespace mra::ref {
+
+using namespace detail;
+
+namespace {
+
+// Merges the coarse components of one level, `coarse` (sorted flat indices, grouped by block row), into the
+// rows of the queries they cover.
+void add_coarse_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, const std::vector<int64_t>& coarse,
+                      std::vector<RowAccumulator>& rows) {
+  const int64_t D = p.dim, bh = b * p.heads + h;
+  std::vector<double> logits, num(at(D));
+  for (size_t start = 0; start < coarse.size();) {
+    const int64_t r = coarse[start] / lv.nk_blocks;
+    size_t end = start;
+    logits.clear();
+    double m = kNegInf;
+    for (; end < coarse.size() && coarse[end] / lv.nk_blocks == r; ++end) {
+      logits.push_back(coarse_logit(p, lv, b, h, r, coarse[end] % lv.nk_blocks));
+      m = std::max(m, logits.back());
+    }
+    double den = 0.0;
+    std::fill(num.begin(), num.end(), 0.0);
+    for (size_t t = start; t < end; ++t) {
+      const int64_t c = coarse[t] % lv.nk_blocks;
+      const double w = std::exp(logits[t - start] - m);
+      den += w * double(lv.k_count[at(b * lv.nk_blocks + c)]);
+      const double* vs = &lv.v_sum[at((bh * lv.nk_blocks + c) * D)];
+      for (int64_t d = 0; d < D; ++d) num[at(d)] += w * vs[d];
+    }
+    for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
+      if (query_real(p, b, i)) rows[at(i)].merge(m, den, num.data());
+    start = end;
+  }
+}
+
+// Merges the exact components: every real key of the refined blocks `refined` (sorted, grouped by block row)
+// into the rows of the real queries of that block row.
+void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, const std::vector<int64_t>& refined,
+                     std::vector<RowAccumulator>& rows) {
+  const double scale = p.effective_scale();
+  std::vector<int64_t> keys;
+  std::vector<double> logits;
+  KeySet keyset;
+  for (size_t start = 0; start < refined.size();) {
+    const int64_t r = refined[start] / lv.nk_blocks;
+    keys.clear();
+    size_t end = start;
+    for (; end < refined.size() && refined[end] / lv.nk_blocks == r; ++end) {
+      const int64_t c = refined[end] % lv.nk_blocks;
+      for (int64_t j = c * lv.side; j < std::min((c + 1) * lv.side, p.nk); ++j)
+        if (key_real(p, b, j)) keys.push_back(j);
+    }
+    keyset.gather(p, b, h, keys);
+    for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
+      if (query_real(p, b, i)) add_exact_terms(keyset, q_row(p, b, h, i), p.dim, scale, logits, rows[at(i)]);
+    start = end;
+  }
+}
+
+}  // namespace
+
+void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
+  validate_selection(p, c, s);
+  const std::vector<Pooled> levels = pool_levels(p, c);
+  const int64_t steps = int64_t(levels.size());
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads; ++h) {
+      if (!slice_finite(p, b, h)) {
+        write_poisoned_slice(p, b, h, out);
+        continue;
+      }
+      std::vector<RowAccumulator> rows(at(p.nq), RowAccumulator(p.dim));
+      if (c.mode == Mode::full) {
+        std::vector<int64_t> candidates = top_candidates(levels[0], b);
+        for (int64_t l = 0; l < steps; ++l) {
+          if (l > 0) candidates = child_candidates(levels[at(l - 1)], levels[at(l)], b, s.at(b, h, l - 1));
+          const std::vector<int64_t>& refined = s.at(b, h, l);
+          std::vector<int64_t> coarse;
+          std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
+                              std::back_inserter(coarse));
+          add_coarse_level(p, levels[at(l)], b, h, coarse, rows);
+        }
+      }
+      add_exact_level(p, levels[at(steps - 1)], b, h, s.at(b, h, steps - 1), rows);
+      for (int64_t i = 0; i < p.nq; ++i) rows[at(i)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
+    }
+}
+
+void mra_attention(const Problem& p, const Config& c, float* out) { attend(p, c, select(p, c), out); }
+
+}  // namespace mra::ref

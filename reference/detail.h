@@ -1,0 +1,81 @@
+// reference/detail.h: helpers shared by the reference's translation units (not part of the public API).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "mra/reference.h"
+
+namespace mra::ref::detail {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+inline size_t at(int64_t i) { return static_cast<size_t>(i); }
+
+// Row pointers into the [B, H, N, D] inputs.
+inline const float* q_row(const Problem& p, int64_t b, int64_t h, int64_t i) {
+  return p.q + ((b * p.heads + h) * p.nq + i) * p.dim;
+}
+inline const float* k_row(const Problem& p, int64_t b, int64_t h, int64_t j) {
+  return p.k + ((b * p.heads + h) * p.nk + j) * p.dim;
+}
+inline const float* v_row(const Problem& p, int64_t b, int64_t h, int64_t j) {
+  return p.v + ((b * p.heads + h) * p.nk + j) * p.dim;
+}
+inline bool query_real(const Problem& p, int64_t b, int64_t i) {
+  return p.query_mask == nullptr || p.query_mask[b * p.nq + i] != 0;
+}
+inline bool key_real(const Problem& p, int64_t b, int64_t j) {
+  return p.key_mask == nullptr || p.key_mask[b * p.nk + j] != 0;
+}
+
+// §2.7: true when every real token of slice (b, h) has finite q, k and v.
+bool slice_finite(const Problem& p, int64_t b, int64_t h);
+
+// Writes the output of a slice whose inputs are not finite (§2.7): NaN rows for real queries, 0 otherwise.
+void write_poisoned_slice(const Problem& p, int64_t b, int64_t h, float* out);
+
+// The running state of one output row: sum_j w_j v_j and sum_j w_j, both scaled by exp(-max_log).
+// merge() folds in a partial sum carried at its own stabilizer; finish() writes the row (0 if empty).
+struct RowAccumulator {
+  double max_log = kNegInf;
+  double den = 0.0;
+  std::vector<double> num;
+
+  explicit RowAccumulator(int64_t dim) : num(at(dim), 0.0) {}
+  void merge(double part_max, double part_den, const double* part_num);
+  void finish(float* out) const;
+};
+
+// A set of real keys of one slice gathered for exact logits: keys transposed [D][n] so that a query's logits
+// are an axpy over contiguous keys (vectorizable without reassociating any sum), values [n][D].
+struct KeySet {
+  int64_t n = 0;
+  std::vector<double> kt, v;
+  void gather(const Problem& p, int64_t b, int64_t h, const std::vector<int64_t>& keys);
+};
+
+// Folds the exact terms exp(scale * q . k_j) v_j of every key of `keys` into `acc`; `logits` is scratch.
+void add_exact_terms(const KeySet& keys, const float* q, int64_t dim, double scale, std::vector<double>& logits,
+                     RowAccumulator& acc);
+
+// The candidate pairs at level `step + 1` (0-based level step + 1): the active children of the refined pairs
+// `parents` of level `step` (§2.5), as sorted flat indices. `child` is the pooling at the child level.
+std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
+                                      const std::vector<int64_t>& parents);
+
+// The pooling of every level that has blocks (sides s_1 ... s_{L-1}); level L is exact.
+std::vector<Pooled> pool_levels(const Problem& p, const Config& c);
+
+// The candidate pairs of level 1: every active pair (§2.5), as sorted flat indices.
+std::vector<int64_t> top_candidates(const Pooled& top, int64_t b);
+
+inline bool pair_active(const Pooled& pooled, int64_t b, int64_t r, int64_t c) {
+  return pooled.q_count[at(b * pooled.nq_blocks + r)] > 0 && pooled.k_count[at(b * pooled.nk_blocks + c)] > 0;
+}
+
+}  // namespace mra::ref::detail

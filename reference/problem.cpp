@@ -1,0 +1,119 @@
+// reference/problem.cpp: validation of problems and configurations, default budgets, and the helpers of
+// reference/detail.h that several stages share.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "detail.h"
+
+namespace mra::ref {
+
+using detail::ceil_div;
+
+double Problem::effective_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(double(dim)); }
+
+void Problem::validate() const {
+  auto positive = [](const char* what, int64_t n) {
+    if (n <= 0) throw Error(std::string(what) + " must be positive, got " + std::to_string(n));
+  };
+  positive("batch", batch);
+  positive("heads", heads);
+  positive("query count", nq);
+  positive("key count", nk);
+  positive("head dimension", dim);
+  if (q == nullptr || k == nullptr || v == nullptr) throw Error("Q, K and V must not be null");
+  if (!std::isfinite(scale)) throw Error("scale must be finite");
+  if (query_mask != nullptr)
+    for (int64_t i = 0; i < batch * nq; ++i)
+      if (query_mask[i] > 1) throw Error("query mask entry " + std::to_string(i) + " is not 0 or 1");
+  if (key_mask != nullptr)
+    for (int64_t j = 0; j < batch * nk; ++j)
+      if (key_mask[j] > 1) throw Error("key mask entry " + std::to_string(j) + " is not 0 or 1");
+}
+
+void Config::validate() const {
+  if (scales.size() < 2) throw Error("scales: need at least two resolutions, the last one 1");
+  if (scales.back() != 1) throw Error("scales: the last resolution must be 1");
+  for (size_t l = 0; l + 1 < scales.size(); ++l) {
+    if (scales[l + 1] < 1 || scales[l] <= scales[l + 1])
+      throw Error("scales: must decrease strictly, got " + std::to_string(scales[l]) + " then " +
+                  std::to_string(scales[l + 1]));
+    if (scales[l] % scales[l + 1] != 0)
+      throw Error("scales: " + std::to_string(scales[l + 1]) + " does not divide " + std::to_string(scales[l]));
+  }
+  if (budgets.size() != scales.size() - 1)
+    throw Error("budgets: need one budget per refinement step (" + std::to_string(scales.size() - 1) + "), got " +
+                std::to_string(budgets.size()));
+  for (int64_t b : budgets)
+    if (b < 0) throw Error("budgets: must not be negative, got " + std::to_string(b));
+  if (prior_first < 0) throw Error("prior_first must not be negative");
+  if (prior_diagonal < 0) throw Error("prior_diagonal must not be negative");
+}
+
+std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& scales, int64_t nq, int64_t nk,
+                                                 int64_t blocks_per_row) {
+  if (blocks_per_row < 0) throw Error("blocks per row must not be negative");
+  std::vector<int64_t> budgets;
+  for (size_t l = 0; l + 1 < scales.size(); ++l) {
+    if (scales[l] < 1) throw Error("scales: must be positive");
+    const int64_t rows = ceil_div(nq, scales[l]);
+    const int64_t most = l == 0 ? rows * ceil_div(nk, scales[0])
+                                : budgets.back() * (scales[l - 1] / scales[l]) * (scales[l - 1] / scales[l]);
+    budgets.push_back(std::min(blocks_per_row * rows, most));
+  }
+  return budgets;
+}
+
+namespace detail {
+
+bool slice_finite(const Problem& p, int64_t b, int64_t h) {
+  auto finite_row = [&](const float* row) {
+    for (int64_t d = 0; d < p.dim; ++d)
+      if (!std::isfinite(row[d])) return false;
+    return true;
+  };
+  for (int64_t i = 0; i < p.nq; ++i)
+    if (query_real(p, b, i) && !finite_row(q_row(p, b, h, i))) return false;
+  for (int64_t j = 0; j < p.nk; ++j)
+    if (key_real(p, b, j) && !(finite_row(k_row(p, b, h, j)) && finite_row(v_row(p, b, h, j)))) return false;
+  return true;
+}
+
+void write_poisoned_slice(const Problem& p, int64_t b, int64_t h, float* out) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t i = 0; i < p.nq; ++i) {
+    float* row = out + ((b * p.heads + h) * p.nq + i) * p.dim;
+    std::fill(row, row + p.dim, query_real(p, b, i) ? nan : 0.0f);
+  }
+}
+
+void RowAccumulator::merge(double part_max, double part_den, const double* part_num) {
+  if (part_max == kNegInf) return;
+  const double new_max = std::max(max_log, part_max);
+  const double keep = std::exp(max_log - new_max);  // 0 while the row is still empty
+  const double add = std::exp(part_max - new_max);
+  den = den * keep + part_den * add;
+  for (size_t d = 0; d < num.size(); ++d) num[d] = num[d] * keep + part_num[d] * add;
+  max_log = new_max;
+}
+
+void RowAccumulator::finish(float* out) const {
+  for (size_t d = 0; d < num.size(); ++d) out[d] = max_log == kNegInf ? 0.0f : float(num[d] / den);
+}
+
+std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
+                                      const std::vector<int64_t>& parents) {
+  const int64_t ratio = parent.side / child.side;
+  std::vector<int64_t> out;
+  for (int64_t flat : parents) {
+    const int64_t r = flat / parent.nk_blocks, c = flat % parent.nk_blocks;
+    for (int64_t rr = r * ratio; rr < std::min((r + 1) * ratio, child.nq_blocks); ++rr)
+      for (int64_t cc = c * ratio; cc < std::min((c + 1) * ratio, child.nk_blocks); ++cc)
+        if (pair_active(child, b, rr, cc)) out.push_back(rr * child.nk_blocks + cc);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace detail
+}  // namespace mra::ref

@@ -1,0 +1,153 @@
+// reference/selection.cpp: candidates, scores, priors, the tie-break and the level-to-level refinement
+// (docs/semantics.md §2.4-2.5), and the validation of a user-supplied selection.
+//
+// Each level ranks its candidates with a linear-time selection (std::nth_element), never a full sort of the
+// (N/s_1)^2 coarse pairs; the memory is one 16-byte entry per candidate.
+#include <algorithm>
+#include <string>
+
+#include "detail.h"
+
+namespace mra::ref {
+
+using namespace detail;
+
+namespace {
+
+struct Candidate {
+  double score;  // λ - (max λ of the candidates of its block row), §2.4
+  int64_t flat;  // r * nk_blocks + c
+};
+
+// The top `budget` candidates of one level in the order of §2.4, returned as sorted flat indices.
+std::vector<int64_t> take_top(std::vector<Candidate>& cands, int64_t budget, int64_t nk_blocks,
+                              int64_t prior_first, int64_t prior_diagonal) {
+  const int64_t half_band = prior_diagonal / 2;
+  auto priority = [&](int64_t flat) {
+    const int64_t r = flat / nk_blocks, c = flat % nk_blocks;
+    return int(prior_diagonal > 0 && (r > c ? r - c : c - r) <= half_band) + int(r < prior_first) +
+           int(c < prior_first);
+  };
+  auto before = [&](const Candidate& a, const Candidate& b) {
+    const int pa = priority(a.flat), pb = priority(b.flat);
+    if (pa != pb) return pa > pb;
+    if (a.score != b.score) return a.score > b.score;
+    return a.flat < b.flat;
+  };
+  const size_t k = size_t(std::min<int64_t>(budget, int64_t(cands.size())));
+  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + ptrdiff_t(k), cands.end(), before);
+  std::vector<int64_t> chosen;
+  chosen.reserve(k);
+  for (size_t t = 0; t < k; ++t) chosen.push_back(cands[t].flat);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+// Scores the candidate pairs `flats` (sorted) of one level: their pooled logit minus their row's maximum.
+std::vector<Candidate> score(const Problem& p, const Pooled& pooled, int64_t b, int64_t h,
+                             const std::vector<int64_t>& flats) {
+  std::vector<Candidate> cands(flats.size());
+  std::vector<double> row_max(at(pooled.nq_blocks), kNegInf);
+  for (size_t t = 0; t < flats.size(); ++t) {
+    const int64_t r = flats[t] / pooled.nk_blocks, c = flats[t] % pooled.nk_blocks;
+    cands[t] = {coarse_logit(p, pooled, b, h, r, c), flats[t]};
+    row_max[at(r)] = std::max(row_max[at(r)], cands[t].score);
+  }
+  for (Candidate& cand : cands) cand.score -= row_max[at(cand.flat / pooled.nk_blocks)];
+  return cands;
+}
+
+}  // namespace
+
+namespace detail {
+
+std::vector<Pooled> pool_levels(const Problem& p, const Config& c) {
+  std::vector<Pooled> levels;
+  for (size_t l = 0; l + 1 < c.scales.size(); ++l) levels.push_back(pool(p, c.scales[l]));
+  return levels;
+}
+
+std::vector<int64_t> top_candidates(const Pooled& top, int64_t b) {
+  std::vector<int64_t> flats;
+  for (int64_t r = 0; r < top.nq_blocks; ++r)
+    for (int64_t c = 0; c < top.nk_blocks; ++c)
+      if (pair_active(top, b, r, c)) flats.push_back(r * top.nk_blocks + c);
+  return flats;
+}
+
+}  // namespace detail
+
+Selection select(const Problem& p, const Config& c) {
+  p.validate();
+  c.validate();
+  const std::vector<Pooled> levels = pool_levels(p, c);
+  const int64_t steps = int64_t(levels.size());
+  Selection sel{p.batch, p.heads, steps, std::vector<std::vector<int64_t>>(at(p.batch * p.heads * steps))};
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads; ++h) {
+      if (!slice_finite(p, b, h)) continue;  // §2.7: a poisoned slice refines nothing
+      std::vector<int64_t> flats = top_candidates(levels[0], b);
+      for (int64_t l = 0; l < steps; ++l) {
+        if (l > 0) flats = child_candidates(levels[at(l - 1)], levels[at(l)], b, sel.at(b, h, l - 1));
+        std::vector<Candidate> cands = score(p, levels[at(l)], b, h, flats);
+        // Priors are level-1 notions (§2.4): deeper levels rank by score and index only.
+        sel.at(b, h, l) = take_top(cands, c.budgets[at(l)], levels[at(l)].nk_blocks, l == 0 ? c.prior_first : 0,
+                                   l == 0 ? c.prior_diagonal : 0);
+      }
+    }
+  return sel;
+}
+
+void validate_selection(const Problem& p, const Config& c, const Selection& s) {
+  p.validate();
+  c.validate();
+  const int64_t steps = int64_t(c.scales.size()) - 1;
+  if (s.batch != p.batch || s.heads != p.heads || s.steps != steps ||
+      int64_t(s.refined.size()) != p.batch * p.heads * steps)
+    throw Error("selection: dimensions do not match the problem and configuration");
+  const std::vector<Pooled> levels = pool_levels(p, c);
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads; ++h)
+      for (int64_t l = 0; l < steps; ++l) {
+        const Pooled& lv = levels[at(l)];
+        const std::vector<int64_t>& blocks = s.at(b, h, l);
+        const std::string where =
+            "selection [b=" + std::to_string(b) + ", h=" + std::to_string(h) + ", level=" + std::to_string(l) + "]";
+        for (size_t t = 0; t < blocks.size(); ++t) {
+          const int64_t flat = blocks[t];
+          if (flat < 0 || flat >= lv.nq_blocks * lv.nk_blocks)
+            throw Error(where + ": block " + std::to_string(flat) + " out of range");
+          if (t > 0 && flat <= blocks[t - 1]) throw Error(where + ": blocks not sorted or repeated");
+          const int64_t r = flat / lv.nk_blocks, cc = flat % lv.nk_blocks;
+          if (!pair_active(lv, b, r, cc)) throw Error(where + ": block " + std::to_string(flat) + " is inactive");
+          if (l > 0) {
+            const Pooled& up = levels[at(l - 1)];
+            const int64_t ratio = up.side / lv.side;
+            const int64_t parent = (r / ratio) * up.nk_blocks + cc / ratio;
+            const std::vector<int64_t>& above = s.at(b, h, l - 1);
+            if (!std::binary_search(above.begin(), above.end(), parent))
+              throw Error(where + ": block " + std::to_string(flat) + " lies outside the refined blocks above");
+          }
+        }
+      }
+}
+
+Coverage coverage(const Problem& p, const Config& c, const Selection& s) {
+  validate_selection(p, c, s);
+  const Pooled last = pool(p, c.scales[c.scales.size() - 2]);
+  Coverage cov;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    int64_t real_q = 0, real_k = 0;
+    for (int64_t i = 0; i < p.nq; ++i) real_q += query_real(p, b, i);
+    for (int64_t j = 0; j < p.nk; ++j) real_k += key_real(p, b, j);
+    for (int64_t h = 0; h < p.heads; ++h) {
+      cov.total_entries += real_q * real_k;
+      for (int64_t flat : s.at(b, h, s.steps - 1))
+        cov.exact_entries += last.q_count[at(b * last.nq_blocks + flat / last.nk_blocks)] *
+                             last.k_count[at(b * last.nk_blocks + flat % last.nk_blocks)];
+    }
+  }
+  return cov;
+}
+
+}  // namespace mra::ref
