@@ -1,0 +1,155 @@
+// tools/mra-ref/commands.cpp: mra-ref attend, exact, select and compare. Tested by tests/cli and tests/interop.
+#include "commands.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "inputs.h"
+#include "mra/reference.h"
+#include "npy.h"
+
+namespace mra::cli {
+namespace {
+
+void no_positional(const Options& options) {
+  if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
+}
+
+// The output path must be named before any work is done.
+std::string output_path(const Options& options) { return options.require("-o"); }
+
+}  // namespace
+
+int run_attend(const Options& options, const std::string&) {
+  no_positional(options);
+  const std::string out_path = output_path(options);
+  const Inputs in = load_inputs(options);
+  const ref::Config config = load_config(options, in.nq, in.nk);
+  const ref::Problem p = in.problem();
+  const ref::Selection selection = ref::select(p, config);
+  std::vector<float> out(in.q.size());
+  ref::attend(p, config, selection, out.data());
+  save_f32(out_path, in.q_shape, out);
+  std::printf("wrote %s %s: scales %s, budgets %s, mode %s, %.4f of the entries exact\n", out_path.c_str(),
+              shape_string(in.q_shape).c_str(), join(config.scales, ",").c_str(), join(config.budgets, ",").c_str(),
+              config.mode == ref::Mode::full ? "full" : "sparse",
+              ref::coverage(p, config, selection).exact_fraction());
+  return 0;
+}
+
+int run_exact(const Options& options, const std::string&) {
+  no_positional(options);
+  const std::string out_path = output_path(options);
+  const Inputs in = load_inputs(options);
+  std::vector<float> out(in.q.size());
+  ref::exact_attention(in.problem(), out.data());
+  save_f32(out_path, in.q_shape, out);
+  std::printf("wrote %s %s: exact attention\n", out_path.c_str(), shape_string(in.q_shape).c_str());
+  return 0;
+}
+
+int run_select(const Options& options, const std::string&) {
+  no_positional(options);
+  const Inputs in = load_inputs(options);
+  const ref::Config config = load_config(options, in.nq, in.nk);
+  const ref::Selection s = ref::select(in.problem(), config);
+
+  std::string json = "{\n";
+  json += "  \"scales\": " + shape_string(config.scales) + ",\n";
+  json += "  \"budgets\": " + shape_string(config.budgets) + ",\n";
+  json += std::string("  \"mode\": \"") + (config.mode == ref::Mode::full ? "full" : "sparse") + "\",\n";
+  json += "  \"prior_first\": " + std::to_string(config.prior_first) + ",\n";
+  json += "  \"prior_diagonal\": " + std::to_string(config.prior_diagonal) + ",\n";
+  json += "  \"batch\": " + std::to_string(in.batch) + ", \"heads\": " + std::to_string(in.heads) +
+          ", \"nq\": " + std::to_string(in.nq) + ", \"nk\": " + std::to_string(in.nk) + ",\n";
+  json += "  \"selected\": [";
+  for (int64_t b = 0; b < in.batch; ++b) {
+    for (int64_t h = 0; h < in.heads; ++h) {
+      for (int64_t l = 0; l < s.steps; ++l) {
+        const int64_t side = config.scales[static_cast<size_t>(l)];
+        json += (b || h || l ? ",\n" : "\n");
+        json += "    {\"b\": " + std::to_string(b) + ", \"h\": " + std::to_string(h) + ", \"level\": " +
+                std::to_string(l) + ", \"side\": " + std::to_string(side) + ", \"nk_blocks\": " +
+                std::to_string((in.nk + side - 1) / side) + ", \"blocks\": " + shape_string(s.at(b, h, l)) + "}";
+      }
+    }
+  }
+  json += "\n  ]\n}\n";
+
+  if (const auto path = options.get("-o"))
+    save_text(*path, json);
+  else
+    std::fputs(json.c_str(), stdout);
+  return 0;
+}
+
+int run_compare(const Options& options, const std::string&) {
+  if (options.positional().size() != 2) throw Failure("compare", "expects exactly two files, A.npy and B.npy");
+  const std::string& path_a = options.positional()[0];
+  const std::string& path_b = options.positional()[1];
+  double atol = 0.0, rtol = 0.0;
+  const bool with_tolerance = options.has("--atol") || options.has("--rtol");
+  if (const auto s = options.get("--atol")) atol = parse_real("--atol", *s);
+  if (const auto s = options.get("--rtol")) rtol = parse_real("--rtol", *s);
+  if (atol < 0.0) throw Failure("--atol", "must not be negative");
+  if (rtol < 0.0) throw Failure("--rtol", "must not be negative");
+
+  npy::Parsed a = npy::load(path_a);
+  if (!a.ok()) throw Failure(path_a, a.error);
+  npy::Parsed b = npy::load(path_b);
+  if (!b.ok()) throw Failure(path_b, b.error);
+  const std::vector<int64_t>& shape = a.array.shape;
+  if (b.array.shape != shape)
+    throw Failure(path_b, "shape " + shape_string(b.array.shape) + " differs from " + path_a + "'s " + shape_string(shape));
+
+  const std::vector<double>& x = a.array.values;
+  const std::vector<double>& y = b.array.values;
+  double diff2 = 0.0, ref2 = 0.0;
+  // NaN counts as the worst possible error: the first NaN wins and stays.
+  double worst = 0.0, worst_used = 0.0;
+  size_t worst_at = 0, worst_used_at = 0, outside = 0;
+  const auto worse = [](double candidate, double current) {
+    return !std::isnan(current) && (std::isnan(candidate) || candidate > current);
+  };
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double e = std::fabs(x[i] - y[i]);
+    diff2 += e * e;
+    ref2 += y[i] * y[i];
+    if (worse(e, worst)) {
+      worst = e;
+      worst_at = i;
+    }
+    const double tol = atol + rtol * std::fabs(y[i]);
+    const double used = tol > 0.0 ? e / tol : (e == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
+    if (worse(used, worst_used)) {
+      worst_used = used;
+      worst_used_at = i;
+    }
+    if (!(e <= tol)) ++outside;
+  }
+  const double relative = ref2 > 0.0 ? std::sqrt(diff2 / ref2)
+                                     : (diff2 == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
+  const char* labels = shape.size() == 4 ? " [b, h, n, d]" : shape.size() == 3 ? " [h, n, d]"
+                                                           : shape.size() == 2 ? " [n, d]" : "";
+
+  std::printf("A: %s %s %s\nB: %s %s %s\n", path_a.c_str(), shape_string(shape).c_str(), a.array.descr.c_str(),
+              path_b.c_str(), shape_string(shape).c_str(), b.array.descr.c_str());
+  std::printf("relative Frobenius error ||A-B||/||B||: %.3e\n", relative);
+  if (x.empty()) {
+    std::printf("max absolute error: 0 (no elements)\n");
+  } else {
+    std::printf("max absolute error: %.3e at %s%s (A %.9g, B %.9g)\n", worst, index_string(shape, worst_at).c_str(),
+                labels, x[worst_at], y[worst_at]);
+  }
+  if (!with_tolerance) return 0;
+  if (outside == 0) {
+    std::printf("PASS: |A-B| <= %g + %g*|B| everywhere; at most %.3g of the tolerance used\n", atol, rtol, worst_used);
+    return 0;
+  }
+  std::printf("FAIL: |A-B| <= %g + %g*|B| fails for %zu of %zu elements; the worst uses %.3g times the tolerance, at %s%s\n",
+              atol, rtol, outside, x.size(), worst_used, index_string(shape, worst_used_at).c_str(), labels);
+  return 1;
+}
+
+}  // namespace mra::cli

@@ -1,0 +1,225 @@
+// tools/mra-ref/inputs.cpp: loading and checking mra-ref's inputs (see inputs.h). Tested by tests/cli.
+#include "inputs.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+#include "npy.h"
+
+namespace mra::cli {
+namespace {
+
+std::string number(double x) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  return ec == std::errc() ? std::string(buf, end) : std::string("?");
+}
+
+npy::Array load_array(const std::string& path) {
+  npy::Parsed parsed = npy::load(path);
+  if (!parsed.ok()) throw Failure(path, parsed.error);
+  return std::move(parsed.array);
+}
+
+struct Tensor {
+  std::string path;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// A Q, K or V file: float dtype, rank 2 to 4, no empty dimension, every value finite as a float32.
+Tensor load_tensor(const std::string& path) {
+  npy::Array a = load_array(path);
+  if (a.kind != npy::Kind::floating)
+    throw Failure(path, "dtype '" + a.descr + "' is not supported for Q, K and V (use float16, float32 or float64)");
+  if (a.shape.size() < 2 || a.shape.size() > 4)
+    throw Failure(path, "shape " + shape_string(a.shape) + " is not [N, D], [H, N, D] or [B, H, N, D]");
+  for (int64_t d : a.shape)
+    if (d == 0) throw Failure(path, "shape " + shape_string(a.shape) + " has an empty dimension");
+  Tensor t{path, a.shape, std::vector<float>(a.values.size())};
+  constexpr double kFloatMax = std::numeric_limits<float>::max();
+  for (size_t i = 0; i < a.values.size(); ++i) {
+    const double x = a.values[i];
+    if (!std::isfinite(x))
+      throw Failure(path, "non-finite value " + number(x) + " at " + index_string(a.shape, i));
+    if (std::fabs(x) > kFloatMax)
+      throw Failure(path, "value " + number(x) + " at " + index_string(a.shape, i) + " overflows float32");
+    t.data[i] = static_cast<float>(x);
+  }
+  return t;
+}
+
+// Splits a rank-2..4 shape into batch, heads, sequence length and head dimension.
+void split_shape(const std::vector<int64_t>& s, int64_t& batch, int64_t& heads, int64_t& n, int64_t& dim) {
+  const size_t r = s.size();
+  batch = r == 4 ? s[0] : 1;
+  heads = r >= 3 ? s[r - 3] : 1;
+  n = s[r - 2];
+  dim = s[r - 1];
+}
+
+// A mask over `n` tokens, [n] (shared by every batch) or [batch, n], values 0 or 1 in any dtype; returned as
+// [batch, n].
+std::vector<uint8_t> load_mask(const std::string& path, int64_t batch, int64_t n) {
+  const npy::Array a = load_array(path);
+  const bool shared = a.shape.size() == 1 && a.shape[0] == n;
+  const bool per_batch = a.shape.size() == 2 && a.shape[0] == batch && a.shape[1] == n;
+  if (!shared && !per_batch)
+    throw Failure(path, "mask shape " + shape_string(a.shape) + " is not [" + std::to_string(n) + "] or [" +
+                            std::to_string(batch) + ", " + std::to_string(n) + "]");
+  for (size_t i = 0; i < a.values.size(); ++i) {
+    if (a.values[i] != 0.0 && a.values[i] != 1.0)
+      throw Failure(path, "mask value " + number(a.values[i]) + " at " + index_string(a.shape, i) + " is not 0 or 1");
+  }
+  std::vector<uint8_t> mask(static_cast<size_t>(batch * n));
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = a.values[shared ? i % static_cast<size_t>(n) : i] != 0.0;
+  return mask;
+}
+
+}  // namespace
+
+ref::Problem Inputs::problem() const {
+  ref::Problem p;
+  p.batch = batch;
+  p.heads = heads;
+  p.nq = nq;
+  p.nk = nk;
+  p.dim = dim;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.query_mask = query_mask.empty() ? nullptr : query_mask.data();
+  p.key_mask = key_mask.empty() ? nullptr : key_mask.data();
+  p.scale = scale;
+  return p;
+}
+
+Inputs load_inputs(const Options& options) {
+  Tensor q = load_tensor(options.require("--q"));
+  Tensor k = load_tensor(options.require("--k"));
+  Tensor v = load_tensor(options.require("--v"));
+  if (k.shape.size() != q.shape.size())
+    throw Failure(k.path, "shape " + shape_string(k.shape) + " does not have the rank of Q's " + shape_string(q.shape));
+  if (v.shape != k.shape)
+    throw Failure(v.path, "shape " + shape_string(v.shape) + " differs from K's " + shape_string(k.shape));
+
+  Inputs in;
+  int64_t kb = 0, kh = 0, kd = 0;
+  split_shape(q.shape, in.batch, in.heads, in.nq, in.dim);
+  split_shape(k.shape, kb, kh, in.nk, kd);
+  if (kb != in.batch || kh != in.heads || kd != in.dim)
+    throw Failure(k.path, "shape " + shape_string(k.shape) + " does not match Q's " + shape_string(q.shape) +
+                              " (batch, heads and head dimension must agree)");
+  in.q_shape = q.shape;
+  in.q = std::move(q.data);
+  in.k = std::move(k.data);
+  in.v = std::move(v.data);
+
+  // A single --mask describes the one sequence of self-attention, so it masks the queries too (as the
+  // official MRA does); --query-mask covers cross-attention.
+  const auto key_mask = options.get("--mask");
+  const auto query_mask = options.get("--query-mask");
+  if (key_mask) in.key_mask = load_mask(*key_mask, in.batch, in.nk);
+  if (query_mask)
+    in.query_mask = load_mask(*query_mask, in.batch, in.nq);
+  else if (key_mask && in.nq == in.nk)
+    in.query_mask = in.key_mask;
+
+  if (const auto s = options.get("--scale")) {
+    in.scale = parse_real("--scale", *s);
+    if (in.scale <= 0.0) throw Failure("--scale", "'" + *s + "' must be positive");
+  }
+  return in;
+}
+
+ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
+  ref::Config c;
+  if (const auto s = options.get("--scales")) c.scales = parse_int_list("--scales", *s, 1);
+  // Validate the scales alone first, so that their errors name --scales rather than the budgets.
+  c.budgets.assign(c.scales.empty() ? 0 : c.scales.size() - 1, 0);
+  try {
+    c.validate();
+  } catch (const ref::Error& e) {
+    throw Failure("--scales", e.what());
+  }
+
+  if (const auto m = options.get("--mode")) {
+    if (*m == "full")
+      c.mode = ref::Mode::full;
+    else if (*m == "sparse")
+      c.mode = ref::Mode::sparse;
+    else
+      throw Failure("--mode", "'" + *m + "' is not 'full' or 'sparse'");
+  }
+  if (const auto f = options.get("--prior-first")) c.prior_first = parse_int("--prior-first", *f, 0);
+  if (const auto g = options.get("--prior-diagonal")) c.prior_diagonal = parse_int("--prior-diagonal", *g, 0);
+
+  const auto budget = options.get("--budget");
+  const auto per_row = options.get("--blocks-per-row");
+  if (budget && per_row) throw Failure("--budget", "cannot be combined with --blocks-per-row");
+  if (budget) {
+    c.budgets = parse_int_list("--budget", *budget, 0);
+    const size_t steps = c.scales.size() - 1;
+    if (c.budgets.size() != steps)
+      throw Failure("--budget", "expected " + std::to_string(steps) + " value(s), one per refinement step of --scales, got " +
+                                    std::to_string(c.budgets.size()));
+    for (size_t l = 0; l < steps; ++l) {
+      const int64_t s = c.scales[l];
+      const int64_t rows = (nq + s - 1) / s, cols = (nk + s - 1) / s;
+      if (c.budgets[l] > rows * cols)
+        throw Failure("--budget", "budget " + std::to_string(c.budgets[l]) + " exceeds the " +
+                                      std::to_string(rows * cols) + " blocks of side " + std::to_string(s) + " (" +
+                                      std::to_string(rows) + " x " + std::to_string(cols) + ")");
+    }
+  } else {
+    const int64_t p = per_row ? parse_int("--blocks-per-row", *per_row, 0) : 4;
+    try {
+      c.budgets = ref::budgets_from_blocks_per_row(c.scales, nq, nk, p);
+    } catch (const ref::Error& e) {
+      throw Failure("--blocks-per-row", e.what());
+    }
+  }
+  try {
+    c.validate();
+  } catch (const ref::Error& e) {
+    throw Failure(budget ? "--budget" : "--blocks-per-row", e.what());
+  }
+  return c;
+}
+
+void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data) {
+  save_text(path, npy::serialize_f32(shape, data.data()));
+}
+
+void save_text(const std::string& path, const std::string& text) {
+  const std::string error = npy::write_file_atomic(path, text);
+  if (!error.empty()) throw Failure(path, error);
+}
+
+std::string join(const std::vector<int64_t>& values, const std::string& separator) {
+  std::string s;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) s += separator;
+    s += std::to_string(values[i]);
+  }
+  return s;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  s += join(shape, ", ");
+  s += "]";
+  return s;
+}
+
+std::string index_string(const std::vector<int64_t>& shape, size_t flat) {
+  std::vector<int64_t> index(shape.size());
+  for (size_t i = shape.size(); i-- > 0;) {
+    index[i] = static_cast<int64_t>(flat % static_cast<size_t>(shape[i]));
+    flat /= static_cast<size_t>(shape[i]);
+  }
+  return shape_string(index);
+}
+
+}  // namespace mra::cli

@@ -1,0 +1,48 @@
+// tools/mra-ref/inputs.h: turns mra-ref's options and .npy files into a reference problem and configuration,
+// checking everything a user can get wrong (shapes, dtypes, masks, non-finite values, budgets) and reporting
+// it as a cli::Failure naming the file or option. Tested through the binary by tests/cli and tests/interop.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "mra/reference.h"
+
+namespace mra::cli {
+
+// Q, K, V and masks as the reference wants them, owning their storage.
+struct Inputs {
+  std::vector<int64_t> q_shape;  // Q's shape as the file gave it: the output has the same
+  int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
+  std::vector<float> q, k, v;
+  std::vector<uint8_t> query_mask, key_mask;  // [batch, n] each, or empty when every token is real
+  double scale = 0.0;                         // 0: the reference's default 1/sqrt(dim)
+
+  // Points into this object: valid while it lives and is not moved.
+  ref::Problem problem() const;
+};
+
+// --q --k --v [--mask] [--query-mask] [--scale].
+Inputs load_inputs(const Options& options);
+
+// --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
+ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
+
+// Writes a float32 .npy of `shape` atomically; a failure names the file.
+void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
+
+// Writes text atomically; a failure names the file.
+void save_text(const std::string& path, const std::string& text);
+
+// "1<separator>2<separator>3".
+std::string join(const std::vector<int64_t>& values, const std::string& separator);
+
+// "[1, 2, 3]", for messages and JSON.
+std::string shape_string(const std::vector<int64_t>& shape);
+
+// The multi-index of flat element `flat` in C order of `shape`, as "[i, j, k]".
+std::string index_string(const std::vector<int64_t>& shape, size_t flat);
+
+}  // namespace mra::cli

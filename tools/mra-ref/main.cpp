@@ -1,0 +1,146 @@
+// tools/mra-ref/main.cpp: mra-ref, the command-line face of the reference MRA attention (reference/).
+//   mra-ref --help            mra-ref <command> --help
+// Exit status: 0 success, 1 `compare` outside its tolerance, 2 any error (one line on stderr naming the file
+// or option at fault, and no output file). Tested by tests/cli and tests/interop.
+#include <cstdio>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli.h"
+#include "commands.h"
+#include "mra/reference.h"
+
+namespace {
+
+using mra::cli::Options;
+
+constexpr std::string_view kInputs =
+    "\nInputs:\n"
+    "  --q Q.npy --k K.npy --v V.npy   float16/32/64 .npy (versions 1-3, little-endian, C order), shaped\n"
+    "                                  [N, D], [H, N, D] or [B, H, N, D]; all three of one rank, K and V of one\n"
+    "                                  shape, Q with the B, H and D of K (Nq may differ from Nk). Every value\n"
+    "                                  must be finite.\n"
+    "  --mask M.npy                    key mask [Nk] or [B, Nk]: bool, integer or float, 1 = real token,\n"
+    "                                  0 = padding. When Nq == Nk it masks the queries too (self-attention).\n"
+    "  --query-mask M.npy              query mask [Nq] or [B, Nq], for cross-attention; overrides --mask for\n"
+    "                                  the queries.\n"
+    "  --scale S                       logit scale (default 1/sqrt(D)).\n";
+
+constexpr std::string_view kMra =
+    "\nMRA configuration (docs/semantics.md):\n"
+    "  --scales S1,...,1               block sides, decreasing, each dividing the one before, ending at 1\n"
+    "                                  (default 32,1: MRA-2).\n"
+    "  --budget N[,N...]               blocks refined at each step, one value per step (scales minus one),\n"
+    "                                  per batch and head; at most the number of blocks of that side.\n"
+    "  --blocks-per-row R              budgets of R blocks per block row at every level, capped at what\n"
+    "                                  exists (default 4; not with --budget).\n"
+    "  --mode full|sparse              full: unrefined blocks count at low resolution (MRA-L);\n"
+    "                                  sparse: only full-resolution entries count (MRA-L-s). Default full.\n"
+    "  --prior-first N                 prefer the first N block rows and columns (global tokens).\n"
+    "  --prior-diagonal N              prefer a diagonal band of N blocks.\n";
+
+struct Command {
+  std::string_view name;
+  std::string_view summary;
+  std::string usage;
+  std::vector<std::string> value_flags;
+  int (*run)(const Options&, const std::string&);
+};
+
+const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--query-mask", "--scale"};
+const std::vector<std::string> kMraFlags{"--q",      "--k",           "--v",           "--mask",
+                                         "--query-mask", "--scale",   "--scales",      "--budget",
+                                         "--blocks-per-row", "--mode", "--prior-first", "--prior-diagonal"};
+
+std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
+  flags.insert(flags.end(), more.begin(), more.end());
+  return flags;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table{
+      {"attend", "MRA attention of .npy inputs into a float32 .npy",
+       "usage: mra-ref attend --q Q.npy --k K.npy --v V.npy [options] -o OUT.npy\n"
+       "Computes MRA attention with the reference implementation and writes it as float32, shaped like Q.\n" +
+           std::string(kInputs) + std::string(kMra),
+       with(kMraFlags, {"-o"}), mra::cli::run_attend},
+      {"exact", "exact softmax attention of .npy inputs",
+       "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--query-mask M.npy] [--scale S] -o OUT.npy\n"
+       "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs),
+       with(kInputFlags, {"-o"}), mra::cli::run_exact},
+      {"select", "the blocks MRA refines, as JSON",
+       "usage: mra-ref select --q Q.npy --k K.npy --v V.npy [options] [-o OUT.json]\n"
+       "Prints (or writes) the selection as JSON: the scales and budgets, then for every batch b, head h and\n"
+       "refinement step `level` the block side, the number of key blocks nk_blocks, and the refined blocks as\n"
+       "sorted flat indices r * nk_blocks + c.\n" +
+           std::string(kInputs) + std::string(kMra),
+       with(kMraFlags, {"-o"}), mra::cli::run_select},
+      {"compare", "error between two .npy files",
+       "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R]\n"
+       "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
+       "([b, h, n, d] for rank-4 files). With --atol and/or --rtol (default 0 each), also checks\n"
+       "|a - b| <= atol + rtol * |b| for every element, prints PASS or FAIL with the largest fraction of the\n"
+       "tolerance used, and exits with 1 on FAIL.\n",
+       {"--atol", "--rtol"}, mra::cli::run_compare},
+      {"demo", "exact vs MRA on built-in structured inputs",
+       "usage: mra-ref demo [--out DIR]\n"
+       "Builds structured inputs (B=1, H=2, N=1024, D=64: local structure and a few global tokens), runs exact\n"
+       "attention and MRA at several configurations, prints the fraction of entries computed exactly, the\n"
+       "relative error and the time of each, and writes every input and output as .npy into DIR (default\n"
+       "mra-demo), with the commands that redo a run on those files.\n",
+       {"--out"}, mra::cli::run_demo},
+      {"bench", "time reference MRA against reference exact attention",
+       "usage: mra-ref bench\n"
+       "For N = 1024, 4096 and 16384 (B = H = 1, D = 64, scales 32,1, 4 blocks per row), prints the time of\n"
+       "reference MRA and of reference exact attention and their ratio. Takes about a minute.\n",
+       {}, mra::cli::run_bench},
+  };
+  return table;
+}
+
+void print_top_help(std::FILE* to) {
+  std::fprintf(to, "usage: mra-ref <command> [options]   (mra-ref <command> --help for details)\n\ncommands:\n");
+  for (const Command& c : commands())
+    std::fprintf(to, "  %-8s %s\n", std::string(c.name).c_str(), std::string(c.summary).c_str());
+  std::fprintf(to, "\nExit status: 0 success, 1 compare failed its tolerance, 2 error (one line on stderr).\n");
+}
+
+int fail(const std::string& subject, const std::string& problem) {
+  std::fprintf(stderr, "mra-ref: %s: %s\n", subject.c_str(), problem.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    print_top_help(stderr);
+    return 2;
+  }
+  if (args[0] == "--help" || args[0] == "-h") {
+    print_top_help(stdout);
+    return 0;
+  }
+  const Command* command = nullptr;
+  for (const Command& c : commands())
+    if (c.name == args[0]) command = &c;
+  if (!command) return fail(args[0], "unknown command (see mra-ref --help)");
+
+  try {
+    const Options options(std::vector<std::string>(args.begin() + 1, args.end()), command->value_flags);
+    if (options.help()) {
+      std::fputs(command->usage.c_str(), stdout);
+      return 0;
+    }
+    return command->run(options, argv[0]);
+  } catch (const mra::cli::Failure& e) {
+    return fail(e.subject(), e.what());
+  } catch (const mra::ref::Error& e) {
+    return fail(args[0], e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(args[0], "out of memory");
+  }
+}

@@ -1,0 +1,349 @@
+// tools/mra-ref/npy.cpp: the .npy reader and writer declared in npy.h. Tested by tests/cli (ctest -L cli).
+#include "npy.h"
+
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace mra::npy {
+namespace {
+
+// Data are copied with memcpy into host values, which is only right on a little-endian host.
+static_assert(std::endian::native == std::endian::little, "the .npy reader assumes a little-endian host");
+
+constexpr std::string_view kMagic = "\x93NUMPY";
+
+// Parse failures travel as this exception inside the parser and leave `parse` as Parsed::error.
+struct Malformed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void fail(const std::string& what) { throw Malformed(what); }
+
+struct DType {
+  Kind kind;
+  int size;
+  bool is_signed;
+};
+
+DType dtype_of(const std::string& descr) {
+  if (descr.size() < 3) fail("unsupported dtype '" + descr + "'");
+  const char order = descr[0];
+  const std::string code = descr.substr(1);
+  std::optional<DType> t;
+  if (code == "f2") t = DType{Kind::floating, 2, true};
+  if (code == "f4") t = DType{Kind::floating, 4, true};
+  if (code == "f8") t = DType{Kind::floating, 8, true};
+  if (code == "b1") t = DType{Kind::boolean, 1, false};
+  if (code == "i1") t = DType{Kind::integer, 1, true};
+  if (code == "u1") t = DType{Kind::integer, 1, false};
+  if (code == "i2") t = DType{Kind::integer, 2, true};
+  if (code == "u2") t = DType{Kind::integer, 2, false};
+  if (code == "i4") t = DType{Kind::integer, 4, true};
+  if (code == "u4") t = DType{Kind::integer, 4, false};
+  if (code == "i8") t = DType{Kind::integer, 8, true};
+  if (code == "u8") t = DType{Kind::integer, 8, false};
+  if (!t) fail("unsupported dtype '" + descr + "' (supported: float16/32/64, bool, integers)");
+  // numpy writes '|' for one-byte types and '<' or '>' for wider ones; byte order is moot for one byte.
+  if (t->size == 1 && (order == '|' || order == '<')) return *t;
+  if (t->size > 1 && order == '<') return *t;
+  if (order == '>') fail("big-endian dtype '" + descr + "' is not supported (save with dtype '<" + code + "')");
+  fail("unsupported dtype '" + descr + "'");
+}
+
+// A reader of the header's Python dict literal, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+// Only the forms numpy writes are accepted: quoted strings, True/False, tuples of non-negative integers.
+class HeaderParser {
+ public:
+  explicit HeaderParser(std::string_view text) : text_(text) {}
+
+  void parse(std::string& descr, bool& fortran_order, std::vector<int64_t>& shape) {
+    bool have_descr = false, have_order = false, have_shape = false;
+    expect('{');
+    while (true) {
+      skip_space();
+      if (peek() == '}') break;
+      const std::string key = string_literal();
+      expect(':');
+      skip_space();
+      if (key == "descr") {
+        if (have_descr) fail("malformed header: key 'descr' given twice");
+        if (peek() != '\'' && peek() != '"') fail("unsupported dtype: structured or non-string 'descr'");
+        descr = string_literal();
+        have_descr = true;
+      } else if (key == "fortran_order") {
+        if (have_order) fail("malformed header: key 'fortran_order' given twice");
+        fortran_order = boolean();
+        have_order = true;
+      } else if (key == "shape") {
+        if (have_shape) fail("malformed header: key 'shape' given twice");
+        shape = tuple();
+        have_shape = true;
+      } else {
+        fail("malformed header: unexpected key '" + key + "'");
+      }
+      skip_space();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() != '}') fail("malformed header: expected ',' or '}'");
+    }
+    ++pos_;
+    skip_space();
+    if (pos_ != text_.size()) fail("malformed header: text after the closing '}'");
+    if (!have_descr) fail("malformed header: no 'descr'");
+    if (!have_order) fail("malformed header: no 'fortran_order'");
+    if (!have_shape) fail("malformed header: no 'shape'");
+  }
+
+ private:
+  char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
+
+  void skip_space() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t')) ++pos_;
+  }
+
+  void expect(char c) {
+    skip_space();
+    if (peek() != c) fail(std::string("malformed header: expected '") + c + "'");
+    ++pos_;
+  }
+
+  std::string string_literal() {
+    skip_space();
+    const char quote = peek();
+    if (quote != '\'' && quote != '"') fail("malformed header: expected a quoted key or string");
+    const size_t end = text_.find(quote, pos_ + 1);
+    if (end == std::string_view::npos) fail("malformed header: unterminated string");
+    std::string s(text_.substr(pos_ + 1, end - pos_ - 1));
+    for (char ch : s) {
+      if (ch == '\\' || static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e)
+        fail("malformed header: unsupported character in a string");
+    }
+    pos_ = end + 1;
+    return s;
+  }
+
+  bool boolean() {
+    if (text_.substr(pos_, 4) == "True") {
+      pos_ += 4;
+      return true;
+    }
+    if (text_.substr(pos_, 5) == "False") {
+      pos_ += 5;
+      return false;
+    }
+    fail("malformed header: 'fortran_order' is not True or False");
+  }
+
+  int64_t integer() {
+    skip_space();
+    if (peek() < '0' || peek() > '9') fail("malformed header: a shape entry is not a non-negative integer");
+    int64_t value = 0;
+    while (peek() >= '0' && peek() <= '9') {
+      const int digit = peek() - '0';
+      if (value > (std::numeric_limits<int64_t>::max() - digit) / 10)
+        fail("malformed header: a dimension does not fit in 64 bits");
+      value = value * 10 + digit;
+      ++pos_;
+    }
+    return value;
+  }
+
+  // (), (n,), (n, m), (n, m,) ...; a single entry needs its trailing comma, as in Python.
+  std::vector<int64_t> tuple() {
+    if (peek() != '(') fail("malformed header: 'shape' is not a tuple");
+    ++pos_;
+    std::vector<int64_t> dims;
+    while (true) {
+      skip_space();
+      if (peek() == ')') break;
+      dims.push_back(integer());
+      skip_space();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() != ')') fail("malformed header: expected ',' or ')' in 'shape'");
+      if (dims.size() == 1) fail("malformed header: a one-element shape needs a trailing comma");
+    }
+    ++pos_;
+    return dims;
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+};
+
+uint64_t read_le(const unsigned char* p, int size) {
+  uint64_t v = 0;
+  for (int i = size - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// IEEE binary16 to double, exactly: every half value is representable.
+double half_to_double(uint16_t h) {
+  const int sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  double magnitude;
+  if (exponent == 0x1f)
+    magnitude = mantissa ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  else if (exponent == 0)
+    magnitude = std::ldexp(static_cast<double>(mantissa), -24);
+  else
+    magnitude = std::ldexp(static_cast<double>(mantissa | 0x400), exponent - 25);
+  return sign ? -magnitude : magnitude;
+}
+
+double element(const unsigned char* p, const DType& t) {
+  const uint64_t bits = read_le(p, t.size);
+  if (t.kind == Kind::floating) {
+    if (t.size == 2) return half_to_double(static_cast<uint16_t>(bits));
+    if (t.size == 4) return static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(bits)));
+    return std::bit_cast<double>(bits);
+  }
+  if (!t.is_signed) return static_cast<double>(bits);
+  // Sign-extend from the element's width.
+  const int shift = 64 - 8 * t.size;
+  return static_cast<double>(static_cast<int64_t>(bits << shift) >> shift);
+}
+
+Array parse_or_throw(std::string_view bytes) {
+  if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic)
+    fail("not a .npy file (bad magic string)");
+  if (bytes.size() < 8) fail("truncated: the file ends inside the version field");
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int major = u[6], minor = u[7];
+  if (minor != 0 || major < 1 || major > 3)
+    fail("unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor));
+  const size_t length_size = major == 1 ? 2 : 4;
+  const size_t prefix = 8 + length_size;
+  if (bytes.size() < prefix) fail("truncated: the file ends inside the header length");
+  const uint64_t header_length = read_le(u + 8, static_cast<int>(length_size));
+  if (header_length > bytes.size() - prefix)
+    fail("truncated: the header claims " + std::to_string(header_length) + " bytes, the file holds " +
+         std::to_string(bytes.size() - prefix) + " after the prefix");
+
+  Array a;
+  bool fortran_order = false;
+  HeaderParser(bytes.substr(prefix, header_length)).parse(a.descr, fortran_order, a.shape);
+  const DType t = dtype_of(a.descr);
+  a.kind = t.kind;
+  if (fortran_order) fail("fortran_order True is not supported (save np.ascontiguousarray(x))");
+
+  const uint64_t available = bytes.size() - prefix - header_length;
+  uint64_t count = 1;
+  for (int64_t d : a.shape) {
+    const auto dim = static_cast<uint64_t>(d);
+    if (dim != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
+      fail("the shape's element count does not fit in 64 bits");
+    count *= dim;
+  }
+  // Compare element counts first: count * size cannot overflow once count <= available / size.
+  const auto size = static_cast<uint64_t>(t.size);
+  const std::string holds = " elements of " + std::to_string(t.size) + " bytes, the file holds " +
+                            std::to_string(available) + " data bytes";
+  if (count > available / size) fail("truncated: the shape needs " + std::to_string(count) + holds);
+  if (count * size != available) fail("size mismatch: the shape needs " + std::to_string(count) + holds);
+
+  a.values.resize(static_cast<size_t>(count));
+  const unsigned char* data = u + prefix + header_length;
+  for (size_t i = 0; i < a.values.size(); ++i) a.values[i] = element(data + i * static_cast<size_t>(t.size), t);
+  return a;
+}
+
+}  // namespace
+
+Parsed parse(std::string_view bytes) {
+  Parsed result;
+  try {
+    result.array = parse_or_throw(bytes);
+  } catch (const Malformed& e) {
+    result.error = e.what();
+  }
+  return result;
+}
+
+Parsed load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    Parsed result;
+    result.error = std::string("cannot open: ") + std::strerror(errno);
+    return result;
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    Parsed result;
+    result.error = "read error";
+    return result;
+  }
+  return parse(bytes);
+}
+
+std::string serialize_f32(const std::vector<int64_t>& shape, const float* data) {
+  std::string dims;
+  int64_t count = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    dims += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
+    count *= shape[i];
+  }
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  // numpy pads with spaces and a final newline so that the data start on a 64-byte boundary.
+  const size_t unpadded = kMagic.size() + 4 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+
+  std::string out(kMagic);
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(count) * sizeof(float));
+  return out;
+}
+
+std::string write_file_atomic(const std::string& path, std::string_view bytes) {
+  const size_t slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "./" : path.substr(0, slash + 1);
+  // O_EXCL with a per-process name never clobbers another writer's file; the mode lets the umask decide the
+  // permissions, as for any new file.
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 100; ++attempt) {
+    tmp = folder + ".mra-ref-" + std::to_string(::getpid()) + "-" + std::to_string(attempt) + ".tmp";
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) return "cannot create a temporary file in '" + folder + "': " + std::strerror(errno);
+
+  const auto give_up = [&tmp](const std::string& why) {
+    std::remove(tmp.c_str());
+    return "cannot write: " + why;
+  };
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "no progress";
+      ::close(fd);
+      return give_up(why);
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) return give_up(std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return give_up(std::strerror(errno));
+  return {};
+}
+
+}  // namespace mra::npy

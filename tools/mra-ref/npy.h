@@ -1,0 +1,47 @@
+// tools/mra-ref/npy.h: reader and writer of NumPy .npy files (CMake target `mra::npy`).
+//
+// Reads format versions 1.0, 2.0 and 3.0 with little-endian, C-ordered data of dtypes
+// <f2 <f4 <f8 |b1 |i1 |u1 <i2 <u2 <i4 <u4 <i8 <u8; writes float32 version 1.0 exactly as numpy does (header
+// padded with spaces to a multiple of 64 bytes). `parse` is a pure function of its byte buffer and is meant to
+// be fuzzed: it never crashes and never allocates more than a small multiple of the buffer, whatever the
+// header claims. Tested by tests/cli (ctest -L cli).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mra::npy {
+
+enum class Kind { floating, integer, boolean };
+
+struct Array {
+  std::string descr;            // the dtype as the header wrote it, e.g. "<f4"
+  Kind kind = Kind::floating;
+  std::vector<int64_t> shape;   // () for a scalar
+  // The elements in C order, widened to double: exact for every float and bool dtype and for integers up to
+  // 2^53 in magnitude (larger integers round, which keeps them distinguishable from 0 and 1).
+  std::vector<double> values;
+};
+
+// Either an array or a one-line description of why the bytes are not a supported .npy file.
+struct Parsed {
+  Array array;
+  std::string error;
+  bool ok() const { return error.empty(); }
+};
+
+Parsed parse(std::string_view bytes);
+
+// Reads and parses a file; a file that cannot be opened or read is reported like a malformed one.
+Parsed load(const std::string& path);
+
+// The bytes of a float32 .npy file of the given shape; `data` holds the product of `shape` elements.
+std::string serialize_f32(const std::vector<int64_t>& shape, const float* data);
+
+// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that `path` either
+// keeps its previous state or holds the complete new contents. Returns an empty string or a one-line error.
+std::string write_file_atomic(const std::string& path, std::string_view bytes);
+
+}  // namespace mra::npy
