@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -56,13 +57,13 @@ std::vector<float> run_exact(const Problem& p) {
 }
 
 std::string describe(const Config& c) {
-  std::string s = "scales";
-  for (int64_t x : c.scales) s += " " + std::to_string(x);
-  s += ", budgets";
-  for (int64_t x : c.budgets) s += " " + std::to_string(x);
-  s += c.mode == Mode::full ? ", full" : ", sparse";
-  s += ", priors " + std::to_string(c.prior_first) + "/" + std::to_string(c.prior_diagonal);
-  return s;
+  std::ostringstream s;
+  s << "scales";
+  for (int64_t x : c.scales) s << ' ' << x;
+  s << ", budgets";
+  for (int64_t x : c.budgets) s << ' ' << x;
+  s << (c.mode == Mode::full ? ", full" : ", sparse") << ", priors " << c.prior_first << '/' << c.prior_diagonal;
+  return s.str();
 }
 
 void check_close(const std::vector<float>& x, const std::vector<float>& ref, const Problem& p, double atol,
