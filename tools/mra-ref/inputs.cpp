@@ -101,9 +101,6 @@ Inputs load_inputs(const Options& options) {
   Tensor v = load_tensor(options.require("--v"));
   if (k.shape.size() != q.shape.size())
     throw Failure(k.path, "shape " + shape_string(k.shape) + " does not have the rank of Q's " + shape_string(q.shape));
-  if (v.shape != k.shape)
-    throw Failure(v.path, "shape " + shape_string(v.shape) + " differs from K's " + shape_string(k.shape));
-
   Inputs in;
   int64_t kb = 0, kh = 0, kd = 0;
   split_shape(q.shape, in.batch, in.heads, in.nq, in.dim);
@@ -111,6 +108,8 @@ Inputs load_inputs(const Options& options) {
   if (kb != in.batch || kh != in.heads || kd != in.dim)
     throw Failure(k.path, "shape " + shape_string(k.shape) + " does not match Q's " + shape_string(q.shape) +
                               " (batch, heads and head dimension must agree)");
+  if (v.shape != k.shape)
+    throw Failure(v.path, "shape " + shape_string(v.shape) + " differs from K's " + shape_string(k.shape));
   in.q_shape = q.shape;
   in.q = std::move(q.data);
   in.k = std::move(k.data);

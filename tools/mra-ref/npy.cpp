@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -274,15 +275,19 @@ Parsed parse(std::string_view bytes) {
 }
 
 Parsed load(const std::string& path) {
+  Parsed result;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    result.error = "is a folder, not a file";
+    return result;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    Parsed result;
     result.error = std::string("cannot open: ") + std::strerror(errno);
     return result;
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) {
-    Parsed result;
     result.error = "read error";
     return result;
   }

@@ -1,0 +1,575 @@
+// tests/cli/cli_test.cpp: runs the built mra-ref binary on files written into a temporary folder and checks
+// outputs, exit codes, the one-line errors and that a failed run leaves no output behind.
+//   ctest --test-dir build -L cli      or      build/tests/cli/cli_test
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "npy.h"
+#include "npy_bytes.h"
+
+namespace fs = std::filesystem;
+using npy_bytes::raw;
+
+namespace {
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+  REQUIRE(out.good());
+}
+
+// A fresh folder per test, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("mra-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+Result run_shell(const TempDir& dir, const std::string& command) {
+  const std::string out = dir.file(".stdout"), err = dir.file(".stderr");
+  const int raw_status = std::system((command + " >" + quote(out) + " 2>" + quote(err)).c_str());
+  Result r;
+  r.status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : -1;
+  r.out = read_text(out);
+  r.err = read_text(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+Result run(const TempDir& dir, const std::vector<std::string>& args) {
+  std::string command = quote(MRA_REF_BINARY);
+  for (const std::string& a : args) {
+    command += ' ';
+    command += quote(a);
+  }
+  return run_shell(dir, command);
+}
+
+std::string tuple(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
+  return s + ")";
+}
+
+int64_t product(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Values in [-2, 2) with a few decimals, so that every dtype (float16 included) holds them exactly.
+std::vector<double> sample(int64_t count, uint32_t seed) {
+  std::mt19937 bits(seed);
+  std::vector<double> v(static_cast<size_t>(count));
+  for (double& x : v) x = static_cast<double>(static_cast<int>(bits() % 256) - 128) / 64.0;
+  return v;
+}
+
+std::string npy_of(const std::string& descr, const std::vector<int64_t>& shape, const std::vector<double>& values) {
+  const std::string h = npy_bytes::header(descr, tuple(shape));
+  if (descr == "<f2") return npy_bytes::file(1, h, npy_bytes::raw_half(values));
+  if (descr == "<f8") return npy_bytes::file(1, h, raw<double>(values));
+  if (descr == "|b1") return npy_bytes::file(1, h, raw<bool>(values));
+  if (descr == "|u1") return npy_bytes::file(1, h, raw<uint8_t>(values));
+  if (descr == "<i8") return npy_bytes::file(1, h, raw<int64_t>(values));
+  return npy_bytes::file(1, h, raw<float>(values));
+}
+
+mra::npy::Array load_ok(const std::string& path) {
+  const mra::npy::Parsed p = mra::npy::load(path);
+  INFO(path << ": " << p.error);
+  REQUIRE(p.ok());
+  return p.array;
+}
+
+// Exact softmax attention in double on [B, H, N, D] data, written independently of the reference.
+std::vector<double> oracle(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+                           int64_t B, int64_t H, int64_t nq, int64_t nk, int64_t D,
+                           const std::vector<double>& qmask = {}, const std::vector<double>& kmask = {}) {
+  std::vector<double> out(static_cast<size_t>(B * H * nq * D), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < nq; ++i) {
+        if (!qmask.empty() && qmask[static_cast<size_t>(b * nq + i)] == 0) continue;
+        const double* qi = &q[static_cast<size_t>(((b * H + h) * nq + i) * D)];
+        std::vector<double> logits(static_cast<size_t>(nk), -INFINITY);
+        double m = -INFINITY;
+        for (int64_t j = 0; j < nk; ++j) {
+          if (!kmask.empty() && kmask[static_cast<size_t>(b * nk + j)] == 0) continue;
+          const double* kj = &k[static_cast<size_t>(((b * H + h) * nk + j) * D)];
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+          logits[static_cast<size_t>(j)] = dot / std::sqrt(static_cast<double>(D));
+          m = std::max(m, logits[static_cast<size_t>(j)]);
+        }
+        if (m == -INFINITY) continue;
+        double denominator = 0;
+        double* o = &out[static_cast<size_t>(((b * H + h) * nq + i) * D)];
+        for (int64_t j = 0; j < nk; ++j) {
+          const double w = std::exp(logits[static_cast<size_t>(j)] - m);
+          denominator += w;
+          for (int64_t d = 0; d < D; ++d) o[d] += w * v[static_cast<size_t>(((b * H + h) * nk + j) * D + d)];
+        }
+        for (int64_t d = 0; d < D; ++d) o[d] /= denominator;
+      }
+  return out;
+}
+
+double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double diff2 = 0, ref2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff2 += (a[i] - b[i]) * (a[i] - b[i]);
+    ref2 += b[i] * b[i];
+  }
+  return std::sqrt(diff2 / ref2);
+}
+
+// A failed run: status 2, exactly one line on stderr naming `subject`, nothing written next to the output.
+void check_failure(const TempDir& dir, const Result& r, const std::string& subject, const std::string& problem,
+                   const std::string& output) {
+  INFO("stderr: " << r.err);
+  CHECK(r.status == 2);
+  CHECK(r.err.rfind("mra-ref: " + subject + ": ", 0) == 0);
+  CHECK(r.err.find(problem) != std::string::npos);
+  CHECK(r.err.find('\n') == r.err.size() - 1);
+  CHECK_FALSE(fs::exists(output));
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    CHECK(entry.path().filename().string().rfind(".mra-ref-", 0) != 0);
+}
+
+// Q, K, V written as files of one dtype, with the values kept for the oracle.
+struct Problem {
+  int64_t B = 1, H = 1, nq = 0, nk = 0, D = 0;
+  std::vector<double> q, k, v;
+  std::string q_path, k_path, v_path;
+};
+
+Problem write_problem(const TempDir& dir, std::vector<int64_t> q_shape, std::vector<int64_t> k_shape,
+                      const std::string& descr = "<f4", const std::string& prefix = "") {
+  Problem p;
+  const size_t r = q_shape.size();
+  p.B = r == 4 ? q_shape[0] : 1;
+  p.H = r >= 3 ? q_shape[r - 3] : 1;
+  p.nq = q_shape[r - 2];
+  p.nk = k_shape[r - 2];
+  p.D = q_shape[r - 1];
+  p.q = sample(product(q_shape), 1);
+  p.k = sample(product(k_shape), 2);
+  p.v = sample(product(k_shape), 3);
+  p.q_path = dir.file(prefix + "q.npy");
+  p.k_path = dir.file(prefix + "k.npy");
+  p.v_path = dir.file(prefix + "v.npy");
+  write_bytes(p.q_path, npy_of(descr, q_shape, p.q));
+  write_bytes(p.k_path, npy_of(descr, k_shape, p.k));
+  write_bytes(p.v_path, npy_of(descr, k_shape, p.v));
+  return p;
+}
+
+std::vector<std::string> inputs(const Problem& p) {
+  return {"--q", p.q_path, "--k", p.k_path, "--v", p.v_path};
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("--help at the top level and on every subcommand") {
+  TempDir dir;
+  const Result top = run(dir, {"--help"});
+  CHECK(top.status == 0);
+  for (const char* command : {"attend", "exact", "select", "compare", "demo", "bench"}) {
+    CAPTURE(command);
+    CHECK(top.out.find(std::string("  ") + command + " ") != std::string::npos);
+    const Result r = run(dir, {command, "--help"});
+    CHECK(r.status == 0);
+    CHECK(r.out.rfind(std::string("usage: mra-ref ") + command, 0) == 0);
+    CHECK(r.err.empty());
+  }
+  CHECK(run(dir, {"attend", "--help"}).out.find("--blocks-per-row") != std::string::npos);
+  CHECK(run(dir, {"exact", "--help"}).out.find("--query-mask") != std::string::npos);
+  const Result none = run(dir, {});
+  CHECK(none.status == 2);
+  CHECK(none.err.find("usage: mra-ref") != std::string::npos);
+}
+
+TEST_CASE("exact matches an independent oracle, and attend with every block selected matches exact") {
+  TempDir dir;
+  struct Shapes {
+    std::vector<int64_t> q, k;
+  };
+  // Lengths not divisible by the block side; cross-attention; ranks 2, 3 and 4.
+  const Shapes cases[] = {{{40, 8}, {40, 8}}, {{3, 37, 4}, {3, 37, 4}}, {{2, 2, 45, 8}, {2, 2, 45, 8}},
+                          {{2, 1, 20, 8}, {2, 1, 70, 8}}};
+  for (const Shapes& s : cases) {
+    const Problem p = write_problem(dir, s.q, s.k);
+    CAPTURE(p.nq);
+    CAPTURE(p.nk);
+    const std::string exact = dir.file("exact.npy");
+    const Result e = run(dir, std::vector<std::string>{"exact"} + inputs(p) + std::vector<std::string>{"-o", exact});
+    REQUIRE(e.status == 0);
+    const mra::npy::Array ex = load_ok(exact);
+    CHECK(ex.descr == "<f4");
+    CHECK(ex.shape == s.q);
+    CHECK(relative_error(ex.values, oracle(p.q, p.k, p.v, p.B, p.H, p.nq, p.nk, p.D)) < 1e-6);
+    // The output header is numpy's: data start on a 64-byte boundary.
+    const std::string bytes = read_text(exact);
+    CHECK((10 + static_cast<unsigned char>(bytes[8]) + 256 * static_cast<unsigned char>(bytes[9])) % 64 == 0);
+
+    const auto blocks = [&](int64_t side) {
+      return std::to_string(((p.nq + side - 1) / side) * ((p.nk + side - 1) / side));
+    };
+    const std::vector<std::vector<std::string>> configs{
+        {"--budget", blocks(32)},
+        {"--budget", blocks(32), "--mode", "sparse"},
+        {"--scales", "8,2,1", "--budget", blocks(8) + "," + blocks(2)},
+        {"--scales", "8,2,1", "--budget", blocks(8) + "," + blocks(2), "--mode", "sparse"},
+        {"--scales", "16,1", "--blocks-per-row", "1000"},
+    };
+    for (const auto& config : configs) {
+      CAPTURE(config.back());
+      const std::string out = dir.file("attend.npy");
+      const Result a = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + std::vector<std::string>{"-o", out});
+      INFO(a.err);
+      REQUIRE(a.status == 0);
+      const mra::npy::Array at = load_ok(out);
+      CHECK(at.shape == s.q);
+      CHECK(relative_error(at.values, ex.values) < 1e-6);
+    }
+  }
+}
+
+TEST_CASE("masks: self-attention masks queries and keys, --query-mask overrides, every dtype and shape agrees") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {2, 2, 40, 8}, {2, 2, 40, 8});
+  std::vector<double> mask(80, 1.0);
+  for (int i = 25; i < 40; ++i) mask[static_cast<size_t>(40 + i)] = 0.0;  // padding at the end of batch 1
+  mask[3] = 0.0;
+
+  // Outputs alternate exact, attend for the mask dtypes in this order; the first mask is the float32 one.
+  const char* const dtypes[] = {"<f4", "<f8", "|b1", "|u1", "<i8"};
+  std::vector<std::string> outputs;
+  for (size_t t = 0; t < std::size(dtypes); ++t) {
+    const std::string m = dir.file("mask" + std::to_string(t) + ".npy");
+    write_bytes(m, npy_of(dtypes[t], {2, 40}, mask));
+    for (const std::string command : {"exact", "attend"}) {
+      const std::string out = dir.file(command + std::to_string(t) + ".npy");
+      std::vector<std::string> args = std::vector<std::string>{command} + inputs(p) +
+                                      std::vector<std::string>{"--mask", m, "-o", out};
+      if (command == "attend") args = args + std::vector<std::string>{"--budget", "4"};
+      const Result r = run(dir, args);
+      INFO(r.err);
+      REQUIRE(r.status == 0);
+      outputs.push_back(read_text(out));
+    }
+  }
+  for (size_t i = 2; i < outputs.size(); ++i) CHECK(outputs[i] == outputs[i % 2]);
+  const mra::npy::Array ex = load_ok(dir.file("exact0.npy"));
+  CHECK(relative_error(ex.values, oracle(p.q, p.k, p.v, 2, 2, 40, 40, 8, mask, mask)) < 1e-6);
+  CHECK(relative_error(load_ok(dir.file("attend0.npy")).values, ex.values) < 1e-6);
+
+  SUBCASE("a [N] mask is shared by every batch") {
+    std::vector<double> shared(mask.begin(), mask.begin() + 40), both(shared);
+    both.insert(both.end(), shared.begin(), shared.end());
+    write_bytes(dir.file("shared.npy"), npy_of("|b1", {40}, shared));
+    const Result r = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                  std::vector<std::string>{"--mask", dir.file("shared.npy"), "-o", dir.file("s.npy")});
+    REQUIRE(r.status == 0);
+    CHECK(relative_error(load_ok(dir.file("s.npy")).values, oracle(p.q, p.k, p.v, 2, 2, 40, 40, 8, both, both)) < 1e-6);
+  }
+  SUBCASE("--query-mask replaces the query part of --mask") {
+    const std::vector<double> all_real(80, 1.0);
+    write_bytes(dir.file("qm.npy"), npy_of("|b1", {2, 40}, all_real));
+    const Result r = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                  std::vector<std::string>{"--mask", dir.file("mask0.npy"), "--query-mask",
+                                                           dir.file("qm.npy"), "-o", dir.file("x.npy")});
+    REQUIRE(r.status == 0);
+    CHECK(relative_error(load_ok(dir.file("x.npy")).values, oracle(p.q, p.k, p.v, 2, 2, 40, 40, 8, all_real, mask)) <
+          1e-6);
+  }
+  SUBCASE("cross-attention: --mask covers only the keys") {
+    const Problem c = write_problem(dir, {2, 1, 24, 8}, {2, 1, 40, 8}, "<f4", "cross-");
+    const Result r = run(dir, std::vector<std::string>{"exact"} + inputs(c) +
+                                  std::vector<std::string>{"--mask", dir.file("mask0.npy"), "-o", dir.file("c.npy")});
+    REQUIRE(r.status == 0);
+    CHECK(relative_error(load_ok(dir.file("c.npy")).values, oracle(c.q, c.k, c.v, 2, 1, 24, 40, 8, {}, mask)) < 1e-6);
+  }
+}
+
+TEST_CASE("float16, float32 and float64 files holding the same values give the same output") {
+  TempDir dir;
+  std::vector<std::string> outputs;
+  for (const char* descr : {"<f2", "<f4", "<f8"}) {
+    const Problem p = write_problem(dir, {2, 33, 8}, {2, 33, 8}, descr, descr + 1);
+    const std::string out = dir.file(std::string(descr + 1) + "-out.npy");
+    const Result r = run(dir, std::vector<std::string>{"attend"} + inputs(p) + std::vector<std::string>{"-o", out});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    outputs.push_back(read_text(out));
+  }
+  CHECK(outputs[0] == outputs[1]);
+  CHECK(outputs[1] == outputs[2]);
+}
+
+TEST_CASE("compare: errors, their index and the tolerance check") {
+  TempDir dir;
+  const std::vector<int64_t> shape{2, 2, 5, 3};
+  std::vector<double> a = sample(60, 7), b = a;
+  b[((1 * 2 + 0) * 5 + 3) * 3 + 2] += 0.5;  // [b, h, n, d] = [1, 0, 3, 2]
+  write_bytes(dir.file("a.npy"), npy_of("<f4", shape, a));
+  write_bytes(dir.file("b.npy"), npy_of("<f8", shape, b));
+  write_bytes(dir.file("c.npy"), npy_of("<f4", {2, 2, 15}, a));
+
+  const Result same = run(dir, {"compare", dir.file("a.npy"), dir.file("a.npy"), "--atol", "0"});
+  CHECK(same.status == 0);
+  CHECK(same.out.find("error ||A-B||/||B||: 0.000e+00") != std::string::npos);
+  CHECK(same.out.find("PASS") != std::string::npos);
+
+  const Result plain = run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy")});
+  CHECK(plain.status == 0);
+  CHECK(plain.out.find("max absolute error: 5.000e-01 at [1, 0, 3, 2] [b, h, n, d]") != std::string::npos);
+
+  const Result fail = run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--atol", "0.1", "--rtol", "0.01"});
+  CHECK(fail.status == 1);
+  CHECK(fail.out.find("FAIL") != std::string::npos);
+  CHECK(fail.out.find("fails for 1 of 60 elements") != std::string::npos);
+
+  const Result pass = run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--atol", "1"});
+  CHECK(pass.status == 0);
+  CHECK(pass.out.find("PASS") != std::string::npos);
+
+  check_failure(dir, run(dir, {"compare", dir.file("a.npy"), dir.file("c.npy")}), dir.file("c.npy"), "differs",
+                dir.file("none"));
+  check_failure(dir, run(dir, {"compare", dir.file("a.npy")}), "compare", "two files", dir.file("none"));
+  check_failure(dir, run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--atol", "-1"}), "--atol",
+                "negative", dir.file("none"));
+}
+
+TEST_CASE("select: JSON on stdout or in a file") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 2, 64, 8}, {1, 2, 64, 8});
+  const Result r = run(dir, std::vector<std::string>{"select"} + inputs(p) + std::vector<std::string>{"--budget", "4"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("\"scales\": [32, 1]") != std::string::npos);
+  CHECK(r.out.find("\"budgets\": [4]") != std::string::npos);
+  CHECK(r.out.find("{\"b\": 0, \"h\": 1, \"level\": 0, \"side\": 32, \"nk_blocks\": 2, \"blocks\": [0, 1, 2, 3]}") !=
+        std::string::npos);
+
+  const std::string json = dir.file("sel.json");
+  REQUIRE(run(dir, std::vector<std::string>{"select"} + inputs(p) +
+                       std::vector<std::string>{"--budget", "4", "-o", json}).status == 0);
+  CHECK(read_text(json) == r.out);
+
+  const Result three = run(dir, std::vector<std::string>{"select"} + inputs(p) +
+                                    std::vector<std::string>{"--scales", "16,4,1", "--budget", "2,3"});
+  REQUIRE(three.status == 0);
+  CHECK(three.out.find("\"level\": 1, \"side\": 4, \"nk_blocks\": 16") != std::string::npos);
+}
+
+TEST_CASE("bad input files: one line naming the file, exit 2, no output") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 2, 40, 8}, {1, 2, 40, 8});
+  const std::string out = dir.file("out.npy");
+  const std::string bad = dir.file("bad.npy");
+  std::vector<double> with_nan = p.q;
+  with_nan[((0 * 2 + 1) * 40 + 2) * 8 + 3] = NAN;  // [0, 1, 2, 3]
+  std::vector<double> with_inf = p.v;
+  with_inf[5] = -INFINITY;
+  const std::string good_header = npy_bytes::header("<f4", "(1, 2, 40, 8)");
+
+  struct Case {
+    const char* what;
+    std::string bytes;
+    const char* replaces;  // --q, --k, --v or --mask
+    const char* problem;
+  };
+  const Case cases[] = {
+      {"bad magic", "hello, world", "--q", "bad magic"},
+      {"truncated header", npy_bytes::file(1, good_header, "").substr(0, 40), "--k", "truncated"},
+      {"truncated data", npy_bytes::file(1, good_header, raw<float>(sample(639, 1))), "--v", "truncated"},
+      {"malformed dict", npy_bytes::file(1, "{'descr': '<f4'}", ""), "--q", "malformed header"},
+      {"lying shape", npy_bytes::file(1, npy_bytes::header("<f4", "(1000000, 1000000, 40, 8)"), raw<float>(p.q)),
+       "--q", "truncated"},
+      {"overflowing shape", npy_bytes::file(1, npy_bytes::header("<f4", "(4294967296, 4294967296, 1, 1)"), ""), "--q",
+       "64 bits"},
+      {"big-endian", npy_bytes::file(1, npy_bytes::header(">f4", "(1, 2, 40, 8)"), raw<float>(p.q)), "--q",
+       "big-endian"},
+      {"fortran order", npy_bytes::file(1, npy_bytes::header("<f4", "(1, 2, 40, 8)", true), raw<float>(p.q)), "--q",
+       "fortran_order"},
+      {"complex dtype", npy_bytes::file(1, npy_bytes::header("<c8", "(1, 2, 40, 8)"), raw<double>(p.q)), "--q",
+       "unsupported dtype"},
+      {"integer Q", npy_of("<i8", {1, 2, 40, 8}, p.q), "--q", "not supported for Q, K and V"},
+      {"rank 1", npy_of("<f4", {640}, p.q), "--q", "is not [N, D], [H, N, D] or [B, H, N, D]"},
+      {"rank 5", npy_of("<f4", {1, 1, 2, 40, 8}, p.q), "--k", "is not [N, D]"},
+      {"empty dimension", npy_of("<f4", {1, 2, 0, 8}, {}), "--q", "empty dimension"},
+      {"K of another head dimension", npy_of("<f4", {1, 2, 80, 4}, p.k), "--k", "does not match Q's"},
+      {"K of another rank", npy_of("<f4", {2, 40, 8}, p.k), "--k", "rank"},
+      {"V unlike K", npy_of("<f4", {1, 2, 20, 16}, p.v), "--v", "differs from K's"},
+      {"NaN in Q", npy_of("<f4", {1, 2, 40, 8}, with_nan), "--q", "non-finite value nan at [0, 1, 2, 3]"},
+      {"Inf in V", npy_of("<f8", {1, 2, 40, 8}, with_inf), "--v", "non-finite value -inf at [0, 0, 0, 5]"},
+      {"float64 beyond float32", npy_of("<f8", {1, 2, 40, 8}, std::vector<double>(640, 1e39)), "--k",
+       "overflows float32"},
+      {"mask value 2", npy_of("<f4", {40}, std::vector<double>(40, 2.0)), "--mask", "mask value 2 at [0] is not 0 or 1"},
+      {"mask of the wrong length", npy_of("|b1", {41}, std::vector<double>(41, 1.0)), "--mask", "is not [40] or [1, 40]"},
+      {"mask of the wrong batch", npy_of("|b1", {2, 40}, std::vector<double>(80, 1.0)), "--mask", "is not [40]"},
+      {"a folder", "", "--q", "folder"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    std::string path = bad;
+    if (std::string(c.what) == "a folder") {
+      path = dir.file("a-folder");
+      fs::create_directories(path);
+    } else {
+      write_bytes(bad, c.bytes);
+    }
+    std::vector<std::string> args = inputs(p) + std::vector<std::string>{"-o", out};
+    if (std::string(c.replaces) == "--mask") {
+      args = args + std::vector<std::string>{"--mask", path};
+    } else {
+      for (size_t i = 0; i < args.size(); ++i)
+        if (args[i] == c.replaces) args[i + 1] = path;
+    }
+    for (const char* command : {"attend", "exact"})
+      check_failure(dir, run(dir, std::vector<std::string>{command} + args), path, c.problem, out);
+  }
+  check_failure(dir, run(dir, std::vector<std::string>{"attend", "--q", dir.file("missing.npy"), "--k", p.k_path,
+                                                       "--v", p.v_path, "-o", out}),
+                dir.file("missing.npy"), "cannot open", out);
+}
+
+TEST_CASE("bad options: one line naming the option, exit 2, no output") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 1, 64, 8}, {1, 1, 64, 8});
+  const std::string out = dir.file("out.npy");
+  struct Case {
+    std::vector<std::string> args;
+    const char* subject;
+    const char* problem;
+  };
+  const Case cases[] = {
+      {{"--scales", "32,3"}, "--scales", "1"},
+      {{"--scales", "1,32"}, "--scales", ""},
+      {{"--scales", "32,,1"}, "--scales", "not an integer"},
+      {{"--scales", "32,0"}, "--scales", "at least 1"},
+      {{"--scales", "12,8,1"}, "--scales", ""},
+      {{"--budget", "1,2"}, "--budget", "expected 1 value"},
+      {{"--budget", "5"}, "--budget", "exceeds the 4 blocks of side 32"},
+      {{"--scales", "16,4,1", "--budget", "4,1000"}, "--budget", "exceeds the 256 blocks of side 4"},
+      {{"--budget", "-1"}, "--budget", "at least 0"},
+      {{"--budget", "2", "--blocks-per-row", "2"}, "--budget", "cannot be combined"},
+      {{"--blocks-per-row", "x"}, "--blocks-per-row", "not an integer"},
+      {{"--mode", "dense"}, "--mode", "'dense' is not 'full' or 'sparse'"},
+      {{"--prior-first", "-2"}, "--prior-first", "at least 0"},
+      {{"--prior-diagonal", "1.5"}, "--prior-diagonal", "not an integer"},
+      {{"--scale", "abc"}, "--scale", "not a finite number"},
+      {{"--scale", "nan"}, "--scale", "not a finite number"},
+      {{"--scale", "-1"}, "--scale", "positive"},
+      {{"--scale", "1e999"}, "--scale", "not a finite number"},
+      {{"--budget", "99999999999999999999"}, "--budget", "out of range"},
+      {{"--bogus", "1"}, "--bogus", "unknown option"},
+      {{"stray"}, "stray", "unexpected argument"},
+      {{"--mode", "full", "--mode", "full"}, "--mode", "more than once"},
+      {{"--mode"}, "--mode", "missing value"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args.front());
+    CAPTURE(c.args.back());
+    check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(p) + std::vector<std::string>{"-o", out} + c.args),
+                  c.subject, c.problem, out);
+  }
+  check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(p)), "-o", "required", out);
+  check_failure(dir, run(dir, std::vector<std::string>{"attend", "--q", p.q_path, "--v", p.v_path, "-o", out}), "--k",
+                "required", out);
+  check_failure(dir, run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                  std::vector<std::string>{"--scales", "32,1", "-o", out}),
+                "--scales", "unknown option", out);
+  check_failure(dir, run(dir, {"frobnicate"}), "frobnicate", "unknown command", out);
+  // The output folder does not exist: the failure names the output file.
+  const std::string unwritable = dir.file("no-such-folder/out.npy");
+  check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(p) + std::vector<std::string>{"-o", unwritable}),
+                unwritable, "cannot create a temporary file", unwritable);
+}
+
+TEST_CASE("a failed run leaves an existing output file as it was") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 1, 64, 8}, {1, 1, 64, 8});
+  const std::string out = dir.file("out.npy");
+  write_bytes(out, "previous contents");
+  const Result r = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                std::vector<std::string>{"--budget", "99", "-o", out});
+  CHECK(r.status == 2);
+  CHECK(read_text(out) == "previous contents");
+}
+
+TEST_CASE("demo writes its files and prints commands that work on them") {
+  TempDir dir;
+  const std::string folder = dir.file("demo out");  // a space, to exercise the quoting of printed commands
+  const Result r = run(dir, {"demo", "--out", folder});
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  for (const char* name : {"q.npy", "k.npy", "v.npy", "exact.npy", "mra_32-1_bpr4_full.npy", "mra_16-4-1_bpr4_sparse.npy"})
+    CHECK(fs::exists(fs::path(folder) / name));
+  CHECK(r.out.find("16,4,1 bpr 4 full") != std::string::npos);
+
+  std::istringstream lines(r.out);
+  std::string line, attend, compare;
+  while (std::getline(lines, line)) {
+    if (line.rfind("  ", 0) != 0) continue;  // the commands are the indented lines
+    if (line.find(" attend --q ") != std::string::npos) attend = line;
+    if (line.find(" compare ") != std::string::npos) compare = line;
+  }
+  REQUIRE_FALSE(attend.empty());
+  REQUIRE_FALSE(compare.empty());
+  CHECK(run_shell(dir, attend).status == 0);
+  const Result c = run_shell(dir, compare);
+  CHECK(c.status == 0);
+  CHECK(c.out.find("relative Frobenius error") != std::string::npos);
+}
