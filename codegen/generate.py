@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""codegen/generate.py: renders the MRA forward kernels of every configuration into generated/.
+
+    python3 codegen/generate.py            # write generated/ (only changed files; removes stale ones)
+    python3 codegen/generate.py --check    # exit 1 and show the difference when generated/ is not current
+    python3 codegen/generate.py --out DIR  # render into another folder
+
+Inputs: codegen/manifest.toml (which configurations exist), codegen/tuning.toml (their tuning parameters),
+codegen/templates/*.j2. Needs Python >= 3.11 (tomllib) and Jinja2. Rendering is strict (an undefined variable
+is an error) and deterministic (sorted configurations, nothing from the clock or the host), so a rendered tree
+depends only on those inputs. The kernel math lives in runtime/kernels/*.cuh; templates only emit constants,
+instantiations and the lists the build and the runtime read (manifest.json, kernels.cmake, registry.inc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import itertools
+import json
+import pathlib
+import sys
+import tempfile
+import tomllib
+
+import jinja2
+
+ROOT = pathlib.Path(__file__).resolve().parent
+REPO = ROOT.parent
+DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
+          "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
+TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers")
+REGISTERS_PER_SM = 65536
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    resolutions: tuple[int, ...]
+    head_dim: int
+    dtype: str
+    threads: int
+    query_rows: int
+    key_tile: int
+    vector_width: int
+    max_registers: int
+
+    @property
+    def name(self) -> str:
+        sides = "x".join(str(s) for s in self.resolutions)
+        return f"mra_fwd_r{sides}_d{self.head_dim}_{self.dtype}"
+
+    @property
+    def storage_type(self) -> str:
+        return DTYPES[self.dtype][0]
+
+    @property
+    def dtype_enum(self) -> str:
+        return DTYPES[self.dtype][2]
+
+    @property
+    def min_ctas_per_sm(self) -> int:
+        # __launch_bounds__ takes a CTA count, not a register count: this many CTAs of `threads` threads fit
+        # the register file only if each thread stays within max_registers.
+        return max(1, REGISTERS_PER_SM // (self.threads * self.max_registers))
+
+    def as_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["resolutions"] = list(self.resolutions)
+        d["name"] = self.name
+        d["min_ctas_per_sm"] = self.min_ctas_per_sm
+        return d
+
+
+def check_config(c: Config) -> None:
+    r = c.resolutions
+    if len(r) < 2 or r[-1] != 1 or any(a <= b or a % b for a, b in zip(r, r[1:])):
+        raise ConfigError(f"{c.name}: resolutions must decrease to 1, each dividing the one before")
+    if c.dtype not in DTYPES:
+        raise ConfigError(f"{c.name}: unknown dtype {c.dtype!r}")
+    if c.head_dim % c.vector_width or (DTYPES[c.dtype][1] * c.vector_width) % 4:
+        raise ConfigError(f"{c.name}: vector_width {c.vector_width} must divide the head dim in whole words")
+    if c.threads % 32 or not 32 <= c.threads <= 1024:
+        raise ConfigError(f"{c.name}: threads must be a multiple of 32 in [32, 1024]")
+    if r[-2] % c.query_rows:
+        raise ConfigError(f"{c.name}: query_rows {c.query_rows} must divide the finest block side {r[-2]}")
+    if (c.query_rows * c.head_dim) % c.threads or c.key_tile < 1:
+        raise ConfigError(f"{c.name}: query_rows x head_dim must be a multiple of threads, key_tile >= 1")
+
+
+def tuning_for(tuning: dict, name: str, head_dim: int, dtype: str, finest_side: int) -> dict:
+    layers = [tuning.get("name", {}).get(name, {}), tuning.get("head_dim", {}).get(str(head_dim), {}),
+              tuning.get("dtype", {}).get(dtype, {}), tuning.get("defaults", {})]
+    out = {}
+    for key in TUNING_KEYS:
+        for layer in layers:
+            if key in layer:
+                out[key] = int(layer[key])
+                break
+        else:
+            raise ConfigError(f"{name}: tuning table has no value for {key}")
+    out["query_rows"] = min(out["query_rows"], finest_side)
+    return out
+
+
+def load_configs(manifest_path: pathlib.Path, tuning_path: pathlib.Path) -> list[Config]:
+    manifest = tomllib.loads(manifest_path.read_text())
+    tuning = tomllib.loads(tuning_path.read_text())
+    configs: dict[str, Config] = {}
+    for family in manifest.get("family", []):
+        for res, dim, dtype in itertools.product(family["resolutions"], family["head_dims"], family["dtypes"]):
+            res = tuple(int(s) for s in res)
+            probe = Config(res, int(dim), dtype, 0, 0, 0, 0, 0)
+            c = Config(res, int(dim), dtype, **tuning_for(tuning, probe.name, int(dim), dtype, res[-2]))
+            check_config(c)
+            if c.name in configs:
+                raise ConfigError(f"{c.name}: listed twice in the manifest")
+            configs[c.name] = c
+    unknown = sorted(set(tuning.get("name", {})) - set(configs))
+    if unknown:
+        raise ConfigError(f"tuning.toml names configurations the manifest lacks: {', '.join(unknown)}")
+    return [configs[n] for n in sorted(configs)]
+
+
+def render_tree(configs: list[Config]) -> dict[str, str]:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             autoescape=False)
+    files = {}
+    for c in configs:
+        files[f"{c.name}.cu"] = env.get_template("kernel.cu.j2").render(c=c, template="kernel.cu.j2")
+    for out_name, template in (("kernels.cmake", "kernels.cmake.j2"), ("registry.inc", "registry.inc.j2"),
+                               ("CMakeLists.txt", "CMakeLists.txt.j2")):
+        files[out_name] = env.get_template(template).render(configs=configs, template=template)
+    files["manifest.json"] = json.dumps(
+        {"generated_by": "codegen/generate.py", "regenerate": "python3 codegen/generate.py",
+         "configurations": {c.name: c.as_json() for c in configs}}, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def write_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
+    """Writes files that changed, removes files no configuration produces; returns what it touched."""
+    out.mkdir(parents=True, exist_ok=True)
+    touched = []
+    for name, text in sorted(files.items()):
+        path = out / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            touched.append(f"wrote {name}")
+    for path in sorted(out.iterdir()):
+        if path.is_file() and path.name not in files:
+            path.unlink()
+            touched.append(f"removed {path.name}")
+    return touched
+
+
+def check_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
+    """Renders into a temporary folder and compares it with `out`; returns the differences found."""
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tree(files, pathlib.Path(tmp))
+        fresh = {p.name: p.read_text() for p in pathlib.Path(tmp).iterdir()}
+    present = {p.name: p.read_text() for p in out.iterdir() if p.is_file()} if out.is_dir() else {}
+    for name in sorted(set(fresh) | set(present)):
+        if name not in present:
+            problems.append(f"missing: {name}")
+        elif name not in fresh:
+            problems.append(f"extra (no configuration produces it): {name}")
+        elif present[name] != fresh[name]:
+            diff = difflib.unified_diff(present[name].splitlines(True), fresh[name].splitlines(True),
+                                        f"{out.name}/{name}", f"rendered/{name}", n=2)
+            problems.append(f"stale: {name}\n" + "".join(itertools.islice(diff, 40)))
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail when the output folder is not current")
+    ap.add_argument("--out", type=pathlib.Path, default=REPO / "generated", help="output folder")
+    ap.add_argument("--manifest", type=pathlib.Path, default=ROOT / "manifest.toml")
+    ap.add_argument("--tuning", type=pathlib.Path, default=ROOT / "tuning.toml")
+    args = ap.parse_args(argv)
+    try:
+        files = render_tree(load_configs(args.manifest, args.tuning))
+    except (ConfigError, jinja2.TemplateError, tomllib.TOMLDecodeError, KeyError) as e:
+        print(f"generate.py: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        problems = check_tree(files, args.out)
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print(f"generate.py --check: {args.out} is not current; run: python3 codegen/generate.py",
+                  file=sys.stderr)
+            return 1
+        print(f"generate.py --check: {args.out} is current ({len(files)} files)")
+        return 0
+    for line in write_tree(files, args.out):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

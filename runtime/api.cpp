@@ -1,0 +1,74 @@
+// runtime/api.cpp: the backend-independent half of the C API (runtime/mra.h): statuses, workspace size,
+// configuration lookup and argument checks. Built into mra_runtime_core (runtime/CMakeLists.txt).
+#include <cstdint>
+
+#include "dispatch.h"
+#include "kernels/layout.h"
+
+namespace mra::detail {
+namespace {
+
+const kern::Entry kConfigs[] = {
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, dtype, dim, levels, {s1, s2, s3, s4}, nullptr},
+#include "registry.inc"
+#undef MRA_CONFIG
+};
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+}  // namespace
+
+const kern::Entry* configs(size_t* count) {
+  *count = sizeof kConfigs / sizeof kConfigs[0];
+  return kConfigs;
+}
+
+int find_config(const mra_problem& p) {
+  for (size_t i = 0; i < sizeof kConfigs / sizeof kConfigs[0]; ++i) {
+    const kern::Entry& e = kConfigs[i];
+    if (e.dtype != p.dtype || e.dim != p.dim || e.levels != p.levels) continue;
+    bool same = true;
+    for (int l = 0; l < p.levels; ++l) same = same && e.sides[l] == p.resolutions[l];
+    if (same) return int(i);
+  }
+  return -1;
+}
+
+mra_status run(const kern::EntryFn* entries, const mra_problem* p, const void* q, const void* k, const void* v,
+               const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
+               size_t workspace_bytes, cudaStream_t stream, unsigned stages) {
+  if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
+  kern::Layout layout;
+  if (const mra_status s = kern::make_layout(*p, &layout)) return s;
+  const int index = find_config(*p);
+  if (index < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  if (q == nullptr || k == nullptr || v == nullptr || out == nullptr || workspace == nullptr)
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out) || !aligned16(workspace))
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (workspace_bytes < layout.bytes) return MRA_ERROR_BAD_ARGUMENT;
+  const kern::KernelArgs args{*p, layout, q, k, v, query_mask, key_mask, out, workspace, stages, stream};
+  return entries[index](&args);
+}
+
+}  // namespace mra::detail
+
+extern "C" const char* mra_status_string(mra_status status) {
+  switch (status) {
+    case MRA_SUCCESS: return "success";
+    case MRA_ERROR_BAD_ARGUMENT: return "bad argument";
+    case MRA_ERROR_BAD_SHAPE: return "bad shape";
+    case MRA_ERROR_UNSUPPORTED_CONFIG: return "unsupported configuration (no generated kernel for it)";
+    case MRA_ERROR_LAUNCH_FAILED: return "kernel launch failed";
+  }
+  return "unknown status";
+}
+
+extern "C" mra_status mra_workspace_size(const mra_problem* problem, size_t* bytes) {
+  if (problem == nullptr || bytes == nullptr) return MRA_ERROR_BAD_ARGUMENT;
+  mra::kern::Layout layout;
+  if (const mra_status s = mra::kern::make_layout(*problem, &layout)) return s;
+  if (mra::detail::find_config(*problem) < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  *bytes = layout.bytes;
+  return MRA_SUCCESS;
+}

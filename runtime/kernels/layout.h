@@ -1,0 +1,104 @@
+// runtime/kernels/layout.h: the problem checks and the workspace layout shared by the kernels, both backends
+// and the tests. Part of the mra::runtime targets (runtime/CMakeLists.txt); host code and kernels include it.
+//
+// The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
+// counts, one 64-bit selection key per candidate pair, and the refined pairs T_l as a sorted flat-index list
+// with CSR row offsets (docs/kernels.md, "Pipeline"). Offsets are in bytes from the workspace start.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mra.h"
+
+namespace mra::kern {
+
+inline constexpr int kMaxSteps = MRA_MAX_LEVELS - 1;
+// Selection keys keep the flat index of a pair in their low bits (docs/kernels.md, "Selection"): every coarse
+// level must have fewer pairs per slice than this.
+inline constexpr int kFlatBits = 29;
+inline constexpr int64_t kFlatLimit = int64_t(1) << kFlatBits;
+// Grid y carries the slice (batch * heads).
+inline constexpr int64_t kMaxSlices = 65535;
+
+struct Level {
+  int32_t side = 0, nq = 0, nk = 0;  // block side s_l, ceil(Nq / s_l), ceil(Nk / s_l)
+  int32_t slots = 0;                 // candidate keys per slice (capacity)
+  int32_t cap = 0;                   // refined pairs per slice (capacity): min(budget_l, pairs)
+  int64_t budget = 0;
+  size_t qmean = 0, kmean = 0, vsum = 0;  // f32 [slices, n, D]
+  size_t qcount = 0, kcount = 0;          // f32 [batch, n]
+  size_t keys = 0;                        // u64 [slices, slots]
+  size_t rowptr = 0;                      // i32 [slices, nq + 1]
+  size_t flat = 0;                        // i32 [slices, cap]
+};
+
+struct Layout {
+  int32_t steps = 0;           // L - 1
+  Level level[kMaxSteps];
+  size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
+  size_t slice_bad = 0;        // i32 [slices]
+  size_t bytes = 0;
+};
+
+// Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
+inline mra_status make_layout(const mra_problem& p, Layout* out) {
+  if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
+  if (p.batch * p.heads > kMaxSlices || p.nq >= (int64_t(1) << 30) || p.nk >= (int64_t(1) << 30))
+    return MRA_ERROR_BAD_SHAPE;
+  if (p.levels < 2 || p.levels > MRA_MAX_LEVELS) return MRA_ERROR_BAD_ARGUMENT;
+  if (p.dtype != MRA_DTYPE_F32 && p.dtype != MRA_DTYPE_F16 && p.dtype != MRA_DTYPE_BF16)
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (p.mode != MRA_MODE_FULL && p.mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
+  if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
+  for (int l = 0; l + 1 < p.levels; ++l) {
+    const int64_t s = p.resolutions[l], t = p.resolutions[l + 1];
+    if (t <= 0 || s <= t || s % t != 0 || s > (int64_t(1) << 20)) return MRA_ERROR_BAD_ARGUMENT;
+    if (p.budgets[l] < 0) return MRA_ERROR_BAD_ARGUMENT;
+  }
+
+  Layout L;
+  L.steps = p.levels - 1;
+  const int64_t slices = p.batch * p.heads;
+  size_t at = 0;
+  auto take = [&at](int64_t count, size_t elem) {
+    const size_t start = at;
+    at += (static_cast<size_t>(count) * elem + 255) / 256 * 256;
+    return start;
+  };
+  int64_t prev_cap = 0;
+  for (int li = 0; li < L.steps; ++li) {
+    Level& v = L.level[li];
+    const int64_t s = p.resolutions[li];
+    const int64_t nq = (p.nq + s - 1) / s, nk = (p.nk + s - 1) / s;
+    if (nq * nk >= kFlatLimit) return MRA_ERROR_BAD_SHAPE;
+    const int64_t rho = li == 0 ? 0 : p.resolutions[li - 1] / s;
+    const int64_t slots = li == 0 ? nq * nk : rho * rho * prev_cap;
+    if (slots >= kFlatLimit) return MRA_ERROR_BAD_SHAPE;
+    int64_t cap = p.budgets[li] < slots ? p.budgets[li] : slots;
+    v.side = static_cast<int32_t>(s);
+    v.nq = static_cast<int32_t>(nq);
+    v.nk = static_cast<int32_t>(nk);
+    v.slots = static_cast<int32_t>(slots);
+    v.cap = static_cast<int32_t>(cap);
+    v.budget = p.budgets[li];
+    v.qmean = take(slices * nq * p.dim, sizeof(float));
+    v.kmean = take(slices * nk * p.dim, sizeof(float));
+    v.vsum = take(slices * nk * p.dim, sizeof(float));
+    v.qcount = take(p.batch * nq, sizeof(float));
+    v.kcount = take(p.batch * nk, sizeof(float));
+    v.keys = take(slices * slots, sizeof(uint64_t));
+    v.rowptr = take(slices * (nq + 1), sizeof(int32_t));
+    v.flat = take(slices * (cap > 0 ? cap : 1), sizeof(int32_t));
+    prev_cap = cap;
+  }
+  L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));
+  L.slice_bad = take(slices, sizeof(int32_t));
+  L.bytes = at;
+  *out = L;
+  return MRA_SUCCESS;
+}
+
+}  // namespace mra::kern

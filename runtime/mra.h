@@ -1,0 +1,81 @@
+/* runtime/mra.h: the C API of the MRA attention kernels (usable from C and C++).
+ *
+ * Link with the CMake target mra::runtime (CUDA backend, present when nvcc was found) or mra::runtime_host
+ * (the same generated kernels run on host memory through the CUDA-on-CPU emulation in runtime/simt/).
+ * Semantics: docs/semantics.md; kernels, tolerances and configurations: docs/kernels.md.
+ *
+ * Tensors are contiguous row-major: q [B, H, Nq, D], k and v [B, H, Nk, D], out [B, H, Nq, D], all of the
+ * problem's dtype and 16-byte aligned; masks are uint8 [B, Nq] and [B, Nk] (1 = real token, 0 = padding) or
+ * NULL (every token real). The caller owns the workspace: mra_workspace_size() says how many bytes a problem
+ * needs. Nothing here allocates, prints, exits or synchronizes; errors come back as an mra_status.
+ *
+ *   size_t bytes; mra_workspace_size(&problem, &bytes);            (allocate `bytes` on the device)
+ *   mra_forward(&problem, q, k, v, NULL, NULL, out, workspace, bytes, stream);
+ */
+#ifndef MRA_RUNTIME_MRA_H
+#define MRA_RUNTIME_MRA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The CUDA runtime spells the stream type exactly like this, so the two declarations agree. */
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most resolution levels a problem may have (s_1 > ... > s_L = 1). */
+#define MRA_MAX_LEVELS 4
+
+typedef enum mra_status {
+  MRA_SUCCESS = 0,
+  MRA_ERROR_BAD_ARGUMENT = 1,      /* a null or misaligned pointer, a workspace that is too small */
+  MRA_ERROR_BAD_SHAPE = 2,         /* sizes that are zero, negative or beyond the kernels' index range */
+  MRA_ERROR_UNSUPPORTED_CONFIG = 3, /* no generated configuration for (resolutions, dim, dtype) */
+  MRA_ERROR_LAUNCH_FAILED = 4      /* the CUDA runtime (or its emulation) refused a launch */
+} mra_status;
+
+typedef enum mra_dtype { MRA_DTYPE_F32 = 0, MRA_DTYPE_F16 = 1, MRA_DTYPE_BF16 = 2 } mra_dtype;
+
+typedef enum mra_mode {
+  MRA_MODE_FULL = 0,   /* MRA-L: coarse components contribute exp(pooled logit) * pooled V */
+  MRA_MODE_SPARSE = 1  /* MRA-L-s: only the exact entries inside refined blocks contribute */
+} mra_mode;
+
+/* One attention problem and its MRA configuration (docs/semantics.md §0, §2). */
+typedef struct mra_problem {
+  int64_t batch, heads, nq, nk, dim;
+  mra_dtype dtype;
+  int32_t levels;                           /* L >= 2 */
+  int64_t resolutions[MRA_MAX_LEVELS];      /* s_1 > ... > s_L = 1; entries past L are ignored */
+  int64_t budgets[MRA_MAX_LEVELS - 1];      /* budget_l, blocks refined per (batch, head), l = 1 .. L-1 */
+  mra_mode mode;
+  int64_t prior_first;                      /* f: the first f block rows and columns are preferred */
+  int64_t prior_diagonal;                   /* g: blocks with |r - c| <= g/2 are preferred */
+  double scale;                             /* logit scale; 0 selects 1/sqrt(dim) */
+} mra_problem;
+
+/* A readable name of a status ("success", "bad argument", ...); never NULL. */
+const char* mra_status_string(mra_status status);
+
+/* The workspace (bytes) mra_forward and mra_forward_host need for `problem`; checks the problem first. */
+mra_status mra_workspace_size(const mra_problem* problem, size_t* bytes);
+
+/* MRA forward on the device: out = MRA attention of (q, k, v). All pointers are device pointers; the
+ * kernels are queued on `stream` and nothing waits for them. */
+mra_status mra_forward(const mra_problem* problem, const void* q, const void* k, const void* v,
+                       const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream);
+
+/* The same generated kernels on host memory, run by the CUDA-on-CPU emulation; returns when done. */
+mra_status mra_forward_host(const mra_problem* problem, const void* q, const void* k, const void* v,
+                            const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
+                            size_t workspace_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MRA_RUNTIME_MRA_H */

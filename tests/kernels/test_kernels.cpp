@@ -1,0 +1,580 @@
+// tests/kernels/test_kernels.cpp: every generated configuration, run on the CPU emulation, against the reference.
+//   cmake --build build -j && ctest --test-dir build -L kernels          (one test case per configuration)
+//   build/tests/kernels/test_kernels -tc=mra_fwd_r32x1_d64_bf16          (one configuration)
+//
+// Stage by stage (docs/kernels.md, "Cross-checks"): pooled means, sums and counts; the level-1 selection scores
+// and priorities decoded from the keys; the refined blocks of every level (a difference is allowed only between
+// pairs whose reference score lies within the derived epsilon of the selection threshold, and is counted);
+// the output given the reference's selection; and end to end, the output against the reference attending
+// the kernels' own selection, under two emulation schedules that must agree bit for bit. f16/bf16 inputs are
+// rounded before the reference sees them. Outputs are poisoned before each run and their norms checked.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+// The emulation header first: it defines the CUDA qualifiers before the toolkit's fp16/bf16 headers see them.
+#include "simt/simt.h"
+
+#include "common/check.h"
+#include "common/inputs.h"
+#include "dispatch.h"
+#include "kernels/layout.h"
+#include "mra.h"
+#include "mra/reference.h"
+
+namespace {
+
+using mra::kern::Layout;
+using mra::kern::Level;
+namespace ref = mra::ref;
+using mra::test::Rng;
+
+constexpr double kU32 = 0x1.0p-24;  // unit roundoff of f32
+
+struct Case {
+  std::string what;
+  int64_t batch = 1, heads = 1, nq = 0, nk = 0;
+  std::vector<float> q, k, v;
+  std::vector<uint8_t> qmask, kmask;  // empty: all real
+  ref::Config config;
+  std::vector<int64_t> bad_slices;   // slices holding a non-finite value in a real token
+};
+
+double unit_roundoff(mra_dtype t) { return t == MRA_DTYPE_F32 ? kU32 : t == MRA_DTYPE_F16 ? 0x1.0p-11 : 0x1.0p-8; }
+size_t elem_size(mra_dtype t) { return t == MRA_DTYPE_F32 ? 4 : 2; }
+
+// Rounds `x` to the storage type in place and returns its bytes in that type.
+std::vector<unsigned char> to_storage(std::vector<float>& x, mra_dtype t) {
+  std::vector<unsigned char> bytes(x.size() * elem_size(t));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == MRA_DTYPE_F16) {
+      const __half h = __float2half_rn(x[i]);
+      x[i] = __half2float(h);
+      std::memcpy(&bytes[2 * i], &h, 2);
+    } else if (t == MRA_DTYPE_BF16) {
+      const __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
+      x[i] = __bfloat162float(h);
+      std::memcpy(&bytes[2 * i], &h, 2);
+    } else {
+      std::memcpy(&bytes[4 * i], &x[i], 4);
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> from_storage(const std::vector<unsigned char>& bytes, mra_dtype t, size_t n) {
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (t == MRA_DTYPE_F16) {
+      __half h;
+      std::memcpy(&h, &bytes[2 * i], 2);
+      x[i] = __half2float(h);
+    } else if (t == MRA_DTYPE_BF16) {
+      __nv_bfloat16 h;
+      std::memcpy(&h, &bytes[2 * i], 2);
+      x[i] = __bfloat162float(h);
+    } else {
+      std::memcpy(&x[i], &bytes[4 * i], 4);
+    }
+  }
+  return x;
+}
+
+// A 16-byte aligned byte buffer.
+struct Buffer {
+  std::vector<uint64_t> words;
+  explicit Buffer(size_t bytes) : words((bytes + 15) / 8 + 2) {}
+  unsigned char* data() {
+    auto p = reinterpret_cast<uintptr_t>(words.data());
+    return reinterpret_cast<unsigned char*>((p + 15) / 16 * 16);
+  }
+  template <class T>
+  T* at(size_t offset) { return reinterpret_cast<T*>(data() + offset); }
+};
+
+struct Config {
+  const char* name;
+  mra_dtype dtype;
+  int64_t dim;
+  std::vector<int64_t> sides;
+};
+
+// The measured facts of one case, printed with every failure and at the end.
+struct Report {
+  int64_t near_ties = 0, levels_compared = 0, levels_skipped = 0;
+};
+
+class Runner {
+ public:
+  Runner(const Config& cfg, Case& c) : cfg_(cfg), c_(c) {
+    problem_.batch = c.batch;
+    problem_.heads = c.heads;
+    problem_.nq = c.nq;
+    problem_.nk = c.nk;
+    problem_.dim = cfg.dim;
+    problem_.dtype = cfg.dtype;
+    problem_.levels = int32_t(cfg.sides.size());
+    for (size_t l = 0; l < cfg.sides.size(); ++l) problem_.resolutions[l] = cfg.sides[l];
+    for (size_t l = 0; l < c.config.budgets.size(); ++l) problem_.budgets[l] = c.config.budgets[l];
+    problem_.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
+    problem_.prior_first = c.config.prior_first;
+    problem_.prior_diagonal = c.config.prior_diagonal;
+    qs_ = to_storage(c.q, cfg.dtype);
+    ks_ = to_storage(c.k, cfg.dtype);
+    vs_ = to_storage(c.v, cfg.dtype);
+    p_.batch = c.batch;
+    p_.heads = c.heads;
+    p_.nq = c.nq;
+    p_.nk = c.nk;
+    p_.dim = cfg.dim;
+    p_.q = c.q.data();
+    p_.k = c.k.data();
+    p_.v = c.v.data();
+    p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
+    p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    REQUIRE(mra::kern::make_layout(problem_, &layout_) == MRA_SUCCESS);
+    size_t bytes = 0;
+    REQUIRE(mra_workspace_size(&problem_, &bytes) == MRA_SUCCESS);
+    REQUIRE(bytes == layout_.bytes);
+  }
+
+  const ref::Problem& problem() const { return p_; }
+  size_t out_elems() const { return size_t(c_.batch * c_.heads * c_.nq * cfg_.dim); }
+
+  // Runs the given stages on `ws` into a poisoned output; returns the output rounded to float.
+  std::vector<float> run(Buffer& ws, unsigned stages) {
+    Buffer q(qs_.size()), k(ks_.size()), v(vs_.size()), out(out_elems() * elem_size(cfg_.dtype));
+    std::memcpy(q.data(), qs_.data(), qs_.size());
+    std::memcpy(k.data(), ks_.data(), ks_.size());
+    std::memcpy(v.data(), vs_.data(), vs_.size());
+    std::memset(out.data(), 0x7f, out_elems() * elem_size(cfg_.dtype));  // poison: a large finite value
+    const mra_status s = mra::detail::forward_host_stages(&problem_, q.data(), k.data(), v.data(), p_.query_mask,
+                                                          p_.key_mask, out.data(), ws.data(), layout_.bytes,
+                                                          stages);
+    INFO("status: ", mra_status_string(s), "; emulator: ", simt::last_error_message());
+    REQUIRE(s == MRA_SUCCESS);
+    std::vector<unsigned char> bytes(out.data(), out.data() + out_elems() * elem_size(cfg_.dtype));
+    return from_storage(bytes, cfg_.dtype, out_elems());
+  }
+
+  const Layout& layout() const { return layout_; }
+  const mra_problem& api_problem() const { return problem_; }
+  double scale() const { return 1.0 / std::sqrt(double(cfg_.dim)); }
+
+ private:
+  const Config& cfg_;
+  Case& c_;
+  mra_problem problem_{};
+  ref::Problem p_;
+  Layout layout_;
+  std::vector<unsigned char> qs_, ks_, vs_;
+};
+
+// ----------------------------------------------------------------------------------------------------------
+// Stage 1: pooling. Each pooled value is a sum of at most s terms in f32: its error is at most
+// (s + 1) u times the same pooling of |x| (the reference pooled on absolute values gives that bound).
+std::vector<float> absolute(const float* x, size_t n) {
+  std::vector<float> a(x, x + n);
+  for (float& e : a) e = std::fabs(e);
+  return a;
+}
+
+void check_pooling(Runner& run, Buffer& ws, const Case& c) {
+  const ref::Problem& p = run.problem();
+  const auto qa = absolute(p.q, c.q.size()), ka = absolute(p.k, c.k.size()), va = absolute(p.v, c.v.size());
+  ref::Problem pa = p;
+  pa.q = qa.data();
+  pa.k = ka.data();
+  pa.v = va.data();
+  for (int li = 0; li < run.layout().steps; ++li) {
+    const Level& lv = run.layout().level[li];
+    const ref::Pooled want = ref::pool(p, lv.side), bound = ref::pool(pa, lv.side);
+    const double gamma = double(lv.side + 1) * kU32;
+    auto check = [&](const char* what, size_t offset, const std::vector<double>& r, const std::vector<double>& a) {
+      const float* got = ws.at<float>(offset);
+      int64_t bad = 0, worst = -1;
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (std::isnan(r[i])) continue;  // a block of a poisoned slice
+        if (!(std::fabs(got[i] - r[i]) <= gamma * a[i] + 1e-30)) {
+          ++bad;
+          if (worst < 0) worst = int64_t(i);
+        }
+      }
+      INFO("level ", li + 1, " (side ", lv.side, ") ", what, ": first bad element ", worst,
+           worst >= 0 ? " got " + std::to_string(got[worst]) + " want " + std::to_string(r[size_t(worst)]) : "");
+      CHECK(bad == 0);
+    };
+    check("q mean", lv.qmean, want.q_mean, bound.q_mean);
+    check("k mean", lv.kmean, want.k_mean, bound.k_mean);
+    check("v sum", lv.vsum, want.v_sum, bound.v_sum);
+    const float* qc = ws.at<float>(lv.qcount);
+    const float* kc = ws.at<float>(lv.kcount);
+    bool counts_ok = true;
+    for (size_t i = 0; i < want.q_count.size(); ++i) counts_ok &= double(qc[i]) == double(want.q_count[i]);
+    for (size_t i = 0; i < want.k_count.size(); ++i) counts_ok &= double(kc[i]) == double(want.k_count[i]);
+    INFO("level ", li + 1, " token counts");
+    CHECK(counts_ok);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Stage 2: selection.
+
+// The reference's view of the candidates of one level of one slice: flat index, priority, score (§2.4).
+struct Candidates {
+  std::vector<int64_t> flat;
+  std::vector<int> priority;
+  std::vector<double> score;
+};
+
+int priority(const ref::Config& c, int li, int64_t r, int64_t col) {
+  if (li > 0) return 0;
+  const int64_t half = c.prior_diagonal / 2;
+  return (c.prior_diagonal > 0 && std::llabs(r - col) <= half) + (r < c.prior_first) + (col < c.prior_first);
+}
+
+Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::Pooled& pooled, int64_t b,
+                      int64_t h, int li, int64_t rho, const std::vector<int64_t>* parents, int64_t parent_nk) {
+  Candidates c;
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  if (li == 0) {
+    for (int64_t r = 0; r < pooled.nq_blocks; ++r)
+      for (int64_t col = 0; col < pooled.nk_blocks; ++col) pairs.push_back({r, col});
+  } else {
+    for (int64_t f : *parents)
+      for (int64_t tr = 0; tr < rho; ++tr)
+        for (int64_t tc = 0; tc < rho; ++tc) pairs.push_back({f / parent_nk * rho + tr, f % parent_nk * rho + tc});
+  }
+  std::vector<double> row_max(size_t(pooled.nq_blocks), -INFINITY), logit;
+  std::vector<std::pair<int64_t, int64_t>> active;
+  for (auto [r, col] : pairs) {
+    if (r >= pooled.nq_blocks || col >= pooled.nk_blocks) continue;
+    const double l = ref::coarse_logit(p, pooled, b, h, r, col);
+    if (l == -INFINITY) continue;
+    active.push_back({r, col});
+    logit.push_back(l);
+    row_max[size_t(r)] = std::max(row_max[size_t(r)], l);
+  }
+  for (size_t i = 0; i < active.size(); ++i) {
+    const auto [r, col] = active[i];
+    c.flat.push_back(r * pooled.nk_blocks + col);
+    c.priority.push_back(priority(cfg, li, r, col));
+    c.score.push_back(logit[i] - row_max[size_t(r)]);
+  }
+  return c;
+}
+
+// Bound on the error of a kernel selection score at level `li`: the logits carry the pooling error
+// ((s + 1) u relative, per factor) and the f32 dot product's (D u), twice (the pair and the row maximum).
+double score_epsilon(const ref::Pooled& pooled, int64_t dim, double scale) {
+  double mq = 0, mk = 0;
+  for (size_t i = 0; i < pooled.q_mean.size(); i += size_t(dim)) {
+    double s = 0;
+    for (int64_t d = 0; d < dim; ++d) s += pooled.q_mean[i + size_t(d)] * pooled.q_mean[i + size_t(d)];
+    mq = std::max(mq, std::sqrt(s));
+  }
+  for (size_t i = 0; i < pooled.k_mean.size(); i += size_t(dim)) {
+    double s = 0;
+    for (int64_t d = 0; d < dim; ++d) s += pooled.k_mean[i + size_t(d)] * pooled.k_mean[i + size_t(d)];
+    mk = std::max(mk, std::sqrt(s));
+  }
+  return 4.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk * 4.0 + 1e-6;
+}
+
+// The key layout of runtime/kernels/forward.cuh (docs/kernels.md, "Selection").
+struct Decoded {
+  int priority;
+  float score;
+  int64_t flat;
+};
+Decoded decode(uint64_t key) {
+  const uint32_t ordered = uint32_t(key >> mra::kern::kFlatBits);
+  const uint32_t bits = (ordered & 0x80000000u) ? (ordered & 0x7fffffffu) : ~ordered;
+  float score;
+  std::memcpy(&score, &bits, 4);
+  return {int((key >> 61) & 3u), score, int64_t((uint64_t(1) << mra::kern::kFlatBits) - 1 - (key & ((uint64_t(1) << mra::kern::kFlatBits) - 1)))};
+}
+
+std::vector<int64_t> kernel_refined(Buffer& ws, const Level& lv, int64_t slice) {
+  const int32_t* rowptr = ws.at<int32_t>(lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* flat = ws.at<int32_t>(lv.flat) + slice * lv.cap;
+  return std::vector<int64_t>(flat, flat + rowptr[lv.nq]);
+}
+
+// Compares the kernels' selection (in `ws`) with the reference's, level by level and slice by slice; returns
+// the kernels' selection in the reference's form.
+ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t dim, Report& report) {
+  const ref::Problem& p = run.problem();
+  const ref::Selection want = ref::select(p, c.config);
+  const Layout& L = run.layout();
+  ref::Selection got{c.batch, c.heads, L.steps, {}};
+  got.refined.resize(size_t(c.batch * c.heads * L.steps));
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const int64_t slice = b * c.heads + h;
+      const bool poisoned = std::count(c.bad_slices.begin(), c.bad_slices.end(), slice) > 0;
+      bool comparable = !poisoned;
+      for (int li = 0; li < L.steps; ++li) {
+        const Level& lv = L.level[li];
+        got.at(b, h, li) = kernel_refined(ws, lv, slice);
+        INFO("slice ", slice, ", level ", li + 1, " (side ", lv.side, ")");
+        // Sorted, in range, at most the budget (any set is ordered and nested by construction: checked by
+        // ref::attend's validate_selection in the end-to-end stage).
+        const auto& g = got.at(b, h, li);
+        CHECK(std::is_sorted(g.begin(), g.end()));
+        CHECK(int64_t(g.size()) <= lv.budget);
+        if (!comparable) {
+          ++report.levels_skipped;
+          continue;
+        }
+        const ref::Pooled pooled = ref::pool(p, lv.side);
+        const int64_t rho = li == 0 ? 0 : L.level[li - 1].side / lv.side;
+        const Candidates cand = candidates(p, c.config, pooled, b, h, li, rho, li ? &want.at(b, h, li - 1) : nullptr,
+                                           li ? L.level[li - 1].nk : 0);
+        const double eps = score_epsilon(pooled, dim, run.scale());
+        if (li == 0) {  // every level-1 key against the reference's score and priority
+          const uint64_t* keys = ws.at<uint64_t>(lv.keys) + slice * lv.slots;
+          int64_t active = 0, mismatched = 0;
+          for (int32_t s = 0; s < lv.slots; ++s) active += keys[s] != 0;
+          for (size_t i = 0; i < cand.flat.size(); ++i) {
+            const uint64_t key = keys[cand.flat[i]];
+            const Decoded d = decode(key);
+            if (key == 0 || d.flat != cand.flat[i] || d.priority != cand.priority[i] ||
+                !(std::fabs(d.score - cand.score[i]) <= eps))
+              ++mismatched;
+          }
+          INFO("level-1 keys: ", active, " candidates in the kernel, ", cand.flat.size(), " in the reference, eps ",
+               eps);
+          CHECK(active == int64_t(cand.flat.size()));
+          CHECK(mismatched == 0);
+        }
+        // Rank the reference's candidates; the threshold is the last one it selected.
+        std::vector<size_t> order(cand.flat.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+          if (cand.priority[x] != cand.priority[y]) return cand.priority[x] > cand.priority[y];
+          if (cand.score[x] != cand.score[y]) return cand.score[x] > cand.score[y];
+          return cand.flat[x] < cand.flat[y];
+        });
+        const auto& w = want.at(b, h, li);
+        CHECK(g.size() == w.size());
+        if (g == w) {
+          ++report.levels_compared;
+          continue;
+        }
+        std::vector<int64_t> diff;
+        std::set_symmetric_difference(g.begin(), g.end(), w.begin(), w.end(), std::back_inserter(diff));
+        const size_t last = order[w.size() - 1];
+        int64_t far = 0;
+        for (int64_t f : diff) {
+          const size_t i = size_t(std::find(cand.flat.begin(), cand.flat.end(), f) - cand.flat.begin());
+          if (i == cand.flat.size() || cand.priority[i] != cand.priority[last] ||
+              !(std::fabs(cand.score[i] - cand.score[last]) <= eps))
+            ++far;
+        }
+        INFO(diff.size(), " pairs differ from the reference's selection; threshold score ", cand.score[last],
+             ", eps ", eps);
+        CHECK(far == 0);
+        report.near_ties += int64_t(diff.size());
+        comparable = false;  // deeper levels refine different blocks: compared end to end only
+      }
+    }
+  }
+  return got;
+}
+
+// Writes a selection into the workspace (sorted flat lists and CSR row offsets), as select_kernel would.
+void inject_selection(Buffer& ws, const Layout& L, const ref::Selection& s) {
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.heads; ++h)
+      for (int li = 0; li < L.steps; ++li) {
+        const Level& lv = L.level[li];
+        const int64_t slice = b * s.heads + h;
+        const auto& list = s.at(b, h, li);
+        REQUIRE(int64_t(list.size()) <= lv.cap);
+        int32_t* flat = ws.at<int32_t>(lv.flat) + slice * lv.cap;
+        int32_t* rowptr = ws.at<int32_t>(lv.rowptr) + slice * (lv.nq + 1);
+        for (size_t i = 0; i < list.size(); ++i) flat[i] = int32_t(list[i]);
+        for (int32_t r = 0; r <= lv.nq; ++r)
+          rowptr[r] = int32_t(std::lower_bound(list.begin(), list.end(), int64_t(r) * lv.nk) - list.begin());
+      }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Stage 3: the output. Tolerance (docs/kernels.md, "Tolerances"): every weight exp(logit - m) carries the
+// logit error delta (exact logits: D u |q||k| sigma; coarse: the selection epsilon) plus expf's; the output,
+// a weighted mean of values, moves by at most twice that relative error times max|v|, plus the f32
+// accumulation over at most Nk + 2 s_1 terms; then it is rounded once to the storage type (rtol).
+struct Tolerance {
+  double atol, rtol;
+};
+Tolerance output_tolerance(const Runner& run, const Case& c, const Config& cfg, double selection_eps) {
+  const ref::Problem& p = run.problem();
+  auto max_norm = [&](const std::vector<float>& t) {
+    double m = 0;
+    for (size_t i = 0; i < t.size(); i += size_t(cfg.dim)) {
+      double s = 0;
+      for (int64_t d = 0; d < cfg.dim; ++d) s += double(t[i + size_t(d)]) * t[i + size_t(d)];
+      if (std::isfinite(s)) m = std::max(m, std::sqrt(s));
+    }
+    return m;
+  };
+  double vmax = 0;
+  for (float x : c.v)
+    if (std::isfinite(x)) vmax = std::max(vmax, double(std::fabs(x)));
+  const double exact_delta = run.scale() * double(cfg.dim + 2) * kU32 * max_norm(c.q) * max_norm(c.k);
+  const double delta = std::max(exact_delta, selection_eps) + 4 * kU32;
+  const double terms = double(p.nk + 2 * cfg.sides[0] + 8);
+  return {2.0 * (2.0 * delta + terms * kU32) * vmax + 1e-30, unit_roundoff(cfg.dtype) + 2 * kU32};
+}
+
+// Returns the fraction of the tolerance used.
+double check_output(const std::vector<float>& got, const std::vector<float>& want, const Case& c, const Config& cfg,
+                    const Tolerance& tol, const char* what) {
+  const auto cmp = mra::test::compare(got.data(), want.data(), int64_t(got.size()), tol.atol, tol.rtol,
+                                      {c.batch, c.heads, c.nq, cfg.dim});
+  INFO(what, ": ", cmp.report);
+  CHECK(cmp.ok);
+  return cmp.tolerance_used;
+}
+
+double selection_eps(const Runner& run, const Config& cfg) {
+  double eps = 0;
+  for (int li = 0; li < run.layout().steps; ++li)
+    eps = std::max(eps, score_epsilon(ref::pool(run.problem(), run.layout().level[li].side), cfg.dim, run.scale()));
+  return eps;
+}
+
+void check_case(const Config& cfg, Case& c) {
+  Runner run(cfg, c);
+  INFO("case: ", c.what, " (B ", c.batch, ", H ", c.heads, ", Nq ", c.nq, ", Nk ", c.nk, ")");
+  Report report;
+  const double eps = selection_eps(run, cfg);
+  const Tolerance tol = output_tolerance(run, c, cfg, eps);
+
+  // Stages 1-2 in the workspace.
+  Buffer ws(run.layout().bytes);
+  run.run(ws, mra::kern::kStagePrepare);
+  check_pooling(run, ws, c);
+  const ref::Selection mine = check_selection(run, ws, c, cfg.dim, report);
+
+  // Stage 3 on the reference's selection.
+  const ref::Selection theirs = ref::select(run.problem(), c.config);
+  inject_selection(ws, run.layout(), theirs);
+  std::vector<float> want(run.out_elems());
+  ref::attend(run.problem(), c.config, theirs, want.data());
+  const double used_attend =
+      check_output(run.run(ws, mra::kern::kStageAttend), want, c, cfg, tol, "attend on the reference's selection");
+
+  // End to end, under two schedules: the same bits, and the reference's output on the kernels' selection.
+  simt::set_schedule(simt::Schedule::ascending);
+  Buffer ws2(run.layout().bytes);
+  const std::vector<float> out = run.run(ws2, mra::kern::kStageAll);
+  simt::set_schedule(simt::Schedule::shuffled, 12345);
+  Buffer ws3(run.layout().bytes);
+  const std::vector<float> again = run.run(ws3, mra::kern::kStageAll);
+  simt::set_schedule(simt::Schedule::ascending);
+  CHECK(std::memcmp(out.data(), again.data(), out.size() * sizeof(float)) == 0);
+  ref::attend(run.problem(), c.config, mine, want.data());
+  const double used_e2e = check_output(out, want, c, cfg, tol, "end to end (reference on the kernels' selection)");
+  CHECK(mra::test::norm2(c.q) > 0);
+  CHECK(std::isfinite(mra::test::norm2(out)) == c.bad_slices.empty());
+  if (c.bad_slices.empty()) CHECK(mra::test::norm2(out) > 0);
+
+  MESSAGE(std::string(cfg.name), " / ", c.what, ": ", report.levels_compared, " slice-levels equal to the reference, ",
+          report.near_ties, " near-tie pairs (score within ", eps, " of the threshold), ", report.levels_skipped,
+          " skipped (poisoned slice or below a near tie); output atol ", tol.atol, ", rtol ", tol.rtol,
+          ", tolerance used ", 100 * used_attend, "% (given selection), ", 100 * used_e2e, "% (end to end)");
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The cases: sizes come from the configuration (block side s_1), small enough for the emulation.
+
+ref::Config mra_config(const Config& cfg, int64_t nq, int64_t nk, int64_t blocks_per_row, ref::Mode mode,
+                       int64_t first = 0, int64_t diagonal = 0) {
+  ref::Config c;
+  c.scales = cfg.sides;
+  c.budgets = ref::budgets_from_blocks_per_row(cfg.sides, nq, nk, blocks_per_row);
+  c.mode = mode;
+  c.prior_first = first;
+  c.prior_diagonal = diagonal;
+  return c;
+}
+
+void run_config(const Config& cfg) {
+  const int64_t s1 = cfg.sides[0];
+  uint64_t seed = 1469598103934665603u;  // FNV-1a of the name: a fixed seed per configuration, on any platform
+  for (const char* ch = cfg.name; *ch; ++ch) seed = (seed ^ uint64_t(uint8_t(*ch))) * 1099511628211u;
+  Rng rng(seed);
+  INFO("seed ", seed);
+  SUBCASE("random, length not a multiple of s_1") {
+    Case c;
+    c.what = "random";
+    c.heads = 2;
+    c.nq = c.nk = 4 * s1 + 3;
+    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
+    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
+    check_case(cfg, c);
+  }
+  SUBCASE("structured cross-attention, masks, priors, empty rows") {
+    Case c;
+    c.what = "structured";
+    c.batch = 2;
+    c.nq = 3 * s1 + 7;
+    c.nk = 4 * s1 + 1;
+    auto st = mra::test::structured(rng, 2, 1, c.nq, c.nk, cfg.dim);
+    c.q = st.q;
+    c.k = st.k;
+    c.v = st.v;
+    // Batch 0: padded queries covering the whole last block and a few keys; batch 1: no real key at all.
+    c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 5, 0});
+    c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.8);
+    std::fill(c.kmask.begin() + c.nk, c.kmask.end(), 0);
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3);
+    check_case(cfg, c);
+  }
+  SUBCASE("sparse mode") {
+    Case c;
+    c.what = "sparse";
+    c.nq = 3 * s1 + 1;
+    c.nk = 3 * s1 + 1;
+    auto st = mra::test::structured(rng, 1, 1, c.nq, c.nk, cfg.dim);
+    c.q = st.q;
+    c.k = st.k;
+    c.v = st.v;
+    c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse);
+    check_case(cfg, c);
+  }
+  SUBCASE("non-finite input in a real token poisons its slice only") {
+    Case c;
+    c.what = "non-finite";
+    c.heads = 2;
+    c.nq = c.nk = 2 * s1 + 3;
+    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
+    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.kmask = mra::test::padding_mask(1, c.nk, {2});
+    c.v[size_t((c.nk + 5) * cfg.dim + 1)] = NAN;           // head 1, real key 5
+    c.k[size_t((c.nk - 1) * cfg.dim + 3)] = INFINITY;      // head 0, padded key: never read
+    c.bad_slices = {1};
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
+    check_case(cfg, c);
+  }
+}
+
+}  // namespace
+
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4)                                   \
+  TEST_CASE(#name) {                                                                           \
+    const std::vector<int64_t> all{s1, s2, s3, s4};                                            \
+    run_config(Config{#name, dtype, dim, std::vector<int64_t>(all.begin(), all.begin() + levels)}); \
+  }
+#include "registry.inc"
+#undef MRA_CONFIG
