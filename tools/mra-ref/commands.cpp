@@ -16,14 +16,11 @@ void no_positional(const Options& options) {
   if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
 }
 
-// The output path must be named before any work is done.
-std::string output_path(const Options& options) { return options.require("-o"); }
-
 }  // namespace
 
 int run_attend(const Options& options, const std::string&) {
   no_positional(options);
-  const std::string out_path = output_path(options);
+  const std::string out_path = options.require("-o");  // a missing -o fails before any work
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
@@ -40,7 +37,7 @@ int run_attend(const Options& options, const std::string&) {
 
 int run_exact(const Options& options, const std::string&) {
   no_positional(options);
-  const std::string out_path = output_path(options);
+  const std::string out_path = options.require("-o");  // a missing -o fails before any work
   const Inputs in = load_inputs(options);
   std::vector<float> out(in.q.size());
   ref::exact_attention(in.problem(), out.data());

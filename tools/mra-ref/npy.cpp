@@ -18,8 +18,9 @@
 namespace mra::npy {
 namespace {
 
-// Data are copied with memcpy into host values, which is only right on a little-endian host.
-static_assert(std::endian::native == std::endian::little, "the .npy reader assumes a little-endian host");
+// The reader assembles values from bytes and works on any host; the writer copies floats as they lie in
+// memory, which is '<f4' only on a little-endian host.
+static_assert(std::endian::native == std::endian::little, "the .npy writer assumes a little-endian host");
 
 constexpr std::string_view kMagic = "\x93NUMPY";
 
