@@ -333,25 +333,37 @@ inline unsigned __reduce_xor_sync(unsigned mask, unsigned v) { return ::simt::de
 
 // ---- atomics -----------------------------------------------------------------------------------
 
-#define SIMT_ATOMIC_INTEGER(T)                                                                           \
-  inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v); }                          \
-  inline T atomicSub(T* a, T v) { return std::atomic_ref<T>(*a).fetch_sub(v); }                          \
-  inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v); }                          \
-  inline T atomicMin(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v < o ? v : o; }); } \
-  inline T atomicMax(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v > o ? v : o; }); } \
-  inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v); }                          \
-  inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v); }                            \
-  inline T atomicXor(T* a, T v) { return std::atomic_ref<T>(*a).fetch_xor(v); }                          \
-  inline T atomicCAS(T* a, T compare, T v) {                                                             \
-    std::atomic_ref<T>(*a).compare_exchange_strong(compare, v);                                          \
-    return compare;                                                                                      \
+// Exactly the overloads CUDA declares, so that a kernel that builds here also builds with nvcc.
+#define SIMT_ATOMIC_ADD_EXCH_CAS(T)                                                          \
+  inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v); }              \
+  inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v); }              \
+  inline T atomicCAS(T* a, T compare, T v) {                                                 \
+    std::atomic_ref<T>(*a).compare_exchange_strong(compare, v);                              \
+    return compare;                                                                          \
   }
-SIMT_ATOMIC_INTEGER(int)
-SIMT_ATOMIC_INTEGER(unsigned)
-SIMT_ATOMIC_INTEGER(unsigned long long)
-SIMT_ATOMIC_INTEGER(long long)
-#undef SIMT_ATOMIC_INTEGER
+#define SIMT_ATOMIC_BITS(T)                                                                  \
+  inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v); }              \
+  inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v); }                \
+  inline T atomicXor(T* a, T v) { return std::atomic_ref<T>(*a).fetch_xor(v); }
+#define SIMT_ATOMIC_MIN_MAX(T)                                                               \
+  inline T atomicMin(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v < o ? v : o; }); } \
+  inline T atomicMax(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v > o ? v : o; }); }
+SIMT_ATOMIC_ADD_EXCH_CAS(int)
+SIMT_ATOMIC_ADD_EXCH_CAS(unsigned)
+SIMT_ATOMIC_ADD_EXCH_CAS(unsigned long long)
+SIMT_ATOMIC_BITS(int)
+SIMT_ATOMIC_BITS(unsigned)
+SIMT_ATOMIC_BITS(unsigned long long)
+SIMT_ATOMIC_MIN_MAX(int)
+SIMT_ATOMIC_MIN_MAX(unsigned)
+SIMT_ATOMIC_MIN_MAX(long long)
+SIMT_ATOMIC_MIN_MAX(unsigned long long)
+#undef SIMT_ATOMIC_ADD_EXCH_CAS
+#undef SIMT_ATOMIC_BITS
+#undef SIMT_ATOMIC_MIN_MAX
 
+inline int atomicSub(int* a, int v) { return std::atomic_ref<int>(*a).fetch_sub(v); }
+inline unsigned atomicSub(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_sub(v); }
 inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
   std::atomic_ref<unsigned short>(*a).compare_exchange_strong(compare, v);
   return compare;
@@ -359,13 +371,6 @@ inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsig
 inline float atomicAdd(float* a, float v) { return ::simt::detail::atomic_update(a, [v](float o) { return o + v; }); }
 inline double atomicAdd(double* a, double v) { return ::simt::detail::atomic_update(a, [v](double o) { return o + v; }); }
 inline float atomicExch(float* a, float v) { return std::atomic_ref<float>(*a).exchange(v); }
-// Like the GPU's atomicMin/Max on float: NaN never wins, -0 < +0.
-inline float atomicMax(float* a, float v) {
-  return ::simt::detail::atomic_update(a, [v](float o) { return std::isnan(o) || v > o || (v == o && std::signbit(o)) ? v : o; });
-}
-inline float atomicMin(float* a, float v) {
-  return ::simt::detail::atomic_update(a, [v](float o) { return std::isnan(o) || v < o || (v == o && std::signbit(v)) ? v : o; });
-}
 inline unsigned atomicInc(unsigned* a, unsigned limit) {
   return ::simt::detail::atomic_update(a, [limit](unsigned o) { return o >= limit ? 0u : o + 1; });
 }
@@ -532,21 +537,7 @@ inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162
 }
 
 // Unary fp16/bf16 math: computed in float and rounded once to 16 bits, as the device's float-based
-// implementations do up to their approximation error.
-#define SIMT_HALF_UNARY(name, expr)                                                          \
-  inline __half name(__half h) {                                                             \
-    const float x = __half2float(h);                                                         \
-    return __float2half(expr);                                                               \
-  }                                                                                          \
-  inline __half2 h2##name(__half2 h) { return __halves2half2(name(__low2half(h)), name(__high2half(h))); } \
-  inline __nv_bfloat16 name(__nv_bfloat16 h) {                                               \
-    const float x = __bfloat162float(h);                                                     \
-    return __float2bfloat16(expr);                                                           \
-  }                                                                                          \
-  inline __nv_bfloat162 h2##name(__nv_bfloat162 h) {                                         \
-    return __halves2bfloat162(name(__low2bfloat16(h)), name(__high2bfloat16(h)));            \
-  }
-// h2exp etc. are spelled without the leading h of the scalar name, hence the two-step naming.
+// implementations do up to their approximation error. The pair forms are h2exp, h2log, ...
 #define SIMT_HALF_UNARY2(scalar, pair, expr)                                                 \
   inline __half scalar(__half h) {                                                           \
     const float x = __half2float(h);                                                         \
@@ -571,12 +562,10 @@ SIMT_HALF_UNARY2(hrsqrt, h2rsqrt, 1.0f / std::sqrt(x))
 SIMT_HALF_UNARY2(hrcp, h2rcp, 1.0f / x)
 SIMT_HALF_UNARY2(hsin, h2sin, std::sin(x))
 SIMT_HALF_UNARY2(hcos, h2cos, std::cos(x))
-SIMT_HALF_UNARY2(htanh, h2tanh, std::tanh(x))
 SIMT_HALF_UNARY2(hceil, h2ceil, std::ceil(x))
 SIMT_HALF_UNARY2(hfloor, h2floor, std::floor(x))
 SIMT_HALF_UNARY2(htrunc, h2trunc, std::trunc(x))
 SIMT_HALF_UNARY2(hrint, h2rint, std::nearbyint(x))
-#undef SIMT_HALF_UNARY
 #undef SIMT_HALF_UNARY2
 
 inline int __half2int_rn(__half h) { return __float2int_rn(__half2float(h)); }

@@ -13,8 +13,8 @@ TEST_CASE("contended atomics on global and shared memory") {
     c.i_max = -1;
     c.i_min = 1;
     c.u_min = 0xFFFFFFFFu;
-    c.f_max = -1.0f;
-    c.f_min = 1.0f;
+    c.ll_max = -1;
+    c.ull_min = ~0ull;
     c.u_and = 0xFFFFFFFFu;
     c.i_exch = -1;
     c.h_add = __float2half(0.0f);
@@ -30,8 +30,8 @@ TEST_CASE("contended atomics on global and shared memory") {
     CHECK(c.i_min == -(static_cast<int>(n) - 1));
     CHECK(c.u_max == 2 * (n - 1));
     CHECK(c.u_min == 5u);
-    CHECK(c.f_max == 0.5f * static_cast<float>(n - 1));
-    CHECK(c.f_min == -static_cast<float>(n - 1));
+    CHECK(c.ll_max == static_cast<long long>(n - 1) << 33);
+    CHECK(c.ull_min == 9ull);
     CHECK(c.u_or == 0xFFFFFFFFu);
     unsigned x = 0;
     for (unsigned i = 0; i < n; ++i) x ^= i;

@@ -19,8 +19,8 @@ __global__ void contended_atomics(AtomicCounters* c, int* block_totals) {
   atomicMin(&c->i_min, -id);
   atomicMax(&c->u_max, static_cast<unsigned>(id) * 2u);
   atomicMin(&c->u_min, static_cast<unsigned>(id) + 5u);
-  atomicMax(&c->f_max, static_cast<float>(id) * 0.5f);
-  atomicMin(&c->f_min, -static_cast<float>(id));
+  atomicMax(&c->ll_max, static_cast<long long>(id) << 33);
+  atomicMin(&c->ull_min, (static_cast<unsigned long long>(id) << 33) + 9);
   atomicOr(&c->u_or, 1u << (id % 32));
   atomicXor(&c->u_xor, static_cast<unsigned>(id));
   atomicAnd(&c->u_and, ~(1u << (id % 31)));

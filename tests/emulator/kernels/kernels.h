@@ -38,7 +38,8 @@ struct AtomicCounters {
   double d_add;
   int i_max, i_min;
   unsigned u_max, u_min;
-  float f_max, f_min;
+  long long ll_max;
+  unsigned long long ull_min;
   unsigned u_or, u_xor, u_and, u_inc;
   int i_exch, i_cas;
   __half h_add;
