@@ -7,4 +7,4 @@ tools/bootstrap.sh
 build=${MRA_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target mra-ref
-"$build/tools/mra-ref" demo "$@"
+"$build/tools/mra-ref/mra-ref" demo "$@"
