@@ -53,6 +53,8 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, c
   const double scale = p.effective_scale();
   std::vector<int64_t> keys;
   std::vector<double> logits;
+  std::vector<const float*> queries;
+  std::vector<RowAccumulator*> row_ptrs;
   KeySet keyset;
   for (size_t start = 0; start < refined.size();) {
     const int64_t r = refined[start] / lv.nk_blocks;
@@ -64,8 +66,14 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, c
         if (key_real(p, b, j)) keys.push_back(j);
     }
     keyset.gather(p, b, h, keys);
+    queries.clear();
+    row_ptrs.clear();
     for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
-      if (query_real(p, b, i)) add_exact_terms(keyset, q_row(p, b, h, i), p.dim, scale, logits, rows[at(i)]);
+      if (query_real(p, b, i)) {
+        queries.push_back(q_row(p, b, h, i));
+        row_ptrs.push_back(&rows[at(i)]);
+      }
+    add_exact_terms(keyset, queries, p.dim, scale, logits, row_ptrs);
     start = end;
   }
 }

@@ -59,9 +59,11 @@ struct KeySet {
   void gather(const Problem& p, int64_t b, int64_t h, const std::vector<int64_t>& keys);
 };
 
-// Folds the exact terms exp(scale * q . k_j) v_j of every key of `keys` into `acc`; `logits` is scratch.
-void add_exact_terms(const KeySet& keys, const float* q, int64_t dim, double scale, std::vector<double>& logits,
-                     RowAccumulator& acc);
+// Folds the exact terms exp(scale * q . k_j) v_j of every key of `keys` into the rows of the queries `queries`
+// (rows[t] belongs to queries[t]). All queries of a call are processed against one chunk of keys at a time, so
+// the chunk stays in cache while every query uses it; `logits` is scratch.
+void add_exact_terms(const KeySet& keys, const std::vector<const float*>& queries, int64_t dim, double scale,
+                     std::vector<double>& logits, const std::vector<RowAccumulator*>& rows);
 
 // The candidate pairs at level `step + 1` (0-based level step + 1): the active children of the refined pairs
 // `parents` of level `step` (§2.5), as sorted flat indices. `child` is the pooling at the child level.

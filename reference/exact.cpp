@@ -28,30 +28,47 @@ void KeySet::gather(const Problem& p, int64_t b, int64_t h, const std::vector<in
   }
 }
 
-void add_exact_terms(const KeySet& keys, const float* q, int64_t dim, double scale, std::vector<double>& logits,
-                     RowAccumulator& acc) {
-  const int64_t n = keys.n;
-  if (n == 0) return;
-  logits.assign(at(n), 0.0);
-  for (int64_t d = 0; d < dim; ++d) {
-    const double qd = q[d];
-    const double* kd = &keys.kt[at(d * n)];
-    for (int64_t t = 0; t < n; ++t) logits[at(t)] += qd * kd[t];
+void add_exact_terms(const KeySet& keys, const std::vector<const float*>& queries, int64_t dim, double scale,
+                     std::vector<double>& logits, const std::vector<RowAccumulator*>& rows) {
+  constexpr int64_t kChunk = 128;  // keys per chunk: D x 128 doubles stay in a core's L2 cache
+  const int64_t n = keys.n, nq = int64_t(queries.size());
+  if (n == 0 || nq == 0) return;
+  logits.assign(at(nq * n), 0.0);
+  for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
+    const int64_t t1 = std::min(n, t0 + kChunk);
+    for (int64_t a = 0; a < nq; ++a) {
+      double* la = &logits[at(a * n)];
+      for (int64_t d = 0; d < dim; ++d) {
+        const double qd = queries[at(a)][d];
+        const double* kd = &keys.kt[at(d * n)];
+        for (int64_t t = t0; t < t1; ++t) la[t] += qd * kd[t];
+      }
+    }
   }
-  double m = kNegInf;
-  for (double& s : logits) m = std::max(m, s *= scale);
-  // Fold in at the row's current stabilizer when it is larger, so one merge suffices.
-  const double base = std::max(m, acc.max_log);
-  const double keep = std::exp(acc.max_log - base);
-  acc.den *= keep;
-  for (double& x : acc.num) x *= keep;
+  for (int64_t a = 0; a < nq; ++a) {
+    double* la = &logits[at(a * n)];
+    double m = kNegInf;
+    for (int64_t t = 0; t < n; ++t) m = std::max(m, la[t] *= scale);
+    // Rescale the row to the larger of its stabilizer and this set's maximum, then add at that stabilizer.
+    RowAccumulator& acc = *rows[at(a)];
+    const double base = std::max(m, acc.max_log);
+    const double keep = std::exp(acc.max_log - base);
+    acc.den *= keep;
+    for (double& x : acc.num) x *= keep;
+    acc.max_log = base;
+    for (int64_t t = 0; t < n; ++t) {
+      la[t] = std::exp(la[t] - base);
+      acc.den += la[t];
+    }
+  }
   for (int64_t t = 0; t < n; ++t) {
-    const double w = std::exp(logits[at(t)] - base);
-    acc.den += w;
     const double* vt = &keys.v[at(t * dim)];
-    for (int64_t d = 0; d < dim; ++d) acc.num[at(d)] += w * vt[d];
+    for (int64_t a = 0; a < nq; ++a) {
+      const double w = logits[at(a * n + t)];
+      double* num = rows[at(a)]->num.data();
+      for (int64_t d = 0; d < dim; ++d) num[d] += w * vt[d];
+    }
   }
-  acc.max_log = base;
 }
 
 }  // namespace detail
@@ -71,10 +88,20 @@ void exact_attention(const Problem& p, float* out) {
         continue;
       }
       keyset.gather(p, b, h, keys);
-      for (int64_t i = 0; i < p.nq; ++i) {
-        RowAccumulator row(p.dim);
-        if (query_real(p, b, i)) add_exact_terms(keyset, q_row(p, b, h, i), p.dim, scale, logits, row);
-        row.finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
+      // Queries go in tiles: each chunk of keys is loaded once per tile rather than once per query.
+      constexpr int64_t kTile = 16;
+      for (int64_t i0 = 0; i0 < p.nq; i0 += kTile) {
+        const int64_t i1 = std::min(p.nq, i0 + kTile);
+        std::vector<RowAccumulator> tile(at(i1 - i0), RowAccumulator(p.dim));
+        std::vector<const float*> queries;
+        std::vector<RowAccumulator*> rows;
+        for (int64_t i = i0; i < i1; ++i)
+          if (query_real(p, b, i)) {
+            queries.push_back(q_row(p, b, h, i));
+            rows.push_back(&tile[at(i - i0)]);
+          }
+        add_exact_terms(keyset, queries, p.dim, scale, logits, rows);
+        for (int64_t i = i0; i < i1; ++i) tile[at(i - i0)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
       }
     }
   }
