@@ -165,14 +165,14 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-void switch_fiber(Block& b, Context& from, Context& to, const void* to_bottom, size_t to_size, bool from_exits) {
+void switch_fiber(Context& from, Context& to, const void* to_bottom, size_t to_size, bool from_exits) {
 #if defined(SIMT_ASAN)
   void* fake_stack = nullptr;
   __sanitizer_start_switch_fiber(from_exits ? nullptr : &fake_stack, to_bottom, to_size);
   context_switch(from, to);
   __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
 #else
-  (void)b, (void)to_bottom, (void)to_size, (void)from_exits;
+  (void)to_bottom, (void)to_size, (void)from_exits;
   context_switch(from, to);
 #endif
 }
@@ -197,13 +197,13 @@ Fiber* next_ready(Block& b) {
 void suspend(Block& b, Fiber& f, bool exits = false) {
   if (Fiber* n = next_ready(b)) {
     enter(*n);
-    switch_fiber(b, f.ctx, n->ctx, n->stack.lo, n->stack.size, exits);
+    switch_fiber(f.ctx, n->ctx, n->stack.lo, n->stack.size, exits);
   } else {
     tls.fiber = nullptr;
 #if defined(SIMT_ASAN)
-    switch_fiber(b, f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, exits);
+    switch_fiber(f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, exits);
 #else
-    switch_fiber(b, f.ctx, b.sched, nullptr, 0, exits);
+    switch_fiber(f.ctx, b.sched, nullptr, 0, exits);
 #endif
   }
 }
@@ -399,7 +399,7 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
       break;
     }
     enter(*f);
-    switch_fiber(b, b.sched, f->ctx, f->stack.lo, f->stack.size, false);
+    switch_fiber(b.sched, f->ctx, f->stack.lo, f->stack.size, false);
   }
   tls.fiber = nullptr;
   tls.block = nullptr;
@@ -579,9 +579,9 @@ void fail(cudaError_t error, const char* what) {
   f.state = State::failed;
   tls.fiber = nullptr;
 #if defined(SIMT_ASAN)
-  switch_fiber(b, f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, true);
+  switch_fiber(f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, true);
 #else
-  switch_fiber(b, f.ctx, b.sched, nullptr, 0, true);
+  switch_fiber(f.ctx, b.sched, nullptr, 0, true);
 #endif
   __builtin_unreachable();
 }
