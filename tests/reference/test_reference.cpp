@@ -35,13 +35,8 @@ struct Case {
 };
 
 Case structured_case(uint64_t seed, int64_t batch, int64_t heads, int64_t nq, int64_t nk, int64_t dim) {
-  Rng rng(seed);
-  Case c{batch, heads, nq, nk, dim, {}, {}, {}, {}, {}};
-  Structured s = structured(rng, batch, heads, nq, nk, dim);
-  c.q = std::move(s.q);
-  c.k = std::move(s.k);
-  c.v = std::move(s.v);
-  return c;
+  mra::synthetic::Inputs s = mra::synthetic::structured(batch, heads, nq, nk, dim, seed);
+  return Case{batch, heads, nq, nk, dim, std::move(s.q), std::move(s.k), std::move(s.v), {}, {}};
 }
 
 std::vector<float> run_mra(const Problem& p, const Config& c, const Selection& s) {

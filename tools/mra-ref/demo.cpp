@@ -10,7 +10,7 @@
 #include "commands.h"
 #include "inputs.h"
 #include "mra/reference.h"
-#include "synthetic.h"
+#include "synthetic/synthetic.h"
 
 namespace mra::cli {
 namespace {
@@ -21,11 +21,12 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-ref::Problem problem_of(const Synthetic& s) {
+ref::Problem problem_of(const synthetic::Inputs& s) {
   ref::Problem p;
   p.batch = s.batch;
   p.heads = s.heads;
-  p.nq = p.nk = s.n;
+  p.nq = s.nq;
+  p.nk = s.nk;
   p.dim = s.dim;
   p.q = s.q.data();
   p.k = s.k.data();
@@ -70,7 +71,7 @@ int run_demo(const Options& options, const std::string& program) {
   const auto file = [&dir](const std::string& name) { return (std::filesystem::path(dir) / name).string(); };
 
   constexpr int64_t B = 1, H = 2, N = 1024, D = 64;
-  const Synthetic s = make_structured_inputs(B, H, N, D, kSeed);
+  const synthetic::Inputs s = synthetic::structured(B, H, N, N, D, kSeed);
   const ref::Problem p = problem_of(s);
   const std::vector<int64_t> shape{B, H, N, D};
   save_f32(file("q.npy"), shape, s.q);
@@ -145,7 +146,7 @@ int run_bench(const Options& options, const std::string&) {
   std::printf("%8s %8s %12s %14s %10s %18s\n", "N", "budget", "MRA ms", "exact ms", "exact/MRA", "MRA growth per 2x N");
   double previous_mra = 0.0;
   for (int64_t n : lengths) {
-    const Synthetic s = make_structured_inputs(1, 1, n, D, kSeed);
+    const synthetic::Inputs s = synthetic::structured(1, 1, n, n, D, kSeed);
     const ref::Problem p = problem_of(s);
     c.budgets = ref::budgets_from_blocks_per_row(c.scales, n, n, 4);
     std::vector<float> out(s.q.size());
