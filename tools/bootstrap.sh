@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # tools/bootstrap.sh: installs what the build and the tests need and this machine lacks.
 #   tools/bootstrap.sh        (idempotent; called by tools/run-demo.sh and tools/run-tests.sh)
-# Needs: g++ or clang++, cmake >= 3.25, python3. Installs: doctest (Debian's doctest-dev), numpy (PyPI, for
-# the interop tests), Jinja2 (PyPI, for the kernel generator) when they are missing.
+# Needs: g++ or clang++, cmake >= 3.25, python3. Installs: doctest (Debian's doctest-dev), clang and its
+# libFuzzer runtime (Debian, for the fuzz tests), numpy (PyPI, for the interop tests), Jinja2 (PyPI, for the
+# kernel generator) when they are missing.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=()
 [ -f /usr/include/doctest/doctest.h ] || apt_packages+=(doctest-dev)
+# The fuzz tests (tests/fuzz) need clang and its libFuzzer runtime, which Debian packages separately.
+if ! command -v clang++ >/dev/null; then
+  apt_packages+=(clang libclang-rt-14-dev)
+elif ! compgen -G "$(clang++ -print-runtime-dir)/libclang_rt.fuzzer*.a" >/dev/null; then
+  apt_packages+=("libclang-rt-$(clang++ -dumpversion | cut -d. -f1)-dev")
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "bootstrap: installing ${apt_packages[*]} from Debian"
   as_root apt-get update -qq
