@@ -538,6 +538,40 @@ TEST_CASE("bad options: one line naming the option, exit 2, no output") {
                 unwritable, "cannot create a temporary file", unwritable);
 }
 
+TEST_CASE("--backend emulated runs the generated kernels and agrees with the reference") {
+  TempDir dir;
+  // D = 32 with scales 16,1 and 16,4,1 are generated configurations; 40 is not a multiple of 16.
+  const Problem p = write_problem(dir, {2, 1, 40, 32}, {2, 1, 40, 32});
+  const std::vector<std::vector<std::string>> configs{
+      {"--scales", "16,1", "--budget", "4"},
+      {"--scales", "16,1", "--budget", "4", "--mode", "sparse", "--prior-first", "1"},
+      {"--scales", "16,4,1", "--budget", "3,10"},
+  };
+  for (const auto& config : configs) {
+    CAPTURE(config.back());
+    const std::string ref = dir.file("ref.npy"), emu = dir.file("emu.npy");
+    const Result r = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + std::vector<std::string>{"-o", ref});
+    const Result e = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config +
+                                  std::vector<std::string>{"--backend", "emulated", "-o", emu});
+    INFO(e.err);
+    REQUIRE(r.status == 0);
+    REQUIRE(e.status == 0);
+    const mra::npy::Array a = load_ok(emu), b = load_ok(ref);
+    CHECK(a.shape == b.shape);
+    CHECK(relative_error(a.values, b.values) < 1e-5);
+  }
+  const std::string out = dir.file("unsupported.npy");
+  const Result u = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                std::vector<std::string>{"--scales", "8,1", "--backend", "emulated", "-o", out});
+  CHECK(u.status == 2);
+  CHECK(u.err.rfind("mra-ref: --backend emulated: unsupported configuration", 0) == 0);
+  CHECK(!std::filesystem::exists(out));
+  const Result bad = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                  std::vector<std::string>{"--backend", "gpu", "-o", out});
+  CHECK(bad.status == 2);
+  CHECK(bad.err.rfind("mra-ref: --backend: ", 0) == 0);
+}
+
 TEST_CASE("a failed run leaves an existing output file as it was") {
   TempDir dir;
   const Problem p = write_problem(dir, {1, 1, 64, 8}, {1, 1, 64, 8});

@@ -2,10 +2,12 @@
 #include "commands.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <limits>
 
 #include "inputs.h"
+#include "mra.h"
 #include "mra/reference.h"
 #include "npy.h"
 
@@ -16,21 +18,60 @@ void no_positional(const Options& options) {
   if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
 }
 
+// The generated kernels on the CPU (runtime/mra.h, mra_forward_host), f32 storage: what a GPU would compute,
+// without a GPU. A configuration without a generated kernel is reported, not approximated by something else.
+void attend_emulated(const Inputs& in, const ref::Config& config, std::vector<float>& out) {
+  const std::string subject = "--backend emulated";
+  if (config.scales.size() > MRA_MAX_LEVELS)
+    throw Failure(subject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
+  mra_problem p{};
+  p.batch = in.batch;
+  p.heads = in.heads;
+  p.nq = in.nq;
+  p.nk = in.nk;
+  p.dim = in.dim;
+  p.dtype = MRA_DTYPE_F32;
+  p.levels = static_cast<int32_t>(config.scales.size());
+  for (size_t l = 0; l < config.scales.size(); ++l) p.resolutions[l] = config.scales[l];
+  for (size_t l = 0; l < config.budgets.size(); ++l) p.budgets[l] = config.budgets[l];
+  p.mode = config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
+  p.prior_first = config.prior_first;
+  p.prior_diagonal = config.prior_diagonal;
+  p.scale = in.scale;
+  const auto check = [&](mra_status status) {
+    if (status != MRA_SUCCESS)
+      throw Failure(subject, std::string(mra_status_string(status)) + " (scales " + join(config.scales, ",") +
+                                 ", D " + std::to_string(in.dim) + ", f32; docs/kernels.md lists what is generated)");
+  };
+  size_t bytes = 0;
+  check(mra_workspace_size(&p, &bytes));
+  std::vector<std::max_align_t> workspace(bytes / sizeof(std::max_align_t) + 1);
+  check(mra_forward_host(&p, in.q.data(), in.k.data(), in.v.data(),
+                         in.query_mask.empty() ? nullptr : in.query_mask.data(),
+                         in.key_mask.empty() ? nullptr : in.key_mask.data(), out.data(), workspace.data(), bytes));
+}
+
 }  // namespace
 
 int run_attend(const Options& options, const std::string&) {
   no_positional(options);
   const std::string out_path = options.require("-o");  // a missing -o fails before any work
+  const std::string backend = options.get("--backend").value_or("reference");
+  if (backend != "reference" && backend != "emulated")
+    throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
   const ref::Selection selection = ref::select(p, config);
   std::vector<float> out(in.q.size());
-  ref::attend(p, config, selection, out.data());
+  if (backend == "emulated")
+    attend_emulated(in, config, out);
+  else
+    ref::attend(p, config, selection, out.data());
   save_f32(out_path, in.q_shape, out);
-  std::printf("wrote %s %s: scales %s, budgets %s, mode %s, %.4f of the entries exact\n", out_path.c_str(),
-              shape_string(in.q_shape).c_str(), join(config.scales, ",").c_str(), join(config.budgets, ",").c_str(),
-              config.mode == ref::Mode::full ? "full" : "sparse",
+  std::printf("wrote %s %s: scales %s, budgets %s, mode %s, backend %s, %.4f of the entries exact\n",
+              out_path.c_str(), shape_string(in.q_shape).c_str(), join(config.scales, ",").c_str(),
+              join(config.budgets, ",").c_str(), config.mode == ref::Mode::full ? "full" : "sparse", backend.c_str(),
               ref::coverage(p, config, selection).exact_fraction());
   return 0;
 }

@@ -63,9 +63,13 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table{
       {"attend", "MRA attention of .npy inputs into a float32 .npy",
        "usage: mra-ref attend --q Q.npy --k K.npy --v V.npy [options] -o OUT.npy\n"
-       "Computes MRA attention with the reference implementation and writes it as float32, shaped like Q.\n" +
-           std::string(kInputs) + std::string(kMra),
-       with(kMraFlags, {"-o"}), mra::cli::run_attend},
+       "Computes MRA attention and writes it as float32, shaped like Q.\n" +
+           std::string(kInputs) + std::string(kMra) +
+           "\nBackend:\n"
+           "  --backend reference|emulated    reference: the C++ reference (default); emulated: the generated CUDA\n"
+           "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
+           "                                  configurations docs/kernels.md lists.\n",
+       with(kMraFlags, {"-o", "--backend"}), mra::cli::run_attend},
       {"exact", "exact softmax attention of .npy inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--query-mask M.npy] [--scale S] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs),
