@@ -270,3 +270,6 @@ SIMT_DEVICE void cp_async_wait_all() {
 }  // namespace simt
 
 #undef SIMT_DEVICE
+#if defined(__CUDACC__)
+#undef SIMT_LDMATRIX_PTX
+#endif

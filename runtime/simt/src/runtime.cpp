@@ -121,7 +121,6 @@ struct Fiber {
   uint3 tid{0, 0, 0};
   unsigned flat = 0;
   State state = State::ready;
-  WarpGroup* group = nullptr;
   int bar_sum = 0;
   int bar_total = 0;
   std::vector<Copy> copies;
@@ -145,7 +144,6 @@ struct Block {
   int bar_sum = 0;
   const LaunchSpec* spec = nullptr;
   uint3 block_idx{0, 0, 0};
-  Schedule schedule = Schedule::ascending;
   uint64_t rng = 0;
   cudaError_t error = cudaSuccess;
   std::string message;
@@ -244,11 +242,7 @@ void complete_group(Block& b, Warp& w, WarpGroup& g) {
   g.fn(calls, g.arrived);
   const unsigned base = static_cast<unsigned>(&w - b.warps.data()) * 32u;
   for (unsigned l = 0; l < 32; ++l)
-    if ((g.arrived >> l) & 1u) {
-      Fiber& f = b.fibers[base + l];
-      f.state = State::ready;
-      f.group = nullptr;
-    }
+    if ((g.arrived >> l) & 1u) b.fibers[base + l].state = State::ready;
   g.used = false;
 }
 
@@ -329,7 +323,6 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
   b.block_idx = uint3{static_cast<unsigned>(linear % spec.grid.x),
                       static_cast<unsigned>((linear / spec.grid.x) % spec.grid.y),
                       static_cast<unsigned>(linear / (uint64_t{spec.grid.x} * spec.grid.y))};
-  b.schedule = schedule;
   b.rng = seed ^ (linear * 0xD1B54A32D192ED03ull);
   b.error = cudaSuccess;
   b.message.clear();
@@ -365,7 +358,6 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
     f.flat = i;
     f.tid = uint3{i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
     f.state = State::ready;
-    f.group = nullptr;
     f.copies.clear();
     f.group_ends.clear();
     context_make(f.ctx, f.stack.lo, f.stack.size, &fiber_main, &f);
@@ -619,7 +611,6 @@ void warp_collective(unsigned mask, WarpFn fn, const void* in, void* out, unsign
   g->calls[lane] = LaneCall{in, out, arg};
   g->arrived |= 1u << lane;
   f.state = State::warp;
-  f.group = g;
   if (g->arrived == (mask & w.live)) complete_group(b, w, *g);
   suspend(b, f);
 }
