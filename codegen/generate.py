@@ -126,10 +126,14 @@ def load_configs(manifest_path: pathlib.Path, tuning_path: pathlib.Path) -> list
     return [configs[n] for n in sorted(configs)]
 
 
+def make_env() -> jinja2.Environment:
+    """The one Jinja environment: an undefined variable is an error, whitespace is kept as written."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+
+
 def render_tree(configs: list[Config]) -> dict[str, str]:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                             autoescape=False)
+    env = make_env()
     files = {}
     for c in configs:
         files[f"{c.name}.cu"] = env.get_template("kernel.cu.j2").render(c=c, template="kernel.cu.j2")

@@ -28,4 +28,9 @@ mra_status forward_host_stages(const mra_problem* p, const void* q, const void* 
                                const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
                                size_t workspace_bytes, unsigned stages);
 
+// The CUDA backend with a choice of stages (defined only where nvcc built it).
+mra_status forward_cuda_stages(const mra_problem* p, const void* q, const void* k, const void* v,
+                               const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
+                               size_t workspace_bytes, cudaStream_t stream, unsigned stages);
+
 }  // namespace mra::detail

@@ -565,6 +565,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     row_m[i] = state[0];
     row_l[i] = state[1];
   }
+  __syncthreads();  // the row state is read by other threads, possibly with no key tile in between
 
   // Exact entries (§2.5): the keys of the refined blocks of R, tile by tile.
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);

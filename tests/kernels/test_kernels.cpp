@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
-// The emulation header first: it defines the CUDA qualifiers before the toolkit's fp16/bf16 headers see them.
-#include "simt/simt.h"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
+#include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
-#include "dispatch.h"
+#include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -43,6 +44,7 @@ struct Case {
   std::vector<uint8_t> qmask, kmask;  // empty: all real
   ref::Config config;
   std::vector<int64_t> bad_slices;   // slices holding a non-finite value in a real token
+  bool exact_ties = false;           // every logit is exactly 0: the selection must equal the reference's
 };
 
 double unit_roundoff(mra_dtype t) { return t == MRA_DTYPE_F32 ? kU32 : t == MRA_DTYPE_F16 ? 0x1.0p-11 : 0x1.0p-8; }
@@ -137,6 +139,14 @@ class Runner {
     p_.v = c.v.data();
     p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
     p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    for (auto [from, to] : {std::pair{&c.q, &qa_}, {&c.k, &ka_}, {&c.v, &va_}}) {
+      *to = *from;
+      for (float& x : *to) x = std::fabs(x);
+    }
+    pa_ = p_;
+    pa_.q = qa_.data();
+    pa_.k = ka_.data();
+    pa_.v = va_.data();
     REQUIRE(mra::kern::make_layout(problem_, &layout_) == MRA_SUCCESS);
     size_t bytes = 0;
     REQUIRE(mra_workspace_size(&problem_, &bytes) == MRA_SUCCESS);
@@ -144,6 +154,8 @@ class Runner {
   }
 
   const ref::Problem& problem() const { return p_; }
+  // The same problem on |q|, |k|, |v|: its pooled values bound the rounding errors of the pooled values.
+  const ref::Problem& abs_problem() const { return pa_; }
   size_t out_elems() const { return size_t(c_.batch * c_.heads * c_.nq * cfg_.dim); }
 
   // Runs the given stages on `ws` into a poisoned output; returns the output rounded to float.
@@ -153,10 +165,11 @@ class Runner {
     std::memcpy(k.data(), ks_.data(), ks_.size());
     std::memcpy(v.data(), vs_.data(), vs_.size());
     std::memset(out.data(), 0x7f, out_elems() * elem_size(cfg_.dtype));  // poison: a large finite value
-    const mra_status s = mra::detail::forward_host_stages(&problem_, q.data(), k.data(), v.data(), p_.query_mask,
-                                                          p_.key_mask, out.data(), ws.data(), layout_.bytes,
-                                                          stages);
-    INFO("status: ", mra_status_string(s), "; emulator: ", simt::last_error_message());
+    const mra::test::Tensors t{q.data(), k.data(), v.data(), qs_.size(), ks_.size(), p_.query_mask, p_.key_mask};
+    std::string error;
+    const mra_status s = mra::test::run_stages(problem_, t, out.data(), out_elems() * elem_size(cfg_.dtype),
+                                               ws.data(), layout_.bytes, stages, &error);
+    INFO("run failed: ", error);
     REQUIRE(s == MRA_SUCCESS);
     std::vector<unsigned char> bytes(out.data(), out.data() + out_elems() * elem_size(cfg_.dtype));
     return from_storage(bytes, cfg_.dtype, out_elems());
@@ -170,30 +183,20 @@ class Runner {
   const Config& cfg_;
   Case& c_;
   mra_problem problem_{};
-  ref::Problem p_;
+  ref::Problem p_, pa_;
+  std::vector<float> qa_, ka_, va_;
   Layout layout_;
   std::vector<unsigned char> qs_, ks_, vs_;
 };
 
 // ----------------------------------------------------------------------------------------------------------
-// Stage 1: pooling. Each pooled value is a sum of at most s terms in f32: its error is at most
-// (s + 1) u times the same pooling of |x| (the reference pooled on absolute values gives that bound).
-std::vector<float> absolute(const float* x, size_t n) {
-  std::vector<float> a(x, x + n);
-  for (float& e : a) e = std::fabs(e);
-  return a;
-}
-
-void check_pooling(Runner& run, Buffer& ws, const Case& c) {
+// Stage 1: pooling. Each pooled value is a sum of at most s terms in f32 (then divided by the count): its
+// error is at most (s + 1) u times the same pooling of |x|.
+void check_pooling(Runner& run, Buffer& ws) {
   const ref::Problem& p = run.problem();
-  const auto qa = absolute(p.q, c.q.size()), ka = absolute(p.k, c.k.size()), va = absolute(p.v, c.v.size());
-  ref::Problem pa = p;
-  pa.q = qa.data();
-  pa.k = ka.data();
-  pa.v = va.data();
   for (int li = 0; li < run.layout().steps; ++li) {
     const Level& lv = run.layout().level[li];
-    const ref::Pooled want = ref::pool(p, lv.side), bound = ref::pool(pa, lv.side);
+    const ref::Pooled want = ref::pool(p, lv.side), bound = ref::pool(run.abs_problem(), lv.side);
     const double gamma = double(lv.side + 1) * kU32;
     auto check = [&](const char* what, size_t offset, const std::vector<double>& r, const std::vector<double>& a) {
       const float* got = ws.at<float>(offset);
@@ -269,9 +272,11 @@ Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::
   return c;
 }
 
-// Bound on the error of a kernel selection score at level `li`: the logits carry the pooling error
-// ((s + 1) u relative, per factor) and the f32 dot product's (D u), twice (the pair and the row maximum).
-double score_epsilon(const ref::Pooled& pooled, int64_t dim, double scale) {
+// Bound on the error of a kernel selection score at one level, from the pooling of |q| and |k| (`abs_pooled`):
+// each factor of a pooled logit carries (s + 1) u of its absolute pooling, the f32 dot product D u + u of
+// sigma sum |q_d k_d| <= sigma |q|abs |k|abs; a score is the difference of two such logits.
+double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale) {
+  const ref::Pooled& pooled = abs_pooled;
   double mq = 0, mk = 0;
   for (size_t i = 0; i < pooled.q_mean.size(); i += size_t(dim)) {
     double s = 0;
@@ -283,7 +288,7 @@ double score_epsilon(const ref::Pooled& pooled, int64_t dim, double scale) {
     for (int64_t d = 0; d < dim; ++d) s += pooled.k_mean[i + size_t(d)] * pooled.k_mean[i + size_t(d)];
     mk = std::max(mk, std::sqrt(s));
   }
-  return 4.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk * 4.0 + 1e-6;
+  return 2.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk;
 }
 
 // The key layout of runtime/kernels/forward.cuh (docs/kernels.md, "Selection").
@@ -336,7 +341,7 @@ ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t d
         const int64_t rho = li == 0 ? 0 : L.level[li - 1].side / lv.side;
         const Candidates cand = candidates(p, c.config, pooled, b, h, li, rho, li ? &want.at(b, h, li - 1) : nullptr,
                                            li ? L.level[li - 1].nk : 0);
-        const double eps = score_epsilon(pooled, dim, run.scale());
+        const double eps = score_epsilon(ref::pool(run.abs_problem(), lv.side), dim, run.scale());
         if (li == 0) {  // every level-1 key against the reference's score and priority
           const uint64_t* keys = ws.at<uint64_t>(lv.keys) + slice * lv.slots;
           int64_t active = 0, mismatched = 0;
@@ -380,6 +385,7 @@ ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t d
         INFO(diff.size(), " pairs differ from the reference's selection; threshold score ", cand.score[last],
              ", eps ", eps);
         CHECK(far == 0);
+        CHECK_FALSE(c.exact_ties);
         report.near_ties += int64_t(diff.size());
         comparable = false;  // deeper levels refine different blocks: compared end to end only
       }
@@ -446,7 +452,7 @@ double check_output(const std::vector<float>& got, const std::vector<float>& wan
 double selection_eps(const Runner& run, const Config& cfg) {
   double eps = 0;
   for (int li = 0; li < run.layout().steps; ++li)
-    eps = std::max(eps, score_epsilon(ref::pool(run.problem(), run.layout().level[li].side), cfg.dim, run.scale()));
+    eps = std::max(eps, score_epsilon(ref::pool(run.abs_problem(), run.layout().level[li].side), cfg.dim, run.scale()));
   return eps;
 }
 
@@ -460,7 +466,7 @@ void check_case(const Config& cfg, Case& c) {
   // Stages 1-2 in the workspace.
   Buffer ws(run.layout().bytes);
   run.run(ws, mra::kern::kStagePrepare);
-  check_pooling(run, ws, c);
+  check_pooling(run, ws);
   const ref::Selection mine = check_selection(run, ws, c, cfg.dim, report);
 
   // Stage 3 on the reference's selection.
@@ -472,17 +478,17 @@ void check_case(const Config& cfg, Case& c) {
       check_output(run.run(ws, mra::kern::kStageAttend), want, c, cfg, tol, "attend on the reference's selection");
 
   // End to end, under two schedules: the same bits, and the reference's output on the kernels' selection.
-  simt::set_schedule(simt::Schedule::ascending);
+  mra::test::set_schedule(0);
   Buffer ws2(run.layout().bytes);
   const std::vector<float> out = run.run(ws2, mra::kern::kStageAll);
-  simt::set_schedule(simt::Schedule::shuffled, 12345);
+  mra::test::set_schedule(1);
   Buffer ws3(run.layout().bytes);
   const std::vector<float> again = run.run(ws3, mra::kern::kStageAll);
-  simt::set_schedule(simt::Schedule::ascending);
+  mra::test::set_schedule(0);
   CHECK(std::memcmp(out.data(), again.data(), out.size() * sizeof(float)) == 0);
   ref::attend(run.problem(), c.config, mine, want.data());
   const double used_e2e = check_output(out, want, c, cfg, tol, "end to end (reference on the kernels' selection)");
-  CHECK(mra::test::norm2(c.q) > 0);
+  CHECK(mra::test::norm2(c.k) > 0);
   CHECK(std::isfinite(mra::test::norm2(out)) == c.bad_slices.empty());
   if (c.bad_slices.empty()) CHECK(mra::test::norm2(out) > 0);
 
@@ -507,6 +513,11 @@ ref::Config mra_config(const Config& cfg, int64_t nq, int64_t nk, int64_t blocks
 }
 
 void run_config(const Config& cfg) {
+  std::string why;
+  if (!mra::test::available(&why)) {
+    MESSAGE(std::string(cfg.name), " skipped: ", why);
+    return;
+  }
   const int64_t s1 = cfg.sides[0];
   uint64_t seed = 1469598103934665603u;  // FNV-1a of the name: a fixed seed per configuration, on any platform
   for (const char* ch = cfg.name; *ch; ++ch) seed = (seed ^ uint64_t(uint8_t(*ch))) * 1099511628211u;
@@ -529,7 +540,7 @@ void run_config(const Config& cfg) {
     c.batch = 2;
     c.nq = 3 * s1 + 7;
     c.nk = 4 * s1 + 1;
-    auto st = mra::test::structured(rng, 2, 1, c.nq, c.nk, cfg.dim);
+    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 1);
     c.q = st.q;
     c.k = st.k;
     c.v = st.v;
@@ -545,11 +556,23 @@ void run_config(const Config& cfg) {
     c.what = "sparse";
     c.nq = 3 * s1 + 1;
     c.nk = 3 * s1 + 1;
-    auto st = mra::test::structured(rng, 1, 1, c.nq, c.nk, cfg.dim);
+    auto st = mra::synthetic::structured(1, 1, c.nq, c.nk, cfg.dim, rng.seed() + 2);
     c.q = st.q;
     c.k = st.k;
     c.v = st.v;
     c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse);
+    check_case(cfg, c);
+  }
+  SUBCASE("exact ties: zero queries, the order is priority then flat index") {
+    Case c;
+    c.what = "ties";
+    c.nq = 3 * s1 + 5;
+    c.nk = 5 * s1 - 3;
+    c.q.assign(size_t(c.nq * cfg.dim), 0.f);
+    c.k = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+    c.v = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 1);
+    c.exact_ties = true;
     check_case(cfg, c);
   }
   SUBCASE("non-finite input in a real token poisons its slice only") {

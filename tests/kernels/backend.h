@@ -1,0 +1,35 @@
+// tests/kernels/backend.h: the backend the kernel cross-checks run on. test_kernels links backend_emulated.cpp
+// (the CPU emulation, always); test_kernels_cuda links backend_cuda.cpp (a GPU, built when nvcc is present and
+// run by tools/gpu-check.sh). All buffers here are host memory; the CUDA backend copies them to the device
+// and the workspace and output back.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "mra.h"
+
+namespace mra::test {
+
+struct Tensors {
+  const void* q;
+  const void* k;
+  const void* v;
+  size_t q_bytes, kv_bytes;
+  const uint8_t* query_mask;  // [batch, nq] or nullptr
+  const uint8_t* key_mask;    // [batch, nk] or nullptr
+};
+
+// Runs `stages` (mra::kern::kStage*) of the problem's configuration. `workspace` holds `workspace_bytes` and is
+// read and written; `out` receives `out_bytes`. On failure, `error` says why.
+mra_status run_stages(const mra_problem& p, const Tensors& t, void* out, size_t out_bytes, void* workspace,
+                      size_t workspace_bytes, unsigned stages, std::string* error);
+
+// Chooses the order in which emulated threads run between barriers: 0 ascending, 1 a seeded shuffle. A
+// GPU has its own order; there it does nothing.
+void set_schedule(int which);
+
+// False when this backend cannot run here (no GPU): the cases then skip with a message.
+bool available(std::string* why);
+
+}  // namespace mra::test

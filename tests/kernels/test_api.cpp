@@ -1,0 +1,122 @@
+// tests/kernels/test_api.cpp: the C API's contract (runtime/mra.h): statuses and their strings, argument and
+// shape checks, unsupported configurations, the workspace size, and use from C (api_from_c.c).
+//   ctest --test-dir build -L kernels -R api
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mra.h"
+
+extern "C" int mra_test_c_api(void);
+
+namespace {
+
+mra_problem small_problem() {
+  mra_problem p{};
+  p.batch = 2;
+  p.heads = 3;
+  p.nq = 100;
+  p.nk = 70;
+  p.dim = 64;
+  p.dtype = MRA_DTYPE_BF16;
+  p.levels = 3;
+  p.resolutions[0] = 16;
+  p.resolutions[1] = 4;
+  p.resolutions[2] = 1;
+  p.budgets[0] = 10;
+  p.budgets[1] = 40;
+  p.mode = MRA_MODE_FULL;
+  return p;
+}
+
+mra_status size_of(const mra_problem& p) {
+  size_t bytes = 0;
+  return mra_workspace_size(&p, &bytes);
+}
+
+}  // namespace
+
+TEST_CASE("api.c_caller") { CHECK(mra_test_c_api() == 0); }
+
+TEST_CASE("api.status_strings") {
+  for (mra_status s : {MRA_SUCCESS, MRA_ERROR_BAD_ARGUMENT, MRA_ERROR_BAD_SHAPE, MRA_ERROR_UNSUPPORTED_CONFIG,
+                       MRA_ERROR_LAUNCH_FAILED})
+    CHECK(std::strlen(mra_status_string(s)) > 0);
+  CHECK(std::string(mra_status_string(static_cast<mra_status>(99))) == "unknown status");
+}
+
+TEST_CASE("api.workspace_size") {
+  mra_problem p = small_problem();
+  size_t bytes = 0;
+  REQUIRE(mra_workspace_size(&p, &bytes) == MRA_SUCCESS);
+  CHECK(bytes > 0);
+  CHECK(bytes % 256 == 0);
+  size_t more = 0;
+  p.budgets[1] = 1000;  // larger budgets need more key slots and longer refined lists
+  REQUIRE(mra_workspace_size(&p, &more) == MRA_SUCCESS);
+  CHECK(more > bytes);
+  CHECK(mra_workspace_size(nullptr, &bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_workspace_size(&p, nullptr) == MRA_ERROR_BAD_ARGUMENT);
+}
+
+TEST_CASE("api.bad_shapes") {
+  for (int which = 0; which < 5; ++which) {
+    mra_problem p = small_problem();
+    int64_t* field[] = {&p.batch, &p.heads, &p.nq, &p.nk, &p.dim};
+    *field[which] = 0;
+    CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
+    *field[which] = -4;
+    CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
+  }
+  mra_problem p = small_problem();
+  p.nq = p.nk = int64_t(1) << 20;  // (N / 16)^2 level-1 pairs exceed the kernels' flat-index range
+  CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
+}
+
+TEST_CASE("api.bad_arguments") {
+  auto bad = [](auto change) {
+    mra_problem p = small_problem();
+    change(p);
+    return size_of(p);
+  };
+  CHECK(bad([](mra_problem& p) { p.levels = 1; }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.levels = MRA_MAX_LEVELS + 1; }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.resolutions[1] = 3; }) == MRA_ERROR_BAD_ARGUMENT);   // does not divide 16
+  CHECK(bad([](mra_problem& p) { p.resolutions[2] = 2; }) == MRA_ERROR_BAD_ARGUMENT);   // does not end at 1
+  CHECK(bad([](mra_problem& p) { p.budgets[0] = -1; }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.prior_first = -1; }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.scale = -1.0; }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.dtype = static_cast<mra_dtype>(7); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(bad([](mra_problem& p) { p.mode = static_cast<mra_mode>(7); }) == MRA_ERROR_BAD_ARGUMENT);
+
+  mra_problem p = small_problem();
+  size_t bytes = 0;
+  REQUIRE(mra_workspace_size(&p, &bytes) == MRA_SUCCESS);
+  std::vector<float> buf(size_t(1) << 16);
+  void* a = buf.data();
+  void* misaligned = reinterpret_cast<char*>(buf.data()) + 2;
+  CHECK(mra_forward_host(nullptr, a, a, a, nullptr, nullptr, a, a, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, nullptr, a, a, nullptr, nullptr, a, a, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, a, a, a, nullptr, nullptr, nullptr, a, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, a, a, a, nullptr, nullptr, a, nullptr, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, misaligned, a, a, nullptr, nullptr, a, a, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, a, a, a, nullptr, nullptr, a, a, bytes - 1) == MRA_ERROR_BAD_ARGUMENT);
+}
+
+TEST_CASE("api.unsupported_configurations") {
+  auto status = [](auto change) {
+    mra_problem p = small_problem();
+    change(p);
+    return size_of(p);
+  };
+  CHECK(status([](mra_problem& p) { p.dim = 48; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(status([](mra_problem& p) { p.resolutions[0] = 8; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(status([](mra_problem& p) {
+          p.levels = 2;
+          p.resolutions[0] = 128;
+          p.resolutions[1] = 1;
+        }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(status([](mra_problem&) {}) == MRA_SUCCESS);
+}
