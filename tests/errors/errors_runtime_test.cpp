@@ -1,0 +1,126 @@
+// tests/errors/errors_runtime_test.cpp: the runtime C API (runtime/mra.h) on the bad arguments of
+// docs/errors.md that tests/kernels/test_api.cpp does not already cover: sizes whose products overflow,
+// non-finite scales, budgets beyond the number of blocks, and batch * heads beyond the CUDA grid limit of
+// 65535, which must still run (the launch is split), on the emulated backend.
+//   ctest --test-dir build -L kernels -R 'runtime errors'      or      build/tests/errors/errors_runtime_test
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "mra.h"
+#include "mra/reference.h"
+
+namespace {
+
+// MRA-2 with 32x32 blocks at D = 32 in float32: a generated configuration.
+mra_problem problem(int64_t batch, int64_t heads, int64_t n) {
+  mra_problem p{};
+  p.batch = batch;
+  p.heads = heads;
+  p.nq = p.nk = n;
+  p.dim = 32;
+  p.dtype = MRA_DTYPE_F32;
+  p.levels = 2;
+  p.resolutions[0] = 32;
+  p.resolutions[1] = 1;
+  p.budgets[0] = 1;
+  p.mode = MRA_MODE_FULL;
+  return p;
+}
+
+mra_status workspace_status(const mra_problem& p) {
+  size_t bytes = 0;
+  return mra_workspace_size(&p, &bytes);
+}
+
+// 16-byte aligned float storage, as the API requires.
+struct Buffer {
+  explicit Buffer(size_t floats) : data((floats + 3) / 4 * 4 + 4) {}
+  float* get() {
+    const auto at = reinterpret_cast<uintptr_t>(data.data());
+    return data.data() + (16 - at % 16) % 16 / sizeof(float);
+  }
+  std::vector<float> data;
+};
+
+// Runs `p` through mra_forward_host on inputs with a smooth pattern; returns the status and fills `out`
+// and the matching exact attention of the reference.
+mra_status run(const mra_problem& p, std::vector<float>& out, std::vector<float>& exact) {
+  const size_t q_size = size_t(p.batch * p.heads * p.nq * p.dim), kv_size = size_t(p.batch * p.heads * p.nk * p.dim);
+  Buffer q(q_size), k(kv_size), v(kv_size), o(q_size);
+  for (size_t i = 0; i < q_size; ++i) q.get()[i] = float(std::sin(0.3 * double(i)));
+  for (size_t i = 0; i < kv_size; ++i) {
+    k.get()[i] = float(std::cos(0.7 * double(i)));
+    v.get()[i] = float(std::sin(1.1 * double(i) + 0.5));
+  }
+  size_t bytes = 0;
+  if (const mra_status s = mra_workspace_size(&p, &bytes)) return s;
+  Buffer workspace(bytes / sizeof(float) + 1);
+  const mra_status s = mra_forward_host(&p, q.get(), k.get(), v.get(), nullptr, nullptr, o.get(), workspace.get(), bytes);
+  out.assign(o.get(), o.get() + q_size);
+
+  mra::ref::Problem r;
+  r.batch = p.batch;
+  r.heads = p.heads;
+  r.nq = p.nq;
+  r.nk = p.nk;
+  r.dim = p.dim;
+  r.q = q.get();
+  r.k = k.get();
+  r.v = v.get();
+  exact.resize(q_size);
+  mra::ref::exact_attention(r, exact.data());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("runtime errors: sizes whose products overflow") {
+  constexpr int64_t huge = std::numeric_limits<int64_t>::max() / 2;
+  // Each size alone passes a "positive" check; their products do not fit in 64 bits.
+  CHECK(workspace_status(problem(huge, 3, 64)) == MRA_ERROR_BAD_SHAPE);
+  CHECK(workspace_status(problem(3, huge, 64)) == MRA_ERROR_BAD_SHAPE);
+  mra_problem wide = problem(2, 3, 100);
+  wide.dim = huge;
+  CHECK(workspace_status(wide) != MRA_SUCCESS);
+  wide.dim = int64_t(1) << 40;
+  CHECK(workspace_status(wide) != MRA_SUCCESS);
+}
+
+TEST_CASE("runtime errors: non-finite scale") {
+  for (const double scale : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    mra_problem p = problem(1, 1, 64);
+    p.scale = scale;
+    CHECK(workspace_status(p) == MRA_ERROR_BAD_ARGUMENT);
+  }
+}
+
+TEST_CASE("runtime errors: budgets larger than the number of blocks") {
+  // 3 x 3 blocks of side 32: a budget of a million refines all nine, so MRA is exact attention.
+  mra_problem p = problem(1, 2, 80);
+  p.budgets[0] = 1000000;
+  std::vector<float> out, exact;
+  REQUIRE(run(p, out, exact) == MRA_SUCCESS);
+  for (size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::fabs(out[i] - exact[i]) <= 1e-5 + 1e-4 * std::fabs(exact[i]));
+  }
+}
+
+// The kernels put batch * heads on grid y, which CUDA caps at 65535: the runtime must split larger problems
+// into several launches. It refuses them instead (MRA_ERROR_BAD_SHAPE), so this case is expected to fail
+// until it does; doctest then reports the unexpected pass, and should_fail() goes.
+TEST_CASE("runtime errors: batch * heads beyond the grid limit" * doctest::should_fail()) {
+  for (const auto& [batch, heads] : {std::pair<int64_t, int64_t>{1, 65536}, {257, 256}}) {
+    CAPTURE(batch);
+    CAPTURE(heads);
+    mra_problem p = problem(batch, heads, 1);
+    std::vector<float> out, exact;
+    REQUIRE(run(p, out, exact) == MRA_SUCCESS);
+    // One key per slice: the output is that key's value, row for row.
+    CHECK(out == exact);
+  }
+}
