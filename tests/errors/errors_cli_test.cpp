@@ -240,6 +240,11 @@ TEST_CASE("errors: NaN or Inf in Q, K or V") {
       refused(fresh, attend_with({}), name, std::string("non-finite value ") + text[i] + " at [3, 5]");
       refused(fresh, {"exact", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy"}, name,
               std::string("non-finite value ") + text[i] + " at [3, 5]");
+      // The files are refused as files: masking the bad row out does not make them acceptable.
+      std::string mask(kN, '\1');
+      mask[3] = '\0';
+      write_file(fresh.file("m.npy"), npy("|b1", "(64,)", mask));
+      refused(fresh, attend_with({"--mask", "m.npy"}), name, std::string("non-finite value ") + text[i] + " at [3, 5]");
     }
   }
 }
