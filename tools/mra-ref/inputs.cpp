@@ -164,9 +164,11 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
       throw Failure("--budget", "expected " + std::to_string(steps) + " value(s), one per refinement step of --scales, got " +
                                     std::to_string(c.budgets.size()));
     for (size_t l = 0; l < steps; ++l) {
+      // Written so that no scale and no length overflows: a budget is an int64, so when rows * cols does not
+      // fit, no budget can exceed it.
       const int64_t s = c.scales[l];
-      const int64_t rows = (nq + s - 1) / s, cols = (nk + s - 1) / s;
-      if (c.budgets[l] > rows * cols)
+      const int64_t rows = nq / s + (nq % s != 0), cols = nk / s + (nk % s != 0);
+      if (cols <= c.budgets[l] / rows && c.budgets[l] > rows * cols)
         throw Failure("--budget", "budget " + std::to_string(c.budgets[l]) + " exceeds the " +
                                       std::to_string(rows * cols) + " blocks of side " + std::to_string(s) + " (" +
                                       std::to_string(rows) + " x " + std::to_string(cols) + ")");
