@@ -321,6 +321,13 @@ TEST_CASE("errors: bad command lines") {
   CHECK(mra_ref(dir, attend_with({})).err == "mra-ref: -o: required\n");
 }
 
+TEST_CASE("errors: control characters in arguments") {
+  Inputs dir;
+  refused(dir, attend_with({"--mode", "a\nb"}), "--mode", "'a\\x0ab' is not 'full' or 'sparse'");
+  refused(dir, attend_with({}, "new\nline.npy"), "new\\x0aline.npy", "cannot open: No such file or directory");
+  refused(dir, {"at\ttend"}, "at\\x09tend", "unknown command (see mra-ref --help)");
+}
+
 // ------------------------------------------------------------------------------------------------ output
 TEST_CASE("errors: output folder missing") {
   Inputs dir;

@@ -7,16 +7,21 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mra::cli {
+
+// `text` with every control character written as \xNN: messages quote arguments and file names, which may
+// hold newlines, and must still be one line.
+std::string printable(std::string_view text);
 
 // Every user-facing failure: printed as "mra-ref: <subject>: <problem>" on one line, exit status 2. The subject
 // is the file or the option at fault.
 class Failure : public std::runtime_error {
  public:
-  Failure(std::string subject, const std::string& problem)
-      : std::runtime_error(problem), subject_(std::move(subject)) {}
+  Failure(const std::string& subject, const std::string& problem)
+      : std::runtime_error(printable(problem)), subject_(printable(subject)) {}
   const std::string& subject() const { return subject_; }
 
  private:

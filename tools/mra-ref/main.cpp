@@ -112,7 +112,8 @@ void print_top_help(std::FILE* to) {
 }
 
 int fail(const std::string& subject, const std::string& problem) {
-  std::fprintf(stderr, "mra-ref: %s: %s\n", subject.c_str(), problem.c_str());
+  std::fprintf(stderr, "mra-ref: %s: %s\n", mra::cli::printable(subject).c_str(),
+               mra::cli::printable(problem).c_str());
   return 2;
 }
 
