@@ -8,8 +8,8 @@
 namespace mra::detail {
 namespace {
 
-const kern::Entry kConfigs[] = {
-#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, dtype, dim, levels, {s1, s2, s3, s4}, nullptr},
+const ConfigInfo kConfigs[] = {
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, dtype, dim, levels, {s1, s2, s3, s4}},
 #include "registry.inc"
 #undef MRA_CONFIG
 };
@@ -18,14 +18,9 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-const kern::Entry* configs(size_t* count) {
-  *count = sizeof kConfigs / sizeof kConfigs[0];
-  return kConfigs;
-}
-
 int find_config(const mra_problem& p) {
   for (size_t i = 0; i < sizeof kConfigs / sizeof kConfigs[0]; ++i) {
-    const kern::Entry& e = kConfigs[i];
+    const ConfigInfo& e = kConfigs[i];
     if (e.dtype != p.dtype || e.dim != p.dim || e.levels != p.levels) continue;
     bool same = true;
     for (int l = 0; l < p.levels; ++l) same = same && e.sides[l] == p.resolutions[l];

@@ -10,11 +10,17 @@
 
 namespace mra::detail {
 
-// Every generated configuration in generated/registry.inc order; `run` is left null (the backends hold
-// the entry points, in the same order).
-const kern::Entry* configs(size_t* count);
+// One generated configuration, as generated/registry.inc lists it.
+struct ConfigInfo {
+  const char* name;
+  mra_dtype dtype;
+  int64_t dim;
+  int32_t levels;
+  int64_t sides[MRA_MAX_LEVELS];
+};
 
-// Index of the configuration that serves `p`, or -1.
+// Index in registry.inc order of the configuration that serves `p`, or -1. The backends hold their entry
+// points in the same order.
 int find_config(const mra_problem& p);
 
 // Checks everything mra_forward documents, builds the layout and calls `entries[find_config(p)]` for the

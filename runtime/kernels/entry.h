@@ -1,4 +1,4 @@
-// runtime/kernels/entry.h: what the runtime hands to one generated configuration, and the list of them.
+// runtime/kernels/entry.h: what the runtime hands to the entry point of one generated configuration.
 // Internal to the mra::runtime targets (runtime/CMakeLists.txt) and the kernel tests.
 //
 // Every generated file generated/<name>.cu defines one entry `<name>` (CUDA build) or `<name>_emulated`
@@ -34,14 +34,5 @@ struct KernelArgs {
 };
 
 using EntryFn = mra_status (*)(const KernelArgs*);
-
-struct Entry {
-  const char* name;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[MRA_MAX_LEVELS];
-  EntryFn run;
-};
 
 }  // namespace mra::kern

@@ -20,6 +20,8 @@ inline constexpr int kFlatBits = 29;
 inline constexpr int64_t kFlatLimit = int64_t(1) << kFlatBits;
 // Grid y carries the slice (batch * heads).
 inline constexpr int64_t kMaxSlices = 65535;
+// Larger than any head dim a kernel is generated for; keeps workspace sizes far from overflow.
+inline constexpr int64_t kMaxDim = 1 << 16;
 
 struct Level {
   int32_t side = 0, nq = 0, nk = 0;  // block side s_l, ceil(Nq / s_l), ceil(Nk / s_l)
@@ -44,8 +46,9 @@ struct Layout {
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
 inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
-  if (p.batch * p.heads > kMaxSlices || p.nq >= (int64_t(1) << 30) || p.nk >= (int64_t(1) << 30))
-    return MRA_ERROR_BAD_SHAPE;
+  // Each factor is bounded before any product is formed, so no size computation below can overflow.
+  if (p.batch > kMaxSlices || p.heads > kMaxSlices || p.batch * p.heads > kMaxSlices) return MRA_ERROR_BAD_SHAPE;
+  if (p.nq >= (int64_t(1) << 30) || p.nk >= (int64_t(1) << 30) || p.dim > kMaxDim) return MRA_ERROR_BAD_SHAPE;
   if (p.levels < 2 || p.levels > MRA_MAX_LEVELS) return MRA_ERROR_BAD_ARGUMENT;
   if (p.dtype != MRA_DTYPE_F32 && p.dtype != MRA_DTYPE_F16 && p.dtype != MRA_DTYPE_BF16)
     return MRA_ERROR_BAD_ARGUMENT;

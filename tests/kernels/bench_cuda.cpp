@@ -19,15 +19,7 @@
 
 namespace {
 
-struct Entry {
-  const char* name;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[MRA_MAX_LEVELS];
-};
-
-const Entry kEntries[] = {
+const mra::detail::ConfigInfo kEntries[] = {
 #define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, dtype, dim, levels, {s1, s2, s3, s4}},
 #include "registry.inc"
 #undef MRA_CONFIG
@@ -66,7 +58,7 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string> table;
   int failures = 0;
-  for (const Entry& e : kEntries) {
+  for (const mra::detail::ConfigInfo& e : kEntries) {
     mra_problem p{};
     p.batch = 1;
     p.heads = heads;
