@@ -343,19 +343,16 @@ TEST_CASE("errors: output path is a folder") {
 
 TEST_CASE("errors: output folder not writable") {
   Inputs dir;
+  // A file where the folder should be: refused for every user, root included.
+  refused(dir, attend_with({"-o", "q.npy/out.npy"}), "q.npy/out.npy",
+          "cannot create a temporary file in 'q.npy/': Not a directory");
+  // Permissions do not stop root, so the read-only folder is only a test for other users.
   if (::geteuid() != 0) {
     std::filesystem::create_directory(dir.file("locked"));
     ::chmod(dir.file("locked").c_str(), 0555);
     refused(dir, attend_with({"-o", "locked/out.npy"}), "locked/out.npy",
             "cannot create a temporary file in 'locked/': Permission denied");
     ::chmod(dir.file("locked").c_str(), 0755);
-  } else {
-    // Permissions do not stop root; sysfs refuses new files to everyone.
-    REQUIRE(std::filesystem::exists("/sys/kernel"));
-    const Result r = mra_ref(dir, attend_with({"-o", "/sys/kernel/out.npy"}));
-    CHECK(r.status == 2);
-    CHECK(r.err.rfind("mra-ref: /sys/kernel/out.npy: cannot create a temporary file in '/sys/kernel/': ", 0) == 0);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
 }
 
