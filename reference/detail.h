@@ -10,7 +10,13 @@
 
 namespace mra::ref::detail {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// For a >= 0, b > 0, without the overflow of (a + b - 1) / b when b is huge.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+// a * b for a, b >= 0, saturated at INT64_MAX: budgets computed from user-given numbers must not wrap.
+inline int64_t saturating_mul(int64_t a, int64_t b) {
+  return b != 0 && a > std::numeric_limits<int64_t>::max() / b ? std::numeric_limits<int64_t>::max() : a * b;
+}
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 

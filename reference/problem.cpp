@@ -9,6 +9,7 @@
 namespace mra::ref {
 
 using detail::ceil_div;
+using detail::saturating_mul;
 
 double Problem::effective_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(double(dim)); }
 
@@ -57,9 +58,10 @@ std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& sca
   for (size_t l = 0; l + 1 < scales.size(); ++l) {
     if (scales[l] < 1) throw Error("scales: must be positive");
     const int64_t rows = ceil_div(nq, scales[l]);
-    const int64_t most = l == 0 ? rows * ceil_div(nk, scales[0])
-                                : budgets.back() * (scales[l - 1] / scales[l]) * (scales[l - 1] / scales[l]);
-    budgets.push_back(std::min(blocks_per_row * rows, most));
+    const int64_t ratio = l == 0 ? 1 : scales[l - 1] / scales[l];
+    const int64_t most = l == 0 ? saturating_mul(rows, ceil_div(nk, scales[0]))
+                                : saturating_mul(saturating_mul(budgets.back(), ratio), ratio);
+    budgets.push_back(std::min(saturating_mul(blocks_per_row, rows), most));
   }
   return budgets;
 }
