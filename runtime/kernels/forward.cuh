@@ -95,6 +95,9 @@ struct Params {
   void* out;
   unsigned char* ws;
   Layout layout;
+  // Kernels with one slice per grid row see slices slice0 + blockIdx.y: CUDA caps gridDim.y at 65535, so a
+  // larger batch * heads is launched in several parts (forward()).
+  int32_t slice0;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;
   constexpr int D = Cfg::dim;
   const Level& lv = p.layout.level[li];
-  const int64_t slice = blockIdx.y;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads), h = int32_t(slice % p.heads);
   const bool is_q = int32_t(blockIdx.x) < lv.nq;
   const int32_t blk = is_q ? int32_t(blockIdx.x) : int32_t(blockIdx.x) - lv.nq;
@@ -259,7 +262,7 @@ __device__ void write_row_keys(const Params& p, int li, int32_t r, bool row_real
                                ColumnOf col, float* qbar, float* scratch) {
   constexpr int D = Cfg::dim;
   const Level& lv = p.layout.level[li];
-  const int64_t slice = blockIdx.y;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
   const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
   const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
@@ -293,7 +296,7 @@ template <class Cfg>
 __global__ void __launch_bounds__(kRowThreads) coarse_keys_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int32_t r = blockIdx.x;
-  const int32_t b = int32_t(blockIdx.y / p.heads);
+  const int32_t b = int32_t((p.slice0 + int64_t(blockIdx.y)) / p.heads);
   const bool row_real = at<float>(p, lv.qcount)[int64_t(b) * lv.nq + r] > 0.f;
   __shared__ float qbar[Cfg::dim];
   __shared__ float scratch[kRowThreads / 32];
@@ -308,7 +311,7 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
   const Level& lv = p.layout.level[li];
   const Level& up = p.layout.level[li - 1];
   const int32_t rho = up.side / lv.side;
-  const int64_t slice = blockIdx.y;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
   const int32_t r = blockIdx.x, parent = r / rho, tr = r % rho;
   const int32_t* rowptr = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
@@ -459,7 +462,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
   int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
 
   const int tid = threadIdx.x;
-  const int64_t slice = blockIdx.y;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
   const int32_t row0 = int32_t(blockIdx.x) * BM;
   const int32_t R = row0 / Cfg::finest;
@@ -668,21 +671,28 @@ mra_status forward(const KernelArgs& a) {
   p.ws = static_cast<unsigned char*>(a.workspace);
   p.layout = a.layout;
   const unsigned slices = unsigned(pr.batch * pr.heads);
+  // Launches `kernel` with grid (x, slices), in parts of at most kMaxGridY slices.
+  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    cudaError_t e = cudaSuccess;
+    for (unsigned first = 0; first < slices && e == cudaSuccess; first += kMaxGridY) {
+      p.slice0 = int32_t(first);
+      e = simt::launch(kernel, dim3(x, slices - first < kMaxGridY ? slices - first : kMaxGridY), dim3(threads), smem,
+                       a.stream, p, extra...);
+    }
+    return e;
+  };
 
   if (a.stages & kStagePrepare) {
     for (int li = 0; li < Cfg::steps; ++li) {
       const Level& lv = a.layout.level[li];
-      if (auto s = launched(simt::launch(pool_kernel<Cfg>, dim3(unsigned(lv.nq + lv.nk), slices), dim3(Cfg::dim),
-                                         0, a.stream, p, li)))
-        return s;
+      if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
     for (int li = 0; li < Cfg::steps; ++li) {
       const Level& lv = a.layout.level[li];
-      cudaError_t e = li == 0 ? simt::launch(coarse_keys_kernel<Cfg>, dim3(unsigned(lv.nq), slices), dim3(kRowThreads),
-                                              0, a.stream, p)
-                              : simt::launch(refine_keys_kernel<Cfg>,
-                                             dim3(unsigned(a.layout.level[li - 1].nq * (a.layout.level[li - 1].side / lv.side)), slices),
-                                             dim3(kRowThreads), 0, a.stream, p, li);
+      cudaError_t e = li == 0 ? per_slice(coarse_keys_kernel<Cfg>, unsigned(lv.nq), unsigned(kRowThreads), 0)
+                              : per_slice(refine_keys_kernel<Cfg>,
+                                          unsigned(a.layout.level[li - 1].nq * (a.layout.level[li - 1].side / lv.side)),
+                                          unsigned(kRowThreads), 0, li);
       if (e == cudaSuccess) e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
       if (auto s = launched(e)) return s;
     }
@@ -691,8 +701,7 @@ mra_status forward(const KernelArgs& a) {
     constexpr size_t smem = AttendSmem<Cfg>::bytes;
     if (auto s = launched(simt::set_max_dynamic_shared(attend_kernel<Cfg>, int(smem)))) return s;
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
-    if (auto s = launched(simt::launch(attend_kernel<Cfg>, dim3(tiles, slices), dim3(Cfg::threads), smem, a.stream, p)))
-      return s;
+    if (auto s = launched(per_slice(attend_kernel<Cfg>, tiles, unsigned(Cfg::threads), smem))) return s;
   }
   return MRA_SUCCESS;
 }

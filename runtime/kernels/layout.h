@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "mra.h"
 
@@ -18,10 +19,12 @@ inline constexpr int kMaxSteps = MRA_MAX_LEVELS - 1;
 // level must have fewer pairs per slice than this.
 inline constexpr int kFlatBits = 29;
 inline constexpr int64_t kFlatLimit = int64_t(1) << kFlatBits;
-// Grid y carries the slice (batch * heads).
-inline constexpr int64_t kMaxSlices = 65535;
-// Larger than any head dim a kernel is generated for; keeps workspace sizes far from overflow.
-inline constexpr int64_t kMaxDim = 1 << 16;
+// Grid y carries the slice (batch * heads) and CUDA caps it at kMaxGridY: more slices are launched in parts.
+// kMaxSlices and kMaxDim (larger than any head dim a kernel is generated for) keep every workspace size product
+// below 2^63: slices * nq * dim <= 2^20 * 2^30 * 2^10.
+inline constexpr unsigned kMaxGridY = 65535;
+inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
+inline constexpr int64_t kMaxDim = 1 << 10;
 
 struct Level {
   int32_t side = 0, nq = 0, nk = 0;  // block side s_l, ceil(Nq / s_l), ceil(Nk / s_l)
@@ -50,9 +53,14 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.batch > kMaxSlices || p.heads > kMaxSlices || p.batch * p.heads > kMaxSlices) return MRA_ERROR_BAD_SHAPE;
   if (p.nq >= (int64_t(1) << 30) || p.nk >= (int64_t(1) << 30) || p.dim > kMaxDim) return MRA_ERROR_BAD_SHAPE;
   if (p.levels < 2 || p.levels > MRA_MAX_LEVELS) return MRA_ERROR_BAD_ARGUMENT;
-  if (p.dtype != MRA_DTYPE_F32 && p.dtype != MRA_DTYPE_F16 && p.dtype != MRA_DTYPE_BF16)
-    return MRA_ERROR_BAD_ARGUMENT;
-  if (p.mode != MRA_MODE_FULL && p.mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
+  // A C caller can store any int in an enum field; reading it as the enum type would be undefined, so the
+  // fields are read as the ints they are.
+  static_assert(sizeof(mra_dtype) == sizeof(int) && sizeof(mra_mode) == sizeof(int));
+  int dtype = 0, mode = 0;
+  std::memcpy(&dtype, &p.dtype, sizeof dtype);
+  std::memcpy(&mode, &p.mode, sizeof mode);
+  if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
+  if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
     return MRA_ERROR_BAD_ARGUMENT;
   if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
