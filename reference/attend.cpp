@@ -19,7 +19,7 @@ namespace {
 // Merges the coarse components of one level, `coarse` (sorted flat indices, grouped by block row), into the
 // rows of the queries they cover.
 void add_coarse_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, const std::vector<int64_t>& coarse,
-                      std::vector<RowAccumulator>& rows) {
+                      int64_t first_row, std::vector<RowAccumulator>& rows) {
   const int64_t D = p.dim, bh = b * p.heads + h;
   std::vector<double> logits, num(at(D));
   for (size_t start = 0; start < coarse.size();) {
@@ -41,15 +41,15 @@ void add_coarse_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, 
       for (int64_t d = 0; d < D; ++d) num[at(d)] += w * vs[d];
     }
     for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
-      if (query_real(p, b, i)) rows[at(i)].merge(m, den, num.data());
+      if (query_real(p, b, i)) rows[at(i - first_row)].merge(m, den, num.data());
     start = end;
   }
 }
 
 // Merges the exact components: every real key of the refined blocks `refined` (sorted, grouped by block row)
 // into the rows of the real queries of that block row.
-void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, const std::vector<int64_t>& refined,
-                     std::vector<RowAccumulator>& rows) {
+void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, std::span<const int64_t> refined,
+                     int64_t first_row, std::vector<RowAccumulator>& rows) {
   const double scale = p.effective_scale();
   std::vector<int64_t> keys;
   std::vector<double> logits;
@@ -71,7 +71,7 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, c
     for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
       if (query_real(p, b, i)) {
         queries.push_back(q_row(p, b, h, i));
-        row_ptrs.push_back(&rows[at(i)]);
+        row_ptrs.push_back(&rows[at(i - first_row)]);
       }
     add_exact_terms(keyset, queries, p.dim, scale, logits, row_ptrs);
     start = end;
@@ -90,20 +90,31 @@ void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
         write_poisoned_slice(p, b, h, out);
         continue;
       }
-      std::vector<RowAccumulator> rows(at(p.nq), RowAccumulator(p.dim));
-      if (c.mode == Mode::full) {
-        std::vector<int64_t> candidates = top_candidates(levels[0], b);
+      // One level-1 block row at a time: its descendants at every level are contiguous in each sorted list of
+      // refined pairs, so the working set is one block row's candidates and accumulators.
+      const Pooled& top = levels[0];
+      for (int64_t row = 0; row < top.nq_blocks; ++row) {
+        const int64_t first = row * top.side, last = std::min(first + top.side, p.nq);
+        std::vector<RowAccumulator> rows(at(last - first), RowAccumulator(p.dim));
+        std::span<const int64_t> refined;
         for (int64_t l = 0; l < steps; ++l) {
-          if (l > 0) candidates = child_candidates(levels[at(l - 1)], levels[at(l)], b, s.at(b, h, l - 1));
-          const std::vector<int64_t>& refined = s.at(b, h, l);
-          std::vector<int64_t> coarse;
-          std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
-                              std::back_inserter(coarse));
-          add_coarse_level(p, levels[at(l)], b, h, coarse, rows);
+          const Pooled& lv = levels[at(l)];
+          const std::span<const int64_t> above = refined;
+          const int64_t per_row = top.side / lv.side;  // level-l block rows inside this level-1 row
+          refined = rows_of(s.at(b, h, l), lv.nk_blocks, row * per_row, (row + 1) * per_row);
+          if (c.mode == Mode::full) {
+            const std::vector<int64_t> candidates = l == 0 ? top_candidates(top, b, row, row + 1)
+                                                           : child_candidates(levels[at(l - 1)], lv, b, above);
+            std::vector<int64_t> coarse;
+            std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
+                                std::back_inserter(coarse));
+            add_coarse_level(p, lv, b, h, coarse, first, rows);
+          }
         }
+        add_exact_level(p, levels[at(steps - 1)], b, h, refined, first, rows);
+        for (int64_t i = first; i < last; ++i)
+          rows[at(i - first)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
       }
-      add_exact_level(p, levels[at(steps - 1)], b, h, s.at(b, h, steps - 1), rows);
-      for (int64_t i = 0; i < p.nq; ++i) rows[at(i)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
     }
 }
 

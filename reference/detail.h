@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include "mra/reference.h"
@@ -74,13 +75,17 @@ void add_exact_terms(const KeySet& keys, const std::vector<const float*>& querie
 // The candidate pairs at level `step + 1` (0-based level step + 1): the active children of the refined pairs
 // `parents` of level `step` (§2.5), as sorted flat indices. `child` is the pooling at the child level.
 std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
-                                      const std::vector<int64_t>& parents);
+                                      std::span<const int64_t> parents);
 
 // The pooling of every level that has blocks (sides s_1 ... s_{L-1}); level L is exact.
 std::vector<Pooled> pool_levels(const Problem& p, const Config& c);
 
-// The candidate pairs of level 1: every active pair (§2.5), as sorted flat indices.
-std::vector<int64_t> top_candidates(const Pooled& top, int64_t b);
+// The candidate pairs of level 1 in block rows [r_begin, r_end): every active pair (§2.5), sorted flat indices.
+std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end);
+
+// The part of `sorted` (flat indices r * nk_blocks + c) whose block rows r lie in [r_begin, r_end).
+std::span<const int64_t> rows_of(const std::vector<int64_t>& sorted, int64_t nk_blocks, int64_t r_begin,
+                                 int64_t r_end);
 
 inline bool pair_active(const Pooled& pooled, int64_t b, int64_t r, int64_t c) {
   return pooled.q_count[at(b * pooled.nq_blocks + r)] > 0 && pooled.k_count[at(b * pooled.nk_blocks + c)] > 0;

@@ -104,7 +104,7 @@ void RowAccumulator::finish(float* out) const {
 }
 
 std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
-                                      const std::vector<int64_t>& parents) {
+                                      std::span<const int64_t> parents) {
   const int64_t ratio = parent.side / child.side;
   std::vector<int64_t> out;
   for (int64_t flat : parents) {
@@ -115,6 +115,13 @@ std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child,
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::span<const int64_t> rows_of(const std::vector<int64_t>& sorted, int64_t nk_blocks, int64_t r_begin,
+                                 int64_t r_end) {
+  const auto first = std::lower_bound(sorted.begin(), sorted.end(), r_begin * nk_blocks);
+  const auto last = std::lower_bound(first, sorted.end(), r_end * nk_blocks);
+  return {first, last};
 }
 
 }  // namespace detail

@@ -67,9 +67,9 @@ std::vector<Pooled> pool_levels(const Problem& p, const Config& c) {
   return levels;
 }
 
-std::vector<int64_t> top_candidates(const Pooled& top, int64_t b) {
+std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end) {
   std::vector<int64_t> flats;
-  for (int64_t r = 0; r < top.nq_blocks; ++r)
+  for (int64_t r = r_begin; r < r_end; ++r)
     for (int64_t c = 0; c < top.nk_blocks; ++c)
       if (pair_active(top, b, r, c)) flats.push_back(r * top.nk_blocks + c);
   return flats;
@@ -86,10 +86,17 @@ Selection select(const Problem& p, const Config& c) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
       if (!slice_finite(p, b, h)) continue;  // §2.7: a poisoned slice refines nothing
-      std::vector<int64_t> flats = top_candidates(levels[0], b);
       for (int64_t l = 0; l < steps; ++l) {
-        if (l > 0) flats = child_candidates(levels[at(l - 1)], levels[at(l)], b, sel.at(b, h, l - 1));
-        std::vector<Candidate> cands = score(p, levels[at(l)], b, h, flats);
+        std::vector<Candidate> cands;
+        if (l == 0) {
+          // Row by row: the (N/s_1)^2 level-1 pairs are held once, as candidates, never also as a list.
+          for (int64_t r = 0; r < levels[0].nq_blocks; ++r) {
+            const std::vector<Candidate> row = score(p, levels[0], b, h, top_candidates(levels[0], b, r, r + 1));
+            cands.insert(cands.end(), row.begin(), row.end());
+          }
+        } else {
+          cands = score(p, levels[at(l)], b, h, child_candidates(levels[at(l - 1)], levels[at(l)], b, sel.at(b, h, l - 1)));
+        }
         // Priors are level-1 notions (§2.4): deeper levels rank by score and index only.
         sel.at(b, h, l) = take_top(cands, c.budgets[at(l)], levels[at(l)].nk_blocks, l == 0 ? c.prior_first : 0,
                                    l == 0 ? c.prior_diagonal : 0);
