@@ -30,7 +30,7 @@ void KeySet::gather(const Problem& p, int64_t b, int64_t h, const std::vector<in
 
 void add_exact_terms(const KeySet& keys, const std::vector<const float*>& queries, int64_t dim, double scale,
                      std::vector<double>& logits, const std::vector<RowAccumulator*>& rows) {
-  constexpr int64_t kChunk = 128;  // keys per chunk: D x 128 doubles stay in a core's L2 cache
+  constexpr int64_t kChunk = 128;  // keys per chunk: 128 x D doubles of K and of V stay in a core's L2 cache
   const int64_t n = keys.n, nq = int64_t(queries.size());
   if (n == 0 || nq == 0) return;
   logits.assign(at(nq * n), 0.0);
@@ -61,12 +61,15 @@ void add_exact_terms(const KeySet& keys, const std::vector<const float*>& querie
       acc.den += la[t];
     }
   }
-  for (int64_t t = 0; t < n; ++t) {
-    const double* vt = &keys.v[at(t * dim)];
+  for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
+    const int64_t t1 = std::min(n, t0 + kChunk);
     for (int64_t a = 0; a < nq; ++a) {
-      const double w = logits[at(a * n + t)];
+      const double* wa = &logits[at(a * n)];
       double* num = rows[at(a)]->num.data();
-      for (int64_t d = 0; d < dim; ++d) num[d] += w * vt[d];
+      for (int64_t t = t0; t < t1; ++t) {
+        const double* vt = &keys.v[at(t * dim)];
+        for (int64_t d = 0; d < dim; ++d) num[d] += wa[t] * vt[d];
+      }
     }
   }
 }
