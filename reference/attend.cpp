@@ -82,7 +82,11 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, s
 
 void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
   validate_selection(p, c, s);
-  const std::vector<Pooled> levels = pool_levels(p, c);
+  attend_pooled(p, c, s, pool_levels(p, c), out);
+}
+
+void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
+                           float* out) {
   const int64_t steps = int64_t(levels.size());
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
@@ -118,6 +122,11 @@ void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
     }
 }
 
-void mra_attention(const Problem& p, const Config& c, float* out) { attend(p, c, select(p, c), out); }
+void mra_attention(const Problem& p, const Config& c, float* out) {
+  p.validate();
+  c.validate();
+  const std::vector<Pooled> levels = pool_levels(p, c);
+  attend_pooled(p, c, select_pooled(p, c, levels), levels, out);
+}
 
 }  // namespace mra::ref

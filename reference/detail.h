@@ -80,6 +80,12 @@ std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child,
 // The pooling of every level that has blocks (sides s_1 ... s_{L-1}); level L is exact.
 std::vector<Pooled> pool_levels(const Problem& p, const Config& c);
 
+// select() and attend() on levels pooled once by the caller (pool_levels); attend_pooled trusts `s` to be
+// valid, as select_pooled's result is, so mra_attention pools and validates nothing twice.
+Selection select_pooled(const Problem& p, const Config& c, const std::vector<Pooled>& levels);
+void attend_pooled(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
+                   float* out);
+
 // The candidate pairs of level 1 in block rows [r_begin, r_end): every active pair (§2.5), sorted flat indices.
 std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end);
 

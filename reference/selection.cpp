@@ -80,7 +80,10 @@ std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begi
 Selection select(const Problem& p, const Config& c) {
   p.validate();
   c.validate();
-  const std::vector<Pooled> levels = pool_levels(p, c);
+  return select_pooled(p, c, pool_levels(p, c));
+}
+
+Selection detail::select_pooled(const Problem& p, const Config& c, const std::vector<Pooled>& levels) {
   const int64_t steps = int64_t(levels.size());
   Selection sel{p.batch, p.heads, steps, std::vector<std::vector<int64_t>>(at(p.batch * p.heads * steps))};
   for (int64_t b = 0; b < p.batch; ++b)
