@@ -291,7 +291,7 @@ double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale) {
   return 2.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk;
 }
 
-// The key layout of runtime/kernels/forward.cuh (docs/kernels.md, "Selection").
+// The key layout of runtime/kernels/common.cuh (docs/kernels.md, "Selection").
 struct Decoded {
   int priority;
   float score;
