@@ -24,6 +24,7 @@
 
 #include "kernels/entry.h"
 #include "kernels/layout.h"
+#include "kernels/order.h"
 
 // The two builds of one generated file must not share symbols, since a program may link both backends.
 #if defined(__CUDACC__)
@@ -132,7 +133,7 @@ __host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
 // The selection key of a candidate pair (docs/kernels.md, "Selection"): bit 63 marks a candidate, bits 61-62
 // hold the priority, bits 29-60 the score in an order-preserving unsigned form, bits 0-28 the complement of
 // the flat index. Unsigned comparison then ranks exactly as §2.4: priority desc, score desc, flat index asc.
-// Non-candidates are 0, below every candidate.
+// Non-candidates are 0, below every candidate. (The rule itself: kernels/order.h.)
 __host__ __device__ inline uint64_t selection_key(int priority, float score, int32_t flat) {
   const uint32_t u = bits_of(score);
   const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -140,12 +141,6 @@ __host__ __device__ inline uint64_t selection_key(int priority, float score, int
          (kFlatMask - uint64_t(flat));
 }
 __host__ __device__ inline int32_t flat_of_key(uint64_t key) { return int32_t(kFlatMask - (key & kFlatMask)); }
-
-__device__ inline int level1_priority(const Params& p, int r, int c) {
-  const int half = p.prior_diagonal / 2;
-  const int d = r > c ? r - c : c - r;
-  return (p.prior_diagonal > 0 && d <= half) + (r < p.prior_first) + (c < p.prior_first);
-}
 
 template <class T>
 __device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {
@@ -286,7 +281,7 @@ __device__ void write_row_keys(const Params& p, int li, int32_t r, bool row_real
       continue;
     }
     const float score = float_of(uint32_t(keys[u])) - row_max;
-    const int priority = li == 0 ? level1_priority(p, r, c) : 0;
+    const int priority = li == 0 ? order::level1_priority(r, c, p.prior_first, p.prior_diagonal) : 0;
     keys[u] = selection_key(priority, score, r * lv.nk + c);
   }
 }
@@ -331,7 +326,7 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
 // Stage 2c (§2.4): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one CTA per slice.
 // A radix select over the 64-bit keys, 8 bits per pass from the top, finds the k-th largest key K; the
 // selected pairs are the candidates with key >= K, compacted in slot order (= flat order). At level 1 the CTA
-// also folds the block flags of pool_kernel into the slice's non-finite flag.
+// also folds the block flags of pool_kernel into the slice's non-finite flag; a poisoned slice selects nothing.
 template <class Cfg>
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li) {
   const Level& lv = p.layout.level[li];
@@ -362,7 +357,9 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li
     if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
   }
 
-  const uint32_t want = uint32_t(lv.budget < slots ? lv.budget : slots);
+  // §2.7: a poisoned slice ranks nothing; its deeper levels then have no candidates either.
+  const bool poisoned = li == 0 && any_bad != 0;
+  const uint32_t want = poisoned ? 0u : uint32_t(lv.budget < slots ? lv.budget : slots);
   uint64_t prefix = 0, prefix_mask = 0;
   uint32_t rest = want;
   for (int shift = 56; shift >= 0 && want > 0; shift -= 8) {
