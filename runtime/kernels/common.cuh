@@ -14,6 +14,7 @@
 
 #include "kernels/entry.h"
 #include "kernels/layout.h"
+#include "kernels/order.h"
 
 // The two builds of one generated file must not share symbols, since a program may link both backends.
 #if defined(__CUDACC__)
@@ -122,7 +123,7 @@ __host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
 // The selection key of a candidate pair (docs/kernels.md, "Selection"): bit 63 marks a candidate, bits 61-62
 // hold the priority, bits 29-60 the score in an order-preserving unsigned form, bits 0-28 the complement of
 // the flat index. Unsigned comparison then ranks exactly as §2.4: priority desc, score desc, flat index asc.
-// Non-candidates are 0, below every candidate.
+// Non-candidates are 0, below every candidate. (The rule itself: kernels/order.h.)
 __host__ __device__ inline uint64_t selection_key(int priority, float score, int32_t flat) {
   const uint32_t u = bits_of(score);
   const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -130,12 +131,6 @@ __host__ __device__ inline uint64_t selection_key(int priority, float score, int
          (kFlatMask - uint64_t(flat));
 }
 __host__ __device__ inline int32_t flat_of_key(uint64_t key) { return int32_t(kFlatMask - (key & kFlatMask)); }
-
-__device__ inline int level1_priority(const Params& p, int r, int c) {
-  const int half = p.prior_diagonal / 2;
-  const int d = r > c ? r - c : c - r;
-  return (p.prior_diagonal > 0 && d <= half) + (r < p.prior_first) + (c < p.prior_first);
-}
 
 template <class T>
 __device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {

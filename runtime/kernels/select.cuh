@@ -40,7 +40,7 @@ __device__ void write_row_keys(const Params& p, int li, int32_t r, bool row_real
       continue;
     }
     const float score = float_of(uint32_t(keys[u])) - row_max;
-    const int priority = li == 0 ? level1_priority(p, r, c) : 0;
+    const int priority = li == 0 ? order::level1_priority(r, c, p.prior_first, p.prior_diagonal) : 0;
     keys[u] = selection_key(priority, score, r * lv.nk + c);
   }
 }
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
 // Stage 2c (§2.4): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one CTA per slice.
 // A radix select over the 64-bit keys, 8 bits per pass from the top, finds the k-th largest key K; the
 // selected pairs are the candidates with key >= K, compacted in slot order (= flat order). At level 1 the CTA
-// also folds the block flags of pool_kernel into the slice's non-finite flag.
+// also folds the block flags of pool_kernel into the slice's non-finite flag; a poisoned slice selects nothing.
 template <class Cfg>
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li) {
   const Level& lv = p.layout.level[li];
@@ -116,7 +116,9 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li
     if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
   }
 
-  const uint32_t want = uint32_t(lv.budget < slots ? lv.budget : slots);
+  // §2.7: a poisoned slice ranks nothing; its deeper levels then have no candidates either.
+  const bool poisoned = li == 0 && any_bad != 0;
+  const uint32_t want = poisoned ? 0u : uint32_t(lv.budget < slots ? lv.budget : slots);
   uint64_t prefix = 0, prefix_mask = 0;
   uint32_t rest = want;
   for (int shift = 56; shift >= 0 && want > 0; shift -= 8) {
