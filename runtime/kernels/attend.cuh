@@ -1,4 +1,6 @@
-// runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernel.
+// runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernels:
+// attend_mma_kernel (f16/bf16, the exact part on tensor cores) and attend_kernel (f32, CUDA cores). Both start
+// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components.
 #pragma once
 
 #include "kernels/common.cuh"
@@ -6,64 +8,33 @@
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
-// Stage 3 (§2.6): the fused attention kernel. Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows
-// inside one finest block R (side s_{L-1}). It first folds the coarse components of R's block row at every
-// level into one running (max, denominator, numerator[D]), shared by its rows; then it streams the keys of
-// the refined blocks of R in tiles of `tile` keys through shared memory, with a per-row online softmax. Each
-// thread owns fixed (row, feature) accumulators, so the summation order is fixed: the output is bitwise
-// reproducible, written once, without atomics.
+// Stage 3 (§2.6). Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows inside one finest block R (side
+// s_{L-1}). It first folds the coarse components of R's block row at every level into one running (max,
+// denominator, numerator[D]), shared by its rows; then it streams the keys of the refined blocks of R in tiles
+// of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
+// atomics, no order that depends on timing): the output is bitwise reproducible and written once.
+
+// The shared memory of the coarse components: the running state of the tile's block row and one chunk of
+// candidates. `words` 4-byte words.
 template <class Cfg>
-struct AttendSmem {
-  static constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads;
-  static constexpr int kstride = D + 1;  // keeps the K reads of one score row on distinct banks
-  static constexpr int q = 0;
-  static constexpr int k = q + BM * D;
-  static constexpr int v = k + BN * kstride;
-  static constexpr int s = v + BN * D;
-  static constexpr int num = s + BM * BN;
-  static constexpr int qbar = num + D;
-  static constexpr int wgt = qbar + D;
-  static constexpr int row_m = wgt + NT;
-  static constexpr int row_l = row_m + BM;
-  static constexpr int row_scale = row_l + BM;
-  static constexpr int scratch = row_scale + BM;
+struct CoarseSmem {
+  static constexpr int D = Cfg::dim, NT = Cfg::threads;
+  static constexpr int num = 0;                    // numerator [D]
+  static constexpr int qbar = num + D;             // pooled query of the level [D]
+  static constexpr int wgt = qbar + D;             // weights of one chunk [NT]
+  static constexpr int scratch = wgt + NT;         // block_max [NT / 32]
   static constexpr int state = scratch + NT / 32;  // [0] coarse max, [1] coarse denominator
   static constexpr int col = state + 2;            // int32 [NT]: key-block column of a coarse candidate
-  static constexpr int key = col + NT;             // int32 [BN]: key index of a tile slot, -1 if none
-  static constexpr int words = key + BN;
-  static constexpr size_t bytes = size_t(words) * 4;
+  static constexpr int words = col + NT;
 };
 
+// §1, §2.7: a tile without real query rows, or of a poisoned slice, writes its rows (0, or NaN in the real
+// rows of a poisoned slice) and computes nothing. Returns whether it did; uniform over the CTA.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Params p) {
+__device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t row0) {
   using T = typename Cfg::T;
-  using S = AttendSmem<Cfg>;
-  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, ACC = Cfg::acc_per_thread;
-  SIMT_DYNAMIC_SHARED(float, smem);
-  float* qs = smem + S::q;
-  float* ks = smem + S::k;
-  float* vs = smem + S::v;
-  float* ss = smem + S::s;
-  float* num = smem + S::num;
-  float* qbar = smem + S::qbar;
-  float* wgt = smem + S::wgt;
-  float* row_m = smem + S::row_m;
-  float* row_l = smem + S::row_l;
-  float* row_scale = smem + S::row_scale;
-  float* scratch = smem + S::scratch;
-  float* state = smem + S::state;
-  int32_t* col = reinterpret_cast<int32_t*>(smem + S::col);
-  int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
-
+  constexpr int D = Cfg::dim, BM = Cfg::rows, NT = Cfg::threads;
   const int tid = threadIdx.x;
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const int32_t b = int32_t(slice / p.heads);
-  const int32_t row0 = int32_t(blockIdx.x) * BM;
-  const int32_t R = row0 / Cfg::finest;
-  const Level& fin = p.layout.level[Cfg::steps - 1];
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
-
-  // Which of this thread's accumulators belong to real rows decides what is written at the end.
   __shared__ int tile_real;
   if (tid == 0) tile_real = 0;
   __syncthreads();
@@ -71,30 +42,36 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     if (row0 + i < p.nq && is_real(p.qmask, b, p.nq, row0 + i)) tile_real = 1;
   __syncthreads();
   const bool bad = at<int32_t>(p, p.layout.slice_bad)[slice] != 0;
-  if (!tile_real || bad) {  // uniform over the CTA: nothing to compute (§1, §2.7)
-    for (int e = tid; e < BM * D; e += NT) {
-      const int32_t i = row0 + e / D;
-      if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
-    }
-    return;
+  if (tile_real && !bad) return false;
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  for (int e = tid; e < BM * D; e += NT) {
+    const int32_t i = row0 + e / D;
+    if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
   }
+  return true;
+}
 
-  // Query tile -> shared memory (f32).
-  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
-  for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
-    const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
-    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, qs + i * D + d);
-    else for (int t = 0; t < Cfg::vec; ++t) qs[i * D + d + t] = 0.f;
-  }
+  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
+  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
+// `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and cs[num] hold the result, (-inf, 0, 0)
+// in mode "exact" or when every candidate was refined.
+template <class Cfg>
+__device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int32_t row0, float* cs) {
+  using C = CoarseSmem<Cfg>;
+  constexpr int D = Cfg::dim, NT = Cfg::threads;
+  const int tid = threadIdx.x;
+  float* num = cs + C::num;
+  float* qbar = cs + C::qbar;
+  float* wgt = cs + C::wgt;
+  float* scratch = cs + C::scratch;
+  float* state = cs + C::state;
+  int32_t* col = reinterpret_cast<int32_t*>(cs + C::col);
   for (int d = tid; d < D; d += NT) num[d] = 0.f;
   if (tid == 0) {
     state[0] = -INFINITY;
     state[1] = 0.f;
   }
   __syncthreads();
-
-  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
-  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
   for (int li = 0; p.full && li < Cfg::steps; ++li) {
     const Level& lv = p.layout.level[li];
     const int32_t r = row0 / lv.side;
@@ -154,6 +131,302 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       __syncthreads();
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// f16/bf16: the exact part on tensor cores, in the FlashAttention-2 structure. Warp w owns query rows
+// [16w, 16w + 16) of the tile (the m16 slab of mma.m16n8k16; rows past `rows` are zero padding whose results
+// are dropped). Per key tile of BN keys, gathered from the refined blocks with cp.async into a `stages`-deep
+// ring: S = Q K^T (A = Q fragments kept in registers, B = K by ldmatrix), the online softmax on the S
+// accumulators with quad shuffles for the row max, P rounded to the storage type and reused in registers as
+// the A operand of O += P V (B = V by ldmatrix.trans). Precision contract (docs/kernels.md, "Precision"):
+// products exact, f32 accumulation, the row sum l over the unrounded P, P rounded once to the storage type.
+template <class Cfg>
+struct MmaSmem {
+  using T = typename Cfg::T;
+  static constexpr int D = Cfg::dim, BN = Cfg::tile, ST = Cfg::stages;
+  static constexpr int pitch = D + 8;  // elements: rows 16 bytes apart mod 128, so ldmatrix phases hit 8 bank groups
+  static constexpr int q = 0;          // [16 * slabs][pitch] T
+  static constexpr int k = q + 16 * Cfg::slabs * pitch;  // [ST][BN][pitch] T
+  static constexpr int v = k + ST * BN * pitch;          // [ST][BN][pitch] T
+  static constexpr int t_elems = v + ST * BN * pitch;
+  static constexpr size_t key_ok = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: int32 [ST][BN]
+  static constexpr size_t coarse = key_ok + size_t(ST) * BN * 4;                 // bytes: CoarseSmem
+  static constexpr size_t bytes = coarse + size_t(CoarseSmem<Cfg>::words) * 4;
+  static_assert(pitch * sizeof(T) % 16 == 0, "ldmatrix and cp.async rows are 16-byte aligned");
+};
+
+__device__ inline uint32_t pack2(float lo, float hi, __half) {
+  return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
+}
+__device__ inline uint32_t pack2(float lo, float hi, __nv_bfloat16) {
+  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+}
+__device__ inline void mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+  simt::mma_m16n8k16_f32_f16(d, a, b, d);
+}
+__device__ inline void mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+  simt::mma_m16n8k16_f32_bf16(d, a, b, d);
+}
+
+// Sum (or maximum) over the 4 lanes of a quad, which hold the columns of one accumulator row; xor 1 then 2,
+// the same order in every run.
+__device__ inline float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ inline float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel(Params p) {
+  using T = typename Cfg::T;
+  using S = MmaSmem<Cfg>;
+  constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads, ST = Cfg::stages;
+  constexpr int P = S::pitch, CHUNKS = D / 8;  // 16-byte chunks per row
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  T* qs = reinterpret_cast<T*>(smem) + S::q;
+  T* ks = reinterpret_cast<T*>(smem) + S::k;
+  T* vs = reinterpret_cast<T*>(smem) + S::v;
+  int32_t* key_ok = reinterpret_cast<int32_t*>(smem + S::key_ok);
+  float* cs = reinterpret_cast<float*>(smem + S::coarse);
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int32_t row0 = int32_t(blockIdx.x) * BM;
+  if (tile_skipped<Cfg>(p, slice, b, row0)) return;
+
+  // Load stage: the query tile (its own cp.async group), then the first stages - 1 key tiles, so the copies
+  // run under the coarse components.
+  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
+  const T* k = slice_rows<T>(p.k, slice, p.nk, D);
+  const T* v = slice_rows<T>(p.v, slice, p.nk, D);
+  for (int e = tid; e < 16 * Cfg::slabs * CHUNKS; e += NT) {
+    const int i = e / CHUNKS, c = e % CHUNKS * 8;
+    const bool real = i < BM && row0 + i < p.nq;
+    simt::cp_async_16_zfill(qs + i * P + c, real ? q + int64_t(row0 + i) * D + c : q, real ? 16u : 0u);
+  }
+  simt::cp_async_commit();
+
+  const Level& fin = p.layout.level[Cfg::steps - 1];
+  const int32_t R = row0 / Cfg::finest;
+  const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
+  const int32_t* fin_flat = at<int32_t>(p, fin.flat) + slice * fin.cap;
+  const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
+  const int32_t tiles = (keys_total + BN - 1) / BN;
+  // Gathers key tile `it` into ring slot it % ST: K and V rows of the refined keys, zeros (and key_ok 0) for
+  // slots past the list, past Nk or masked; then commits one group, even when empty, so that group counts
+  // stay uniform for cp_async_wait.
+  auto issue_tile = [&](int32_t it) {
+    if (it < tiles) {
+      const int slot = it % ST;
+      for (int e = tid; e < BN * CHUNKS; e += NT) {
+        const int n = e / CHUNKS, c = e % CHUNKS * 8;
+        const int32_t u = it * BN + n;
+        int32_t j = -1;
+        if (u < keys_total) {
+          const int32_t jj = (fin_flat[first + u / Cfg::finest] - R * fin.nk) * Cfg::finest + u % Cfg::finest;
+          if (jj < p.nk && is_real(p.kmask, b, p.nk, jj)) j = jj;
+        }
+        const int64_t off = j >= 0 ? int64_t(j) * D + c : 0;
+        simt::cp_async_16_zfill(ks + (slot * BN + n) * P + c, k + off, j >= 0 ? 16u : 0u);
+        simt::cp_async_16_zfill(vs + (slot * BN + n) * P + c, v + off, j >= 0 ? 16u : 0u);
+        if (c == 0) key_ok[slot * BN + n] = j >= 0;
+      }
+    }
+    simt::cp_async_commit();
+  };
+  for (int32_t it = 0; it < ST - 1; ++it) issue_tile(it);
+
+  coarse_components<Cfg>(p, slice, b, row0, cs);
+
+  // Per thread: rows g and g + 8 of the warp's slab (h = 0, 1), columns 2t, 2t + 1 of every 8-wide n-tile.
+  // The accumulators start from the coarse state, shared by every row; the coarse denominator is counted once
+  // per row (lane t = 0 of the quad), since l is summed over the quad at the end.
+  const float* num = cs + CoarseSmem<Cfg>::num;
+  const float* state = cs + CoarseSmem<Cfg>::state;
+  float o[D / 8][4];
+  MRA_UNROLL
+  for (int nt = 0; nt < D / 8; ++nt)
+    MRA_UNROLL
+    for (int r = 0; r < 4; ++r) o[nt][r] = num[nt * 8 + 2 * t + r % 2];
+  float m[2] = {state[0], state[0]};
+  float l[2] = {t == 0 ? state[1] : 0.f, t == 0 ? state[1] : 0.f};
+
+  // Q fragments (A operand, 16 x 16 per k-step): the query group is complete when at most the ST - 1 key-tile
+  // groups are pending. Up to D = 64 they stay in registers; at D = 128 they are reloaded per key tile, since
+  // with them resident ptxas spilled at 128 (and 168) registers.
+  simt::cp_async_wait<ST - 1>();
+  __syncthreads();
+  constexpr bool q_resident = D <= 64;
+  const T* qw = qs + warp * 16 * P;
+  auto load_q = [&](int kk, uint32_t a[4]) { simt::ldmatrix_x4(a, qw + (lane % 16) * P + kk * 16 + 8 * (lane / 16)); };
+  uint32_t qa[q_resident ? D / 16 : 1][4];
+  if constexpr (q_resident) {
+    MRA_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk) load_q(kk, qa[kk]);
+  }
+
+  for (int32_t it = 0; it < tiles; ++it) {
+    // Tile `it` has landed (at most ST - 2 newer groups pending); after the barrier every warp is done with
+    // tile it - 1, whose slot the tile it + ST - 1 now refills.
+    simt::cp_async_wait<ST - 2>();
+    __syncthreads();
+    issue_tile(it + ST - 1);
+    const int slot = it % ST;
+    const T* kt = ks + slot * BN * P;
+    const T* vt = vs + slot * BN * P;
+    const int32_t* ok = key_ok + slot * BN;
+
+    // S = Q K^T: n-tiles of 8 keys, two per ldmatrix.x4 (keys +0..7 and +8..15, features +0..7 and +8..15).
+    float s[BN / 8][4];
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) s[nt][r] = 0.f;
+    MRA_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qf[4];
+      const uint32_t* a = qa[0];
+      if constexpr (q_resident) a = qa[kk];
+      else {
+        load_q(kk, qf);
+        a = qf;
+      }
+      MRA_UNROLL
+      for (int np = 0; np < BN / 16; ++np) {
+        uint32_t kb[4];
+        simt::ldmatrix_x4(kb, kt + (np * 16 + lane % 8 + 8 * (lane / 16)) * P + kk * 16 + 8 * (lane / 8 % 2));
+        mma16816(s[2 * np], a, kb, T{});
+        mma16816(s[2 * np + 1], a, kb + 2, T{});
+      }
+    }
+
+    // Online softmax per row: logits (-inf for empty key slots), the new row max over the quad, the rescale of
+    // what was accumulated so far, the weights (f32, summed unrounded into l).
+    float mx[2] = {m[0], m[1]};
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const float x = ok[nt * 8 + 2 * t + r % 2] ? p.scale * s[nt][r] : -INFINITY;
+        s[nt][r] = x;
+        mx[r / 2] = fmaxf(mx[r / 2], x);
+      }
+    float alpha[2];
+    MRA_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = quad_max(mx[h]);
+      alpha[h] = m[h] == -INFINITY ? 0.f : expf(m[h] - mx[h]);
+      m[h] = mx[h];
+      l[h] *= alpha[h];
+    }
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const float w = s[nt][r] == -INFINITY ? 0.f : expf(s[nt][r] - m[r / 2]);
+        s[nt][r] = w;
+        l[r / 2] += w;
+      }
+    MRA_UNROLL
+    for (int nt = 0; nt < D / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) o[nt][r] *= alpha[r / 2];
+
+    // O += P V: the S accumulators of n-tiles 2j, 2j + 1 are the A fragment of key step j (rows g, g + 8;
+    // keys 16j + 2t.., 16j + 8 + 2t..); V by ldmatrix.trans, two 8-feature n-tiles per x4.
+    MRA_UNROLL
+    for (int j = 0; j < BN / 16; ++j) {
+      const uint32_t pa[4] = {pack2(s[2 * j][0], s[2 * j][1], T{}), pack2(s[2 * j][2], s[2 * j][3], T{}),
+                              pack2(s[2 * j + 1][0], s[2 * j + 1][1], T{}),
+                              pack2(s[2 * j + 1][2], s[2 * j + 1][3], T{})};
+      MRA_UNROLL
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        simt::ldmatrix_x4_trans(vb, vt + (j * 16 + lane % 16) * P + dp * 16 + 8 * (lane / 16));
+        mma16816(o[2 * dp], pa, vb, T{});
+        mma16816(o[2 * dp + 1], pa, vb + 2, T{});
+      }
+    }
+  }
+  simt::cp_async_wait<0>();
+
+  // Output: l summed over the quad, rows past the tile or masked written as 0 (§1).
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  MRA_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int i = warp * 16 + g + 8 * h;
+    const int32_t row = row0 + i;
+    const float lsum = quad_sum(l[h]);
+    if (i >= BM || row >= p.nq) continue;
+    const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    MRA_UNROLL
+    for (int nt = 0; nt < D / 8; ++nt)
+      MRA_UNROLL
+      for (int e = 0; e < 2; ++e)
+        out[int64_t(row) * D + nt * 8 + 2 * t + e] = from_float<T>(real ? o[nt][2 * h + e] / lsum : 0.f);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// f32: the exact part on CUDA cores. Each thread owns fixed (row, feature) accumulators.
+template <class Cfg>
+struct AttendSmem {
+  static constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads;
+  static constexpr int kstride = D + 1;  // keeps the K reads of one score row on distinct banks
+  static constexpr int q = 0;
+  static constexpr int k = q + BM * D;
+  static constexpr int v = k + BN * kstride;
+  static constexpr int s = v + BN * D;
+  static constexpr int row_m = s + BM * BN;
+  static constexpr int row_l = row_m + BM;
+  static constexpr int row_scale = row_l + BM;
+  static constexpr int key = row_scale + BM;  // int32 [BN]: key index of a tile slot, -1 if none
+  static constexpr int coarse = key + BN;     // CoarseSmem
+  static constexpr int words = coarse + CoarseSmem<Cfg>::words;
+  static constexpr size_t bytes = size_t(words) * 4;
+};
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Params p) {
+  using T = typename Cfg::T;
+  using S = AttendSmem<Cfg>;
+  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, ACC = Cfg::acc_per_thread;
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* qs = smem + S::q;
+  float* ks = smem + S::k;
+  float* vs = smem + S::v;
+  float* ss = smem + S::s;
+  float* row_m = smem + S::row_m;
+  float* row_l = smem + S::row_l;
+  float* row_scale = smem + S::row_scale;
+  int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
+  float* cs = smem + S::coarse;
+
+  const int tid = threadIdx.x;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int32_t row0 = int32_t(blockIdx.x) * BM;
+  const int32_t R = row0 / Cfg::finest;
+  const Level& fin = p.layout.level[Cfg::steps - 1];
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  if (tile_skipped<Cfg>(p, slice, b, row0)) return;
+
+  // Query tile -> shared memory (f32).
+  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
+  for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
+    const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
+    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, qs + i * D + d);
+    else for (int t = 0; t < Cfg::vec; ++t) qs[i * D + d + t] = 0.f;
+  }
+  coarse_components<Cfg>(p, slice, b, row0, cs);
+  const float* num = cs + CoarseSmem<Cfg>::num;
+  const float* state = cs + CoarseSmem<Cfg>::state;
 
   float acc[ACC];
   MRA_UNROLL

@@ -428,7 +428,8 @@ void inject_selection(Buffer& ws, const Layout& L, const ref::Selection& s) {
 // Stage 3: the output. Tolerance (docs/kernels.md, "Tolerances"): every weight exp(logit - m) carries the
 // logit error delta (exact logits: D u |q||k| sigma; coarse: the selection epsilon) plus expf's; the output,
 // a weighted mean of values, moves by at most twice that relative error times max|v|, plus the f32
-// accumulation over at most Nk + 2 s_1 terms; then it is rounded once to the storage type (rtol).
+// accumulation over at most Nk + 2 s_1 terms, plus (f16/bf16) the rounding of P; then it is rounded once to the
+// storage type (rtol).
 struct Tolerance {
   double atol, rtol;
 };
@@ -449,7 +450,10 @@ Tolerance output_tolerance(const Runner& run, const Case& c, const Config& cfg, 
   const double exact_delta = run.scale() * double(cfg.dim + 2) * kU32 * max_norm(c.q) * max_norm(c.k);
   const double delta = std::max(exact_delta, selection_eps) + 4 * kU32;
   const double terms = double(p.nk + 2 * cfg.sides[0] + 8);
-  return {2.0 * (2.0 * delta + terms * kU32) * vmax + 1e-30, unit_roundoff(cfg.dtype) + 2 * kU32};
+  // f16/bf16 (tensor cores): P is rounded to the dtype before P V, a relative error u_T on each exact weight of
+  // the numerator only, so the output moves by at most u_T max|v| (docs/kernels.md, "Precision").
+  const double p_rounding = cfg.dtype == MRA_DTYPE_F32 ? 0.0 : unit_roundoff(cfg.dtype) * vmax;
+  return {2.0 * (2.0 * delta + terms * kU32) * vmax + p_rounding + 1e-30, unit_roundoff(cfg.dtype) + 2 * kU32};
 }
 
 // Returns the fraction of the tolerance used.
