@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/problem.h"
 #include "mra.h"
 #include "mra/reference.h"
 
@@ -17,18 +18,7 @@ namespace {
 
 // MRA-2 with 32x32 blocks at D = 32 in float32: a generated configuration.
 mra_problem problem(int64_t batch, int64_t heads, int64_t n) {
-  mra_problem p{};
-  p.batch = batch;
-  p.heads = heads;
-  p.nq = p.nk = n;
-  p.dim = 32;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = 2;
-  p.resolutions[0] = 32;
-  p.resolutions[1] = 1;
-  p.budgets[0] = 1;
-  p.mode = MRA_MODE_FULL;
-  return p;
+  return mra::test::mra_problem_of(batch, heads, n, n, 32, MRA_DTYPE_F32, {32, 1}, {1});
 }
 
 mra_status workspace_status(const mra_problem& p) {
@@ -62,15 +52,7 @@ mra_status run(const mra_problem& p, std::vector<float>& out, std::vector<float>
   const mra_status s = mra_forward_host(&p, q.get(), k.get(), v.get(), nullptr, nullptr, o.get(), workspace.get(), bytes);
   out.assign(o.get(), o.get() + q_size);
 
-  mra::ref::Problem r;
-  r.batch = p.batch;
-  r.heads = p.heads;
-  r.nq = p.nq;
-  r.nk = p.nk;
-  r.dim = p.dim;
-  r.q = q.get();
-  r.k = k.get();
-  r.v = v.get();
+  const mra::ref::Problem r = mra::ref::Problem::of(p.batch, p.heads, p.nq, p.nk, p.dim, q.get(), k.get(), v.get());
   exact.resize(q_size);
   mra::ref::exact_attention(r, exact.data());
   return s;
