@@ -36,7 +36,7 @@ constexpr int64_t kLengths[] = {1, 2, 3, 7, 16, 31, 32, 33, 64, 65, 96, 1000, 40
 constexpr int64_t kRunLimit = 96;  // select and attend only on problems this small: each run must stay fast
 
 // Every value flag of every subcommand (main.cpp keeps the per-command lists to itself).
-const std::vector<std::string> kFlags{"--q",     "--k",           "--v",           "--mask",   "--query-mask",
+const std::vector<std::string> kFlags{"--q",     "--k",           "--v",           "--mask",   "--key-mask", "--query-mask",
                                       "--scale", "--scales",      "--budget",      "--blocks-per-row",
                                       "--mode",  "--prior-first", "--prior-diagonal", "-o", "--atol", "--rtol",
                                       "--out"};
