@@ -621,3 +621,76 @@ TEST_CASE("demo writes its files and prints commands that work on them") {
   CHECK(c.status == 0);
   CHECK(c.out.find("relative Frobenius error") != std::string::npos);
 }
+
+TEST_CASE("output to stdout, options as --name=value, --quiet and --version") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 2, 40, 8}, {1, 2, 40, 8});
+  REQUIRE(run(dir, std::vector<std::string>{"attend"} + inputs(p) + std::vector<std::string>{"-o", dir.file("f.npy")})
+              .status == 0);
+  // -o - puts the array on stdout and the summary line on stderr; --scale=S is --scale S.
+  const Result piped = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                    std::vector<std::string>{"--quiet", "-o", "-"});
+  REQUIRE(piped.status == 0);
+  CHECK(piped.out == read_text(dir.file("f.npy")));
+  CHECK(piped.err.rfind("wrote - [1, 2, 40, 8]: scales 32,1", 0) == 0);
+  const Result a = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                std::vector<std::string>{"--scale=0.5", "-o", dir.file("a.npy")});
+  const Result b = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                std::vector<std::string>{"--scale", "0.5", "-o", dir.file("b.npy")});
+  const Result c = run(dir, std::vector<std::string>{"exact"} + inputs(p) + std::vector<std::string>{"-o", dir.file("c.npy")});
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  REQUIRE(c.status == 0);
+  CHECK(read_text(dir.file("a.npy")) == read_text(dir.file("b.npy")));
+  CHECK(read_text(dir.file("a.npy")) != read_text(dir.file("c.npy")));
+  // Progress goes to a terminal only: with stderr a file, nothing but errors appears there.
+  CHECK(a.err.empty());
+  // On a terminal (script(1) provides one) exact and attend show their progress on stderr, unless --quiet.
+  if (std::system("command -v script >/dev/null 2>&1") == 0) {
+    for (const bool quiet : {false, true}) {
+      CAPTURE(quiet);
+      const std::string log = dir.file("tty.log");
+      std::string command = MRA_REF_BINARY;
+      for (const std::string& a : std::vector<std::string>{"exact"} + inputs(p) +
+                                      std::vector<std::string>{"-o", dir.file("t.npy")})
+        command += " " + a;
+      if (quiet) command += " --quiet";
+      REQUIRE(std::system(("script -qec " + quote(command + " >/dev/null") + " " + quote(log) + " >/dev/null").c_str()) == 0);
+      CHECK((read_text(log).find("mra-ref exact:   0%") != std::string::npos) == !quiet);
+    }
+  }
+  const Result version = run(dir, {"--version"});
+  CHECK(version.status == 0);
+  CHECK(version.out.rfind("mra-ref 0.", 0) == 0);
+}
+
+TEST_CASE("compare: NaN fails without a tolerance, and --per-head gives one line per slice") {
+  TempDir dir;
+  const std::vector<int64_t> shape{2, 2, 5, 3};
+  std::vector<double> a = sample(60, 7), b = a;
+  b[((1 * 2 + 1) * 5 + 0) * 3 + 1] += 0.25;  // [b, h] = [1, 1]
+  write_bytes(dir.file("a.npy"), npy_of("<f4", shape, a));
+  write_bytes(dir.file("b.npy"), npy_of("<f4", shape, b));
+  const Result per_head = run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--per-head"});
+  CHECK(per_head.status == 0);
+  CHECK(per_head.out.find("b 0 h 0: relative 0.000e+00, max absolute 0.000e+00") != std::string::npos);
+  CHECK(per_head.out.find("b 1 h 1: relative ") != std::string::npos);
+  CHECK(per_head.out.find("max absolute 2.500e-01 at [1, 1, 0, 1]") != std::string::npos);
+
+  std::vector<double> with_nan = a;
+  with_nan[7] = std::nan("");
+  write_bytes(dir.file("n.npy"), npy_of("<f4", shape, with_nan));
+  for (const auto& [x, y] : {std::pair{"n.npy", "a.npy"}, std::pair{"a.npy", "n.npy"}}) {
+    CAPTURE(x);
+    const Result r = run(dir, {"compare", dir.file(x), dir.file(y)});
+    CHECK(r.status == 1);
+    CHECK(r.out.find("FAIL: 1 of 60 elements are NaN or infinite in one file and not in the other, the first at "
+                     "[0, 0, 2, 1]") != std::string::npos);
+  }
+  // The same NaN in both files is equal, as a poisoned slice compares against itself.
+  const Result same = run(dir, {"compare", dir.file("n.npy"), dir.file("n.npy"), "--atol", "0"});
+  CHECK(same.status == 0);
+  CHECK(same.out.find("PASS") != std::string::npos);
+  check_failure(dir, run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--per-head=1"}), "--per-head",
+                "takes no value", dir.file("none"));
+}

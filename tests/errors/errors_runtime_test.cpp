@@ -1,7 +1,8 @@
 // tests/errors/errors_runtime_test.cpp: the runtime C API (runtime/mra.h) on the bad arguments of
 // docs/errors.md that tests/kernels/test_api.cpp does not already cover: sizes whose products overflow,
-// non-finite scales, budgets beyond the number of blocks, and batch * heads beyond the CUDA grid limit of
-// 65535, which must still run (the launch is split), on the emulated backend.
+// non-finite scales, budgets beyond the number of blocks, batch * heads beyond the CUDA grid limit of
+// 65535, which must still run (the launch is split), and a refused launch whose cudaError_t stays
+// retrievable (mra_last_cuda_error), on the emulated backend.
 //   ctest --test-dir build -L kernels -R 'runtime errors'      or      build/tests/errors/errors_runtime_test
 #include <doctest/doctest.h>
 
@@ -13,6 +14,7 @@
 #include "../common/problem.h"
 #include "mra.h"
 #include "mra/reference.h"
+#include "simt/simt.h"
 
 namespace {
 
@@ -105,4 +107,27 @@ TEST_CASE("runtime errors: batch * heads beyond the grid limit") {
     // One key per slice: the output is that key's value, row for row.
     CHECK(out == exact);
   }
+}
+
+TEST_CASE("runtime errors: a refused launch keeps its CUDA error") {
+  mra_problem p = problem(1, 2, 64);
+  std::vector<float> out, exact;
+  // Fiber stacks of 2^50 bytes cannot be mapped: the emulation refuses the first launch with
+  // cudaErrorMemoryAllocation, as the CUDA runtime refuses a launch it cannot resource.
+  simt::set_stack_size(size_t(1) << 50);
+  const mra_status refused = run(p, out, exact);
+  simt::set_stack_size(0);
+  CHECK(refused == MRA_ERROR_LAUNCH_FAILED);
+  CHECK(mra_last_cuda_error() == int(cudaErrorMemoryAllocation));
+  CHECK(mra_last_cuda_error() == int(cudaErrorMemoryAllocation));  // reading it does not clear it
+  // The next call replaces it: a success, and a refusal before any launch, both leave cudaSuccess.
+  REQUIRE(run(p, out, exact) == MRA_SUCCESS);
+  CHECK(mra_last_cuda_error() == 0);
+  size_t bytes = 0;
+  REQUIRE(mra_workspace_size(&p, &bytes) == MRA_SUCCESS);
+  simt::set_stack_size(size_t(1) << 50);
+  REQUIRE(run(p, out, exact) == MRA_ERROR_LAUNCH_FAILED);
+  simt::set_stack_size(0);
+  CHECK(mra_forward_host(&p, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_last_cuda_error() == 0);
 }

@@ -120,8 +120,8 @@ inline std::string binary() {
   return other != nullptr && *other != '\0' ? other : MRA_REF_BINARY;
 }
 
-// Runs mra-ref with `args` in the scratch folder; `stdout_to` replaces the capture of stdout (e.g. /dev/full)
-// and `prefix` is shell text run before it (e.g. "ulimit -v 1000000;").
+// Runs mra-ref with `args` in the scratch folder; `stdout_to` replaces the capture of stdout (a path such as
+// /dev/full, or "closed" to start it with stdout closed) and `prefix` is shell text run before it (e.g. "ulimit -v 1000000;").
 inline Result mra_ref(const Scratch& dir, const std::vector<std::string>& args, const std::string& stdout_to = "",
                       const std::string& prefix = "") {
   const std::string out = dir.file(".stdout"), err = dir.file(".stderr");
@@ -129,7 +129,11 @@ inline Result mra_ref(const Scratch& dir, const std::vector<std::string>& args, 
   std::ostringstream command;
   command << "cd " << quote(dir.file("")) << " && " << prefix << quote(binary());
   for (const std::string& a : args) command << ' ' << quote(a);
-  command << " >" << quote(stdout_to.empty() ? out : stdout_to) << " 2>" << quote(err);
+  if (stdout_to == "closed")
+    command << " >&-";
+  else
+    command << " >" << quote(stdout_to.empty() ? out : stdout_to);
+  command << " 2>" << quote(err);
   const int raw = std::system(command.str().c_str());
   Result r{WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw), read_file(out), read_file(err)};
   fs::remove(out);

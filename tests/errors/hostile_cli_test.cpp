@@ -222,6 +222,13 @@ TEST_CASE("errors: write errors on stdout") {
     CHECK(r.status == 2);
     CHECK(r.err == no_space);
   }
+  // Started with stdout closed: the files the run opens must not take its place, and the output is an error.
+  const Result closed = mra_ref(dir, run_with("attend", {"-o", "-"}), "closed");
+  CHECK(closed.status == 2);
+  CHECK(closed.err == "mra-ref: stdout: cannot write: Bad file descriptor\n");
+  const Result select = mra_ref(dir, run_with("select", {}), "closed");
+  CHECK(select.status == 2);
+  CHECK(select.err == "mra-ref: stdout: cannot write: Bad file descriptor\n");
 }
 
 // ------------------------------------------------------------------------------------------------ failures 4, 8

@@ -131,7 +131,7 @@ TEST_CASE("numerics: all-equal inputs, every score ties") {
   const Result chosen = mra_ref(dir, select);
   REQUIRE(chosen.status == 0);
   INFO(chosen.out);
-  CHECK(chosen.out.find("\"level\": 0, \"side\": 32, \"nk_blocks\": 4, \"blocks\": [0, 1, 2, 3]}") != std::string::npos);
+  CHECK(chosen.out.find("\"level\": 1, \"side\": 32, \"nk_blocks\": 4, \"blocks\": [0, 1, 2, 3]}") != std::string::npos);
 }
 
 TEST_CASE("numerics: N = 1") {

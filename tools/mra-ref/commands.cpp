@@ -237,13 +237,13 @@ struct Errors {
   size_t worst_at = 0, worst_used_at = 0, outside = 0, mismatched = 0, first_mismatch = 0;
 
   void add(size_t i, double x, double y, double atol, double rtol) {
-    const bool same_special = (std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y);
-    const double e = same_special ? 0.0 : std::fabs(x - y);
-    if (!same_special && !(std::isfinite(x) && std::isfinite(y))) {
+    if ((std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y)) return;  // equal, and no tolerance applies
+    const double e = std::fabs(x - y);
+    if (!(std::isfinite(x) && std::isfinite(y))) {
       if (mismatched++ == 0) first_mismatch = i;
     } else {
       diff2 += e * e;
-      ref2 += std::isfinite(y) ? y * y : 0.0;
+      ref2 += y * y;
     }
     const auto worse = [](double candidate, double current) {
       return !std::isnan(current) && (std::isnan(candidate) || candidate > current);

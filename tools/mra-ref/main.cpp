@@ -11,6 +11,9 @@
 #include <string_view>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "cli.h"
 #include "commands.h"
 #include "mra/reference.h"
@@ -186,5 +189,10 @@ int run(const std::vector<std::string>& args, const char* program) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed stdin, stdout or stderr gets a placeholder that cannot be written, so that no file this run
+  // opens (an input, the temporary output) takes its number and receives text meant for the terminal;
+  // writing to it then fails like any other write error.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (::fcntl(fd, F_GETFD) == -1 && ::open("/dev/null", O_RDONLY | O_CLOEXEC) != fd) return 2;
   return finish(run(std::vector<std::string>(argv + 1, argv + argc), argv[0]));
 }

@@ -96,7 +96,7 @@ Output::Output(const std::string& path) {
     return;
   }
   if (exists && !S_ISREG(st.st_mode)) {
-    // A device, FIFO or socket is written through: replacing it would destroy it (as root, /dev/null too).
+    // A device or FIFO is written through: replacing it would destroy it (as root, /dev/null too).
     through_ = true;
     fd_ = ::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
     if (fd_ < 0) error_ = "cannot open for writing: " + errno_text();
@@ -126,7 +126,8 @@ Output::Output(const std::string& path) {
   }
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
   if (fd_ < 0) return;
-  if (exists && ::fchmod(fd_, st.st_mode & 07777) != 0) error_ = "cannot set the permissions: " + errno_text();
+  // Read and write bits only: a set-user-ID bit must not pass to a file this process wrote.
+  if (exists && ::fchmod(fd_, st.st_mode & 0777) != 0) error_ = "cannot set the permissions: " + errno_text();
 }
 
 Output::~Output() {

@@ -2,10 +2,11 @@
 // work, so that a bad path fails in a second rather than after the computation, and written in one piece at
 // the end:
 //   "-"                            standard output;
-//   an existing device, FIFO or socket (or a symbolic link to one): written through, the node is kept;
+//   an existing device or FIFO (or a symbolic link to one): written through, the node is kept (a socket
+//   cannot be opened and is refused);
 //   anything else (a regular file, a new name, a symbolic link to either): a temporary file in the target's
-//   folder, renamed over the target when complete. An existing file keeps its permission bits (not its owner
-//   or hard links, as after any rename); a symbolic link keeps pointing at the same, now replaced, file.
+//   folder, renamed over the target when complete. An existing file keeps its rwx permission bits (not its
+//   owner or hard links, as after any rename); a symbolic link keeps pointing at the same, now replaced, file.
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT remove the temporary before the process ends. Tested by tests/cli and
 // tests/errors (ctest -L cli).
 #pragma once
