@@ -680,7 +680,8 @@ TEST_CASE("compare: NaN fails without a tolerance, and --per-head gives one line
   std::vector<double> with_nan = a;
   with_nan[7] = std::nan("");
   write_bytes(dir.file("n.npy"), npy_of("<f4", shape, with_nan));
-  for (const auto& [x, y] : {std::pair{"n.npy", "a.npy"}, std::pair{"a.npy", "n.npy"}}) {
+  for (const std::pair<const char*, const char*>& files : {std::pair{"n.npy", "a.npy"}, std::pair{"a.npy", "n.npy"}}) {
+    const std::string x = files.first, y = files.second;
     CAPTURE(x);
     const Result r = run(dir, {"compare", dir.file(x), dir.file(y)});
     CHECK(r.status == 1);
