@@ -150,8 +150,9 @@ struct MmaSmem {
   static constexpr int k = q + 16 * Cfg::slabs * pitch;  // [ST][BN][pitch] T
   static constexpr int v = k + ST * BN * pitch;          // [ST][BN][pitch] T
   static constexpr int t_elems = v + ST * BN * pitch;
-  static constexpr size_t key_ok = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: int32 [ST][BN]
-  static constexpr size_t coarse = key_ok + size_t(ST) * BN * 4;                 // bytes: CoarseSmem
+  static constexpr int mask_words = (BN + 31) / 32;  // per tile: bit n set when key slot n holds a real key
+  static constexpr size_t key_mask = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: uint32 [ST][words]
+  static constexpr size_t coarse = key_mask + size_t(ST) * mask_words * 4;        // bytes: CoarseSmem
   static constexpr size_t bytes = coarse + size_t(CoarseSmem<Cfg>::words) * 4;
   static_assert(pitch * sizeof(T) % 16 == 0, "ldmatrix and cp.async rows are 16-byte aligned");
 };
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   T* qs = reinterpret_cast<T*>(smem) + S::q;
   T* ks = reinterpret_cast<T*>(smem) + S::k;
   T* vs = reinterpret_cast<T*>(smem) + S::v;
-  int32_t* key_ok = reinterpret_cast<int32_t*>(smem + S::key_ok);
+  uint32_t* key_mask = reinterpret_cast<uint32_t*>(smem + S::key_mask);
   float* cs = reinterpret_cast<float*>(smem + S::coarse);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -218,24 +219,40 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   const int32_t* fin_flat = at<int32_t>(p, fin.flat) + slice * fin.cap;
   const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
   const int32_t tiles = (keys_total + BN - 1) / BN;
-  // Gathers key tile `it` into ring slot it % ST: K and V rows of the refined keys, zeros (and key_ok 0) for
-  // slots past the list, past Nk or masked; then commits one group, even when empty, so that group counts
-  // stay uniform for cp_async_wait.
+  // Gathers key tile `it` into ring slot it % ST: K and V rows of the refined keys, zeros for slots past the
+  // list, past Nk or masked (their bit in key_mask is 0); then commits one group, even when empty, so that
+  // group counts stay uniform for cp_async_wait. A thread copies CPT consecutive 16-byte chunks of K and of V
+  // of RPT rows (one key lookup per row); warp 0 writes the tile's mask of real keys by ballot.
+  static_assert(NT % BN == 0 || BN % NT == 0, "threads and key slots split evenly");
+  constexpr int W = S::mask_words, TPR = NT > BN ? NT / BN : 1, RPT = BN > NT ? BN / NT : 1, CPT = CHUNKS / TPR;
+  static_assert(CHUNKS % TPR == 0, "a row's chunks split evenly over its threads");
+  auto key_of = [&](int32_t u) {  // the key index of slot u of R's refined keys, or -1
+    if (u >= keys_total) return int32_t(-1);
+    const int32_t j = (fin_flat[first + u / Cfg::finest] - R * fin.nk) * Cfg::finest + u % Cfg::finest;
+    return j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : int32_t(-1);
+  };
   auto issue_tile = [&](int32_t it) {
     if (it < tiles) {
       const int slot = it % ST;
-      for (int e = tid; e < BN * CHUNKS; e += NT) {
-        const int n = e / CHUNKS, c = e % CHUNKS * 8;
-        const int32_t u = it * BN + n;
-        int32_t j = -1;
-        if (u < keys_total) {
-          const int32_t jj = (fin_flat[first + u / Cfg::finest] - R * fin.nk) * Cfg::finest + u % Cfg::finest;
-          if (jj < p.nk && is_real(p.kmask, b, p.nk, jj)) j = jj;
+      if (warp == 0)
+        MRA_UNROLL
+        for (int w = 0; w < W; ++w) {
+          const uint32_t real = __ballot_sync(0xffffffffu, 32 * w + lane < BN && key_of(it * BN + 32 * w + lane) >= 0);
+          if (lane == 0) key_mask[slot * W + w] = real;
         }
-        const int64_t off = j >= 0 ? int64_t(j) * D + c : 0;
-        simt::cp_async_16_zfill(ks + (slot * BN + n) * P + c, k + off, j >= 0 ? 16u : 0u);
-        simt::cp_async_16_zfill(vs + (slot * BN + n) * P + c, v + off, j >= 0 ? 16u : 0u);
-        if (c == 0) key_ok[slot * BN + n] = j >= 0;
+      MRA_UNROLL
+      for (int rr = 0; rr < RPT; ++rr) {
+        const int n = tid / TPR + rr * (NT / TPR), c0 = tid % TPR * CPT * 8;
+        const int32_t j = key_of(it * BN + n);
+        const int64_t off = j >= 0 ? int64_t(j) * D + c0 : 0;
+        const unsigned bytes = j >= 0 ? 16u : 0u;
+        T* kd = ks + (slot * BN + n) * P + c0;
+        T* vd = vs + (slot * BN + n) * P + c0;
+        MRA_UNROLL
+        for (int cc = 0; cc < CPT; ++cc) {
+          simt::cp_async_16_zfill(kd + 8 * cc, k + off + (j >= 0 ? 8 * cc : 0), bytes);
+          simt::cp_async_16_zfill(vd + 8 * cc, v + off + (j >= 0 ? 8 * cc : 0), bytes);
+        }
       }
     }
     simt::cp_async_commit();
@@ -254,7 +271,10 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   for (int nt = 0; nt < D / 8; ++nt)
     MRA_UNROLL
     for (int r = 0; r < 4; ++r) o[nt][r] = num[nt * 8 + 2 * t + r % 2];
-  float m[2] = {state[0], state[0]};
+  // The running max is kept in base-2 units (logit * log2 e), so each weight is one multiply and one exp2.
+  constexpr float log2e = 1.4426950408889634f;
+  const float scale2 = p.scale * log2e;
+  float m[2] = {state[0] * log2e, state[0] * log2e};
   float l[2] = {t == 0 ? state[1] : 0.f, t == 0 ? state[1] : 0.f};
 
   // Q fragments (A operand, 16 x 16 per k-step): the query group is complete when at most the ST - 1 key-tile
@@ -280,7 +300,9 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     const int slot = it % ST;
     const T* kt = ks + slot * BN * P;
     const T* vt = vs + slot * BN * P;
-    const int32_t* ok = key_ok + slot * BN;
+    uint32_t real[W];
+    MRA_UNROLL
+    for (int w = 0; w < W; ++w) real[w] = key_mask[slot * W + w];
 
     // S = Q K^T: n-tiles of 8 keys, two per ldmatrix.x4 (keys +0..7 and +8..15, features +0..7 and +8..15).
     float s[BN / 8][4];
@@ -306,14 +328,17 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
       }
     }
 
-    // Online softmax per row: logits (-inf for empty key slots), the new row max over the quad, the rescale of
-    // what was accumulated so far, the weights (f32, summed unrounded into l).
+    // Online softmax per row, in base 2: logits times log2(e) (-inf for empty key slots), the new row max over
+    // the quad, the rescale of what was accumulated so far, the weights 2^(x - m) (f32, summed unrounded into l).
+    // While a row has seen no logit its max is -inf: exponents are then taken against 0, so that empty slots
+    // and the empty past weigh 2^-inf = 0 instead of NaN.
     float mx[2] = {m[0], m[1]};
     MRA_UNROLL
     for (int nt = 0; nt < BN / 8; ++nt)
       MRA_UNROLL
       for (int r = 0; r < 4; ++r) {
-        const float x = ok[nt * 8 + 2 * t + r % 2] ? p.scale * s[nt][r] : -INFINITY;
+        const int n = nt * 8 + 2 * t + r % 2;
+        const float x = real[nt / 4] >> (n % 32) & 1u ? scale2 * s[nt][r] : -INFINITY;
         s[nt][r] = x;
         mx[r / 2] = fmaxf(mx[r / 2], x);
       }
@@ -321,15 +346,17 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     MRA_UNROLL
     for (int h = 0; h < 2; ++h) {
       mx[h] = quad_max(mx[h]);
-      alpha[h] = m[h] == -INFINITY ? 0.f : expf(m[h] - mx[h]);
+      const float base = mx[h] == -INFINITY ? 0.f : mx[h];
+      alpha[h] = exp2f(m[h] - base);
       m[h] = mx[h];
+      mx[h] = base;
       l[h] *= alpha[h];
     }
     MRA_UNROLL
     for (int nt = 0; nt < BN / 8; ++nt)
       MRA_UNROLL
       for (int r = 0; r < 4; ++r) {
-        const float w = s[nt][r] == -INFINITY ? 0.f : expf(s[nt][r] - m[r / 2]);
+        const float w = exp2f(s[nt][r] - mx[r / 2]);
         s[nt][r] = w;
         l[r / 2] += w;
       }

@@ -447,7 +447,9 @@ Tolerance output_tolerance(const Runner& run, const Case& c, const Config& cfg, 
   double vmax = 0;
   for (float x : c.v)
     if (std::isfinite(x)) vmax = std::max(vmax, double(std::fabs(x)));
-  const double exact_delta = run.scale() * double(cfg.dim + 2) * kU32 * max_norm(c.q) * max_norm(c.k);
+  // D + 3 roundings of a logit: the dot product, the scale, and (tensor-core path) the factor log2 e of its
+  // base-2 exponential.
+  const double exact_delta = run.scale() * double(cfg.dim + 3) * kU32 * max_norm(c.q) * max_norm(c.k);
   const double delta = std::max(exact_delta, selection_eps) + 4 * kU32;
   const double terms = double(p.nk + 2 * cfg.sides[0] + 8);
   // f16/bf16 (tensor cores): P is rounded to the dtype before P V, a relative error u_T on each exact weight of

@@ -107,7 +107,7 @@ def attend_smem(cfg: dict) -> int:
         return 4 * (rows * d + tile * (d + 1) + tile * d + rows * tile + 3 * rows + tile + coarse_words)
     stages, slabs, pitch = cfg["stages"], -(-rows // 16), d + 8
     elems = (16 * slabs + 2 * stages * tile) * pitch
-    return (elems * 2 + 15) // 16 * 16 + stages * tile * 4 + coarse_words * 4
+    return (elems * 2 + 15) // 16 * 16 + stages * -(-tile // 32) * 4 + coarse_words * 4
 
 
 def occupancy(regs: int, threads: int, smem: int, arch: str) -> tuple[int, int]:
