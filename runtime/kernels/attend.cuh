@@ -401,20 +401,25 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// f32: the exact part on CUDA cores. Each thread owns fixed (row, feature) accumulators.
+// f32: the exact part on CUDA cores, register-tiled. The NT threads form RG row groups of KG consecutive lanes
+// (KG <= 32, so a group lies in one warp). A thread owns TM rows (i = rg + RG a) and, of every key tile, TN
+// keys (n = kg + KG c) for the scores and TD features (d = kg + KG e) for the output: each shared element
+// loaded feeds TN (Q), TM (K), TD (P) or TM (V) FMAs. Row maxima and sums are reduced over the group's lanes
+// by xor shuffles, which give every lane the same bits; the weights go through shared memory once, as the
+// A side of P V.
 template <class Cfg>
 struct AttendSmem {
   static constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads;
-  static constexpr int kstride = D + 1;  // keeps the K reads of one score row on distinct banks
-  static constexpr int q = 0;
-  static constexpr int k = q + BM * D;
-  static constexpr int v = k + BN * kstride;
-  static constexpr int s = v + BN * D;
-  static constexpr int row_m = s + BM * BN;
-  static constexpr int row_l = row_m + BM;
-  static constexpr int row_scale = row_l + BM;
-  static constexpr int key = row_scale + BM;  // int32 [BN]: key index of a tile slot, -1 if none
-  static constexpr int coarse = key + BN;     // CoarseSmem
+  static constexpr int RG = BM < NT / 8 ? BM : NT / 8, KG = NT / RG;
+  static constexpr int TM = BM / RG, TN = BN / KG, TD = D / KG;
+  static_assert(KG <= 32 && BM % RG == 0 && BN % KG == 0 && D % KG == 0, "the register tiles split evenly");
+  static constexpr int pitch = D + 1;  // Q and K rows read by different row groups fall on distinct banks
+  static constexpr int q = 0;                      // [BM][pitch]
+  static constexpr int k = q + BM * pitch;         // [BN][pitch]
+  static constexpr int v = k + BN * pitch;         // [BN][D]
+  static constexpr int w = v + BN * D;             // [BM][BN] weights of the tile
+  static constexpr int key = w + BM * BN;          // int32 [BN]: key index of a tile slot, -1 if none
+  static constexpr int coarse = key + BN;          // CoarseSmem
   static constexpr int words = coarse + CoarseSmem<Cfg>::words;
   static constexpr size_t bytes = size_t(words) * 4;
 };
@@ -423,46 +428,46 @@ template <class Cfg>
 __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Params p) {
   using T = typename Cfg::T;
   using S = AttendSmem<Cfg>;
-  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, ACC = Cfg::acc_per_thread;
+  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, P = S::pitch;
+  constexpr int RG = S::RG, KG = S::KG, TM = S::TM, TN = S::TN, TD = S::TD;
   SIMT_DYNAMIC_SHARED(float, smem);
   float* qs = smem + S::q;
   float* ks = smem + S::k;
   float* vs = smem + S::v;
-  float* ss = smem + S::s;
-  float* row_m = smem + S::row_m;
-  float* row_l = smem + S::row_l;
-  float* row_scale = smem + S::row_scale;
+  float* ws = smem + S::w;
   int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
   float* cs = smem + S::coarse;
 
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, rg = tid / KG, kg = tid % KG;
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
   const int32_t row0 = int32_t(blockIdx.x) * BM;
   const int32_t R = row0 / Cfg::finest;
   const Level& fin = p.layout.level[Cfg::steps - 1];
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
   if (tile_skipped<Cfg>(p, slice, b, row0)) return;
 
-  // Query tile -> shared memory (f32).
+  // Query tile -> shared memory.
   const T* q = slice_rows<T>(p.q, slice, p.nq, D);
   for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
     const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
-    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, qs + i * D + d);
-    else for (int t = 0; t < Cfg::vec; ++t) qs[i * D + d + t] = 0.f;
+    float x[Cfg::vec] = {};
+    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, x);
+    for (int t = 0; t < Cfg::vec; ++t) qs[i * P + d + t] = x[t];
   }
   coarse_components<Cfg>(p, slice, b, row0, cs);
+
+  // The coarse state starts every row; its denominator is counted once per row (lane kg = 0 of the group),
+  // since the partial sums l are summed over the group at the end.
   const float* num = cs + CoarseSmem<Cfg>::num;
   const float* state = cs + CoarseSmem<Cfg>::state;
-
-  float acc[ACC];
+  float o[TM][TD], m[TM], l[TM];
   MRA_UNROLL
-  for (int a = 0; a < ACC; ++a) acc[a] = num[(tid + a * NT) % D];
-  for (int i = tid; i < BM; i += NT) {
-    row_m[i] = state[0];
-    row_l[i] = state[1];
+  for (int a = 0; a < TM; ++a) {
+    m[a] = state[0];
+    l[a] = kg == 0 ? state[1] : 0.f;
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) o[a][e] = num[kg + KG * e];
   }
-  __syncthreads();  // the row state is read by other threads, possibly with no key tile in between
 
   // Exact entries (§2.5): the keys of the refined blocks of R, tile by tile.
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
@@ -484,57 +489,86 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     __syncthreads();
     for (int e = tid; e < BN * (D / Cfg::vec); e += NT) {
       const int n = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
+      float x[Cfg::vec] = {}, y[Cfg::vec] = {};
       if (key[n] >= 0) {
-        load_widen<T, Cfg::vec>(k + int64_t(key[n]) * D + d, ks + n * S::kstride + d);
-        load_widen<T, Cfg::vec>(v + int64_t(key[n]) * D + d, vs + n * D + d);
-      } else {
-        for (int t = 0; t < Cfg::vec; ++t) {
-          ks[n * S::kstride + d + t] = 0.f;
-          vs[n * D + d + t] = 0.f;
-        }
+        load_widen<T, Cfg::vec>(k + int64_t(key[n]) * D + d, x);
+        load_widen<T, Cfg::vec>(v + int64_t(key[n]) * D + d, y);
+      }
+      for (int t = 0; t < Cfg::vec; ++t) {
+        ks[n * P + d + t] = x[t];
+        vs[n * D + d + t] = y[t];
       }
     }
     __syncthreads();
-    for (int e = tid; e < BM * BN; e += NT) {
-      const int i = e / BN, n = e % BN;
-      ss[e] = key[n] >= 0 ? p.scale * dot<D>(qs + i * D, ks + n * S::kstride) : -INFINITY;
+
+    // Scores: TM x TN per thread, one Q and one K element per TN and TM FMAs.
+    float s[TM][TN] = {};
+    for (int d = 0; d < D; ++d) {
+      float qv[TM], kv[TN];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a) qv[a] = qs[(rg + RG * a) * P + d];
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) kv[c] = ks[(kg + KG * c) * P + d];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a)
+        MRA_UNROLL
+        for (int c = 0; c < TN; ++c) s[a][c] += qv[a] * kv[c];
     }
-    __syncthreads();
-    for (int i = tid; i < BM; i += NT) {
-      const float m_old = row_m[i];
-      float m_new = m_old;
-      for (int n = 0; n < BN; ++n) m_new = ss[i * BN + n] > m_new ? ss[i * BN + n] : m_new;
+
+    // Online softmax per row over the group's lanes; while a row has seen no logit its max is -inf and the
+    // exponents are taken against 0, so empty slots and the empty past weigh exp(-inf) = 0.
+    MRA_UNROLL
+    for (int a = 0; a < TM; ++a) {
+      float mx = m[a];
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) {
+        s[a][c] = key[kg + KG * c] >= 0 ? p.scale * s[a][c] : -INFINITY;
+        mx = fmaxf(mx, s[a][c]);
+      }
+      for (int off = KG / 2; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float alpha = expf(m[a] - base);
+      m[a] = mx;
       float sum = 0.f;
-      for (int n = 0; n < BN; ++n) {
-        const float x = ss[i * BN + n];
-        const float w = x == -INFINITY ? 0.f : expf(x - m_new);
-        ss[i * BN + n] = w;
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) {
+        const float w = expf(s[a][c] - base);
+        ws[(rg + RG * a) * BN + kg + KG * c] = w;
         sum += w;
       }
-      const float rescale = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
-      row_scale[i] = rescale;
-      row_l[i] = row_l[i] * rescale + sum;
-      row_m[i] = m_new;
+      l[a] = l[a] * alpha + sum;
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) o[a][e] *= alpha;
     }
     __syncthreads();
-    MRA_UNROLL
-    for (int a = 0; a < ACC; ++a) {
-      const int e = tid + a * NT, i = e / D, d = e % D;
-      float x = acc[a] * row_scale[i];
-      for (int n = 0; n < BN; ++n) x += ss[i * BN + n] * vs[n * D + d];
-      acc[a] = x;
+
+    // O += P V: TM x TD per thread, one weight and one V element per TD and TM FMAs.
+    for (int n = 0; n < BN; ++n) {
+      float pv[TM], vv[TD];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a) pv[a] = ws[(rg + RG * a) * BN + n];
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) vv[e] = vs[n * D + kg + KG * e];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a)
+        MRA_UNROLL
+        for (int e = 0; e < TD; ++e) o[a][e] += pv[a] * vv[e];
     }
     __syncthreads();
   }
 
+  // Output: l summed over the group (xor order: the same bits in every lane), rows past Nq skipped, masked or
+  // empty rows 0 (§1).
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
   MRA_UNROLL
-  for (int a = 0; a < ACC; ++a) {
-    const int e = tid + a * NT, i = e / D, d = e % D;
-    const int32_t row = row0 + i;
+  for (int a = 0; a < TM; ++a) {
+    float lsum = l[a];
+    for (int off = KG / 2; off > 0; off /= 2) lsum += __shfl_xor_sync(0xffffffffu, lsum, off);
+    const int32_t row = row0 + rg + RG * a;
     if (row >= p.nq) continue;
-    const float l = row_l[i];
-    const float y = is_real(p.qmask, b, p.nq, row) && l > 0.f ? acc[a] / l : 0.f;
-    out[int64_t(row) * D + d] = from_float<T>(y);
+    const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) out[int64_t(row) * D + kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
   }
 }
 

@@ -69,11 +69,9 @@ struct Config {
   static constexpr bool tensor_cores = !std::is_same_v<Storage, float>;
   static constexpr int slabs = (rows + 15) / 16;
   static constexpr int stages = Tune::stages;  // cp.async ring depth of the K/V tiles (attend_mma_kernel)
-  static constexpr int acc_per_thread = tensor_cores ? 0 : rows * dim / threads;
   static_assert(levels >= 2 && levels <= MRA_MAX_LEVELS && Res::side[levels - 1] == 1);
   static_assert(finest % rows == 0, "a query tile lies inside one finest block");
   static_assert(threads % 32 == 0 && dim % vec == 0);
-  static_assert(tensor_cores || rows * dim % threads == 0, "f32: whole accumulators per thread");
   static_assert(!tensor_cores || (threads == 32 * slabs && tile % 16 == 0 && dim % 16 == 0 && stages >= 2),
                 "tensor cores: one warp per 16 query rows, keys and features in steps of 16");
   static_assert(dim <= 1024, "pool_kernel runs one thread per feature");

@@ -104,7 +104,7 @@ def attend_smem(cfg: dict) -> int:
     d, rows, tile, threads = cfg["head_dim"], cfg["query_rows"], cfg["key_tile"], cfg["threads"]
     coarse_words = 2 * d + threads + threads // 32 + 2 + threads
     if cfg["dtype"] == "f32":
-        return 4 * (rows * d + tile * (d + 1) + tile * d + rows * tile + 3 * rows + tile + coarse_words)
+        return 4 * (rows * (d + 1) + tile * (d + 1) + tile * d + rows * tile + tile + coarse_words)
     stages, slabs, pitch = cfg["stages"], -(-rows // 16), d + 8
     elems = (16 * slabs + 2 * stages * tile) * pitch
     return (elems * 2 + 15) // 16 * 16 + stages * -(-tile // 32) * 4 + coarse_words * 4
