@@ -7,6 +7,7 @@
 #include <string>
 
 #include "detail.h"
+#include "kernels/order.h"  // the §2.4 order, shared with the kernels (runtime/kernels/order.h)
 
 namespace mra::ref {
 
@@ -19,19 +20,14 @@ struct Candidate {
   int64_t flat;  // r * nk_blocks + c
 };
 
-// The order of §2.4 on the candidates of one level: priority descending, score descending, flat ascending.
+// The order of §2.4 on the candidates of one level (kernels/order.h).
 struct Ranking {
   int64_t nk_blocks, prior_first, prior_diagonal;
   int priority(int64_t flat) const {
-    const int64_t r = flat / nk_blocks, c = flat % nk_blocks, half_band = prior_diagonal / 2;
-    return int(prior_diagonal > 0 && (r > c ? r - c : c - r) <= half_band) + int(r < prior_first) +
-           int(c < prior_first);
+    return order::level1_priority(flat / nk_blocks, flat % nk_blocks, prior_first, prior_diagonal);
   }
   bool operator()(const Candidate& a, const Candidate& b) const {
-    const int pa = priority(a.flat), pb = priority(b.flat);
-    if (pa != pb) return pa > pb;
-    if (a.score != b.score) return a.score > b.score;
-    return a.flat < b.flat;
+    return order::ranks_before(priority(a.flat), a.score, a.flat, priority(b.flat), b.score, b.flat);
   }
 };
 
