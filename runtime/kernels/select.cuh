@@ -348,7 +348,8 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
   __shared__ uint8_t verdict[kBandRows][kBandCols];  // 0: not refined, 1: above the threshold, 2: a tie
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  uint64_t written[kRowsPerWarp] = {}, seen_ties[kRowsPerWarp] = {};  // the same in every lane of the warp
+  // Per row of the warp, the same in every lane: columns written and ties seen so far (each < nk < 2^26).
+  uint32_t written[kRowsPerWarp] = {}, seen_ties[kRowsPerWarp] = {};
   float rmax[kMicro];
   load_row_max(p, slice, row0, rmax);
   coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
@@ -374,8 +375,8 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
         const bool take = v == 1 || (v == 2 && tie_rank < st.ties);
         const unsigned take_mask = __ballot_sync(0xffffffffu, take);
         if (take) col[rowptr[r] + int64_t(written[k]) + __popc(take_mask & lower)] = c0 + h + lane;
-        seen_ties[k] += uint64_t(__popc(tie_mask));
-        written[k] += uint64_t(__popc(take_mask));
+        seen_ties[k] += uint32_t(__popc(tie_mask));
+        written[k] += uint32_t(__popc(take_mask));
       }
     }
     __syncthreads();

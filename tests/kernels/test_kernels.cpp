@@ -686,7 +686,7 @@ TEST_CASE("long context: level-1 selection over many bands and column tiles") {
   run_long("mra_fwd_r16x4x1_d32_bf16", 1500, 2, 2);
 }
 
-TEST_CASE("long context: N = 65536 end to end") { run_long("mra_fwd_r32x1_d64_f32", 65536, 4, 0); }
+TEST_CASE("long context: N = 65536 end to end") { run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0); }
 
 // One million tokens (R = (32, 1), B = H = 1, D = 64, 4 blocks per row): the kernels accept it, the workspace is
 // O(N D / s_1 + budgets + histogram) and every index the kernels form fits its type.
