@@ -222,6 +222,15 @@ TEST_CASE("errors: write errors on stdout") {
     CHECK(r.status == 2);
     CHECK(r.err == no_space);
   }
+  // A reader that goes away: the pipe breaks while the 4 MB array is written (more than a pipe holds).
+  {
+    write_file(dir.file("big.npy"), f32_npy({32768, kD}, std::vector<float>(size_t(32768 * kD), 0.5f)));
+    const std::string command = "cd " + quote(dir.file("")) + " && (" + quote(binary()) +
+                                " exact --q big.npy --k k.npy --v v.npy -o - 2>err.txt; echo $? >status.txt) | true";
+    REQUIRE(std::system(command.c_str()) == 0);
+    CHECK(read_file(dir.file("status.txt")) == "2\n");
+    CHECK(read_file(dir.file("err.txt")) == "mra-ref: stdout: cannot write: Broken pipe\n");
+  }
   // Started with stdout closed: the files the run opens must not take its place, and the output is an error.
   const Result closed = mra_ref(dir, run_with("attend", {"-o", "-"}), "closed");
   CHECK(closed.status == 2);
