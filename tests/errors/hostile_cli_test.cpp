@@ -143,10 +143,18 @@ TEST_CASE("errors: output onto a device, FIFO or symbolic link") {
     REQUIRE(::stat(dir.file("out.npy").c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0600);
   }
-  SUBCASE("a dangling symbolic link is refused") {
+  SUBCASE("a dangling or looping symbolic link, a socket and a block device are refused") {
     std::filesystem::create_symlink("absent/target.npy", dir.file("dangling.npy"));
     refused(dir, run_with("exact", {"-o", "dangling.npy"}),
             "dangling.npy: a symbolic link to a missing file (No such file or directory)");
+    std::filesystem::create_symlink("loop.npy", dir.file("loop.npy"));
+    refused(dir, run_with("exact", {"-o", "loop.npy"}),
+            "loop.npy: a symbolic link that cannot be followed (Too many levels of symbolic links)");
+    if (::geteuid() == 0) {
+      // A loop device node of our own: root could otherwise write onto a disk.
+      REQUIRE(::mknod(dir.file("disk").c_str(), S_IFBLK | 0600, makedev(7, 0)) == 0);
+      refused(dir, run_with("exact", {"-o", "disk"}), "disk: is a block device: writing an array onto a disk is refused");
+    }
   }
 }
 
