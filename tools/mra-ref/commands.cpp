@@ -133,16 +133,16 @@ int run_compare(const Options& options, const std::string&) {
   if (atol < 0.0) throw Failure("--atol", "must not be negative");
   if (rtol < 0.0) throw Failure("--rtol", "must not be negative");
 
-  npy::Parsed a = npy::load(path_a);
-  if (!a.ok()) throw Failure(path_a, a.error);
-  npy::Parsed b = npy::load(path_b);
-  if (!b.ok()) throw Failure(path_b, b.error);
-  const std::vector<int64_t>& shape = a.array.shape;
-  if (b.array.shape != shape)
-    throw Failure(path_b, "shape " + shape_string(b.array.shape) + " differs from " + path_a + "'s " + shape_string(shape));
+  // Containers: the array --tensor names, else the file's only one.
+  const std::string tensor = options.get("--tensor").value_or("");
+  const npy::Array a = load_array(path_a, tensor);
+  const npy::Array b = load_array(path_b, tensor);
+  const std::vector<int64_t>& shape = a.shape;
+  if (b.shape != shape)
+    throw Failure(path_b, "shape " + shape_string(b.shape) + " differs from " + path_a + "'s " + shape_string(shape));
 
-  const std::vector<double>& x = a.array.values;
-  const std::vector<double>& y = b.array.values;
+  const std::vector<double>& x = a.values;
+  const std::vector<double>& y = b.values;
   double diff2 = 0.0, ref2 = 0.0;
   // NaN counts as the worst possible error: the first NaN wins and stays.
   double worst = 0.0, worst_used = 0.0;
@@ -171,8 +171,8 @@ int run_compare(const Options& options, const std::string&) {
   const char* labels = shape.size() == 4 ? " [b, h, n, d]" : shape.size() == 3 ? " [h, n, d]"
                                                            : shape.size() == 2 ? " [n, d]" : "";
 
-  std::printf("A: %s %s %s\nB: %s %s %s\n", path_a.c_str(), shape_string(shape).c_str(), a.array.descr.c_str(),
-              path_b.c_str(), shape_string(shape).c_str(), b.array.descr.c_str());
+  std::printf("A: %s %s %s\nB: %s %s %s\n", path_a.c_str(), shape_string(shape).c_str(), a.descr.c_str(),
+              path_b.c_str(), shape_string(shape).c_str(), b.descr.c_str());
   std::printf("relative Frobenius error ||A-B||/||B||: %.3e\n", relative);
   if (x.empty()) {
     std::printf("max absolute error: 0 (no elements)\n");

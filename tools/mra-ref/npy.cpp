@@ -219,6 +219,34 @@ double element(const unsigned char* p, const DType& t) {
   return static_cast<double>(static_cast<int64_t>(bits << shift) >> shift);
 }
 
+// The elements of `data`, C order, as `descr` and `shape` say; the byte count must match exactly.
+Array decode_or_throw(std::string descr, std::vector<int64_t> shape, std::string_view data) {
+  Array a;
+  a.descr = std::move(descr);
+  a.shape = std::move(shape);
+  const DType t = dtype_of(a.descr);
+  a.kind = t.kind;
+  const uint64_t available = data.size();
+  uint64_t count = 1;
+  for (int64_t d : a.shape) {
+    const auto dim = static_cast<uint64_t>(d);
+    if (dim != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
+      fail("the shape's element count does not fit in 64 bits");
+    count *= dim;
+  }
+  // Compare element counts first: count * size cannot overflow once count <= available / size.
+  const auto size = static_cast<uint64_t>(t.size);
+  const std::string holds = " elements of " + std::to_string(t.size) + " bytes, the file holds " +
+                            std::to_string(available) + " data bytes";
+  if (count > available / size) fail("truncated: the shape needs " + std::to_string(count) + holds);
+  if (count * size != available) fail("size mismatch: the shape needs " + std::to_string(count) + holds);
+
+  a.values.resize(static_cast<size_t>(count));
+  const auto* u = reinterpret_cast<const unsigned char*>(data.data());
+  for (size_t i = 0; i < a.values.size(); ++i) a.values[i] = element(u + i * static_cast<size_t>(t.size), t);
+  return a;
+}
+
 Array parse_or_throw(std::string_view bytes) {
   if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic)
     fail("not a .npy file (bad magic string)");
@@ -238,41 +266,32 @@ Array parse_or_throw(std::string_view bytes) {
   Array a;
   bool fortran_order = false;
   HeaderParser(bytes.substr(prefix, header_length)).parse(a.descr, fortran_order, a.shape);
-  const DType t = dtype_of(a.descr);
-  a.kind = t.kind;
+  dtype_of(a.descr);  // an unsupported dtype is reported before the order
   if (fortran_order) fail("fortran_order True is not supported (save np.ascontiguousarray(x))");
 
-  const uint64_t available = bytes.size() - prefix - header_length;
-  uint64_t count = 1;
-  for (int64_t d : a.shape) {
-    const auto dim = static_cast<uint64_t>(d);
-    if (dim != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
-      fail("the shape's element count does not fit in 64 bits");
-    count *= dim;
-  }
-  // Compare element counts first: count * size cannot overflow once count <= available / size.
-  const auto size = static_cast<uint64_t>(t.size);
-  const std::string holds = " elements of " + std::to_string(t.size) + " bytes, the file holds " +
-                            std::to_string(available) + " data bytes";
-  if (count > available / size) fail("truncated: the shape needs " + std::to_string(count) + holds);
-  if (count * size != available) fail("size mismatch: the shape needs " + std::to_string(count) + holds);
+  return decode_or_throw(std::move(a.descr), std::move(a.shape), bytes.substr(prefix + header_length));
+}
 
-  a.values.resize(static_cast<size_t>(count));
-  const unsigned char* data = u + prefix + header_length;
-  for (size_t i = 0; i < a.values.size(); ++i) a.values[i] = element(data + i * static_cast<size_t>(t.size), t);
-  return a;
+// Runs one of the throwing parsers and turns its failure into Parsed::error.
+template <typename Parse>
+Parsed guarded(const Parse& parse_or_throw) {
+  Parsed result;
+  try {
+    result.array = parse_or_throw();
+  } catch (const Malformed& e) {
+    result.error = e.what();
+  }
+  return result;
 }
 
 }  // namespace
 
 Parsed parse(std::string_view bytes) {
-  Parsed result;
-  try {
-    result.array = parse_or_throw(bytes);
-  } catch (const Malformed& e) {
-    result.error = e.what();
-  }
-  return result;
+  return guarded([&] { return parse_or_throw(bytes); });
+}
+
+Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view data) {
+  return guarded([&] { return decode_or_throw(std::move(descr), std::move(shape), data); });
 }
 
 Parsed load(const std::string& path) {

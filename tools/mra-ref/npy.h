@@ -34,6 +34,18 @@ struct Parsed {
 
 Parsed parse(std::string_view bytes);
 
+// The array of `shape` (non-negative dimensions) whose raw little-endian elements of dtype `descr` (as in a
+// .npy header, e.g. "<f4") are exactly `data`: the part of `parse` that other containers (.npz members,
+// safetensors) share.
+Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view data);
+
+// The names of the arrays in a container of several (.npz, safetensors), or why it could not be read.
+struct Listing {
+  std::vector<std::string> names;
+  std::string error;
+  bool ok() const { return error.empty(); }
+};
+
 // Reads and parses a file; a file that cannot be opened or read is reported like a malformed one.
 Parsed load(const std::string& path);
 
