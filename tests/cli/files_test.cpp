@@ -191,6 +191,9 @@ TEST_CASE(".npz: arrays by name, other members ignored, a missing name lists the
   CHECK(mra::npz::read(mixed, "q").ok());
   check_one_line(mra::npz::read(mixed, "k").error, "member 'k.npy': not a .npy file");
   check_one_line(mra::npz::read(mixed, "v").error, "no array 'v' in the archive (it holds 'q', 'k')");
+  // Names come from the file: a control character in one is escaped, so that the message stays one line.
+  const std::string newline = mra::zip::serialize_stored({{"a\nb.npy", "junk"}});
+  check_one_line(mra::npz::read(newline, "a\nb").error, "member 'a\\x0ab.npy': not a .npy file");
 }
 
 TEST_CASE("safetensors: every dtype, names with escapes, metadata") {

@@ -143,6 +143,8 @@ def npz_seeds():
         "deflate_distance_too_far": bytes([0x03, 0x02, 0x00]),
         "deflate_reserved_block": bytes([0x07]),
         "empty": b"",
+        # Inputs of bugs the fuzzer found, kept so that they stay fixed.
+        "regress_control_character_in_name": zip_archive([("a\nb.npy", q[:-3])]),
     }
 
 
@@ -150,8 +152,8 @@ def duplicate_member(data):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate name this seed is for
-        z.writestr("q.npy", data)
-        z.writestr("q.npy", data)
+        z.writestr(zipfile.ZipInfo("q.npy"), data)  # a ZipInfo keeps the 1980 timestamp: seeds stay identical
+        z.writestr(zipfile.ZipInfo("q.npy"), data)
     return buffer.getvalue()
 
 
@@ -201,6 +203,7 @@ def safetensors_seeds():
         "bad_header_length": struct.pack("<Q", 2**63) + b"{}",
         "bad_not_object": safetensors(b"[1, 2]", b""),
         "truncated": safetensors(q, six)[:20],
+        "regress_control_character_in_name": safetensors({"q\nd8": tensor("U64", [6], 0, 24)}, six),
         "empty": b"",
     }
 

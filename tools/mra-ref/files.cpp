@@ -66,9 +66,7 @@ npy::Parsed from_container(std::string_view bytes, std::string name) {
     const auto listing = Format::list(bytes);
     if (!listing.ok()) return {{}, listing.error};
     if (listing.names.size() != 1) {
-      std::string names;
-      for (const std::string& n : listing.names) names += (names.empty() ? "'" : ", '") + n + "'";
-      return {{}, "holds " + std::to_string(listing.names.size()) + " arrays (" + names +
+      return {{}, "holds " + std::to_string(listing.names.size()) + " arrays (" + npy::quoted_list(listing.names) +
                       "): name one as FILE:NAME"};
     }
     name = listing.names.front();

@@ -294,6 +294,38 @@ Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view da
   return guarded([&] { return decode_or_throw(std::move(descr), std::move(shape), data); });
 }
 
+std::string printable(std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::string quoted(std::string_view name) {
+  std::string s(1, '\'');
+  s += printable(name);
+  s += '\'';
+  return s;
+}
+
+std::string quoted_list(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) {
+    if (!s.empty()) s += ", ";
+    s += npy::quoted(n);
+  }
+  return s;
+}
+
 Parsed load(const std::string& path) {
   Parsed result;
   std::error_code ec;

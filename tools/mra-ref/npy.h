@@ -39,6 +39,13 @@ Parsed parse(std::string_view bytes);
 // safetensors) share.
 Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view data);
 
+// `text` with every control character written as \xNN, so that a message quoting it stays one line; and the
+// same in single quotes, for names read from a file (array, member and tensor names may hold any byte).
+std::string printable(std::string_view text);
+std::string quoted(std::string_view name);
+std::string quoted_list(const std::vector<std::string>& names);  // 'a', 'b', 'c\x0a'
+
+
 // The names of the arrays in a container of several (.npz, safetensors), or why it could not be read.
 struct Listing {
   std::vector<std::string> names;

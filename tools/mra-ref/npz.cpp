@@ -15,13 +15,6 @@ bool is_array(const zip::Entry& e) { return e.name.size() > kSuffix.size() && e.
 
 std::string array_name(const zip::Entry& e) { return e.name.substr(0, e.name.size() - kSuffix.size()); }
 
-std::string quoted_list(const std::vector<std::string>& names) {
-  if (names.empty()) return "no arrays";
-  std::string s;
-  for (const std::string& n : names) s += (s.empty() ? "'" : ", '") + n + "'";
-  return s;
-}
-
 }  // namespace
 
 npy::Listing list(std::string_view bytes) {
@@ -56,10 +49,11 @@ npy::Parsed read(std::string_view bytes, const std::string& name) {
       return result;
     }
     result = npy::parse(member.data);
-    if (!result.ok()) result.error = "member '" + e.name + "': " + result.error;
+    if (!result.ok()) result.error = "member " + npy::quoted(e.name) + ": " + result.error;
     return result;
   }
-  result.error = "no array '" + name + "' in the archive (it holds " + quoted_list(names) + ")";
+  result.error = "no array " + npy::quoted(name) + " in the archive (it holds " +
+                 (names.empty() ? "no arrays" : npy::quoted_list(names)) + ")";
   return result;
 }
 

@@ -71,7 +71,7 @@ class Json {
     }
     while (true) {
       const std::string key = string(where);
-      expect(':', "after key '" + key + "'");
+      expect(':', "after key " + npy::quoted(key));
       member(key);
       if (peek() == ',') {
         ++pos_;
@@ -203,18 +203,18 @@ std::vector<Tensor> header(std::string_view bytes, std::string_view& data) {
   std::vector<Tensor> tensors;
   std::set<std::string> names;
   json.object("in the header", [&](const std::string& name) {
-    if (!names.insert(name).second) fail("malformed header: '" + name + "' given twice");
+    if (!names.insert(name).second) fail("malformed header: " + npy::quoted(name) + " given twice");
     if (name == "__metadata__") {
-      json.object("in __metadata__", [&](const std::string& key) { json.string("as the value of '" + key + "'"); });
+      json.object("in __metadata__", [&](const std::string& key) { json.string("as the value of " + npy::quoted(key)); });
       return;
     }
     Tensor t;
     t.name = name;
-    const std::string where = "in tensor '" + name + "'";
+    const std::string where = "in tensor " + npy::quoted(name);
     bool have_dtype = false, have_shape = false, have_offsets = false;
     json.object(where, [&](const std::string& key) {
       const auto once = [&](bool& have) {
-        if (have) fail("malformed header: '" + key + "' given twice " + where);
+        if (have) fail("malformed header: " + npy::quoted(key) + " given twice " + where);
         have = true;
       };
       if (key == "dtype") {
@@ -230,16 +230,16 @@ std::vector<Tensor> header(std::string_view bytes, std::string_view& data) {
         t.begin = static_cast<uint64_t>(offsets[0]);
         t.end = static_cast<uint64_t>(offsets[1]);
       } else {
-        fail("malformed header: unexpected key '" + key + "' " + where);
+        fail("malformed header: unexpected key " + npy::quoted(key) + " " + where);
       }
     });
     if (!have_dtype || !have_shape || !have_offsets)
-      fail("malformed header: tensor '" + name + "' lacks " + (!have_dtype ? "'dtype'" : !have_shape ? "'shape'" : "'data_offsets'"));
+      fail("malformed header: tensor " + npy::quoted(name) + " lacks " + (!have_dtype ? "'dtype'" : !have_shape ? "'shape'" : "'data_offsets'"));
     const std::optional<std::string> descr = descr_of(t.dtype);
     if (!descr)
-      fail("tensor '" + name + "': dtype '" + t.dtype + "' is not supported (F64, F32, F16, BF16, BOOL, integers)");
+      fail("tensor " + npy::quoted(name) + ": dtype " + npy::quoted(t.dtype) + " is not supported (F64, F32, F16, BF16, BOOL, integers)");
     if (t.begin > t.end || t.end > data.size())
-      fail("tensor '" + name + "': data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+      fail("tensor " + npy::quoted(name) + ": data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
            "] lie outside the " + std::to_string(data.size()) + " data bytes");
     tensors.push_back(std::move(t));
   });
@@ -250,7 +250,7 @@ std::vector<Tensor> header(std::string_view bytes, std::string_view& data) {
 npy::Array decode(std::string_view data, const Tensor& t) {
   const std::string descr = *descr_of(t.dtype);
   npy::Parsed p = npy::decode(descr, t.shape, data.substr(t.begin, t.end - t.begin));
-  if (!p.ok()) fail("tensor '" + t.name + "': " + p.error);
+  if (!p.ok()) fail("tensor " + npy::quoted(t.name) + ": " + p.error);
   if (t.dtype == "BF16") {
     // bfloat16 is the upper half of a float32: the bits, read as an unsigned integer, shifted into place.
     for (double& x : p.array.values)
@@ -310,12 +310,13 @@ npy::Parsed read(std::string_view bytes, const std::string& name) {
       [&]() -> npy::Array {
         std::string_view data;
         const std::vector<Tensor> tensors = header(bytes, data);
-        std::string names;
+        std::vector<std::string> names;
         for (const Tensor& t : tensors) {
           if (t.name == name) return decode(data, t);
-          names += (names.empty() ? "'" : ", '") + t.name + "'";
+          names.push_back(t.name);
         }
-        fail("no tensor '" + name + "' in the file (it holds " + (names.empty() ? "no tensors" : names) + ")");
+        fail("no tensor " + npy::quoted(name) + " in the file (it holds " +
+             (names.empty() ? "no tensors" : npy::quoted_list(names)) + ")");
       },
       result.error);
   return result;

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "inflate.h"
+#include "npy.h"
 
 namespace mra::zip {
 namespace {
@@ -89,11 +90,11 @@ void apply_zip64(const Reader& r, uint64_t extra, uint64_t extra_size, Entry& e,
   const uint64_t end = extra + extra_size;
   for (uint64_t at = extra; at + 4 <= end;) {
     const uint16_t id = r.u16(at, "an extra field"), size = r.u16(at + 2, "an extra field");
-    if (at + 4 + size > end) fail("member '" + e.name + "': an extra field overruns its entry");
+    if (at + 4 + size > end) fail("member " + npy::quoted(e.name) + ": an extra field overruns its entry");
     if (id == 1) {
       uint64_t field = at + 4;
       const auto next = [&](uint64_t& value) {
-        if (field + 8 > at + 4 + size) fail("member '" + e.name + "': the zip64 extra field is too short");
+        if (field + 8 > at + 4 + size) fail("member " + npy::quoted(e.name) + ": the zip64 extra field is too short");
         value = r.u64(field, "the zip64 extra field");
         field += 8;
       };
@@ -104,7 +105,7 @@ void apply_zip64(const Reader& r, uint64_t extra, uint64_t extra_size, Entry& e,
     }
     at += 4 + size;
   }
-  fail("member '" + e.name + "': saturated sizes without a zip64 extra field");
+  fail("member " + npy::quoted(e.name) + ": saturated sizes without a zip64 extra field");
 }
 
 Index index_or_throw(std::string_view bytes) {
@@ -136,7 +137,7 @@ Index index_or_throw(std::string_view bytes) {
     const bool usize = e.size == 0xffffffff, csize = e.compressed_size == 0xffffffff;
     const bool offset = e.local_offset == 0xffffffff;
     if (usize || csize || offset) apply_zip64(r, at + kCentralSize + name_size, extra_size, e, usize, csize, offset);
-    if (!names.insert(e.name).second) fail("member '" + e.name + "' appears twice");
+    if (!names.insert(e.name).second) fail("member " + npy::quoted(e.name) + " appears twice");
     index.entries.push_back(std::move(e));
     at += record;
   }
@@ -145,7 +146,7 @@ Index index_or_throw(std::string_view bytes) {
 
 Extracted extract_or_throw(std::string_view bytes, const Entry& e) {
   const Reader r(bytes);
-  const std::string member = "member '" + e.name + "': ";
+  const std::string member = "member " + npy::quoted(e.name) + ": ";
   if (e.flags & 1) fail(member + "encrypted members are not supported");
   if (e.method != 0 && e.method != 8)
     fail(member + "compression method " + std::to_string(e.method) + " is not supported (stored or deflate only)");
