@@ -20,7 +20,7 @@ constexpr std::string_view kNpz = ".npz", kSafetensors = ".safetensors";
 enum class Read { ok, not_regular, failed };
 
 // A regular file's bytes, exactly as many as its size says when opened: the read is bounded by the file, never
-// by what it claims inside. Anything else (a pipe, a device) is left to the .npy reader, which streams.
+// by what it claims inside. Anything else (a pipe, a device) is not read.
 Read read_regular(const std::string& path, std::string& bytes, std::string& error) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -59,6 +59,19 @@ bool is_zip(std::string_view bytes) { return bytes.starts_with("PK\x03\x04") || 
 
 // safetensors has no magic string: an 8-byte length, then the JSON header's '{'.
 bool is_safetensors(std::string_view bytes) { return bytes.size() > 8 && bytes[8] == '{'; }
+
+// Whether `path` is a regular file whose first bytes are those of a ZIP archive or a safetensors file.
+bool container_head(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  char head[9];
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const ssize_t n = regular ? ::read(fd, head, sizeof head) : -1;
+  ::close(fd);
+  const std::string_view bytes(head, n > 0 ? static_cast<size_t>(n) : 0);
+  return is_zip(bytes) || is_safetensors(bytes);
+}
 
 template <typename Format>
 npy::Parsed from_container(std::string_view bytes, std::string name) {
@@ -105,15 +118,15 @@ Spec parse_spec(const std::string& text, const std::string& default_name) {
 }
 
 npy::Parsed load(const Spec& spec) {
+  // A container is read whole; anything else goes to the .npy reader, which reads no more than its header
+  // declares (and streams a pipe or a device).
   std::string bytes, error;
-  switch (read_regular(spec.path, bytes, error)) {
-    case Read::failed: return {{}, error};
-    case Read::not_regular: return npy::load(spec.path);
-    case Read::ok: break;
+  if (container_head(spec.path) && read_regular(spec.path, bytes, error) == Read::ok) {
+    if (is_zip(bytes)) return from_container<Npz>(bytes, spec.name);
+    if (is_safetensors(bytes)) return from_container<Safetensors>(bytes, spec.name);
   }
-  if (is_zip(bytes)) return from_container<Npz>(bytes, spec.name);
-  if (is_safetensors(bytes)) return from_container<Safetensors>(bytes, spec.name);
-  npy::Parsed parsed = npy::parse(bytes);
+  if (!error.empty()) return {{}, error};
+  npy::Parsed parsed = npy::load(spec.path);
   if (!parsed.ok() && spec.container)
     parsed.error = "neither a ZIP archive (.npz) nor a safetensors file, nor .npy: " + parsed.error;
   return parsed;

@@ -30,17 +30,18 @@ struct Inputs {
 // `subject` receives them.
 npy::Array load_array(const std::string& spec, const std::string& default_name, std::string* subject = nullptr);
 
-// --q --k --v [--mask] [--query-mask] or --inputs FILE, [--scale].
+// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale]; refuses inputs whose float32
+// intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
 // --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
 
-// Writes one float32 array of `shape` atomically: .npy, or as array `out` (or :NAME) of an .npz or safetensors
-// file, by `path`'s extension (files.h); a failure names the file.
+// Writes one float32 array of `shape` as npy::Output does (atomically for a regular file): .npy, or as array
+// `out` (or :NAME) of an .npz or safetensors file, by `path`'s extension (files.h); a failure names the file.
 void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
 
-// Writes text atomically; a failure names the file.
+// Writes text as npy::Output does; a failure names the file.
 void save_text(const std::string& path, const std::string& text);
 
 // "1<separator>2<separator>3".

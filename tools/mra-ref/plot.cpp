@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "inputs.h"
+#include "output.h"
 
 namespace mra::cli {
 namespace {
@@ -278,7 +279,14 @@ int run_plot(const Options& options, const std::string&) {
   if (args.size() != 1 || (args[0] != "selection" && args[0] != "error"))
     throw Failure("plot", "expects one of: selection, error (mra-ref plot --help)");
   const bool selection = args[0] == "selection";
-  const std::string out_path = options.require("-o");  // a missing -o fails before any work
+  const std::string out_path = options.require("-o");
+  npy::Output out(out_path);  // opened before any work, so that a bad path fails at once
+  if (!out.error().empty()) throw Failure(out_path, out.error());
+  std::FILE* report = out.to_stdout() ? stderr : stdout;  // the summary goes where the picture does not
+  const auto write = [&](const std::string& svg) {
+    const std::string error = out.commit(svg);
+    if (!error.empty()) throw Failure(out_path, error);
+  };
   const std::vector<std::string> foreign = selection ? std::vector<std::string>{"--scale-sets"}
                                                      : std::vector<std::string>{"--scales", "--budget", "--mode",
                                                                                 "--prior-first", "--prior-diagonal",
@@ -307,8 +315,8 @@ int run_plot(const Options& options, const std::string&) {
     const std::string title = "MRA selection, batch " + std::to_string(b) + ", head " + std::to_string(h) + ": scales " +
                               join(c.scales, ",") + ", budgets " + join(c.budgets, ",") + ", " + mode_name(c.mode) +
                               "; " + fraction + " of the entries exact";
-    save_text(out_path, selection_svg(p, c, s, b, h, title));
-    std::printf("wrote %s: %s\n", out_path.c_str(), title.c_str());
+    write(selection_svg(p, c, s, b, h, title));
+    std::fprintf(report, "wrote %s: %s\n", out_path.c_str(), title.c_str());
     return 0;
   }
 
@@ -337,14 +345,14 @@ int run_plot(const Options& options, const std::string&) {
   } catch (const ref::Error& e) {
     throw Failure("--scale-sets", e.what());
   }
-  std::printf("%-14s %-7s %14s %12s %12s\n", "scales", "mode", "blocks/row", "exact frac.", "rel. error");
+  std::fprintf(report, "%-14s %-7s %14s %12s %12s\n", "scales", "mode", "blocks/row", "exact frac.", "rel. error");
   for (const SweepPoint& pt : points)
-    std::printf("%-14s %-7s %14lld %12.4f %12.3e\n", join(pt.scales, ",").c_str(), mode_name(pt.mode).c_str(),
+    std::fprintf(report, "%-14s %-7s %14lld %12.4f %12.3e\n", join(pt.scales, ",").c_str(), mode_name(pt.mode).c_str(),
                 static_cast<long long>(pt.blocks_per_row), pt.exact_fraction, pt.relative_error);
   const std::string title = "MRA error against budget: B " + std::to_string(in.batch) + ", H " + std::to_string(in.heads) +
                             ", Nq " + std::to_string(in.nq) + ", Nk " + std::to_string(in.nk) + ", D " + std::to_string(in.dim);
-  save_text(out_path, error_svg(points, title));
-  std::printf("wrote %s\n", out_path.c_str());
+  write(error_svg(points, title));
+  std::fprintf(report, "wrote %s\n", out_path.c_str());
   return 0;
 }
 
