@@ -90,7 +90,7 @@ std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::s
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table{
-      {"attend", "MRA attention of .npy inputs into a float32 .npy",
+      {"attend", "MRA attention of .npy, .npz or safetensors inputs into a float32 array",
        "usage: mra-ref attend --q Q.npy --k K.npy --v V.npy [options] -o OUT.npy\n"
        "Computes MRA attention and writes it as float32, shaped like Q.\n" +
            std::string(kInputs) + std::string(kMra) +
@@ -99,7 +99,7 @@ const std::vector<Command>& commands() {
            "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
            "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
        with(kMraFlags, {"-o", "--backend"}), {"--quiet"}, mra::cli::run_attend},
-      {"exact", "exact softmax attention of .npy inputs",
+      {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +
            std::string(kOutput),
@@ -113,7 +113,7 @@ const std::vector<Command>& commands() {
        "--backend).\n" +
            std::string(kInputs) + std::string(kMra),
        with(kMraFlags, {"-o"}), {}, mra::cli::run_select},
-      {"compare", "error between two .npy files",
+      {"compare", "error between two arrays (.npy, .npz, safetensors)",
        "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R] [--per-head]\n"
        "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
        "([b, h, n, d] for rank-4 files). With --atol and/or --rtol (default 0 each), also checks\n"
