@@ -24,12 +24,9 @@ import sys
 import sysconfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "codegen"))
-from nvcc_resources import ctas_by_registers, report  # noqa: E402  (one table writer, one register rule)
+from nvcc_resources import ATTEND, KERNELS, ctas_by_registers, report  # noqa: E402  (one list, one table writer)
 
 SKIPPED = 77
-KERNELS = ("pool_kernel", "coarse_keys_kernel", "refine_keys_kernel", "select_kernel", "attend_mma_kernel",
-           "attend_kernel")
-ATTEND = {"f32": "attend_kernel", "f16": "attend_mma_kernel", "bf16": "attend_mma_kernel"}
 COLUMNS = ("HMMA", "FFMA", "LDS", "LDSM", "LDGSTS", "LDG", "BAR", "SHFL", "MUFU", "LDL/STL", "all")
 # Per SM, both sm_80 (A100) and sm_90 (H100/H200): 64 Ki registers, 2048 threads, 32 CTAs; shared memory per SM
 # usable by CTAs (CUDA C++ Programming Guide, compute capabilities table), 1 KiB reserved per CTA.
