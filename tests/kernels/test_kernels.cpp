@@ -603,7 +603,7 @@ void check_case(const Config& cfg, Case& c) {
     CHECK(std::memcmp(out.data(), again.data(), out.size() * sizeof(float)) == 0);
   }
 
-  if (c.production) {  // the sizes promised in production_case()
+  if (c.production) {  // the sizes promised in production_cases()
     CHECK(report.max_row_candidates > 256);
     CHECK(report.max_row_refined >= 64);
     CHECK(run.layout().level[0].slots > 2 * 256);
@@ -615,8 +615,9 @@ void check_case(const Config& cfg, Case& c) {
           "% of the calibrated (atol ", e2e.tol.atol, ", rtol ", e2e.tol.rtol, "), ", 100 * used_cap,
           "% of the derived bound (atol ", cap.atol, "); plain f32 error ", e2e.naive_error, "; ",
           report.levels_checked, " slice-levels checked against §2.4, ", report.near_ties, " near-tie pairs, ",
-          report.slices_agreeing, " of ", report.slices, " slices equal to the reference's selection; at most ", report.max_row_candidates,
-          " candidates and ", report.max_row_refined, " refined blocks in a block row, ", report.ties_cut,
+          report.slices_agreeing, " of ", report.slices, " slices equal to the reference's selection; at most ",
+          report.max_row_candidates, " candidates and ", report.max_row_refined, " refined blocks in a block row, ",
+          report.ties_cut,
           " levels whose threshold cuts an exact tie, ", report.near_threshold, " candidates near a threshold");
 }
 
