@@ -345,7 +345,7 @@ Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::
   return c;
 }
 
-// The key layout of runtime/kernels/forward.cuh (docs/kernels.md, "Selection").
+// The key layout of runtime/kernels/common.cuh (docs/kernels.md, "Selection").
 struct Decoded {
   int priority;
   float score;

@@ -77,9 +77,11 @@ TEST_CASE("launch split: 6 slices in parts of 4 and of 1 equal one launch and th
     L.slices_per_launch = part;
     std::vector<float> out(n_out, 3.0e38f);                 // poison: a large finite value
     std::vector<unsigned char> ws(layout.bytes + 256, 0xff);  // poison: NaN floats, -1 indices
-    const mra::kern::KernelArgs args{p,       L,           in.q.data(), in.k.data(), in.v.data(),
-                                     nullptr, kmask.data(), out.data(), ws.data(),   mra::kern::kStageAll,
-                                     nullptr};
+    int cuda_error = 0;
+    const mra::kern::KernelArgs args{p,         L,          in.q.data(),          in.k.data(), in.v.data(),
+                                     nullptr,   kmask.data(), out.data(),         ws.data(),   mra::kern::kStageAll,
+                                     nullptr,   &cuda_error};
+    INFO("launch error ", cuda_error);
     REQUIRE(e.run(&args) == MRA_SUCCESS);
     return out;
   };
