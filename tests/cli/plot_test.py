@@ -74,6 +74,8 @@ def svg_suite(binary, tmp):
     # Every block row's best coefficient gets the darkest shade: rows of 8 coarse blocks, in order.
     darkest = [i // (n // 32) for i, e in enumerate(coarse) if e.get("fill") == "#08306b"]
     check(sorted(set(darkest)) == list(range(n // 32)), f"rows with a darkest block: {sorted(set(darkest))}")
+    check(len(darkest) < len(coarse) // 4, f"{len(darkest)} of {len(coarse)} blocks at the darkest shade")
+    check(len({e.get("fill") for e in coarse}) > 3, "the coarse blocks use too few shades")
 
     error = os.path.join(tmp, "error.svg")
     p = run(binary, ["plot", "error", "--inputs", inputs, "--scale-sets", "32,1:16,4,1", "--blocks-per-row", "1,2,8",
