@@ -57,12 +57,13 @@ mra_status forward(const KernelArgs& a) {
   p.ws = static_cast<unsigned char*>(a.workspace);
   p.layout = a.layout;
   const unsigned slices = unsigned(pr.batch * pr.heads);
-  // Launches `kernel` with grid (x, slices), in parts of at most kMaxGridY slices.
+  // Launches `kernel` with grid (x, slices), in parts of at most `part` (kMaxGridY) slices.
+  const unsigned part = a.layout.slices_per_launch;
   auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
     cudaError_t e = cudaSuccess;
-    for (unsigned first = 0; first < slices && e == cudaSuccess; first += kMaxGridY) {
+    for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
       p.slice0 = int32_t(first);
-      e = simt::launch(kernel, dim3(x, slices - first < kMaxGridY ? slices - first : kMaxGridY), dim3(threads), smem,
+      e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem,
                        a.stream, p, extra...);
     }
     return e;
