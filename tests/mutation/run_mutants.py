@@ -44,7 +44,9 @@ DEFAULT_KERNELS = ("mra_fwd_r32x1_d32_f32|mra_fwd_r16x1_d32_f32|mra_fwd_r16x4x1_
 DEFAULT_EXCLUDE = r"vendoring_consumer"
 # Top-level entries of the tree that are not source (as .gitignore has them).
 SKIP_TOP = re.compile(r"^(build.*|\.git|mra-demo)$")
-SKIP_ANY = {"__pycache__"}
+SKIP_ANY = {"__pycache__", ".git"}
+# Written into the work folder, so that a work folder inside the tree is never copied into itself.
+WORK_MARKER = "MUTATION-WORK-FOLDER"
 # A mutant's tests run in tiers of their unmutated time (seconds), stopping at the first tier with a failure.
 TIERS = [(0, 2), (2, 15), (15, float("inf"))]
 
@@ -120,15 +122,26 @@ def applies(m, root):
     return None
 
 
+def is_source_dir(path, top):
+    """False for folders that hold no source: .git, caches, build trees (any folder with a CMakeCache.txt,
+    which covers the runner's own work folder), and the top-level folders .gitignore names."""
+    name = path.name
+    if name in SKIP_ANY or (path / "CMakeCache.txt").exists() or (path / WORK_MARKER).exists():
+        return False
+    return not (path.parent == top and SKIP_TOP.match(name))
+
+
 def sync_tree(src, dst):
     """Makes dst a copy of the source tree of src, rewriting only files whose content differs (so the build
     folder rebuilds only what changed since the last run or the last mutant)."""
     seen = set()
     for dirpath, dirnames, filenames in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        dirnames[:] = sorted(d for d in dirnames
-                             if d not in SKIP_ANY and not (rel == Path(".") and SKIP_TOP.match(d)))
+        here = Path(dirpath)
+        rel = here.relative_to(src)
+        dirnames[:] = sorted(d for d in dirnames if is_source_dir(here / d, src))
         for name in filenames:
+            if name in SKIP_ANY:
+                continue
             r = rel / name
             seen.add(r)
             s, d = src / r, dst / r
@@ -290,6 +303,7 @@ def main():
         return 1 if stale else 0
 
     args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / WORK_MARKER).write_text("tests/mutation/run_mutants.py: snapshot, mutated copy and build\n")
     lock = open(args.work / "lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
