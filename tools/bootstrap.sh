@@ -2,8 +2,8 @@
 # tools/bootstrap.sh: installs what the build and the tests need and this machine lacks.
 #   tools/bootstrap.sh        (idempotent; called by tools/run-demo.sh and tools/run-tests.sh)
 # Needs: g++ or clang++, cmake >= 3.25, python3. Installs: doctest (Debian's doctest-dev), clang and its
-# libFuzzer runtime (Debian, for the fuzz tests), numpy (PyPI, for the interop tests), Jinja2 (PyPI, for the
-# kernel generator) when they are missing.
+# libFuzzer runtime (Debian, for the fuzz tests), numpy and safetensors (PyPI, for the interop tests), Jinja2
+# (PyPI, for the kernel generator) when they are missing.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -25,6 +25,7 @@ fi
 pip_packages=()
 python3 -c 'import numpy' 2>/dev/null || pip_packages+=(numpy)
 python3 -c 'import jinja2' 2>/dev/null || pip_packages+=(Jinja2)
+python3 -c 'import safetensors' 2>/dev/null || pip_packages+=(safetensors)
 if [ ${#pip_packages[@]} -gt 0 ]; then
   echo "bootstrap: installing ${pip_packages[*]} from PyPI"
   python3 -m pip install -q "${pip_packages[@]}"
