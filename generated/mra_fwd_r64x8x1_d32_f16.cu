@@ -5,7 +5,7 @@
 // Tuning: 128 threads and 8 query rows per attention CTA, key tile 64, vector width 8,
 // at most 128 registers per thread (4 CTAs per SM by the register file).
 // Built by generated/CMakeLists.txt twice: by nvcc (entry mra_fwd_r64x8x1_d32_f16) and as C++ against runtime/simt
-// (entry mra_fwd_r64x8x1_d32_f16_emulated). The kernels themselves are in runtime/kernels/forward.cuh.
+// (entry mra_fwd_r64x8x1_d32_f16_emulated). The kernels themselves are in runtime/kernels/.
 #include "kernels/forward.cuh"
 
 namespace mra::kern {

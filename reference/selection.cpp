@@ -7,6 +7,7 @@
 #include <string>
 
 #include "detail.h"
+#include "kernels/order.h"  // the §2.4 order, shared with the kernels (runtime/kernels/order.h)
 
 namespace mra::ref {
 
@@ -22,17 +23,11 @@ struct Candidate {
 // The top `budget` candidates of one level in the order of §2.4, returned as sorted flat indices.
 std::vector<int64_t> take_top(std::vector<Candidate>& cands, int64_t budget, int64_t nk_blocks,
                               int64_t prior_first, int64_t prior_diagonal) {
-  const int64_t half_band = prior_diagonal / 2;
   auto priority = [&](int64_t flat) {
-    const int64_t r = flat / nk_blocks, c = flat % nk_blocks;
-    return int(prior_diagonal > 0 && (r > c ? r - c : c - r) <= half_band) + int(r < prior_first) +
-           int(c < prior_first);
+    return order::level1_priority(flat / nk_blocks, flat % nk_blocks, prior_first, prior_diagonal);
   };
   auto before = [&](const Candidate& a, const Candidate& b) {
-    const int pa = priority(a.flat), pb = priority(b.flat);
-    if (pa != pb) return pa > pb;
-    if (a.score != b.score) return a.score > b.score;
-    return a.flat < b.flat;
+    return order::ranks_before(priority(a.flat), a.score, a.flat, priority(b.flat), b.score, b.flat);
   };
   const size_t k = size_t(std::min<int64_t>(budget, int64_t(cands.size())));
   if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + ptrdiff_t(k), cands.end(), before);

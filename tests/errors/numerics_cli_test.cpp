@@ -73,7 +73,7 @@ std::vector<std::string> command(const std::string& name, std::vector<std::strin
 
 }  // namespace
 
-TEST_CASE("numerics: logits of 1e4 and beyond stay finite and exact") {
+TEST_CASE("numerics: logits of 1e4 and beyond stay finite; exact and fully refined MRA match exact attention") {
   constexpr int64_t n = 96, d = 4;
   for (const double amplitude : {100.0, 1000.0, 1e4}) {
     CAPTURE(amplitude);
@@ -125,11 +125,13 @@ TEST_CASE("numerics: all-equal inputs, every score ties") {
   check_close(output_of(dir, command("exact"), n * d), mean, 1e-6);
   check_close(output_of(dir, command("attend", {"--blocks-per-row", "1"}), n * d), mean, 1e-6);
   check_close(output_of(dir, command("attend", {"--scales", "16,4,1", "--budget", "3,7"}), n * d), mean, 1e-6);
-  // The tie-break is deterministic: the same selection every time.
+  // Every score ties, so §2.4 ranks by flat index alone: the budget of 4 (one per block row of 4 x 4 blocks)
+  // takes the first four pairs, the whole of block row 0.
   const std::vector<std::string> select{"select", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--blocks-per-row", "1"};
-  const Result first = mra_ref(dir, select), second = mra_ref(dir, select);
-  REQUIRE(first.status == 0);
-  CHECK(first.out == second.out);
+  const Result chosen = mra_ref(dir, select);
+  REQUIRE(chosen.status == 0);
+  INFO(chosen.out);
+  CHECK(chosen.out.find("\"level\": 0, \"side\": 32, \"nk_blocks\": 4, \"blocks\": [0, 1, 2, 3]}") != std::string::npos);
 }
 
 TEST_CASE("numerics: N = 1") {

@@ -25,6 +25,7 @@
 #include "common/inputs.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
+#include "kernels/order.h"
 #include "mra.h"
 #include "mra/reference.h"
 
@@ -85,6 +86,16 @@ std::vector<float> from_storage(const std::vector<unsigned char>& bytes, mra_dty
     }
   }
   return x;
+}
+
+// Fills n elements of type t with a large finite value (f32 and bf16 0x7f7f..: 3.4e38, f16 0x7bff: 65504), so
+// that an element the kernels leave unwritten fails any comparison instead of passing as NaN or zero.
+void poison(unsigned char* out, size_t n, mra_dtype t) {
+  const uint16_t half = t == MRA_DTYPE_F16 ? 0x7bffu : 0x7f7fu;
+  for (size_t i = 0; i < n; ++i) {
+    if (t == MRA_DTYPE_F32) std::memset(out + 4 * i, 0x7f, 4);
+    else std::memcpy(out + 2 * i, &half, 2);
+  }
 }
 
 // A 16-byte aligned byte buffer.
@@ -164,7 +175,7 @@ class Runner {
     std::memcpy(q.data(), qs_.data(), qs_.size());
     std::memcpy(k.data(), ks_.data(), ks_.size());
     std::memcpy(v.data(), vs_.data(), vs_.size());
-    std::memset(out.data(), 0x7f, out_elems() * elem_size(cfg_.dtype));  // poison: a large finite value
+    poison(out.data(), out_elems(), cfg_.dtype);
     const mra::test::Tensors t{q.data(), k.data(), v.data(), qs_.size(), ks_.size(), p_.query_mask, p_.key_mask};
     std::string error;
     const mra_status s = mra::test::run_stages(problem_, t, out.data(), out_elems() * elem_size(cfg_.dtype),
@@ -236,9 +247,7 @@ struct Candidates {
 };
 
 int priority(const ref::Config& c, int li, int64_t r, int64_t col) {
-  if (li > 0) return 0;
-  const int64_t half = c.prior_diagonal / 2;
-  return (c.prior_diagonal > 0 && std::llabs(r - col) <= half) + (r < c.prior_first) + (col < c.prior_first);
+  return li > 0 ? 0 : mra::order::level1_priority(r, col, c.prior_first, c.prior_diagonal);
 }
 
 Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::Pooled& pooled, int64_t b,
@@ -291,7 +300,7 @@ double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale) {
   return 2.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk;
 }
 
-// The key layout of runtime/kernels/forward.cuh (docs/kernels.md, "Selection").
+// The key layout of runtime/kernels/common.cuh (docs/kernels.md, "Selection").
 struct Decoded {
   int priority;
   float score;
@@ -333,6 +342,10 @@ ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t d
         const auto& g = got.at(b, h, li);
         CHECK(std::is_sorted(g.begin(), g.end()));
         CHECK(int64_t(g.size()) <= lv.budget);
+        if (poisoned) {  // §2.7: nothing is ranked in a slice with a non-finite real input
+          CHECK(g.empty());
+          continue;
+        }
         if (!comparable) {
           ++report.levels_skipped;
           continue;
@@ -362,9 +375,8 @@ ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t d
         std::vector<size_t> order(cand.flat.size());
         for (size_t i = 0; i < order.size(); ++i) order[i] = i;
         std::sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-          if (cand.priority[x] != cand.priority[y]) return cand.priority[x] > cand.priority[y];
-          if (cand.score[x] != cand.score[y]) return cand.score[x] > cand.score[y];
-          return cand.flat[x] < cand.flat[y];
+          return mra::order::ranks_before(cand.priority[x], cand.score[x], cand.flat[x], cand.priority[y],
+                                          cand.score[y], cand.flat[y]);
         });
         const auto& w = want.at(b, h, li);
         CHECK(g.size() == w.size());
@@ -374,6 +386,7 @@ ref::Selection check_selection(Runner& run, Buffer& ws, const Case& c, int64_t d
         }
         std::vector<int64_t> diff;
         std::set_symmetric_difference(g.begin(), g.end(), w.begin(), w.end(), std::back_inserter(diff));
+        REQUIRE(!w.empty());  // the reference selected nothing, so the kernels had to select nothing too
         const size_t last = order[w.size() - 1];
         int64_t far = 0;
         for (int64_t f : diff) {

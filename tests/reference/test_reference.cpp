@@ -104,25 +104,31 @@ TEST_CASE("mra: hand-computed two-level case") {
 }
 
 TEST_CASE("mra: hand-computed mix of coarse and exact components") {
-  // Scales (2, 1), N = 4, D = 1, scale 1: q = (0, 0, 1, 1), k = (1, 1, 0, 2), v = (2, 4, 10, 20), budget 1.
-  // Row block 0 has logit 0 everywhere (score 0 for both pairs); row block 1 has pooled logits 1 (pair 2)
-  // and 1 (pair 3): all four scores are 0, so the tie-break takes flat index 0, pair (0, 0).
-  // Rows 0, 1: exact exp(0) for keys 0, 1 and coarse exp(0) for keys 2, 3 -> mean of v = 9.
-  // Rows 2, 3: coarse pair (1, 0), logit 1 * 1 = 1, weight e per key, v sum 6; coarse pair (1, 1), logit
-  // 1 * mean(0, 2) = 1, weight e per key, v sum 30 -> (6e + 30e) / 4e = 9.
-  const std::vector<float> q{0, 0, 1, 1}, k{1, 1, 0, 2}, v{2, 4, 10, 20};
+  // Scales (2, 1), N = 4, D = 1, scale 1: q = (1, 3, 2, 2), k = (1, 0, 1, 3), v = (2, 4, 10, 20), budget 1.
+  // Pooled: q̄ = (2, 2), k̄ = (0.5, 2); pooled logits (0,0) = 1, (0,1) = 4, (1,0) = 1, (1,1) = 4. Scores are
+  // -3 and 0 in both block rows: the tie at 0 goes to the lower flat index, pair (0, 1).
+  // Rows 0, 1 (q = 1, 3): exact logits q·k for keys 2, 3 (1, 3 and 3, 9), the coarse pair (0, 0) with logit 1
+  // for keys 0, 1 (V sum 6, 2 keys). Rows 2, 3: coarse pairs (1, 0), logit 1, and (1, 1), logit 4 (V sum 30).
+  // Exact and coarse weights differ within every refined row, so an exact entry evaluated as coarse (or the
+  // reverse) changes the output.
+  const std::vector<float> q{1, 3, 2, 2}, k{1, 0, 1, 3}, v{2, 4, 10, 20};
   Problem p{1, 1, 4, 4, 1, q.data(), k.data(), v.data(), nullptr, nullptr, 1.0};
   Config c;
   c.scales = {2, 1};
   c.budgets = {1};
   const Selection s = mra::ref::select(p, c);
-  CHECK(s.at(0, 0, 0) == std::vector<int64_t>{0});
+  CHECK(s.at(0, 0, 0) == std::vector<int64_t>{1});
+  const double e1 = std::exp(1.0), e3 = std::exp(3.0), e4 = std::exp(4.0), e9 = std::exp(9.0);
+  const std::vector<double> full{(6 * e1 + 10 * e1 + 20 * e3) / (2 * e1 + e1 + e3),
+                                 (6 * e1 + 10 * e3 + 20 * e9) / (2 * e1 + e3 + e9),
+                                 (6 * e1 + 30 * e4) / (2 * e1 + 2 * e4), (6 * e1 + 30 * e4) / (2 * e1 + 2 * e4)};
   const std::vector<float> out = run_mra(p, c, s);
-  for (float x : out) CHECK(x == doctest::Approx(9.0).epsilon(1e-7));
-  // Sparse: rows 0, 1 see keys 0, 1 only (exp 0 each) -> 3; rows 2, 3 see nothing -> 0.
+  for (size_t i = 0; i < 4; ++i) CHECK(out[i] == doctest::Approx(full[i]).epsilon(1e-6));
+  // Sparse: rows 0, 1 keep their exact entries only; rows 2, 3 have none and are 0.
   c.mode = Mode::sparse;
-  const std::vector<float> sparse = run_mra(p, c, s);
-  CHECK(sparse == std::vector<float>{3, 3, 0, 0});
+  const std::vector<double> sparse{(10 * e1 + 20 * e3) / (e1 + e3), (10 * e3 + 20 * e9) / (e3 + e9), 0, 0};
+  const std::vector<float> out_sparse = run_mra(p, c, s);
+  for (size_t i = 0; i < 4; ++i) CHECK(out_sparse[i] == doctest::Approx(sparse[i]).epsilon(1e-6));
 }
 
 TEST_CASE("selection: exact ties resolve by flat index, priors outrank scores") {
@@ -174,7 +180,7 @@ TEST_CASE("selection: budgets larger than the candidates refine everything; deep
   CHECK_NOTHROW(mra::ref::validate_selection(p, c, small));
 }
 
-TEST_CASE("mra with every block selected equals exact attention") {
+TEST_CASE("mra with every block selected and exact attention both equal the oracle's dense softmax") {
   const std::vector<std::vector<int64_t>> grid{{4, 1}, {8, 1}, {32, 1}, {8, 2, 1}, {16, 4, 1}, {12, 6, 3, 1}};
   for (const auto& scales : grid)
     for (int masking = 0; masking < 3; ++masking)
@@ -193,10 +199,13 @@ TEST_CASE("mra with every block selected equals exact attention") {
         c.scales = scales;
         c.budgets.assign(scales.size() - 1, int64_t(1) << 40);
         c.mode = mode;
-        const std::vector<float> exact = run_exact(p);
-        CHECK(norm2(exact) > 0.0);
-        const std::vector<float> out = run_mra(p, c, mra::ref::select(p, c));
-        check_close(out, exact, p, 1e-7, 1e-6, describe(c) + ", masking " + std::to_string(masking));
+        // The oracle (oracle.cpp) selects every block too and forms the dense softmax of the exact logits itself:
+        // code independent of the reference's, which evaluates both sides below with the same exact terms.
+        const std::vector<float> dense = oracle_attention(p, c, oracle_select(p, c));
+        CHECK(norm2(dense) > 0.0);
+        const std::string what = describe(c) + ", masking " + std::to_string(masking);
+        check_close(run_mra(p, c, mra::ref::select(p, c)), dense, p, 1e-7, 1e-6, what + ", mra");
+        check_close(run_exact(p), dense, p, 1e-7, 1e-6, what + ", exact");
       }
 }
 
@@ -245,7 +254,7 @@ TEST_CASE("mra equals the dense oracle over a grid of configurations") {
               INFO(what);
               CHECK(s.refined == o.refined);
               const std::vector<float> out = run_mra(p, c, s);
-              const std::vector<float> ref = oracle_attention(p, c, s);
+              const std::vector<float> ref = oracle_attention(p, c, o);  // the oracle on its own selection
               const bool nothing_selected = mode == Mode::sparse && budgets[0] == 0;
               CHECK((norm2(ref) > 0.0) != nothing_selected);
               check_close(out, ref, p, 1e-7, 1e-6, what);
@@ -406,7 +415,7 @@ TEST_CASE("large logits neither overflow nor produce NaN") {
     const Selection s = mra::ref::select(p, c);
     const std::vector<float> out = run_mra(p, c, s);
     for (float x : out) CHECK(std::isfinite(x));
-    check_close(out, oracle_attention(p, c, s), p, 1e-6, 1e-5, describe(c));
+    check_close(out, oracle_attention(p, c, oracle_select(p, c)), p, 1e-6, 1e-5, describe(c));
   }
   c.budgets = {25};
   check_close(run_mra(p, c, mra::ref::select(p, c)), run_exact(p), p, 1e-6, 1e-5, "all selected, large logits");

@@ -1,0 +1,192 @@
+// runtime/kernels/common.cuh: what every stage of the MRA forward kernels shares: the configuration types,
+// the kernel parameters, the scalar and load helpers, and the namespace and unroll macros of the two builds.
+// The stages are in pool.cuh, select.cuh and attend.cuh; forward.cuh includes them and launches them.
+#pragma once
+
+#include "simt/simt.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/entry.h"
+#include "kernels/layout.h"
+#include "kernels/order.h"
+
+// The two builds of one generated file must not share symbols, since a program may link both backends.
+#if defined(__CUDACC__)
+#define MRA_KERNEL_NAMESPACE cuda
+#define MRA_KERNEL_ENTRY(name) name
+#else
+#define MRA_KERNEL_NAMESPACE emulated
+#define MRA_KERNEL_ENTRY(name) name##_emulated
+#endif
+
+// Loops over per-thread register arrays must be unrolled, or the arrays move to local memory.
+#if defined(__CUDACC__)
+#define MRA_UNROLL _Pragma("unroll")
+#else
+#define MRA_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace mra::kern {
+inline namespace MRA_KERNEL_NAMESPACE {
+
+template <int... Sides>
+struct Resolutions {
+  static constexpr int levels = sizeof...(Sides);
+  static constexpr int side[levels] = {Sides...};
+};
+
+template <int Threads, int QueryRows, int KeyTile, int VectorWidth, int MinCtasPerSm>
+struct Tuning {
+  static constexpr int threads = Threads;
+  static constexpr int query_rows = QueryRows;
+  static constexpr int key_tile = KeyTile;
+  static constexpr int vector_width = VectorWidth;
+  static constexpr int min_ctas_per_sm = MinCtasPerSm;
+};
+
+template <class Res, int Dim, class Storage, class Tune>
+struct Config {
+  using T = Storage;
+  static constexpr int dim = Dim;
+  static constexpr int levels = Res::levels;
+  static constexpr int steps = levels - 1;
+  static constexpr int finest = Res::side[levels - 2];  // s_{L-1}: the side of the exact blocks
+  static constexpr int threads = Tune::threads;
+  static constexpr int rows = Tune::query_rows;
+  static constexpr int tile = Tune::key_tile;
+  static constexpr int vec = Tune::vector_width;
+  static constexpr int min_ctas = Tune::min_ctas_per_sm;
+  static constexpr int acc_per_thread = rows * dim / threads;
+  static_assert(levels >= 2 && levels <= MRA_MAX_LEVELS && Res::side[levels - 1] == 1);
+  static_assert(finest % rows == 0, "a query tile lies inside one finest block");
+  static_assert(rows * dim % threads == 0 && threads % 32 == 0 && dim % vec == 0);
+  static_assert(dim <= 1024, "pool_kernel runs one thread per feature");
+};
+
+inline constexpr int kRowThreads = 128;     // coarse_keys_kernel and refine_keys_kernel
+inline constexpr int kSelectThreads = 256;  // select_kernel
+inline constexpr uint64_t kFlatMask = (uint64_t(1) << kFlatBits) - 1;
+
+// Everything a kernel reads: sizes, pointers, the workspace layout. Passed by value.
+struct Params {
+  int32_t batch, heads, nq, nk;
+  float scale;
+  int32_t full, prior_first, prior_diagonal;
+  const void* q;
+  const void* k;
+  const void* v;
+  const uint8_t* qmask;
+  const uint8_t* kmask;
+  void* out;
+  unsigned char* ws;
+  Layout layout;
+  // Kernels with one slice per grid row see slices slice0 + blockIdx.y: CUDA caps gridDim.y at 65535, so a
+  // larger batch * heads is launched in several parts (forward()).
+  int32_t slice0;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalar helpers.
+
+__host__ __device__ inline float to_float(float x) { return x; }
+__host__ __device__ inline float to_float(__half x) { return __half2float(x); }
+__host__ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T>
+__host__ __device__ inline T from_float(float x);
+template <>
+__host__ __device__ inline float from_float<float>(float x) { return x; }
+template <>
+__host__ __device__ inline __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__host__ __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__host__ __device__ inline uint32_t bits_of(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+}
+__host__ __device__ inline float float_of(uint32_t u) {
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+__host__ __device__ inline bool finite(float x) { return (bits_of(x) & 0x7f800000u) != 0x7f800000u; }
+__host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
+
+// The selection key of a candidate pair (docs/kernels.md, "Selection"): bit 63 marks a candidate, bits 61-62
+// hold the priority, bits 29-60 the score in an order-preserving unsigned form, bits 0-28 the complement of
+// the flat index. Unsigned comparison then ranks exactly as §2.4: priority desc, score desc, flat index asc.
+// Non-candidates are 0, below every candidate. (The rule itself: kernels/order.h.)
+__host__ __device__ inline uint64_t selection_key(int priority, float score, int32_t flat) {
+  const uint32_t u = bits_of(score);
+  const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (uint64_t(1) << 63) | (uint64_t(priority) << 61) | (uint64_t(ordered) << kFlatBits) |
+         (kFlatMask - uint64_t(flat));
+}
+__host__ __device__ inline int32_t flat_of_key(uint64_t key) { return int32_t(kFlatMask - (key & kFlatMask)); }
+
+template <class T>
+__device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {
+  return static_cast<const T*>(base) + slice * int64_t(n) * dim;
+}
+
+template <class T>
+__device__ inline T* at(const Params& p, size_t offset) {
+  return reinterpret_cast<T*>(p.ws + offset);
+}
+
+__device__ inline bool is_real(const uint8_t* mask, int32_t b, int32_t n, int32_t i) {
+  return mask == nullptr || mask[int64_t(b) * n + i] != 0;
+}
+
+// First position in sorted a[lo, hi) holding a value >= x.
+__device__ inline int32_t lower_bound(const int32_t* a, int32_t lo, int32_t hi, int32_t x) {
+  while (lo < hi) {
+    const int32_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < x) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+template <int Dim>
+__device__ inline float dot(const float* a, const float* b) {
+  float s = 0.f;
+  for (int d = 0; d < Dim; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// Maximum of v over the CTA. `scratch` holds blockDim.x / 32 floats; contains the barriers it needs.
+__device__ inline float block_max(float v, float* scratch) {
+  for (int o = 16; o > 0; o /= 2) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  const int warps = blockDim.x / 32;
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = scratch[0];
+  for (int w = 1; w < warps; ++w) m = scratch[w] > m ? scratch[w] : m;
+  return m;
+}
+
+// Loads `Vec` consecutive elements (one aligned vector access) and widens them to f32.
+template <class T, int Vec>
+struct alignas(sizeof(T) * Vec) Pack {
+  T v[Vec];
+};
+template <class T, int Vec>
+__device__ inline void load_widen(const T* src, float* dst) {
+  const Pack<T, Vec> pk = *reinterpret_cast<const Pack<T, Vec>*>(src);
+  for (int i = 0; i < Vec; ++i) dst[i] = to_float(pk.v[i]);
+}
+
+}  // namespace MRA_KERNEL_NAMESPACE
+}  // namespace mra::kern

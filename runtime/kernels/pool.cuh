@@ -1,0 +1,59 @@
+// runtime/kernels/pool.cuh: stage 1 of the MRA forward pipeline (forward.cuh): pooled means, V sums, counts.
+#pragma once
+
+#include "kernels/common.cuh"
+
+namespace mra::kern {
+inline namespace MRA_KERNEL_NAMESPACE {
+
+// Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
+// Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
+// non-finite value in a real token (§2.7).
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
+  using T = typename Cfg::T;
+  constexpr int D = Cfg::dim;
+  const Level& lv = p.layout.level[li];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads), h = int32_t(slice % p.heads);
+  const bool is_q = int32_t(blockIdx.x) < lv.nq;
+  const int32_t blk = is_q ? int32_t(blockIdx.x) : int32_t(blockIdx.x) - lv.nq;
+  const int32_t n = is_q ? p.nq : p.nk;
+  const int32_t t0 = blk * lv.side, t1 = t0 + lv.side < n ? t0 + lv.side : n;
+  const uint8_t* mask = is_q ? p.qmask : p.kmask;
+  const T* x = slice_rows<T>(is_q ? p.q : p.k, slice, n, D);
+  const T* vv = slice_rows<T>(p.v, slice, p.nk, D);
+  const int d = threadIdx.x;
+
+  __shared__ int any_bad;
+  if (d == 0) any_bad = 0;
+  __syncthreads();
+  float sx = 0.f, sv = 0.f;
+  int count = 0;
+  bool bad = false;
+  for (int32_t i = t0; i < t1; ++i) {
+    if (!is_real(mask, b, n, i)) continue;
+    const float a = to_float(x[int64_t(i) * D + d]);
+    sx += a;
+    bad |= !finite(a);
+    if (!is_q) {
+      const float c = to_float(vv[int64_t(i) * D + d]);
+      sv += c;
+      bad |= !finite(c);
+    }
+    ++count;
+  }
+  if (bad) any_bad = 1;
+  const float mean = count > 0 ? sx / float(count) : 0.f;
+  const int32_t nb = is_q ? lv.nq : lv.nk;
+  float* means = at<float>(p, is_q ? lv.qmean : lv.kmean) + (slice * nb + blk) * D;
+  means[d] = mean;
+  if (!is_q) at<float>(p, lv.vsum)[(slice * nb + blk) * D + d] = sv;
+  if (h == 0 && d == 0) at<float>(p, is_q ? lv.qcount : lv.kcount)[int64_t(b) * nb + blk] = float(count);
+  __syncthreads();
+  if (li == 0 && d == 0)
+    at<int32_t>(p, p.layout.block_bad)[slice * (lv.nq + lv.nk) + blockIdx.x] = any_bad;
+}
+
+}  // namespace MRA_KERNEL_NAMESPACE
+}  // namespace mra::kern
