@@ -24,17 +24,14 @@ void Problem::validate() const {
   positive("head dimension", dim);
   if (q == nullptr || k == nullptr || v == nullptr) throw Error("Q, K and V must not be null");
   if (!std::isfinite(scale)) throw Error("scale must be finite");
-  if (query_mask != nullptr)
-    for (int64_t i = 0; i < batch * nq; ++i)
-      if (query_mask[i] > 1) throw Error("query mask entry " + std::to_string(i) + " is not 0 or 1");
-  if (key_mask != nullptr)
-    for (int64_t j = 0; j < batch * nk; ++j)
-      if (key_mask[j] > 1) throw Error("key mask entry " + std::to_string(j) + " is not 0 or 1");
 }
 
 void Config::validate() const {
   if (scales.size() < 2) throw Error("scales: need at least two resolutions, the last one 1");
   if (scales.back() != 1) throw Error("scales: the last resolution must be 1");
+  if (scales.front() > kMaxSide)
+    throw Error("scales: " + std::to_string(scales.front()) + " is above the largest block side, " +
+                std::to_string(kMaxSide));
   for (size_t l = 0; l + 1 < scales.size(); ++l) {
     if (scales[l + 1] < 1 || scales[l] <= scales[l + 1])
       throw Error("scales: must decrease strictly, got " + std::to_string(scales[l]) + " then " +

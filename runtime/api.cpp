@@ -16,6 +16,28 @@ const ConfigInfo kConfigs[] = {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// The cudaError_t behind the calling thread's last MRA_ERROR_LAUNCH_FAILED (mra_last_cuda_error); per thread,
+// as the CUDA runtime keeps its own last error, so that concurrent callers do not see each other's.
+thread_local int t_last_cuda_error = 0;
+
+mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const void* q, const void* k,
+                       const void* v, const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream, unsigned stages, int* cuda_error) {
+  if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
+  kern::Layout layout;
+  if (const mra_status s = kern::make_layout(*p, &layout)) return s;
+  const int index = find_config(*p);
+  if (index < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  if (q == nullptr || k == nullptr || v == nullptr || out == nullptr || workspace == nullptr)
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out) || !aligned16(workspace))
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (workspace_bytes < layout.bytes) return MRA_ERROR_BAD_ARGUMENT;
+  const kern::KernelArgs args{*p,        layout,    q,      k,     v,        query_mask, key_mask,
+                              out,       workspace, stages, stream, cuda_error};
+  return entries[index](&args);
+}
+
 }  // namespace
 
 int find_config(const mra_problem& p) {
@@ -32,18 +54,11 @@ int find_config(const mra_problem& p) {
 mra_status run(const kern::EntryFn* entries, const mra_problem* p, const void* q, const void* k, const void* v,
                const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
                size_t workspace_bytes, cudaStream_t stream, unsigned stages) {
-  if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
-  kern::Layout layout;
-  if (const mra_status s = kern::make_layout(*p, &layout)) return s;
-  const int index = find_config(*p);
-  if (index < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
-  if (q == nullptr || k == nullptr || v == nullptr || out == nullptr || workspace == nullptr)
-    return MRA_ERROR_BAD_ARGUMENT;
-  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out) || !aligned16(workspace))
-    return MRA_ERROR_BAD_ARGUMENT;
-  if (workspace_bytes < layout.bytes) return MRA_ERROR_BAD_ARGUMENT;
-  const kern::KernelArgs args{*p, layout, q, k, v, query_mask, key_mask, out, workspace, stages, stream};
-  return entries[index](&args);
+  int cuda_error = 0;
+  const mra_status s = checked_run(entries, p, q, k, v, query_mask, key_mask, out, workspace, workspace_bytes, stream,
+                                   stages, &cuda_error);
+  t_last_cuda_error = s == MRA_ERROR_LAUNCH_FAILED ? cuda_error : 0;
+  return s;
 }
 
 }  // namespace mra::detail
@@ -67,3 +82,5 @@ extern "C" mra_status mra_workspace_size(const mra_problem* problem, size_t* byt
   *bytes = layout.bytes;
   return MRA_SUCCESS;
 }
+
+extern "C" int mra_last_cuda_error(void) { return mra::detail::t_last_cuda_error; }

@@ -5,8 +5,10 @@
  * Semantics: docs/semantics.md; kernels, tolerances and configurations: docs/kernels.md.
  *
  * Tensors are contiguous row-major: q [B, H, Nq, D], k and v [B, H, Nk, D], out [B, H, Nq, D], all of the
- * problem's dtype and 16-byte aligned; masks are uint8 [B, Nq] and [B, Nk] (1 = real token, 0 = padding) or
- * NULL (every token real). The caller owns the workspace: mra_workspace_size() says how many bytes a problem
+ * problem's dtype and 16-byte aligned; masks are uint8 [B, Nq] and [B, Nk] or NULL (every token real).
+ * The mask rule, the same for the kernels and the reference (mra::ref): a byte 0 is padding, any other byte
+ * is a real token (C's truth, so a bool array or a 0/1 array can be passed as it is). The API cannot read
+ * device memory to check more; mra-ref, which reads mask *files*, refuses values other than 0 and 1 there. The caller owns the workspace: mra_workspace_size() says how many bytes a problem
  * needs. Nothing here allocates, prints, exits or synchronizes; errors come back as an mra_status.
  *
  *   size_t bytes; mra_workspace_size(&problem, &bytes);            (allocate `bytes` on the device)
@@ -34,7 +36,8 @@ typedef enum mra_status {
   MRA_ERROR_BAD_ARGUMENT = 1,      /* a null or misaligned pointer, a workspace that is too small */
   MRA_ERROR_BAD_SHAPE = 2,         /* sizes that are zero, negative or beyond the kernels' index range */
   MRA_ERROR_UNSUPPORTED_CONFIG = 3, /* no generated configuration for (resolutions, dim, dtype) */
-  MRA_ERROR_LAUNCH_FAILED = 4      /* the CUDA runtime (or its emulation) refused a launch */
+  MRA_ERROR_LAUNCH_FAILED = 4      /* the CUDA runtime (or its emulation) refused a launch: see
+                                      mra_last_cuda_error() for its cudaError_t */
 } mra_status;
 
 typedef enum mra_dtype { MRA_DTYPE_F32 = 0, MRA_DTYPE_F16 = 1, MRA_DTYPE_BF16 = 2 } mra_dtype;
@@ -73,6 +76,11 @@ mra_status mra_forward(const mra_problem* problem, const void* q, const void* k,
 mra_status mra_forward_host(const mra_problem* problem, const void* q, const void* k, const void* v,
                             const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
                             size_t workspace_bytes);
+
+/* The cudaError_t (as an int, so that this header needs no CUDA header) of the launch that made the calling
+ * thread's last mra_forward or mra_forward_host return MRA_ERROR_LAUNCH_FAILED; 0 (cudaSuccess) when that
+ * call returned anything else. Per thread, like the CUDA runtime's own last error; reading it changes nothing. */
+int mra_last_cuda_error(void);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,8 @@
 //
 // Tensors are plain contiguous row-major float arrays:
 //   Q [B, H, Nq, D], K [B, H, Nk, D], V [B, H, Nk, D], output [B, H, Nq, D];
-//   masks [B, Nq] (queries) and [B, Nk] (keys), 1 = real token, 0 = padding; nullptr means "all real".
+//   masks [B, Nq] (queries) and [B, Nk] (keys), bytes: 0 = padding, any other value = real token (the rule of
+//   runtime/mra.h); nullptr means "all real".
 // Sums, dot products and exponentials are carried out in double, so that the reference is the more accurate
 // side of any comparison with a float kernel; results are rounded to float once, at the end.
 //
@@ -31,9 +32,16 @@ struct Problem {
   const float* q = nullptr;  // [batch, heads, nq, dim]
   const float* k = nullptr;  // [batch, heads, nk, dim]
   const float* v = nullptr;  // [batch, heads, nk, dim]
-  const uint8_t* query_mask = nullptr;  // [batch, nq], 0/1; nullptr: every query is real
-  const uint8_t* key_mask = nullptr;    // [batch, nk], 0/1; nullptr: every key is real
+  const uint8_t* query_mask = nullptr;  // [batch, nq], 0 = padding, non-zero = real; nullptr: all real
+  const uint8_t* key_mask = nullptr;    // [batch, nk], 0 = padding, non-zero = real; nullptr: all real
   double scale = 0.0;                   // logit scale; 0 selects the default 1/sqrt(dim)
+
+  // Every field in one expression: Problem::of(B, H, Nq, Nk, D, q, k, v) and, when needed, the masks and scale.
+  static Problem of(int64_t batch, int64_t heads, int64_t nq, int64_t nk, int64_t dim, const float* q,
+                    const float* k, const float* v, const uint8_t* query_mask = nullptr,
+                    const uint8_t* key_mask = nullptr, double scale = 0.0) {
+    return Problem{batch, heads, nq, nk, dim, q, k, v, query_mask, key_mask, scale};
+  }
 
   double effective_scale() const;
   // Throws Error naming the first problem found (zero or negative sizes, null pointers, bad scale).
@@ -54,8 +62,12 @@ struct Config {
   int64_t prior_first = 0;     // the first n block rows and block columns (global tokens) are preferred
   int64_t prior_diagonal = 0;  // blocks with |r - c| <= n / 2 are preferred (a band of 2*(n/2)+1 blocks)
 
-  // Throws Error naming the first problem found (scales not decreasing, not dividing, not ending at 1,
-  // wrong number of budgets, negative budgets or priors).
+  // The largest block side: the generated kernels' limit, so that every backend accepts the same scales and no
+  // product of a side with a block index or count can overflow 64 bits.
+  static constexpr int64_t kMaxSide = int64_t(1) << 20;
+
+  // Throws Error naming the first problem found (scales not decreasing, not dividing, not ending at 1, above
+  // kMaxSide, wrong number of budgets, negative budgets or priors).
   void validate() const;
 };
 

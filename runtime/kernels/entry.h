@@ -31,6 +31,7 @@ struct KernelArgs {
   void* workspace;
   unsigned stages;
   cudaStream_t stream;  // nullptr for the emulated backend
+  int* cuda_error;      // receives the cudaError_t of a refused launch (MRA_ERROR_LAUNCH_FAILED)
 };
 
 using EntryFn = mra_status (*)(const KernelArgs*);

@@ -23,10 +23,14 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Host side: launches the stages of one configuration.
 
-inline mra_status launched(cudaError_t e) { return e == cudaSuccess ? MRA_SUCCESS : MRA_ERROR_LAUNCH_FAILED; }
-
 template <class Cfg>
 mra_status forward(const KernelArgs& a) {
+  // A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
+  const auto launched = [&a](cudaError_t e) {
+    if (e == cudaSuccess) return MRA_SUCCESS;
+    *a.cuda_error = int(e);
+    return MRA_ERROR_LAUNCH_FAILED;
+  };
   const mra_problem& pr = a.problem;
   Params p{};
   p.batch = int32_t(pr.batch);

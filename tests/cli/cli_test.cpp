@@ -286,7 +286,7 @@ TEST_CASE("exact matches an independent oracle, and attend with every block sele
   }
 }
 
-TEST_CASE("masks: self-attention masks queries and keys, --query-mask overrides, every dtype and shape agrees") {
+TEST_CASE("masks: --mask masks queries and keys, --key-mask and --query-mask each side, every dtype and shape agrees") {
   TempDir dir;
   const Problem p = write_problem(dir, {2, 2, 40, 8}, {2, 2, 40, 8});
   std::vector<double> mask(80, 1.0);
@@ -324,22 +324,36 @@ TEST_CASE("masks: self-attention masks queries and keys, --query-mask overrides,
     REQUIRE(r.status == 0);
     CHECK(relative_error(load_ok(dir.file("s.npy")).values, oracle(p.q, p.k, p.v, 2, 2, 40, 40, 8, both, both)) < 1e-6);
   }
-  SUBCASE("--query-mask replaces the query part of --mask") {
+  SUBCASE("--key-mask and --query-mask mask one side each") {
     const std::vector<double> all_real(80, 1.0);
     write_bytes(dir.file("qm.npy"), npy_of("|b1", {2, 40}, all_real));
     const Result r = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
-                                  std::vector<std::string>{"--mask", dir.file("mask0.npy"), "--query-mask",
+                                  std::vector<std::string>{"--key-mask", dir.file("mask0.npy"), "--query-mask",
                                                            dir.file("qm.npy"), "-o", dir.file("x.npy")});
     REQUIRE(r.status == 0);
     CHECK(relative_error(load_ok(dir.file("x.npy")).values, oracle(p.q, p.k, p.v, 2, 2, 40, 40, 8, all_real, mask)) <
           1e-6);
+    const Result keys_only = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                          std::vector<std::string>{"--key-mask", dir.file("mask0.npy"), "-o",
+                                                                   dir.file("y.npy")});
+    REQUIRE(keys_only.status == 0);
+    CHECK(read_text(dir.file("y.npy")) == read_text(dir.file("x.npy")));
+    check_failure(dir,
+                  run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                               std::vector<std::string>{"--mask", dir.file("mask0.npy"), "--query-mask",
+                                                        dir.file("qm.npy"), "-o", dir.file("z.npy")}),
+                  "--mask", "cannot be combined with --query-mask", dir.file("z.npy"));
   }
-  SUBCASE("cross-attention: --mask covers only the keys") {
+  SUBCASE("cross-attention: --key-mask covers the keys, --mask is refused rather than guessed") {
     const Problem c = write_problem(dir, {2, 1, 24, 8}, {2, 1, 40, 8}, "<f4", "cross-");
     const Result r = run(dir, std::vector<std::string>{"exact"} + inputs(c) +
-                                  std::vector<std::string>{"--mask", dir.file("mask0.npy"), "-o", dir.file("c.npy")});
+                                  std::vector<std::string>{"--key-mask", dir.file("mask0.npy"), "-o", dir.file("c.npy")});
     REQUIRE(r.status == 0);
     CHECK(relative_error(load_ok(dir.file("c.npy")).values, oracle(c.q, c.k, c.v, 2, 1, 24, 40, 8, {}, mask)) < 1e-6);
+    check_failure(dir,
+                  run(dir, std::vector<std::string>{"exact"} + inputs(c) +
+                               std::vector<std::string>{"--mask", dir.file("mask0.npy"), "-o", dir.file("d.npy")}),
+                  "--mask", "Nq = 24 and Nk = 40 differ: use --key-mask and/or --query-mask", dir.file("d.npy"));
   }
 }
 
@@ -399,7 +413,7 @@ TEST_CASE("select: JSON on stdout or in a file") {
   REQUIRE(r.status == 0);
   CHECK(r.out.find("\"scales\": [32, 1]") != std::string::npos);
   CHECK(r.out.find("\"budgets\": [4]") != std::string::npos);
-  CHECK(r.out.find("{\"b\": 0, \"h\": 1, \"level\": 0, \"side\": 32, \"nk_blocks\": 2, \"blocks\": [0, 1, 2, 3]}") !=
+  CHECK(r.out.find("{\"b\": 0, \"h\": 1, \"level\": 1, \"side\": 32, \"nk_blocks\": 2, \"blocks\": [0, 1, 2, 3]}") !=
         std::string::npos);
 
   const std::string json = dir.file("sel.json");
@@ -410,7 +424,7 @@ TEST_CASE("select: JSON on stdout or in a file") {
   const Result three = run(dir, std::vector<std::string>{"select"} + inputs(p) +
                                     std::vector<std::string>{"--scales", "16,4,1", "--budget", "2,3"});
   REQUIRE(three.status == 0);
-  CHECK(three.out.find("\"level\": 1, \"side\": 4, \"nk_blocks\": 16") != std::string::npos);
+  CHECK(three.out.find("\"level\": 2, \"side\": 4, \"nk_blocks\": 16") != std::string::npos);
 }
 
 TEST_CASE("bad input files: one line naming the file, exit 2, no output") {
@@ -501,8 +515,8 @@ TEST_CASE("bad options: one line naming the option, exit 2, no output") {
       {{"--scales", "32,0"}, "--scales", "at least 1"},
       {{"--scales", "12,8,1"}, "--scales", ""},
       {{"--budget", "1,2"}, "--budget", "expected 1 value"},
-      {{"--budget", "5"}, "--budget", "exceeds the 4 blocks of side 32"},
-      {{"--scales", "16,4,1", "--budget", "4,1000"}, "--budget", "exceeds the 256 blocks of side 4"},
+      {{"--scales", "2097152,1"}, "--scales", "above the largest block side, 1048576"},
+      {{"--scale=x"}, "--scale", "not a finite number"},
       {{"--budget", "-1"}, "--budget", "at least 0"},
       {{"--budget", "2", "--blocks-per-row", "2"}, "--budget", "cannot be combined"},
       {{"--blocks-per-row", "x"}, "--blocks-per-row", "not an integer"},
@@ -578,7 +592,7 @@ TEST_CASE("a failed run leaves an existing output file as it was") {
   const std::string out = dir.file("out.npy");
   write_bytes(out, "previous contents");
   const Result r = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
-                                std::vector<std::string>{"--budget", "99", "-o", out});
+                                std::vector<std::string>{"--budget", "9,9", "-o", out});
   CHECK(r.status == 2);
   CHECK(read_text(out) == "previous contents");
 }
@@ -606,4 +620,78 @@ TEST_CASE("demo writes its files and prints commands that work on them") {
   const Result c = run_shell(dir, compare);
   CHECK(c.status == 0);
   CHECK(c.out.find("relative Frobenius error") != std::string::npos);
+}
+
+TEST_CASE("output to stdout, options as --name=value, --quiet and --version") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {1, 2, 40, 8}, {1, 2, 40, 8});
+  REQUIRE(run(dir, std::vector<std::string>{"attend"} + inputs(p) + std::vector<std::string>{"-o", dir.file("f.npy")})
+              .status == 0);
+  // -o - puts the array on stdout and the summary line on stderr; --scale=S is --scale S.
+  const Result piped = run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                    std::vector<std::string>{"--quiet", "-o", "-"});
+  REQUIRE(piped.status == 0);
+  CHECK(piped.out == read_text(dir.file("f.npy")));
+  CHECK(piped.err.rfind("wrote - [1, 2, 40, 8]: scales 32,1", 0) == 0);
+  const Result a = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                std::vector<std::string>{"--scale=0.5", "-o", dir.file("a.npy")});
+  const Result b = run(dir, std::vector<std::string>{"exact"} + inputs(p) +
+                                std::vector<std::string>{"--scale", "0.5", "-o", dir.file("b.npy")});
+  const Result c = run(dir, std::vector<std::string>{"exact"} + inputs(p) + std::vector<std::string>{"-o", dir.file("c.npy")});
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  REQUIRE(c.status == 0);
+  CHECK(read_text(dir.file("a.npy")) == read_text(dir.file("b.npy")));
+  CHECK(read_text(dir.file("a.npy")) != read_text(dir.file("c.npy")));
+  // Progress goes to a terminal only: with stderr a file, nothing but errors appears there.
+  CHECK(a.err.empty());
+  // On a terminal (script(1) provides one) exact and attend show their progress on stderr, unless --quiet.
+  if (std::system("command -v script >/dev/null 2>&1") == 0) {
+    for (const bool quiet : {false, true}) {
+      CAPTURE(quiet);
+      const std::string log = dir.file("tty.log");
+      std::string command = MRA_REF_BINARY;
+      for (const std::string& a : std::vector<std::string>{"exact"} + inputs(p) +
+                                      std::vector<std::string>{"-o", dir.file("t.npy")})
+        command += " " + a;
+      if (quiet) command += " --quiet";
+      REQUIRE(std::system(("script -qec " + quote(command + " >/dev/null") + " " + quote(log) + " >/dev/null").c_str()) == 0);
+      CHECK((read_text(log).find("mra-ref exact:   0%") != std::string::npos) == !quiet);
+    }
+  }
+  const Result version = run(dir, {"--version"});
+  CHECK(version.status == 0);
+  CHECK(version.out.rfind("mra-ref 0.", 0) == 0);
+}
+
+TEST_CASE("compare: NaN fails without a tolerance, and --per-head gives one line per slice") {
+  TempDir dir;
+  const std::vector<int64_t> shape{2, 2, 5, 3};
+  std::vector<double> a = sample(60, 7), b = a;
+  b[((1 * 2 + 1) * 5 + 0) * 3 + 1] += 0.25;  // [b, h] = [1, 1]
+  write_bytes(dir.file("a.npy"), npy_of("<f4", shape, a));
+  write_bytes(dir.file("b.npy"), npy_of("<f4", shape, b));
+  const Result per_head = run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--per-head"});
+  CHECK(per_head.status == 0);
+  CHECK(per_head.out.find("b 0 h 0: relative 0.000e+00, max absolute 0.000e+00") != std::string::npos);
+  CHECK(per_head.out.find("b 1 h 1: relative ") != std::string::npos);
+  CHECK(per_head.out.find("max absolute 2.500e-01 at [1, 1, 0, 1]") != std::string::npos);
+
+  std::vector<double> with_nan = a;
+  with_nan[7] = std::nan("");
+  write_bytes(dir.file("n.npy"), npy_of("<f4", shape, with_nan));
+  for (const std::pair<const char*, const char*>& files : {std::pair{"n.npy", "a.npy"}, std::pair{"a.npy", "n.npy"}}) {
+    const std::string x = files.first, y = files.second;
+    CAPTURE(x);
+    const Result r = run(dir, {"compare", dir.file(x), dir.file(y)});
+    CHECK(r.status == 1);
+    CHECK(r.out.find("FAIL: 1 of 60 elements are NaN or infinite in one file and not in the other, the first at "
+                     "[0, 0, 2, 1]") != std::string::npos);
+  }
+  // The same NaN in both files is equal, as a poisoned slice compares against itself.
+  const Result same = run(dir, {"compare", dir.file("n.npy"), dir.file("n.npy"), "--atol", "0"});
+  CHECK(same.status == 0);
+  CHECK(same.out.find("PASS") != std::string::npos);
+  check_failure(dir, run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--per-head=1"}), "--per-head",
+                "takes no value", dir.file("none"));
 }

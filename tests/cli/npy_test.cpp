@@ -126,7 +126,8 @@ TEST_CASE("header spellings numpy and other writers produce") {
 
 TEST_CASE("malformed prefixes are rejected") {
   check_rejected("", "bad magic");
-  check_rejected("PK\x03\x04 not an npy file at all", "bad magic");
+  check_rejected("PK\x03\x04 not an npy file at all", "a .npz (zip) archive, not a .npy file");
+  check_rejected("PK\x05\x06", "bad magic");
   check_rejected(std::string("\x93NUMPY", 6), "truncated");
   check_rejected(std::string("\x93NUMPY\x01", 7), "truncated");
   check_rejected(std::string("\x93NUMPY\x01\x00\x10", 9), "truncated");

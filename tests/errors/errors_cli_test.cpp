@@ -89,6 +89,9 @@ TEST_CASE("errors: not a .npy file") {
     replace(dir, "q.npy", bytes);
     refused(dir, attend_with({}), "q.npy", "not a .npy file (bad magic string)");
   }
+  // What np.savez writes: a zip archive, named as such.
+  replace(dir, "q.npy", std::string("PK\x03\x04\x14\x00\x00\x00", 8) + kData);
+  refused(dir, attend_with({}), "q.npy", "a .npz (zip) archive, not a .npy file: save each array with np.save, or extract them");
 }
 
 TEST_CASE("errors: unsupported format version") {
@@ -260,15 +263,21 @@ TEST_CASE("errors: float64 value beyond float32") {
 // ------------------------------------------------------------------------------------------------ configuration
 TEST_CASE("errors: budget larger than the number of blocks") {
   Inputs dir;
-  refused(dir, attend_with({"--budget", "5"}), "--budget", "budget 5 exceeds the 4 blocks of side 32 (2 x 2)");
-  // --blocks-per-row asks for a density, not a count: it is capped at what exists, so every block is refined
-  // and MRA equals exact attention.
-  REQUIRE(mra_ref(dir, attend_with({"--blocks-per-row", "1000", "-o", "mra.npy"})).status == 0);
+  // Not an error, for --budget (a count) and --blocks-per-row (a density) alike: a budget above the number of
+  // candidates refines all of them (docs/semantics.md §2.4), so MRA equals exact attention.
   REQUIRE(mra_ref(dir, {"exact", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "-o", "exact.npy"}).status == 0);
-  const std::vector<float> mra = read_f32(dir.file("mra.npy")), exact = read_f32(dir.file("exact.npy"));
-  REQUIRE(mra.size() == size_t(kN * kD));
-  REQUIRE(exact.size() == mra.size());
-  for (size_t i = 0; i < mra.size(); ++i) CHECK(mra[i] == doctest::Approx(exact[i]).epsilon(1e-6));
+  const std::vector<float> exact = read_f32(dir.file("exact.npy"));
+  REQUIRE(exact.size() == size_t(kN * kD));
+  for (const std::vector<std::string>& budget : {std::vector<std::string>{"--budget", "5"},
+                                                 std::vector<std::string>{"--blocks-per-row", "1000"}}) {
+    CAPTURE(budget[0]);
+    std::vector<std::string> extra = budget;
+    extra.insert(extra.end(), {"-o", "mra.npy"});
+    REQUIRE(mra_ref(dir, attend_with(extra)).status == 0);
+    const std::vector<float> mra = read_f32(dir.file("mra.npy"));
+    REQUIRE(mra.size() == exact.size());
+    for (size_t i = 0; i < mra.size(); ++i) CHECK(mra[i] == doctest::Approx(exact[i]).epsilon(1e-6));
+  }
 }
 
 TEST_CASE("errors: scales that do not divide") {
@@ -318,6 +327,10 @@ TEST_CASE("errors: bad command lines") {
   const Result r = mra_ref(dir, attend_with({"-o"}));
   CHECK(r.status == 2);
   CHECK(r.err == "mra-ref: -o: missing value\n");
+  // An option in the place of a value: blamed on the option that lost its value, not on what follows.
+  refused(dir, {"attend", "-o", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy"}, "-o",
+          "missing value (the next argument, '--q', is an option)");
+  refused(dir, attend_with({"--quiet=1"}), "--quiet", "takes no value");
   CHECK(mra_ref(dir, attend_with({})).err == "mra-ref: -o: required\n");
 }
 
@@ -333,12 +346,15 @@ TEST_CASE("errors: output folder missing") {
   Inputs dir;
   refused(dir, attend_with({"-o", "absent/out.npy"}), "absent/out.npy",
           "cannot create a temporary file in 'absent/': No such file or directory");
+  // Checked before anything else is read or computed: the output's error comes first even with a bad input.
+  refused(dir, attend_with({"-o", "absent/out.npy"}, "absent.npy"), "absent/out.npy",
+          "cannot create a temporary file in 'absent/': No such file or directory");
 }
 
 TEST_CASE("errors: output path is a folder") {
   Inputs dir;
   std::filesystem::create_directory(dir.file("out"));
-  refused(dir, attend_with({"-o", "out"}), "out", "cannot write: Is a directory");
+  refused(dir, attend_with({"-o", "out"}), "out", "is a folder, not a file");
 }
 
 TEST_CASE("errors: output folder not writable") {

@@ -1,7 +1,8 @@
 // tests/errors/errors_runtime_test.cpp: the runtime C API (runtime/mra.h) on the bad arguments of
 // docs/errors.md that tests/kernels/test_api.cpp does not already cover: sizes whose products overflow,
-// non-finite scales, budgets beyond the number of blocks, and batch * heads beyond the CUDA grid limit of
-// 65535, which must still run (the launch is split), on the emulated backend.
+// non-finite scales, budgets beyond the number of blocks, batch * heads beyond the CUDA grid limit of
+// 65535, which must still run (the launch is split), and a refused launch whose cudaError_t stays
+// retrievable (mra_last_cuda_error), on the emulated backend.
 //   ctest --test-dir build -L kernels -R 'runtime errors'      or      build/tests/errors/errors_runtime_test
 #include <doctest/doctest.h>
 
@@ -10,25 +11,16 @@
 #include <limits>
 #include <vector>
 
+#include "../common/problem.h"
 #include "mra.h"
 #include "mra/reference.h"
+#include "simt/simt.h"
 
 namespace {
 
 // MRA-2 with 32x32 blocks at D = 32 in float32: a generated configuration.
 mra_problem problem(int64_t batch, int64_t heads, int64_t n) {
-  mra_problem p{};
-  p.batch = batch;
-  p.heads = heads;
-  p.nq = p.nk = n;
-  p.dim = 32;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = 2;
-  p.resolutions[0] = 32;
-  p.resolutions[1] = 1;
-  p.budgets[0] = 1;
-  p.mode = MRA_MODE_FULL;
-  return p;
+  return mra::test::mra_problem_of(batch, heads, n, n, 32, MRA_DTYPE_F32, {32, 1}, {1});
 }
 
 mra_status workspace_status(const mra_problem& p) {
@@ -62,15 +54,7 @@ mra_status run(const mra_problem& p, std::vector<float>& out, std::vector<float>
   const mra_status s = mra_forward_host(&p, q.get(), k.get(), v.get(), nullptr, nullptr, o.get(), workspace.get(), bytes);
   out.assign(o.get(), o.get() + q_size);
 
-  mra::ref::Problem r;
-  r.batch = p.batch;
-  r.heads = p.heads;
-  r.nq = p.nq;
-  r.nk = p.nk;
-  r.dim = p.dim;
-  r.q = q.get();
-  r.k = k.get();
-  r.v = v.get();
+  const mra::ref::Problem r = mra::ref::Problem::of(p.batch, p.heads, p.nq, p.nk, p.dim, q.get(), k.get(), v.get());
   exact.resize(q_size);
   mra::ref::exact_attention(r, exact.data());
   return s;
@@ -114,13 +98,33 @@ TEST_CASE("runtime errors: budgets larger than the number of blocks") {
 // several launches, and every slice must still be computed.
 TEST_CASE("runtime errors: batch * heads beyond the grid limit") {
   // 65536 slices: two launches, the second holding the last slice alone (batch 1, head 32767).
-  for (const auto& [batch, heads] : {std::pair<int64_t, int64_t>{2, 32768}}) {
-    CAPTURE(batch);
-    CAPTURE(heads);
-    mra_problem p = problem(batch, heads, 1);
-    std::vector<float> out, exact;
-    REQUIRE(run(p, out, exact) == MRA_SUCCESS);
-    // One key per slice: the output is that key's value, row for row.
-    CHECK(out == exact);
-  }
+  const int64_t batch = 2, heads = 32768;
+  mra_problem p = problem(batch, heads, 1);
+  std::vector<float> out, exact;
+  REQUIRE(run(p, out, exact) == MRA_SUCCESS);
+  // One key per slice: the output is that key's value, row for row.
+  CHECK(out == exact);
+}
+
+TEST_CASE("runtime errors: a refused launch keeps its CUDA error") {
+  mra_problem p = problem(1, 2, 64);
+  std::vector<float> out, exact;
+  // Fiber stacks of 2^50 bytes cannot be mapped: the emulation refuses the first launch with
+  // cudaErrorMemoryAllocation, as the CUDA runtime refuses a launch it cannot resource.
+  simt::set_stack_size(size_t(1) << 50);
+  const mra_status refused = run(p, out, exact);
+  simt::set_stack_size(0);
+  CHECK(refused == MRA_ERROR_LAUNCH_FAILED);
+  CHECK(mra_last_cuda_error() == int(cudaErrorMemoryAllocation));
+  CHECK(mra_last_cuda_error() == int(cudaErrorMemoryAllocation));  // reading it does not clear it
+  // The next call replaces it: a success, and a refusal before any launch, both leave cudaSuccess.
+  REQUIRE(run(p, out, exact) == MRA_SUCCESS);
+  CHECK(mra_last_cuda_error() == 0);
+  size_t bytes = 0;
+  REQUIRE(mra_workspace_size(&p, &bytes) == MRA_SUCCESS);
+  simt::set_stack_size(size_t(1) << 50);
+  REQUIRE(run(p, out, exact) == MRA_ERROR_LAUNCH_FAILED);
+  simt::set_stack_size(0);
+  CHECK(mra_forward_host(&p, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_last_cuda_error() == 0);
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -112,14 +113,27 @@ inline std::string quote(const std::string& s) {
   return q.str();
 }
 
-// Runs mra-ref with `args` in the scratch folder.
-inline Result mra_ref(const Scratch& dir, const std::vector<std::string>& args) {
+// The binary under test: the build's mra-ref, or the one MRA_REF_UNDER_TEST names (to show that a test fails on
+// an older build: MRA_REF_UNDER_TEST=/path/to/old/mra-ref build/tests/errors/hostile_cli_test).
+inline std::string binary() {
+  const char* other = std::getenv("MRA_REF_UNDER_TEST");
+  return other != nullptr && *other != '\0' ? other : MRA_REF_BINARY;
+}
+
+// Runs mra-ref with `args` in the scratch folder; `stdout_to` replaces the capture of stdout (a path such as
+// /dev/full, or "closed" to start it with stdout closed) and `prefix` is shell text run before it (e.g. "ulimit -v 1000000;").
+inline Result mra_ref(const Scratch& dir, const std::vector<std::string>& args, const std::string& stdout_to = "",
+                      const std::string& prefix = "") {
   const std::string out = dir.file(".stdout"), err = dir.file(".stderr");
   // A stream rather than string concatenation: g++ 12 -O3 reports a false -Wrestrict on the latter.
   std::ostringstream command;
-  command << "cd " << quote(dir.file("")) << " && " << quote(MRA_REF_BINARY);
+  command << "cd " << quote(dir.file("")) << " && " << prefix << quote(binary());
   for (const std::string& a : args) command << ' ' << quote(a);
-  command << " >" << quote(out) << " 2>" << quote(err);
+  if (stdout_to == "closed")
+    command << " >&-";
+  else
+    command << " >" << quote(stdout_to.empty() ? out : stdout_to);
+  command << " 2>" << quote(err);
   const int raw = std::system(command.str().c_str());
   Result r{WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw), read_file(out), read_file(err)};
   fs::remove(out);

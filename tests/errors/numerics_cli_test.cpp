@@ -131,7 +131,7 @@ TEST_CASE("numerics: all-equal inputs, every score ties") {
   const Result chosen = mra_ref(dir, select);
   REQUIRE(chosen.status == 0);
   INFO(chosen.out);
-  CHECK(chosen.out.find("\"level\": 0, \"side\": 32, \"nk_blocks\": 4, \"blocks\": [0, 1, 2, 3]}") != std::string::npos);
+  CHECK(chosen.out.find("\"level\": 1, \"side\": 32, \"nk_blocks\": 4, \"blocks\": [0, 1, 2, 3]}") != std::string::npos);
 }
 
 TEST_CASE("numerics: N = 1") {
@@ -187,7 +187,7 @@ TEST_CASE("numerics: every key masked") {
   // Self-attention (the mask covers the queries too) and cross-attention with every query real: no row has
   // anything to attend to, so every output is 0 (docs/semantics.md §2.6), not NaN.
   for (const std::vector<std::string>& masks :
-       {std::vector<std::string>{"--mask", "none.npy"}, std::vector<std::string>{"--mask", "none.npy", "--query-mask", "all.npy"}}) {
+       {std::vector<std::string>{"--mask", "none.npy"}, std::vector<std::string>{"--key-mask", "none.npy", "--query-mask", "all.npy"}}) {
     for (const char* name : {"exact", "attend"})
       for (float x : output_of(dir, command(name, masks), n * d)) CHECK(x == 0.0f);
     for (float x : output_of(dir, command("attend", [&] {

@@ -76,6 +76,8 @@ def npy_seeds():
         "unterminated_string": npy("{'descr': '<f4, 'fortran_order': False, 'shape': (6,), }", six),
         "text_after_dict": npy(dict_text("<f4", "(6,)") + " x", six),
         "empty": b"",
+        "npz_archive": b"PK\x03\x04\x14\x00\x00\x00" + good,
+        "i8_beyond_2_53": npy(dict_text("<i8", "(2,)"), struct.pack("<2q", 2**62 + 1, -(2**62))),
     }
     return seeds
 
@@ -125,6 +127,13 @@ def cli_seeds():
         "regress_block_count_overflow_budget": cli(15, 15, "--scales", "4,1", "--budget", "4"),
         "regress_newline_in_value": cli(8, 8, "--mode", "a\nb"),
         "regress_newline_in_option": cli(8, 8, "--x\ny", "1"),
+        # Issue 13's hostile command lines: huge sides at three levels, --name=value, an option as a value.
+        "regress_huge_side_three_levels": cli(8, 8, "--scales", "576460752303423488,2,1", "--blocks-per-row", "1000"),
+        "regress_largest_side_three_levels": cli(8, 8, "--scales", "1048576,2,1", "--blocks-per-row", "1000"),
+        "regress_budget_above_blocks": cli(8, 8, "--scales", "16,4,1", "--budget", "9223372036854775807,5"),
+        "equals_form": cli(8, 8, "--scales=32,1", "--mode=sparse", "--scale=1"),
+        "option_as_value": cli(8, 8, "-o", "--q", "q.npy"),
+        "key_and_query_masks": cli(4, 8, "--key-mask", "k.npy", "--query-mask", "q.npy"),
     }
 
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/problem.h"
 #include "mra.h"
 
 extern "C" int mra_test_c_api(void);
@@ -14,21 +15,7 @@ extern "C" int mra_test_c_api(void);
 namespace {
 
 mra_problem small_problem() {
-  mra_problem p{};
-  p.batch = 2;
-  p.heads = 3;
-  p.nq = 100;
-  p.nk = 70;
-  p.dim = 64;
-  p.dtype = MRA_DTYPE_BF16;
-  p.levels = 3;
-  p.resolutions[0] = 16;
-  p.resolutions[1] = 4;
-  p.resolutions[2] = 1;
-  p.budgets[0] = 10;
-  p.budgets[1] = 40;
-  p.mode = MRA_MODE_FULL;
-  return p;
+  return mra::test::mra_problem_of(2, 3, 100, 70, 64, MRA_DTYPE_BF16, {16, 4, 1}, {10, 40});
 }
 
 mra_status size_of(const mra_problem& p) {

@@ -23,17 +23,42 @@ std::string printable(std::string_view text) {
   return out;
 }
 
-Options::Options(const std::vector<std::string>& args, const std::vector<std::string>& value_flags) {
+namespace {
+
+// A value that is itself an option ("--q", "-o") rather than a number ("-1", "-0.5") or "-" (stdout).
+bool looks_like_option(const std::string& value) {
+  return value.size() > 1 && value[0] == '-' && !(value[1] >= '0' && value[1] <= '9') && value[1] != '.';
+}
+
+}  // namespace
+
+Options::Options(const std::vector<std::string>& args, const std::vector<std::string>& value_flags,
+                 const std::vector<std::string>& switches) {
+  const auto known = [](const std::vector<std::string>& flags, const std::string& flag) {
+    return std::find(flags.begin(), flags.end(), flag) != flags.end();
+  };
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
       help_ = true;
     } else if (a.size() > 1 && a[0] == '-') {
-      if (std::find(value_flags.begin(), value_flags.end(), a) == value_flags.end())
-        throw Failure(a, "unknown option");
-      if (i + 1 == args.size()) throw Failure(a, "missing value");
-      if (!values_.emplace(a, args[i + 1]).second) throw Failure(a, "given more than once");
-      ++i;
+      const size_t equals = a.find('=');
+      const std::string flag = a.substr(0, equals);
+      std::string value;
+      if (known(switches, flag)) {
+        if (equals != std::string::npos) throw Failure(flag, "takes no value");
+        value = "1";
+      } else if (!known(value_flags, flag)) {
+        throw Failure(flag, "unknown option");
+      } else if (equals != std::string::npos) {
+        value = a.substr(equals + 1);
+      } else {
+        if (i + 1 == args.size()) throw Failure(a, "missing value");
+        value = args[++i];
+        if (looks_like_option(value))
+          throw Failure(a, "missing value (the next argument, '" + value + "', is an option)");
+      }
+      if (!values_.emplace(flag, value).second) throw Failure(flag, "given more than once");
     } else {
       positional_.push_back(a);
     }

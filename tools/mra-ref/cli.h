@@ -28,11 +28,14 @@ class Failure : public std::runtime_error {
   std::string subject_;
 };
 
-// The arguments of one subcommand: `--name value` options (each at most once), positional arguments and
-// --help. Any other argument starting with '-' is an error.
+// The arguments of one subcommand: `--name value` or `--name=value` options (each at most once), switches
+// (`--quiet`), positional arguments and --help. Any other argument starting with '-' is an error, and so is
+// an option whose value is missing or looks like another option (`-o --q`), so that the error names the
+// option that lost its value.
 class Options {
  public:
-  Options(const std::vector<std::string>& args, const std::vector<std::string>& value_flags);
+  Options(const std::vector<std::string>& args, const std::vector<std::string>& value_flags,
+          const std::vector<std::string>& switches = {});
 
   bool help() const { return help_; }
   bool has(const std::string& flag) const { return values_.count(flag) != 0; }

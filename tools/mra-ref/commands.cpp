@@ -1,15 +1,22 @@
 // tools/mra-ref/commands.cpp: mra-ref attend, exact, select and compare. Tested by tests/cli and tests/interop.
 #include "commands.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <limits>
+
+#include <unistd.h>
 
 #include "inputs.h"
 #include "mra.h"
 #include "mra/reference.h"
 #include "npy.h"
+#include "output.h"
 
 namespace mra::cli {
 namespace {
@@ -51,48 +58,149 @@ void attend_emulated(const Inputs& in, const ref::Config& config, std::vector<fl
                          in.key_mask.empty() ? nullptr : in.key_mask.data(), out.data(), workspace.data(), bytes));
 }
 
+// Text for stdout or stderr, checked: a full disk or a closed pipe is an error, not a silent exit 0 (main
+// checks the final flush and close as well).
+void checked_print(std::FILE* to, const std::string& text) {
+  if (std::fputs(text.c_str(), to) < 0 || std::fflush(to) != 0)
+    throw Failure(to == stdout ? "stdout" : "stderr", std::string("cannot write: ") + std::strerror(errno));
+}
+
+std::string fixed(double x, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, x);
+  return buf;
+}
+
+std::string sci(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3e", x);
+  return buf;
+}
+
+// Progress of a long computation on stderr, when stderr is a terminal and --quiet is not given: one line,
+// rewritten at most five times a second and cleared at the end.
+class Progress {
+ public:
+  Progress(const Options& options, const std::string& label, int64_t total)
+      : label_(label), total_(total), shown_(!options.has("--quiet") && ::isatty(STDERR_FILENO) == 1) {}
+  ~Progress() {
+    if (printed_) std::fputs("\r\033[K", stderr);
+  }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  void at(int64_t done) {
+    if (!shown_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (printed_ && now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    printed_ = true;
+    std::fprintf(stderr, "\rmra-ref %s: %3d%%", label_.c_str(), int(100.0 * double(done) / double(total_)));
+  }
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool shown_, printed_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// Slice (b, h) of `p` as a problem of its own, restricted to the queries [first, first + count).
+ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, int64_t count) {
+  const int64_t bh = b * p.heads + h;
+  return ref::Problem::of(1, 1, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim, p.k + bh * p.nk * p.dim,
+                          p.v + bh * p.nk * p.dim, p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
+                          p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale);
+}
+
+// The output, opened before any work (so that a bad path fails at once), and written at the end; its
+// failures name the path.
+class Destination {
+ public:
+  explicit Destination(const std::string& path) : path_(path == "-" ? "stdout" : path), out_(path) {
+    if (!out_.error().empty()) throw Failure(path, out_.error());
+  }
+  void write(const std::string& bytes) {
+    const std::string error = out_.commit(bytes);
+    if (!error.empty()) throw Failure(path_, error);
+  }
+  // The summary line goes where the output does not: stderr when the output is stdout.
+  std::FILE* report() const { return out_.to_stdout() ? stderr : stdout; }
+
+ private:
+  std::string path_;
+  npy::Output out_;
+};
+
 }  // namespace
 
 int run_attend(const Options& options, const std::string&) {
   no_positional(options);
-  const std::string out_path = options.require("-o");  // a missing -o fails before any work
+  const std::string out_path = options.require("-o");
   const std::string backend = options.get("--backend").value_or("reference");
   if (backend != "reference" && backend != "emulated")
     throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
+  Destination destination(out_path);
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
-  const ref::Selection selection = ref::select(p, config);
   std::vector<float> out(in.q.size());
-  if (backend == "emulated")
+  ref::Coverage coverage;
+  if (backend == "emulated") {
     attend_emulated(in, config, out);
-  else
-    ref::attend(p, config, selection, out.data());
-  save_f32(out_path, in.q_shape, out);
-  std::printf("wrote %s %s: scales %s, budgets %s, mode %s, backend %s, %.4f of the entries exact\n",
-              out_path.c_str(), shape_string(in.q_shape).c_str(), join(config.scales, ",").c_str(),
-              join(config.budgets, ",").c_str(), config.mode == ref::Mode::full ? "full" : "sparse", backend.c_str(),
-              ref::coverage(p, config, selection).exact_fraction());
+    coverage = ref::coverage(p, config, ref::select(p, config));
+  } else {
+    // Slice by slice: the same numbers as one call (every slice is independent), with progress between them.
+    Progress progress(options, "attend", in.batch * in.heads);
+    for (int64_t b = 0; b < in.batch; ++b)
+      for (int64_t h = 0; h < in.heads; ++h) {
+        progress.at(b * in.heads + h);
+        const ref::Problem slice = part(p, b, h, 0, in.nq);
+        const ref::Selection selection = ref::select(slice, config);
+        ref::attend(slice, config, selection, out.data() + (b * in.heads + h) * in.nq * in.dim);
+        const ref::Coverage c = ref::coverage(slice, config, selection);
+        coverage.exact_entries += c.exact_entries;
+        coverage.total_entries += c.total_entries;
+      }
+  }
+  destination.write(npy::serialize_f32(in.q_shape, out.data()));
+  checked_print(destination.report(), "wrote " + out_path + " " + shape_string(in.q_shape) + ": scales " +
+                                          join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
+                                          ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
+                                          ", backend " + backend + ", " + fixed(coverage.exact_fraction(), 4) +
+                                          " of the entries exact\n");
   return 0;
 }
 
 int run_exact(const Options& options, const std::string&) {
   no_positional(options);
-  const std::string out_path = options.require("-o");  // a missing -o fails before any work
+  Destination destination(options.require("-o"));
   const Inputs in = load_inputs(options);
+  const ref::Problem p = in.problem();
   std::vector<float> out(in.q.size());
-  ref::exact_attention(in.problem(), out.data());
-  save_f32(out_path, in.q_shape, out);
-  std::printf("wrote %s %s: exact attention\n", out_path.c_str(), shape_string(in.q_shape).c_str());
+  // In parts of kRows queries: exact attention is row by row, so the parts give the numbers of one call.
+  constexpr int64_t kRows = 256;
+  const int64_t parts = (in.nq + kRows - 1) / kRows;
+  Progress progress(options, "exact", in.batch * in.heads * parts);
+  for (int64_t b = 0; b < in.batch; ++b)
+    for (int64_t h = 0; h < in.heads; ++h)
+      for (int64_t t = 0; t < parts; ++t) {
+        progress.at((b * in.heads + h) * parts + t);
+        const int64_t first = t * kRows, count = std::min(kRows, in.nq - first);
+        ref::exact_attention(part(p, b, h, first, count), out.data() + ((b * in.heads + h) * in.nq + first) * in.dim);
+      }
+  destination.write(npy::serialize_f32(in.q_shape, out.data()));
+  checked_print(destination.report(),
+                "wrote " + options.require("-o") + " " + shape_string(in.q_shape) + ": exact attention\n");
   return 0;
 }
 
 int run_select(const Options& options, const std::string&) {
   no_positional(options);
+  Destination destination(options.get("-o").value_or("-"));
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Selection s = ref::select(in.problem(), config);
-
   std::string json = "{\n";
   json += "  \"scales\": " + shape_string(config.scales) + ",\n";
   json += "  \"budgets\": " + shape_string(config.budgets) + ",\n";
@@ -107,20 +215,69 @@ int run_select(const Options& options, const std::string&) {
       for (int64_t l = 0; l < s.steps; ++l) {
         const int64_t side = config.scales[static_cast<size_t>(l)];
         json += (b || h || l ? ",\n" : "\n");
+        // Levels are numbered from 1, as docs/semantics.md numbers them (T_1 ... T_{L-1}).
         json += "    {\"b\": " + std::to_string(b) + ", \"h\": " + std::to_string(h) + ", \"level\": " +
-                std::to_string(l) + ", \"side\": " + std::to_string(side) + ", \"nk_blocks\": " +
-                std::to_string((in.nk + side - 1) / side) + ", \"blocks\": " + shape_string(s.at(b, h, l)) + "}";
+                std::to_string(l + 1) + ", \"side\": " + std::to_string(side) + ", \"nk_blocks\": " +
+                std::to_string(in.nk / side + (in.nk % side != 0)) + ", \"blocks\": " + shape_string(s.at(b, h, l)) + "}";
       }
     }
   }
   json += "\n  ]\n}\n";
-
-  if (const auto path = options.get("-o"))
-    save_text(*path, json);
-  else
-    std::fputs(json.c_str(), stdout);
+  destination.write(json);
   return 0;
 }
+
+namespace {
+
+// The error of B against A over a range of elements: relative Frobenius error, largest absolute error and the
+// tolerance check. A NaN or infinity counts as equal only to the same value at the same index; any other
+// non-finite difference is the worst possible error and fails, with or without a tolerance.
+struct Errors {
+  double diff2 = 0.0, ref2 = 0.0, worst = 0.0, worst_used = 0.0;
+  size_t worst_at = 0, worst_used_at = 0, outside = 0, mismatched = 0, first_mismatch = 0;
+
+  void add(size_t i, double x, double y, double atol, double rtol) {
+    if ((std::isnan(x) && std::isnan(y)) || (std::isinf(x) && x == y)) return;  // equal, and no tolerance applies
+    const double e = std::fabs(x - y);
+    if (!(std::isfinite(x) && std::isfinite(y))) {
+      if (mismatched++ == 0) first_mismatch = i;
+    } else {
+      diff2 += e * e;
+      ref2 += y * y;
+    }
+    const auto worse = [](double candidate, double current) {
+      return !std::isnan(current) && (std::isnan(candidate) || candidate > current);
+    };
+    if (worse(e, worst)) {
+      worst = e;
+      worst_at = i;
+    }
+    const double tol = atol + rtol * std::fabs(y);
+    const double used = tol > 0.0 ? e / tol : (e == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
+    if (worse(used, worst_used)) {
+      worst_used = used;
+      worst_used_at = i;
+    }
+    if (!(e <= tol)) ++outside;
+  }
+  double relative() const {
+    if (mismatched) return std::numeric_limits<double>::quiet_NaN();
+    return ref2 > 0.0 ? std::sqrt(diff2 / ref2) : (diff2 == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
+  }
+};
+
+npy::Array load_for_compare(const std::string& path) {
+  npy::Parsed parsed = npy::load(path);
+  if (!parsed.ok()) throw Failure(path, parsed.error);
+  // Integers are compared through doubles, which hold every integer up to 2^53 exactly; beyond, two different
+  // integers could compare equal, so such files are refused rather than compared wrongly.
+  if (parsed.array.rounded)
+    throw Failure(path, "integer at " + index_string(parsed.array.shape, parsed.array.rounded - 1) +
+                            " is beyond 2^53, which compare cannot represent exactly");
+  return std::move(parsed.array);
+}
+
+}  // namespace
 
 int run_compare(const Options& options, const std::string&) {
   if (options.positional().size() != 2) throw Failure("compare", "expects exactly two files, A.npy and B.npy");
@@ -132,62 +289,68 @@ int run_compare(const Options& options, const std::string&) {
   if (const auto s = options.get("--rtol")) rtol = parse_real("--rtol", *s);
   if (atol < 0.0) throw Failure("--atol", "must not be negative");
   if (rtol < 0.0) throw Failure("--rtol", "must not be negative");
+  const bool per_head = options.has("--per-head");
 
-  npy::Parsed a = npy::load(path_a);
-  if (!a.ok()) throw Failure(path_a, a.error);
-  npy::Parsed b = npy::load(path_b);
-  if (!b.ok()) throw Failure(path_b, b.error);
-  const std::vector<int64_t>& shape = a.array.shape;
-  if (b.array.shape != shape)
-    throw Failure(path_b, "shape " + shape_string(b.array.shape) + " differs from " + path_a + "'s " + shape_string(shape));
+  const npy::Array a = load_for_compare(path_a);
+  const npy::Array b = load_for_compare(path_b);
+  const std::vector<int64_t>& shape = a.shape;
+  if (b.shape != shape)
+    throw Failure(path_b, "shape " + shape_string(b.shape) + " differs from " + path_a + "'s " + shape_string(shape));
+  if (per_head && (shape.size() < 3 || shape.size() > 4))
+    throw Failure("--per-head", "needs files shaped [H, N, D] or [B, H, N, D], got " + shape_string(shape));
 
-  const std::vector<double>& x = a.array.values;
-  const std::vector<double>& y = b.array.values;
-  double diff2 = 0.0, ref2 = 0.0;
-  // NaN counts as the worst possible error: the first NaN wins and stays.
-  double worst = 0.0, worst_used = 0.0;
-  size_t worst_at = 0, worst_used_at = 0, outside = 0;
-  const auto worse = [](double candidate, double current) {
-    return !std::isnan(current) && (std::isnan(candidate) || candidate > current);
-  };
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double e = std::fabs(x[i] - y[i]);
-    diff2 += e * e;
-    ref2 += y[i] * y[i];
-    if (worse(e, worst)) {
-      worst = e;
-      worst_at = i;
-    }
-    const double tol = atol + rtol * std::fabs(y[i]);
-    const double used = tol > 0.0 ? e / tol : (e == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
-    if (worse(used, worst_used)) {
-      worst_used = used;
-      worst_used_at = i;
-    }
-    if (!(e <= tol)) ++outside;
-  }
-  const double relative = ref2 > 0.0 ? std::sqrt(diff2 / ref2)
-                                     : (diff2 == 0.0 ? 0.0 : std::numeric_limits<double>::infinity());
+  const std::vector<double>& x = a.values;
+  const std::vector<double>& y = b.values;
+  Errors all;
+  for (size_t i = 0; i < x.size(); ++i) all.add(i, x[i], y[i], atol, rtol);
   const char* labels = shape.size() == 4 ? " [b, h, n, d]" : shape.size() == 3 ? " [h, n, d]"
                                                            : shape.size() == 2 ? " [n, d]" : "";
 
-  std::printf("A: %s %s %s\nB: %s %s %s\n", path_a.c_str(), shape_string(shape).c_str(), a.array.descr.c_str(),
-              path_b.c_str(), shape_string(shape).c_str(), b.array.descr.c_str());
-  std::printf("relative Frobenius error ||A-B||/||B||: %.3e\n", relative);
+  std::string text = "A: " + path_a + " " + shape_string(shape) + " " + a.descr + "\nB: " + path_b + " " +
+                     shape_string(shape) + " " + b.descr + "\n";
+  text += "relative Frobenius error ||A-B||/||B||: " + sci(all.relative()) + "\n";
   if (x.empty()) {
-    std::printf("max absolute error: 0 (no elements)\n");
+    text += "max absolute error: 0 (no elements)\n";
   } else {
-    std::printf("max absolute error: %.3e at %s%s (A %.9g, B %.9g)\n", worst, index_string(shape, worst_at).c_str(),
-                labels, x[worst_at], y[worst_at]);
+    char values[128];
+    std::snprintf(values, sizeof values, " (A %.9g, B %.9g)\n", x[all.worst_at], y[all.worst_at]);
+    text += "max absolute error: " + sci(all.worst) + " at " + index_string(shape, all.worst_at) + labels + values;
   }
-  if (!with_tolerance) return 0;
-  if (outside == 0) {
-    std::printf("PASS: |A-B| <= %g + %g*|B| everywhere; at most %.3g of the tolerance used\n", atol, rtol, worst_used);
-    return 0;
+  if (per_head) {
+    // One line per (b, h) slice: where the error sits, not only how large it is overall.
+    const int64_t slice = shape[shape.size() - 2] * shape[shape.size() - 1];
+    const int64_t heads = shape[shape.size() - 3];
+    for (size_t start = 0; start < x.size(); start += size_t(slice)) {
+      Errors e;
+      for (size_t i = start; i < start + size_t(slice); ++i) e.add(i, x[i], y[i], atol, rtol);
+      const int64_t bh = int64_t(start) / slice;
+      text += (shape.size() == 4 ? "b " + std::to_string(bh / heads) + " h " : "h ") + std::to_string(bh % heads) +
+              ": relative " + sci(e.relative()) + ", max absolute " + sci(e.worst) + " at " +
+              index_string(shape, e.worst_at) + "\n";
+    }
   }
-  std::printf("FAIL: |A-B| <= %g + %g*|B| fails for %zu of %zu elements; the worst uses %.3g times the tolerance, at %s%s\n",
-              atol, rtol, outside, x.size(), worst_used, index_string(shape, worst_used_at).c_str(), labels);
-  return 1;
+  int status = 0;
+  if (all.mismatched) {
+    char values[128];
+    std::snprintf(values, sizeof values, " (A %g, B %g)", x[all.first_mismatch], y[all.first_mismatch]);
+    text += "FAIL: " + std::to_string(all.mismatched) + " of " + std::to_string(x.size()) +
+            " elements are NaN or infinite in one file and not in the other, the first at " +
+            index_string(shape, all.first_mismatch) + labels + values + "\n";
+    status = 1;
+  } else if (with_tolerance && all.outside == 0) {
+    char line[160];
+    std::snprintf(line, sizeof line, "PASS: |A-B| <= %g + %g*|B| everywhere; at most %.3g of the tolerance used\n",
+                  atol, rtol, all.worst_used);
+    text += line;
+  } else if (with_tolerance) {
+    char line[200];
+    std::snprintf(line, sizeof line, "FAIL: |A-B| <= %g + %g*|B| fails for %zu of %zu elements; the worst uses %.3g times the tolerance, at ",
+                  atol, rtol, all.outside, x.size(), all.worst_used);
+    text += line + index_string(shape, all.worst_used_at) + labels + "\n";
+    status = 1;
+  }
+  checked_print(stdout, text);
+  return status;
 }
 
 }  // namespace mra::cli

@@ -22,16 +22,7 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 ref::Problem problem_of(const synthetic::Inputs& s) {
-  ref::Problem p;
-  p.batch = s.batch;
-  p.heads = s.heads;
-  p.nq = s.nq;
-  p.nk = s.nk;
-  p.dim = s.dim;
-  p.q = s.q.data();
-  p.k = s.k.data();
-  p.v = s.v.data();
-  return p;
+  return ref::Problem::of(s.batch, s.heads, s.nq, s.nk, s.dim, s.q.data(), s.k.data(), s.v.data());
 }
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {

@@ -1,9 +1,13 @@
 // tools/mra-ref/inputs.cpp: loading and checking mra-ref's inputs (see inputs.h). Tested by tests/cli.
 #include "inputs.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <optional>
+#include <utility>
 
 #include "npy.h"
 
@@ -77,22 +81,66 @@ std::vector<uint8_t> load_mask(const std::string& path, int64_t batch, int64_t n
   return mask;
 }
 
+// The largest Euclidean norm of the rows of a [rows, dim] array, and its row.
+std::pair<double, size_t> largest_row(const std::vector<float>& x, int64_t dim) {
+  std::pair<double, size_t> best{0.0, 0};
+  const size_t d = static_cast<size_t>(dim);
+  for (size_t r = 0; r * d < x.size(); ++r) {
+    double sum = 0.0;
+    for (size_t t = 0; t < d; ++t) sum += double(x[r * d + t]) * double(x[r * d + t]);
+    if (std::sqrt(sum) > best.first) best = {std::sqrt(sum), r};
+  }
+  return best;
+}
+
+double largest_value(const std::vector<float>& x) {
+  double m = 0.0;
+  for (float v : x) m = std::max(m, double(std::fabs(v)));
+  return m;
+}
+
+// Every backend computes logits, pooled sums and weighted sums of values in float32 (the reference in double,
+// but it must agree with them): inputs that could take one of these beyond float32's range are refused up
+// front, whichever backend runs, instead of turning into inf - inf = NaN or into a kernel's guarded zeros.
+// Bounds (docs/errors.md): max(scale, 1) * max|q_i| * max|k_j| and max(Nq, Nk) * max|x| for x in Q, K, V stay
+// within kRangeLimit, a margin of 8 under the largest float32.
+void check_range(const Inputs& in, const std::string& q_path, const std::string& k_path, const std::string& v_path,
+                 const std::optional<std::string>& scale_text) {
+  constexpr double kRangeLimit = 0x1p125;
+  const auto number = [](double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", x);
+    return std::string(buf);
+  };
+  const std::string limit = " (limit " + number(kRangeLimit) + ", the float32 range the kernels compute in)";
+  const int64_t n = std::max(in.nq, in.nk);
+  const std::pair<const std::vector<float>*, const std::string*> tensors[] = {
+      {&in.q, &q_path}, {&in.k, &k_path}, {&in.v, &v_path}};
+  for (const auto& [x, path] : tensors) {
+    const double sum = double(n) * largest_value(*x);
+    if (sum > kRangeLimit)
+      throw Failure(*path, "sums of up to " + std::to_string(n) + " values reach " + number(sum) + limit);
+  }
+  const double scale = in.scale != 0.0 ? in.scale : 1.0 / std::sqrt(double(in.dim));
+  const auto [qn, qi] = largest_row(in.q, in.dim);
+  const auto [kn, ki] = largest_row(in.k, in.dim);
+  const double bound = std::max(scale, 1.0) * qn * kn;
+  if (bound <= kRangeLimit) return;
+  std::vector<int64_t> q_rows(in.q_shape.begin(), in.q_shape.end() - 1), k_rows = q_rows;
+  k_rows.back() = in.nk;
+  const std::string rows = " (largest rows: q " + index_string(q_rows, qi) + " of norm " + number(qn) + ", k " +
+                           index_string(k_rows, ki) + " of norm " + number(kn) + ")";
+  if (scale > 1.0 && qn * kn <= kRangeLimit)
+    throw Failure("--scale", "'" + scale_text.value_or("") + "' makes logits reach " + number(bound) + limit + rows);
+  throw Failure(q_path, "logits with " + k_path + " reach " + number(bound) + limit + rows);
+}
+
 }  // namespace
 
 ref::Problem Inputs::problem() const {
-  ref::Problem p;
-  p.batch = batch;
-  p.heads = heads;
-  p.nq = nq;
-  p.nk = nk;
-  p.dim = dim;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.query_mask = query_mask.empty() ? nullptr : query_mask.data();
-  p.key_mask = key_mask.empty() ? nullptr : key_mask.data();
-  p.scale = scale;
-  return p;
+  return ref::Problem::of(batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
+                          query_mask.empty() ? nullptr : query_mask.data(),
+                          key_mask.empty() ? nullptr : key_mask.data(), scale);
 }
 
 Inputs load_inputs(const Options& options) {
@@ -115,20 +163,29 @@ Inputs load_inputs(const Options& options) {
   in.k = std::move(k.data);
   in.v = std::move(v.data);
 
-  // A single --mask describes the one sequence of self-attention, so it masks the queries too (as the
-  // official MRA does); --query-mask covers cross-attention.
-  const auto key_mask = options.get("--mask");
+  // --mask is the one sequence of self-attention and masks queries and keys alike (as the official MRA does);
+  // cross-attention names each side. Nothing depends silently on whether Nq equals Nk.
+  const auto mask = options.get("--mask");
+  const auto key_mask = options.get("--key-mask");
   const auto query_mask = options.get("--query-mask");
-  if (key_mask) in.key_mask = load_mask(*key_mask, in.batch, in.nk);
-  if (query_mask)
-    in.query_mask = load_mask(*query_mask, in.batch, in.nq);
-  else if (key_mask && in.nq == in.nk)
+  if (mask && (key_mask || query_mask))
+    throw Failure("--mask", std::string("cannot be combined with ") + (key_mask ? "--key-mask" : "--query-mask") +
+                                " (--mask masks queries and keys alike)");
+  if (mask) {
+    if (in.nq != in.nk)
+      throw Failure("--mask", "masks queries and keys alike, but Nq = " + std::to_string(in.nq) + " and Nk = " +
+                                  std::to_string(in.nk) + " differ: use --key-mask and/or --query-mask");
+    in.key_mask = load_mask(*mask, in.batch, in.nk);
     in.query_mask = in.key_mask;
+  }
+  if (key_mask) in.key_mask = load_mask(*key_mask, in.batch, in.nk);
+  if (query_mask) in.query_mask = load_mask(*query_mask, in.batch, in.nq);
 
   if (const auto s = options.get("--scale")) {
     in.scale = parse_real("--scale", *s);
     if (in.scale <= 0.0) throw Failure("--scale", "'" + *s + "' must be positive");
   }
+  check_range(in, q.path, k.path, v.path, options.get("--scale"));
   return in;
 }
 
@@ -163,16 +220,6 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
     if (c.budgets.size() != steps)
       throw Failure("--budget", "expected " + std::to_string(steps) + " value(s), one per refinement step of --scales, got " +
                                     std::to_string(c.budgets.size()));
-    for (size_t l = 0; l < steps; ++l) {
-      // Written so that no scale and no length overflows: a budget is an int64, so when rows * cols does not
-      // fit, no budget can exceed it.
-      const int64_t s = c.scales[l];
-      const int64_t rows = nq / s + (nq % s != 0), cols = nk / s + (nk % s != 0);
-      if (cols <= c.budgets[l] / rows && c.budgets[l] > rows * cols)
-        throw Failure("--budget", "budget " + std::to_string(c.budgets[l]) + " exceeds the " +
-                                      std::to_string(rows * cols) + " blocks of side " + std::to_string(s) + " (" +
-                                      std::to_string(rows) + " x " + std::to_string(cols) + ")");
-    }
   } else {
     const int64_t p = per_row ? parse_int("--blocks-per-row", *per_row, 0) : 4;
     try {
@@ -190,11 +237,7 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
 }
 
 void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data) {
-  save_text(path, npy::serialize_f32(shape, data.data()));
-}
-
-void save_text(const std::string& path, const std::string& text) {
-  const std::string error = npy::write_file_atomic(path, text);
+  const std::string error = npy::write_file_atomic(path, npy::serialize_f32(shape, data.data()));
   if (!error.empty()) throw Failure(path, error);
 }
 

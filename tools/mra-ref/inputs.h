@@ -24,17 +24,15 @@ struct Inputs {
   ref::Problem problem() const;
 };
 
-// --q --k --v [--mask] [--query-mask] [--scale].
+// --q --k --v [--mask | --key-mask, --query-mask] [--scale]; refuses inputs whose float32 intermediates could
+// overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
 // --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
 
-// Writes a float32 .npy of `shape` atomically; a failure names the file.
+// Writes a float32 .npy of `shape` as npy::Output does (atomically for a regular file); a failure names the file.
 void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
-
-// Writes text atomically; a failure names the file.
-void save_text(const std::string& path, const std::string& text);
 
 // "1<separator>2<separator>3".
 std::string join(const std::vector<int64_t>& values, const std::string& separator);

@@ -1,12 +1,18 @@
 // tools/mra-ref/main.cpp: mra-ref, the command-line face of the reference MRA attention (reference/).
 //   mra-ref --help            mra-ref <command> --help
-// Exit status: 0 success, 1 `compare` outside its tolerance, 2 any error (one line on stderr naming the file
-// or option at fault, and no output file). Tested by tests/cli and tests/interop.
+// Exit status: 0 success, 1 `compare` outside its tolerance (or a NaN where the other file has none), 2 any
+// error (one line on stderr naming the file or option at fault, and no output file); a signal that ends a
+// run removes its temporary file (output.h). Tested by tests/cli and tests/interop.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <new>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "commands.h"
@@ -21,19 +27,21 @@ constexpr std::string_view kInputs =
     "  --q Q.npy --k K.npy --v V.npy   float16/32/64 .npy (versions 1-3, little-endian, C order), shaped\n"
     "                                  [N, D], [H, N, D] or [B, H, N, D]; all three of one rank, K and V of one\n"
     "                                  shape, Q with the B, H and D of K (Nq may differ from Nk). Every value\n"
-    "                                  must be finite.\n"
-    "  --mask M.npy                    key mask [Nk] or [B, Nk]: bool, integer or float, 1 = real token,\n"
-    "                                  0 = padding. When Nq == Nk it masks the queries too (self-attention).\n"
-    "  --query-mask M.npy              query mask [Nq] or [B, Nq], for cross-attention; overrides --mask for\n"
-    "                                  the queries.\n"
+    "                                  must be finite, and small enough that float32 logits and sums cannot\n"
+    "                                  overflow (docs/errors.md).\n"
+    "  --mask M.npy                    self-attention mask [N] or [B, N]: bool, integer or float, 1 = real\n"
+    "                                  token, 0 = padding; masks queries and keys alike and needs Nq == Nk.\n"
+    "  --key-mask M.npy                key mask [Nk] or [B, Nk] (cross-attention; not with --mask).\n"
+    "  --query-mask M.npy              query mask [Nq] or [B, Nq] (cross-attention; not with --mask).\n"
     "  --scale S                       logit scale (default 1/sqrt(D)).\n";
 
 constexpr std::string_view kMra =
     "\nMRA configuration (docs/semantics.md):\n"
-    "  --scales S1,...,1               block sides, decreasing, each dividing the one before, ending at 1\n"
-    "                                  (default 32,1: MRA-2).\n"
+    "  --scales S1,...,1               block sides, decreasing, each dividing the one before, ending at 1,\n"
+    "                                  at most 1048576 (default 32,1: MRA-2).\n"
     "  --budget N[,N...]               blocks refined at each step, one value per step (scales minus one),\n"
-    "                                  per batch and head; at most the number of blocks of that side.\n"
+    "                                  per batch and head; a budget above the number of candidates refines\n"
+    "                                  all of them (docs/semantics.md §2.4).\n"
     "  --blocks-per-row R              budgets of R blocks per block row at every level, capped at what\n"
     "                                  exists (default 4; not with --budget).\n"
     "  --mode full|sparse              full: unrefined blocks count at low resolution (MRA-L);\n"
@@ -41,18 +49,28 @@ constexpr std::string_view kMra =
     "  --prior-first N                 prefer the first N block rows and columns (global tokens).\n"
     "  --prior-diagonal N              prefer a diagonal band of N blocks.\n";
 
+constexpr std::string_view kOutput =
+    "\nOutput and progress:\n"
+    "  -o OUT                          a file (written to a temporary and renamed, keeping an existing file's\n"
+    "                                  permissions), a device or FIFO (written through, e.g. /dev/null), or -\n"
+    "                                  for stdout (the summary line then goes to stderr). Checked before any\n"
+    "                                  work. Options also take --name=value.\n"
+    "  --quiet                         no progress line (shown on stderr only when it is a terminal).\n";
+
 struct Command {
   std::string_view name;
   std::string_view summary;
   std::string usage;
   std::vector<std::string> value_flags;
+  std::vector<std::string> switches;
   int (*run)(const Options&, const std::string&);
 };
 
-const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--query-mask", "--scale"};
-const std::vector<std::string> kMraFlags{"--q",      "--k",           "--v",           "--mask",
-                                         "--query-mask", "--scale",   "--scales",      "--budget",
-                                         "--blocks-per-row", "--mode", "--prior-first", "--prior-diagonal"};
+const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--key-mask", "--query-mask", "--scale"};
+const std::vector<std::string> kMraFlags{"--q",           "--k",          "--v",           "--mask",
+                                         "--key-mask",    "--query-mask", "--scale",       "--scales",
+                                         "--budget",      "--blocks-per-row", "--mode",    "--prior-first",
+                                         "--prior-diagonal"};
 
 std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
   flags.insert(flags.end(), more.begin(), more.end());
@@ -68,38 +86,43 @@ const std::vector<Command>& commands() {
            "\nBackend:\n"
            "  --backend reference|emulated    reference: the C++ reference (default); emulated: the generated CUDA\n"
            "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
-           "                                  configurations docs/kernels.md lists.\n",
-       with(kMraFlags, {"-o", "--backend"}), mra::cli::run_attend},
+           "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
+       with(kMraFlags, {"-o", "--backend"}), {"--quiet"}, mra::cli::run_attend},
       {"exact", "exact softmax attention of .npy inputs",
-       "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--query-mask M.npy] [--scale S] -o OUT.npy\n"
-       "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs),
-       with(kInputFlags, {"-o"}), mra::cli::run_exact},
+       "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] -o OUT.npy\n"
+       "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +
+           std::string(kOutput),
+       with(kInputFlags, {"-o"}), {"--quiet"}, mra::cli::run_exact},
       {"select", "the blocks MRA refines, as JSON",
        "usage: mra-ref select --q Q.npy --k K.npy --v V.npy [options] [-o OUT.json]\n"
-       "Prints (or writes) the selection as JSON: the scales and budgets, then for every batch b, head h and\n"
-       "refinement step `level` the block side, the number of key blocks nk_blocks, and the refined blocks as\n"
-       "sorted flat indices r * nk_blocks + c.\n" +
+       "Prints (or writes) the selection of the reference as JSON (the kernels select the same blocks): the\n"
+       "scales and budgets, then for every batch b, head h and refinement step `level` (1 ... L-1, as\n"
+       "docs/semantics.md numbers them) the block side, the number of key blocks nk_blocks, and the refined\n"
+       "blocks as sorted flat indices r * nk_blocks + c. Takes the inputs and MRA options of attend (not\n"
+       "--backend).\n" +
            std::string(kInputs) + std::string(kMra),
-       with(kMraFlags, {"-o"}), mra::cli::run_select},
+       with(kMraFlags, {"-o"}), {}, mra::cli::run_select},
       {"compare", "error between two .npy files",
-       "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R]\n"
+       "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R] [--per-head]\n"
        "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
        "([b, h, n, d] for rank-4 files). With --atol and/or --rtol (default 0 each), also checks\n"
        "|a - b| <= atol + rtol * |b| for every element, prints PASS or FAIL with the largest fraction of the\n"
-       "tolerance used, and exits with 1 on FAIL.\n",
-       {"--atol", "--rtol"}, mra::cli::run_compare},
+       "tolerance used, and exits with 1 on FAIL. A NaN or infinity that the other file does not hold at the\n"
+       "same index is a FAIL (exit 1) with or without a tolerance. --per-head adds one line per (b, h) slice.\n"
+       "Integer files are compared exactly; values beyond 2^53 are refused.\n",
+       {"--atol", "--rtol"}, {"--per-head"}, mra::cli::run_compare},
       {"demo", "exact vs MRA on built-in structured inputs",
        "usage: mra-ref demo [--out DIR]\n"
        "Builds structured inputs (B=1, H=2, N=1024, D=64: local structure and a few global tokens), runs exact\n"
        "attention and MRA at several configurations, prints the fraction of entries computed exactly, the\n"
        "relative error and the time of each, and writes every input and output as .npy into DIR (default\n"
        "mra-demo), with the commands that redo a run on those files.\n",
-       {"--out"}, mra::cli::run_demo},
+       {"--out"}, {}, mra::cli::run_demo},
       {"bench", "time reference MRA against reference exact attention",
        "usage: mra-ref bench\n"
        "For N = 1024, 4096 and 16384 (B = H = 1, D = 64, scales 32,1, 4 blocks per row), prints the time of\n"
        "reference MRA and of reference exact attention and their ratio. Takes about a minute.\n",
-       {}, mra::cli::run_bench},
+       {}, {}, mra::cli::run_bench},
   };
   return table;
 }
@@ -109,6 +132,7 @@ void print_top_help(std::FILE* to) {
   for (const Command& c : commands())
     std::fprintf(to, "  %-8s %s\n", std::string(c.name).c_str(), std::string(c.summary).c_str());
   std::fprintf(to, "\nExit status: 0 success, 1 compare failed its tolerance, 2 error (one line on stderr).\n");
+  std::fprintf(to, "mra-ref --version prints the version.\n");
 }
 
 int fail(const std::string& subject, const std::string& problem) {
@@ -117,10 +141,17 @@ int fail(const std::string& subject, const std::string& problem) {
   return 2;
 }
 
-}  // namespace
+// Everything printed on stdout must have arrived: a write error (a full disk, /dev/full) that only the final
+// flush or close reveals still fails the run.
+int finish(int status) {
+  const bool flushed = std::fflush(stdout) == 0 && !std::ferror(stdout);
+  const bool closed = std::fclose(stdout) == 0;
+  if (flushed && closed) return status;
+  // A run that already failed has said why; its stdout error is the same one.
+  return status == 2 ? 2 : fail("stdout", std::string("cannot write: ") + std::strerror(errno));
+}
 
-int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
+int run(const std::vector<std::string>& args, const char* program) {
   if (args.empty()) {
     print_top_help(stderr);
     return 2;
@@ -129,18 +160,23 @@ int main(int argc, char** argv) {
     print_top_help(stdout);
     return 0;
   }
+  if (args[0] == "--version") {
+    std::printf("mra-ref %s\n", MRA_VERSION);
+    return 0;
+  }
   const Command* command = nullptr;
   for (const Command& c : commands())
     if (c.name == args[0]) command = &c;
   if (!command) return fail(args[0], "unknown command (see mra-ref --help)");
 
   try {
-    const Options options(std::vector<std::string>(args.begin() + 1, args.end()), command->value_flags);
+    const Options options(std::vector<std::string>(args.begin() + 1, args.end()), command->value_flags,
+                          command->switches);
     if (options.help()) {
       std::fputs(command->usage.c_str(), stdout);
       return 0;
     }
-    return command->run(options, argv[0]);
+    return command->run(options, program);
   } catch (const mra::cli::Failure& e) {
     return fail(e.subject(), e.what());
   } catch (const mra::ref::Error& e) {
@@ -148,4 +184,15 @@ int main(int argc, char** argv) {
   } catch (const std::bad_alloc&) {
     return fail(args[0], "out of memory");
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A closed stdin, stdout or stderr gets a placeholder that cannot be written, so that no file this run
+  // opens (an input, the temporary output) takes its number and receives text meant for the terminal;
+  // writing to it then fails like any other write error.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (::fcntl(fd, F_GETFD) == -1 && ::open("/dev/null", O_RDONLY | O_CLOEXEC) != fd) return 2;
+  return finish(run(std::vector<std::string>(argv + 1, argv + argc), argv[0]));
 }

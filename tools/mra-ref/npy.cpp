@@ -1,18 +1,20 @@
 // tools/mra-ref/npy.cpp: the .npy reader and writer declared in npy.h. Tested by tests/cli (ctest -L cli).
 #include "npy.h"
 
+#include "output.h"
+
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace mra::npy {
@@ -23,6 +25,9 @@ namespace {
 static_assert(std::endian::native == std::endian::little, "the .npy writer assumes a little-endian host");
 
 constexpr std::string_view kMagic = "\x93NUMPY";
+// numpy itself refuses headers over 10 000 bytes by default; this bound only keeps a stream from feeding an
+// endless header.
+constexpr uint64_t kMaxHeaderBytes = uint64_t(1) << 20;
 
 // Parse failures travel as this exception inside the parser and leave `parse` as Parsed::error.
 struct Malformed : std::runtime_error {
@@ -219,48 +224,161 @@ double element(const unsigned char* p, const DType& t) {
   return static_cast<double>(static_cast<int64_t>(bits << shift) >> shift);
 }
 
-Array parse_or_throw(std::string_view bytes) {
-  if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic)
+// The fixed part of a file: magic string, version and header length.
+struct Prefix {
+  size_t size = 0;             // bytes before the header
+  uint64_t header_length = 0;
+};
+
+// Reads the prefix from the first bytes of a file (all of them if the file is shorter than 12 bytes).
+Prefix parse_prefix(std::string_view bytes) {
+  if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic) {
+    // A zip archive is what numpy writes for np.savez: say what the file is rather than only what it is not.
+    if (bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4))
+      fail("a .npz (zip) archive, not a .npy file: save each array with np.save, or extract them");
     fail("not a .npy file (bad magic string)");
+  }
   if (bytes.size() < 8) fail("truncated: the file ends inside the version field");
   const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
   const int major = u[6], minor = u[7];
   if (minor != 0 || major < 1 || major > 3)
     fail("unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor));
   const size_t length_size = major == 1 ? 2 : 4;
-  const size_t prefix = 8 + length_size;
-  if (bytes.size() < prefix) fail("truncated: the file ends inside the header length");
-  const uint64_t header_length = read_le(u + 8, static_cast<int>(length_size));
-  if (header_length > bytes.size() - prefix)
-    fail("truncated: the header claims " + std::to_string(header_length) + " bytes, the file holds " +
-         std::to_string(bytes.size() - prefix) + " after the prefix");
+  if (bytes.size() < 8 + length_size) fail("truncated: the file ends inside the header length");
+  return {8 + length_size, read_le(u + 8, static_cast<int>(length_size))};
+}
 
-  Array a;
-  bool fortran_order = false;
-  HeaderParser(bytes.substr(prefix, header_length)).parse(a.descr, fortran_order, a.shape);
-  const DType t = dtype_of(a.descr);
-  a.kind = t.kind;
-  if (fortran_order) fail("fortran_order True is not supported (save np.ascontiguousarray(x))");
+[[noreturn]] void fail_header_truncated(uint64_t header_length, uint64_t available) {
+  fail("truncated: the header claims " + std::to_string(header_length) + " bytes, the file holds " +
+       std::to_string(available) + " after the prefix");
+}
 
-  const uint64_t available = bytes.size() - prefix - header_length;
+// The header's array description and the number of elements its shape holds.
+struct Header {
+  Array array;  // descr, kind and shape; no values yet
+  DType type{};
   uint64_t count = 1;
-  for (int64_t d : a.shape) {
-    const auto dim = static_cast<uint64_t>(d);
-    if (dim != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
-      fail("the shape's element count does not fit in 64 bits");
-    count *= dim;
-  }
-  // Compare element counts first: count * size cannot overflow once count <= available / size.
-  const auto size = static_cast<uint64_t>(t.size);
-  const std::string holds = " elements of " + std::to_string(t.size) + " bytes, the file holds " +
-                            std::to_string(available) + " data bytes";
-  if (count > available / size) fail("truncated: the shape needs " + std::to_string(count) + holds);
-  if (count * size != available) fail("size mismatch: the shape needs " + std::to_string(count) + holds);
+};
 
-  a.values.resize(static_cast<size_t>(count));
-  const unsigned char* data = u + prefix + header_length;
-  for (size_t i = 0; i < a.values.size(); ++i) a.values[i] = element(data + i * static_cast<size_t>(t.size), t);
-  return a;
+Header parse_header(std::string_view text) {
+  Header h;
+  bool fortran_order = false;
+  HeaderParser(text).parse(h.array.descr, fortran_order, h.array.shape);
+  h.type = dtype_of(h.array.descr);
+  h.array.kind = h.type.kind;
+  if (fortran_order) fail("fortran_order True is not supported (save np.ascontiguousarray(x))");
+  for (int64_t d : h.array.shape) {
+    const auto dim = static_cast<uint64_t>(d);
+    if (dim != 0 && h.count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
+      fail("the shape's element count does not fit in 64 bits");
+    h.count *= dim;
+  }
+  return h;
+}
+
+// The data must be exactly count elements: `available` data bytes follow the header.
+void check_data_size(const Header& h, uint64_t available, bool more_follow = false) {
+  // Compare element counts first: count * size cannot overflow once count <= available / size.
+  const auto size = static_cast<uint64_t>(h.type.size);
+  const std::string holds = " elements of " + std::to_string(h.type.size) + " bytes, the file holds " +
+                            std::string(more_follow ? "more than " : "") + std::to_string(available) + " data bytes";
+  if (h.count > available / size) fail("truncated: the shape needs " + std::to_string(h.count) + holds);
+  if (more_follow || h.count * size != available)
+    fail("size mismatch: the shape needs " + std::to_string(h.count) + holds);
+}
+
+// True when the integer at `p` lies beyond ±2^53, where doubles no longer hold every integer.
+bool beyond_double(const unsigned char* p, const DType& t) {
+  if (t.kind != Kind::integer || t.size < 8) return false;
+  constexpr uint64_t kExact = uint64_t(1) << 53;
+  const uint64_t bits = read_le(p, t.size);
+  if (!t.is_signed) return bits > kExact;
+  const auto x = static_cast<int64_t>(bits);
+  return x > int64_t(kExact) || x < -int64_t(kExact);
+}
+
+void decode(const unsigned char* data, size_t count, const DType& t, Array& a) {
+  for (size_t i = 0; i < count; ++i) {
+    const unsigned char* p = data + i * static_cast<size_t>(t.size);
+    if (!a.rounded && beyond_double(p, t)) a.rounded = a.values.size() + 1;
+    a.values.push_back(element(p, t));
+  }
+}
+
+Array parse_or_throw(std::string_view bytes) {
+  const Prefix prefix = parse_prefix(bytes);
+  if (prefix.header_length > bytes.size() - prefix.size)
+    fail_header_truncated(prefix.header_length, bytes.size() - prefix.size);
+  Header h = parse_header(bytes.substr(prefix.size, prefix.header_length));
+  check_data_size(h, bytes.size() - prefix.size - prefix.header_length);
+  h.array.values.reserve(static_cast<size_t>(h.count));
+  decode(reinterpret_cast<const unsigned char*>(bytes.data()) + prefix.size + prefix.header_length,
+         static_cast<size_t>(h.count), h.type, h.array);
+  return std::move(h.array);
+}
+
+// Reads up to `n` more bytes of `fd` into `out`; fewer only at the end of the file.
+void read_up_to(int fd, size_t n, std::string& out) {
+  const size_t start = out.size();
+  out.resize(start + n);
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, out.data() + start + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail(std::string("read error: ") + std::strerror(errno));
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  out.resize(start + got);
+}
+
+// Closes the descriptor however the read ends.
+struct Descriptor {
+  int fd;
+  ~Descriptor() { ::close(fd); }
+};
+
+// A file read no further than its header says: its data (and, for a regular file, its size) are checked
+// against the shape before they are read, and a stream (a pipe, a device) is read only up to the bytes the
+// header declares plus one, so that /dev/zero or a never-ending pipe costs no more than the declared array.
+Array load_or_throw(int fd, bool regular, uint64_t file_size) {
+  std::string head;
+  read_up_to(fd, 12, head);
+  const Prefix prefix = parse_prefix(head);
+  const uint64_t after_prefix = regular ? file_size - std::min<uint64_t>(file_size, prefix.size) : 0;
+  if (regular && prefix.header_length > after_prefix) fail_header_truncated(prefix.header_length, after_prefix);
+  if (prefix.header_length > kMaxHeaderBytes)
+    fail("the header claims " + std::to_string(prefix.header_length) + " bytes, more than the " +
+         std::to_string(kMaxHeaderBytes) + " this reader accepts");
+  std::string header = head.substr(prefix.size);
+  if (header.size() < prefix.header_length) read_up_to(fd, prefix.header_length - header.size(), header);
+  if (header.size() < prefix.header_length) fail_header_truncated(prefix.header_length, header.size());
+  // 12 bytes may reach past a short header into the data.
+  std::string data = header.substr(static_cast<size_t>(prefix.header_length));
+  header.resize(static_cast<size_t>(prefix.header_length));
+  Header h = parse_header(header);
+  const auto size = static_cast<uint64_t>(h.type.size);
+  if (regular) check_data_size(h, after_prefix - prefix.header_length);
+  if (h.count > std::numeric_limits<uint64_t>::max() / size) fail("the shape's byte count does not fit in 64 bits");
+  const uint64_t needed = h.count * size;
+  // Chunks of whole elements, decoded as they arrive: memory grows only with data actually read.
+  constexpr uint64_t kChunk = uint64_t(1) << 20;
+  if (regular) h.array.values.reserve(static_cast<size_t>(h.count));
+  uint64_t done = 0;
+  while (true) {
+    const uint64_t whole = data.size() / size * size;
+    decode(reinterpret_cast<const unsigned char*>(data.data()), static_cast<size_t>(whole / size), h.type, h.array);
+    data.erase(0, static_cast<size_t>(whole));
+    done += whole;
+    if (done >= needed) break;
+    const size_t before = data.size();
+    read_up_to(fd, static_cast<size_t>(std::min(kChunk, needed - done - before)), data);
+    if (data.size() == before) check_data_size(h, done + data.size());  // the stream ended early: truncated
+  }
+  // Exactly the declared bytes, unless more follow.
+  read_up_to(fd, 1, data);
+  if (!data.empty()) check_data_size(h, needed, true);
+  return std::move(h.array);
 }
 
 }  // namespace
@@ -277,22 +395,29 @@ Parsed parse(std::string_view bytes) {
 
 Parsed load(const std::string& path) {
   Parsed result;
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    result.error = "is a folder, not a file";
-    return result;
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     result.error = std::string("cannot open: ") + std::strerror(errno);
     return result;
   }
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    result.error = "read error";
+  const Descriptor closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    result.error = std::string("cannot read: ") + std::strerror(errno);
     return result;
   }
-  return parse(bytes);
+  if (S_ISDIR(st.st_mode)) {
+    result.error = "is a folder, not a file";
+    return result;
+  }
+  try {
+    result.array = load_or_throw(fd, S_ISREG(st.st_mode), static_cast<uint64_t>(st.st_size));
+  } catch (const Malformed& e) {
+    result.error = e.what();
+  } catch (const std::bad_alloc&) {
+    result.error = "out of memory while reading the array its header declares";
+  }
+  return result;
 }
 
 std::string serialize_f32(const std::vector<int64_t>& shape, const float* data) {
@@ -319,37 +444,8 @@ std::string serialize_f32(const std::vector<int64_t>& shape, const float* data) 
 }
 
 std::string write_file_atomic(const std::string& path, std::string_view bytes) {
-  const size_t slash = path.find_last_of('/');
-  const std::string folder = slash == std::string::npos ? "./" : path.substr(0, slash + 1);
-  // O_EXCL with a per-process name never clobbers another writer's file; the mode lets the umask decide the
-  // permissions, as for any new file.
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0 && attempt < 100; ++attempt) {
-    tmp = folder + ".mra-ref-" + std::to_string(::getpid()) + "-" + std::to_string(attempt) + ".tmp";
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  if (fd < 0) return "cannot create a temporary file in '" + folder + "': " + std::strerror(errno);
-
-  const auto give_up = [&tmp](const std::string& why) {
-    std::remove(tmp.c_str());
-    return "cannot write: " + why;
-  };
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = n < 0 ? std::strerror(errno) : "no progress";
-      ::close(fd);
-      return give_up(why);
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (::close(fd) != 0) return give_up(std::strerror(errno));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return give_up(std::strerror(errno));
-  return {};
+  Output out(path);
+  return out.commit(bytes);
 }
 
 }  // namespace mra::npy

@@ -2,7 +2,8 @@
 //
 // Reads format versions 1.0, 2.0 and 3.0 with little-endian, C-ordered data of dtypes
 // <f2 <f4 <f8 |b1 |i1 |u1 <i2 <u2 <i4 <u4 <i8 <u8; writes float32 version 1.0 exactly as numpy does (header
-// padded with spaces to a multiple of 64 bytes). `parse` is a pure function of its byte buffer and is meant to
+// padded with spaces to a multiple of 64 bytes). A zip archive (.npz) is named as such in the error.
+// `parse` is a pure function of its byte buffer and is meant to
 // be fuzzed: it never crashes and never allocates more than a small multiple of the buffer, whatever the
 // header claims. Tested by tests/cli (ctest -L cli).
 #pragma once
@@ -23,6 +24,8 @@ struct Array {
   // The elements in C order, widened to double: exact for every float and bool dtype and for integers up to
   // 2^53 in magnitude (larger integers round, which keeps them distinguishable from 0 and 1).
   std::vector<double> values;
+  // 0, or 1 + the flat index of the first 64-bit integer beyond ±2^53, which `values` holds rounded.
+  size_t rounded = 0;
 };
 
 // Either an array or a one-line description of why the bytes are not a supported .npy file.
@@ -34,14 +37,17 @@ struct Parsed {
 
 Parsed parse(std::string_view bytes);
 
-// Reads and parses a file; a file that cannot be opened or read is reported like a malformed one.
+// Reads and parses a file; a file that cannot be opened or read is reported like a malformed one. Reads no
+// more than the header declares (plus one byte, to detect trailing data), so a device or a pipe as input
+// costs no more than the array it claims to hold; a regular file's size is checked before its data are read.
 Parsed load(const std::string& path);
 
 // The bytes of a float32 .npy file of the given shape; `data` holds the product of `shape` elements.
 std::string serialize_f32(const std::vector<int64_t>& shape, const float* data);
 
-// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that `path` either
-// keeps its previous state or holds the complete new contents. Returns an empty string or a one-line error.
+// Writes `bytes` to `path` as an Output (output.h) does: through a temporary file and a rename for a regular
+// file, so that `path` either keeps its previous state or holds the complete new contents; through to a
+// device or FIFO; "-" is stdout. Returns an empty string or a one-line error.
 std::string write_file_atomic(const std::string& path, std::string_view bytes);
 
 }  // namespace mra::npy

@@ -36,7 +36,7 @@ constexpr int64_t kLengths[] = {1, 2, 3, 7, 16, 31, 32, 33, 64, 65, 96, 1000, 40
 constexpr int64_t kRunLimit = 96;  // select and attend only on problems this small: each run must stay fast
 
 // Every value flag of every subcommand (main.cpp keeps the per-command lists to itself).
-const std::vector<std::string> kFlags{"--q",     "--k",           "--v",           "--mask",   "--query-mask",
+const std::vector<std::string> kFlags{"--q",     "--k",           "--v",           "--mask",   "--key-mask", "--query-mask",
                                       "--scale", "--scales",      "--budget",      "--blocks-per-row",
                                       "--mode",  "--prior-first", "--prior-diagonal", "-o", "--atol", "--rtol",
                                       "--out"};
@@ -56,15 +56,8 @@ void run_reference(const mra::ref::Config& config, int64_t nq, int64_t nk, uint8
   std::vector<uint8_t> key_mask(nk, 1);
   for (int64_t j = nk - (seed % 5) * nk / 4; j < nk; ++j) key_mask[j] = 0;
 
-  mra::ref::Problem p;
-  p.heads = heads;
-  p.nq = nq;
-  p.nk = nk;
-  p.dim = dim;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.key_mask = key_mask.data();
+  const mra::ref::Problem p =
+      mra::ref::Problem::of(1, heads, nq, nk, dim, q.data(), k.data(), v.data(), nullptr, key_mask.data());
   try {
     const mra::ref::Selection s = mra::ref::select(p, config);
     mra::ref::validate_selection(p, config, s);
