@@ -44,18 +44,8 @@ std::vector<int64_t> scales_of(const int64_t* scales, int32_t levels) {
 
 mra::ref::Problem problem_of(const mra_reference_problem& c, const float* q, const float* k, const float* v,
                              const uint8_t* query_mask, const uint8_t* key_mask) {
-  mra::ref::Problem p;
-  p.batch = c.batch;
-  p.heads = c.heads;
-  p.nq = c.nq;
-  p.nk = c.nk;
-  p.dim = c.dim;
-  p.q = q;
-  p.k = k;
-  p.v = v;
-  p.query_mask = query_mask;
-  p.key_mask = key_mask;
-  p.scale = c.scale;
+  const mra::ref::Problem p =
+      mra::ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, q, k, v, query_mask, key_mask, c.scale);
   p.validate();
   return p;
 }

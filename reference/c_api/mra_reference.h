@@ -2,7 +2,8 @@
  * for callers that cannot use C++: the Python package (tools/python) loads it from libmra_reference.so.
  *
  * Tensors are contiguous row-major float32: q [B, H, Nq, D], k and v [B, H, Nk, D], out [B, H, Nq, D]; masks are
- * uint8 [B, Nq] and [B, Nk] (1 = real token, 0 = padding) or NULL (every token real). Semantics:
+ * uint8 [B, Nq] and [B, Nk] (0 = padding, any other byte = real token, as in runtime/mra.h) or NULL (every token
+ * real). Semantics:
  * docs/semantics.md. Every function returns 0 on success; otherwise nonzero, with a one-line description of what
  * is wrong written (NUL-terminated, cut to fit) into `error` when it is not NULL, and `out` is left untouched.
  */

@@ -17,7 +17,7 @@ MAX_LEVELS = 4  # MRA_MAX_LEVELS of runtime/mra.h
 # mra_dtype and mra_mode of runtime/mra.h.
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
 MODE_FULL, MODE_SPARSE = 0, 1
-SUCCESS = 0
+SUCCESS, LAUNCH_FAILED = 0, 4  # mra_status of runtime/mra.h
 
 
 class MraError(ValueError):
@@ -70,6 +70,8 @@ runtime.mra_workspace_size.argtypes = [_p, ctypes.POINTER(ctypes.c_size_t)]
 runtime.mra_workspace_size.restype = ctypes.c_int
 runtime.mra_forward_host.argtypes = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, ctypes.c_size_t]
 runtime.mra_forward_host.restype = ctypes.c_int
+runtime.mra_last_cuda_error.argtypes = []
+runtime.mra_last_cuda_error.restype = ctypes.c_int
 # mra_forward exists only where nvcc built the CUDA backend.
 HAVE_CUDA = hasattr(runtime, "mra_forward")
 if HAVE_CUDA:
@@ -92,6 +94,8 @@ def status_text(status: int) -> str:
 
 def check_runtime(status: int, what: str) -> None:
     """Raises MraError carrying mra_status_string(status) unless it is MRA_SUCCESS."""
+    if status == LAUNCH_FAILED:
+        raise MraError(f"{what}: {status_text(status)} (cudaError {runtime.mra_last_cuda_error()})", status)
     if status != SUCCESS:
         raise MraError(f"{what}: {status_text(status)}", status)
 
