@@ -117,7 +117,7 @@ void validate_selection(const Problem& p, const Config& c, const Selection& s) {
         const Pooled& lv = levels[at(l)];
         const std::vector<int64_t>& blocks = s.at(b, h, l);
         const std::string where =
-            "selection [b=" + std::to_string(b) + ", h=" + std::to_string(h) + ", level=" + std::to_string(l) + "]";
+            "selection [b=" + std::to_string(b) + ", h=" + std::to_string(h) + ", level=" + std::to_string(l + 1) + "]";
         for (size_t t = 0; t < blocks.size(); ++t) {
           const int64_t flat = blocks[t];
           if (flat < 0 || flat >= lv.nq_blocks * lv.nk_blocks)

@@ -8,8 +8,9 @@
  * problem's dtype and 16-byte aligned; masks are uint8 [B, Nq] and [B, Nk] or NULL (every token real).
  * The mask rule, the same for the kernels and the reference (mra::ref): a byte 0 is padding, any other byte
  * is a real token (C's truth, so a bool array or a 0/1 array can be passed as it is). The API cannot read
- * device memory to check more; mra-ref, which reads mask *files*, refuses values other than 0 and 1 there. The caller owns the workspace: mra_workspace_size() says how many bytes a problem
- * needs. Nothing here allocates, prints, exits or synchronizes; errors come back as an mra_status.
+ * device memory to check more; mra-ref, which reads mask *files*, refuses values other than 0 and 1 there.
+ * The caller owns the workspace: mra_workspace_size() says how many bytes a problem needs. Nothing here
+ * allocates, prints, exits or synchronizes; errors come back as an mra_status.
  *
  *   size_t bytes; mra_workspace_size(&problem, &bytes);            (allocate `bytes` on the device)
  *   mra_forward(&problem, q, k, v, NULL, NULL, out, workspace, bytes, stream);

@@ -10,8 +10,11 @@
 // crt/host_defines.h keeps a definition that already exists when __CUDACC__ is not defined, so the
 // emulation's meaning of these qualifiers must be in place before the toolkit headers are read.
 // A block runs all its fibers on one OS thread and a worker runs one block at a time, so a
-// thread_local static is exactly one instance per resident block.
-#define __shared__ static thread_local
+// thread_local static is exactly one instance per resident block. The ABI tag puts "simt_shared"
+// into the variable's symbol name: that is how the runtime finds every static __shared__ variable
+// (in the ELF symbol table) to poison it at each block start and to count a kernel's static shared
+// memory against the limits.
+#define __shared__ __attribute__((abi_tag("simt_shared"))) static thread_local
 #define __launch_bounds__(...)
 
 #include <cuda_runtime.h>
@@ -21,11 +24,33 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <type_traits>
 
 #define SIMT_EMULATION 1
+
+// libstdc++ spells the attribute __attribute__((__noinline__)) (in <memory>, included above, so
+// its include guard keeps it from being read again), which this macro would break: nvcc solves it
+// in its front end, the emulation by defining the macro after those headers. <stacktrace> and
+// <experimental/simd> cannot be included after simt/simt.h.
+#define __noinline__ __attribute__((noinline))
+
+#if defined(__SANITIZE_THREAD__)
+#define SIMT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SIMT_TSAN 1
+#endif
+#endif
+
+#if defined(SIMT_TSAN)
+// Happens-before annotations of the racecheck build (docs/emulator.md §7): a CUDA atomic, barrier or
+// fence orders the accesses of CUDA threads only through these edges.
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
 
 namespace simt {
 
@@ -49,29 +74,43 @@ void set_schedule(Schedule schedule, uint64_t seed = 0);
 void set_worker_threads(unsigned n);
 // Stack per CUDA thread; 0 restores the default (64 KiB, 256 KiB under AddressSanitizer).
 void set_stack_size(size_t bytes);
-// Describes the last failed launch of the calling thread (kernel, block, threads); empty after a
-// successful launch.
+// Describes the last launch of the calling thread that failed (kernel, block, threads); empty after
+// a successful launch.
 std::string last_error_message();
 const char* error_name(cudaError_t error);
+// The CUDA runtime's error state (docs/emulator.md §2), under names that cannot clash with libcudart
+// in a program that links both: cudaGetLastError, cudaPeekAtLastError, cudaDeviceSynchronize and
+// cudaDeviceReset. After a kernel fault every launch returns the fault until device_reset().
+cudaError_t get_last_error();
+cudaError_t peek_at_last_error();
+cudaError_t device_synchronize();
+cudaError_t device_reset();
 
 namespace detail {
 
 struct Block;
 struct Fiber;
 
+struct Worker;
+
 // Per OS thread view of the CUDA thread that is running right now; the scheduler rewrites it on
-// every switch, so kernels read it through the threadIdx/... macros below.
+// every switch, so kernels read it through the threadIdx/... macros below. Defined (constant-
+// initialised, with a non-zero field) in runtime.cpp, so it lies in the initialised part of the TLS
+// block, which precedes the zero-initialised part holding the static __shared__ variables: an
+// overrun of a shared array runs away from the emulator's own state instead of into it.
 struct ThreadState {
   uint3 thread_idx{0, 0, 0};
   uint3 block_idx{0, 0, 0};
   dim3 block_dim{};
   dim3 grid_dim{};
   unsigned lane = 0;
+  unsigned placement = 1;  // non-zero: keeps the variable out of .tbss
   unsigned char* dynamic_smem = nullptr;
   Block* block = nullptr;
   Fiber* fiber = nullptr;
+  Worker* worker = nullptr;  // this OS thread's blocks, stacks and error state (heap)
 };
-inline thread_local ThreadState tls{};
+extern constinit thread_local ThreadState tls;
 
 struct LaunchSpec {
   const void* kernel;
@@ -91,16 +130,22 @@ struct LaneCall {
   void* out;
   unsigned arg;
 };
-// calls[l] is null for lanes that do not take part (outside the mask or exited).
+// calls[l] is null for lanes that do not take part (outside the mask or exited). Lanes meet in one
+// operation only when they call the same `fn` with the same `op` (the instruction's variant: shuffle
+// mode, reduction, vote kind); anything else under one mask is reported as warp misuse.
 using WarpFn = void (*)(LaneCall* const calls[32], unsigned participants);
-void warp_collective(unsigned mask, WarpFn fn, const void* in, void* out, unsigned arg);
-unsigned active_mask();
+void warp_collective(unsigned mask, WarpFn fn, unsigned op, const void* in, void* out, unsigned arg);
+[[noreturn]] void active_mask();
 
-void syncthreads();
-int syncthreads_count(int predicate);
-int syncthreads_and(int predicate);
-int syncthreads_or(int predicate);
-void yield();
+// The call site of a __syncthreads: every thread of the block must reach the same one.
+struct Site {
+  const char* file;
+  int line;
+};
+int syncthreads_count(int predicate, Site site);
+int syncthreads_and(int predicate, Site site);
+int syncthreads_or(int predicate, Site site);
+void nanosleep_yield();
 [[noreturn]] void fail(cudaError_t error, const char* what);
 
 void cp_async(void* smem, const void* gmem, unsigned bytes, unsigned src_bytes);
@@ -161,13 +206,16 @@ T shfl(unsigned mask, T var, ShflMode mode, int b, int width) {
   static_assert(std::is_standard_layout_v<T> && std::is_trivially_destructible_v<T> && sizeof(T) <= 16,
                 "shuffle of a value wider than 16 bytes or with a non-trivial destructor");
   T out;
-  warp_collective(mask, &shfl_fn<sizeof(T)>, &var, &out, shfl_source(mode, tls.lane, b, width));
+  warp_collective(mask, &shfl_fn<sizeof(T)>, static_cast<unsigned>(mode), &var, &out, shfl_source(mode, tls.lane, b, width));
   return out;
 }
 
-// out: {votes, participants}.
+// out: {votes, participants}. `kind` tells __ballot_sync, __any_sync, ... apart.
+enum class VoteKind : unsigned { ballot, any, all, uni, match_all };
 void vote_fn(LaneCall* const calls[32], unsigned participants);
-inline void vote(unsigned mask, int predicate, unsigned out[2]) { warp_collective(mask, &vote_fn, &predicate, out, 0); }
+inline void vote(unsigned mask, int predicate, unsigned out[2], VoteKind kind) {
+  warp_collective(mask, &vote_fn, static_cast<unsigned>(kind), &predicate, out, 0);
+}
 void sync_fn(LaneCall* const calls[32], unsigned participants);
 
 template <typename T>
@@ -185,7 +233,7 @@ template <typename T>
 unsigned match_any(unsigned mask, T value) {
   static_assert(sizeof(T) == 4 || sizeof(T) == 8);
   unsigned out;
-  warp_collective(mask, &match_any_fn<T>, &value, &out, 0);
+  warp_collective(mask, &match_any_fn<T>, 0, &value, &out, 0);
   return out;
 }
 
@@ -195,6 +243,7 @@ template <typename T>
 void reduce_fn(LaneCall* const calls[32], unsigned) {
   bool first = true;
   T acc{};
+  // Every lane passed the same operation (warp_collective checks it).
   const auto op = static_cast<ReduceOp>([&] {
     for (unsigned l = 0; l < 32; ++l)
       if (calls[l]) return calls[l]->arg;
@@ -224,18 +273,33 @@ void reduce_fn(LaneCall* const calls[32], unsigned) {
 template <typename T>
 T warp_reduce(unsigned mask, T value, ReduceOp op) {
   T out;
-  warp_collective(mask, &reduce_fn<T>, &value, &out, static_cast<unsigned>(op));
+  warp_collective(mask, &reduce_fn<T>, static_cast<unsigned>(op), &value, &out, static_cast<unsigned>(op));
   return out;
 }
 
-// Atomics act on the object in place, so they are exact across the worker threads of a grid.
+// Atomics act on the object in place, so they are exact across the worker threads of a grid. CUDA's
+// atomic* functions are relaxed: they order nothing but themselves (a fence does the rest), and so
+// do these, which lets the racecheck build see a flag-and-data race that lacks its fence.
+inline constexpr std::memory_order kAtomicOrder = std::memory_order_relaxed;
 template <typename T, typename F>
 T atomic_update(T* address, F f) {
   std::atomic_ref<T> ref(*address);
-  T old = ref.load(std::memory_order_relaxed);
-  while (!ref.compare_exchange_weak(old, f(old), std::memory_order_seq_cst, std::memory_order_relaxed)) {
+  T old = ref.load(kAtomicOrder);
+  while (!ref.compare_exchange_weak(old, f(old), kAtomicOrder, kAtomicOrder)) {
   }
   return old;
+}
+
+// __threadfence*: a sequentially consistent fence; in the racecheck build also a release and an
+// acquire on one process-wide object, since ThreadSanitizer does not model fences (this orders more
+// than a GPU fence does, so it can hide a race, never invent one).
+inline void fence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#if defined(SIMT_TSAN)
+  static char fence_object;
+  __tsan_release(&fence_object);
+  __tsan_acquire(&fence_object);
+#endif
 }
 
 // fp16/bf16 fma with a single rounding: the product of two halves (or bfloat16s) is exact in
@@ -256,18 +320,29 @@ inline constexpr int warpSize = 32;
 
 // ---- synchronisation ---------------------------------------------------------------------------
 
-inline void __syncthreads() { ::simt::detail::syncthreads(); }
-inline int __syncthreads_count(int predicate) { return ::simt::detail::syncthreads_count(predicate); }
-inline int __syncthreads_and(int predicate) { return ::simt::detail::syncthreads_and(predicate); }
-inline int __syncthreads_or(int predicate) { return ::simt::detail::syncthreads_or(predicate); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  ::simt::detail::warp_collective(mask, &::simt::detail::sync_fn, nullptr, nullptr, 0);
+// The defaulted arguments are the caller's file and line (kernels call these with the CUDA
+// signatures): threads of a block that reach different __syncthreads calls are reported.
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  (void)::simt::detail::syncthreads_count(0, {file, line});
 }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-// Lets a spin-wait make progress: the other threads of the block run before this one resumes.
-inline void __nanosleep(unsigned) { ::simt::detail::yield(); }
+inline int __syncthreads_count(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::simt::detail::syncthreads_count(predicate, {file, line});
+}
+inline int __syncthreads_and(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::simt::detail::syncthreads_and(predicate, {file, line});
+}
+inline int __syncthreads_or(int predicate, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return ::simt::detail::syncthreads_or(predicate, {file, line});
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::simt::detail::warp_collective(mask, &::simt::detail::sync_fn, 0, nullptr, nullptr, 0);
+}
+inline void __threadfence() { ::simt::detail::fence(); }
+inline void __threadfence_block() { ::simt::detail::fence(); }
+inline void __threadfence_system() { ::simt::detail::fence(); }
+// Lets a spin-wait make progress: the other threads of the block run before this one resumes. A
+// block whose threads only sleep for 2 s is reported as a deadlock (docs/emulator.md §2).
+inline void __nanosleep(unsigned) { ::simt::detail::nanosleep_yield(); }
 [[noreturn]] inline void __trap() { ::simt::detail::fail(::cudaErrorLaunchFailure, "__trap() called"); }
 
 // ---- warp operations ---------------------------------------------------------------------------
@@ -290,23 +365,28 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   unsigned out[2];
-  ::simt::detail::vote(mask, predicate, out);
+  ::simt::detail::vote(mask, predicate, out, ::simt::detail::VoteKind::ballot);
   return out[0];
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __any_sync(unsigned mask, int predicate) {
+  unsigned out[2];
+  ::simt::detail::vote(mask, predicate, out, ::simt::detail::VoteKind::any);
+  return out[0] != 0;
+}
 // Lanes of the mask that exited do not vote, so "all" and "uni" are over the lanes that took part.
 inline int __all_sync(unsigned mask, int predicate) {
   unsigned out[2];
-  ::simt::detail::vote(mask, predicate, out);
+  ::simt::detail::vote(mask, predicate, out, ::simt::detail::VoteKind::all);
   return out[0] == out[1];
 }
 inline int __uni_sync(unsigned mask, int predicate) {
   unsigned out[2];
-  ::simt::detail::vote(mask, predicate, out);
+  ::simt::detail::vote(mask, predicate, out, ::simt::detail::VoteKind::uni);
   return out[0] == 0 || out[0] == out[1];
 }
-// There is no convergence on a CPU: the lanes of the warp that have not exited.
-inline unsigned __activemask() { return ::simt::detail::active_mask(); }
+// Which lanes execute together is a property of the GPU's convergence, which fibers do not model:
+// the launch fails with kErrorWarpMisuse and says so (pass the mask explicitly instead).
+inline unsigned __activemask() { ::simt::detail::active_mask(); }
 template <typename T>
 unsigned __match_any_sync(unsigned mask, T value) {
   return ::simt::detail::match_any(mask, value);
@@ -315,7 +395,7 @@ template <typename T>
 unsigned __match_all_sync(unsigned mask, T value, int* pred) {
   const unsigned same = ::simt::detail::match_any(mask, value);
   unsigned out[2];
-  ::simt::detail::vote(mask, 1, out);
+  ::simt::detail::vote(mask, 1, out, ::simt::detail::VoteKind::match_all);
   *pred = same == out[1];
   return *pred ? same : 0u;
 }
@@ -334,17 +414,18 @@ inline unsigned __reduce_xor_sync(unsigned mask, unsigned v) { return ::simt::de
 // ---- atomics -----------------------------------------------------------------------------------
 
 // Exactly the overloads CUDA declares, so that a kernel that builds here also builds with nvcc.
+#define SIMT_RELAXED ::simt::detail::kAtomicOrder
 #define SIMT_ATOMIC_ADD_EXCH_CAS(T)                                                          \
-  inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v); }              \
-  inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v); }              \
+  inline T atomicAdd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_add(v, SIMT_RELAXED); } \
+  inline T atomicExch(T* a, T v) { return std::atomic_ref<T>(*a).exchange(v, SIMT_RELAXED); } \
   inline T atomicCAS(T* a, T compare, T v) {                                                 \
-    std::atomic_ref<T>(*a).compare_exchange_strong(compare, v);                              \
+    std::atomic_ref<T>(*a).compare_exchange_strong(compare, v, SIMT_RELAXED);                \
     return compare;                                                                          \
   }
 #define SIMT_ATOMIC_BITS(T)                                                                  \
-  inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v); }              \
-  inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v); }                \
-  inline T atomicXor(T* a, T v) { return std::atomic_ref<T>(*a).fetch_xor(v); }
+  inline T atomicAnd(T* a, T v) { return std::atomic_ref<T>(*a).fetch_and(v, SIMT_RELAXED); } \
+  inline T atomicOr(T* a, T v) { return std::atomic_ref<T>(*a).fetch_or(v, SIMT_RELAXED); }   \
+  inline T atomicXor(T* a, T v) { return std::atomic_ref<T>(*a).fetch_xor(v, SIMT_RELAXED); }
 #define SIMT_ATOMIC_MIN_MAX(T)                                                               \
   inline T atomicMin(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v < o ? v : o; }); } \
   inline T atomicMax(T* a, T v) { return ::simt::detail::atomic_update(a, [v](T o) { return v > o ? v : o; }); }
@@ -362,15 +443,16 @@ SIMT_ATOMIC_MIN_MAX(unsigned long long)
 #undef SIMT_ATOMIC_BITS
 #undef SIMT_ATOMIC_MIN_MAX
 
-inline int atomicSub(int* a, int v) { return std::atomic_ref<int>(*a).fetch_sub(v); }
-inline unsigned atomicSub(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_sub(v); }
+inline int atomicSub(int* a, int v) { return std::atomic_ref<int>(*a).fetch_sub(v, SIMT_RELAXED); }
+inline unsigned atomicSub(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_sub(v, SIMT_RELAXED); }
 inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
-  std::atomic_ref<unsigned short>(*a).compare_exchange_strong(compare, v);
+  std::atomic_ref<unsigned short>(*a).compare_exchange_strong(compare, v, SIMT_RELAXED);
   return compare;
 }
 inline float atomicAdd(float* a, float v) { return ::simt::detail::atomic_update(a, [v](float o) { return o + v; }); }
 inline double atomicAdd(double* a, double v) { return ::simt::detail::atomic_update(a, [v](double o) { return o + v; }); }
-inline float atomicExch(float* a, float v) { return std::atomic_ref<float>(*a).exchange(v); }
+inline float atomicExch(float* a, float v) { return std::atomic_ref<float>(*a).exchange(v, SIMT_RELAXED); }
+#undef SIMT_RELAXED
 inline unsigned atomicInc(unsigned* a, unsigned limit) {
   return ::simt::detail::atomic_update(a, [limit](unsigned o) { return o >= limit ? 0u : o + 1; });
 }

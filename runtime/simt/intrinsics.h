@@ -94,7 +94,7 @@ void ldmatrix_fn(LaneCall* const calls[32], unsigned participants) {
 
 template <int Num, bool Trans>
 void ldmatrix(uint32_t* r, const void* smem_row) {
-  warp_collective(0xffffffffu, &ldmatrix_fn<Num, Trans>, &smem_row, r, 0);
+  warp_collective(0xffffffffu, &ldmatrix_fn<Num, Trans>, 0, &smem_row, r, 0);
 }
 
 inline void check_cp_async_alignment(const void* smem, const void* gmem, unsigned bytes) {
@@ -118,7 +118,7 @@ SIMT_DEVICE void mma_m16n8k16_f32_f16(float d[4], const uint32_t a[4], const uin
 #else
   const detail::MmaIn in{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}};
   float out[4];
-  detail::warp_collective(0xffffffffu, &detail::mma_m16n8k16_fn<&detail::half_bits_to_float>, &in, out, 0);
+  detail::warp_collective(0xffffffffu, &detail::mma_m16n8k16_fn<&detail::half_bits_to_float>, 0, &in, out, 0);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 #endif
 }
@@ -134,7 +134,7 @@ SIMT_DEVICE void mma_m16n8k16_f32_bf16(float d[4], const uint32_t a[4], const ui
 #else
   const detail::MmaIn in{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}};
   float out[4];
-  detail::warp_collective(0xffffffffu, &detail::mma_m16n8k16_fn<&detail::bf16_bits_to_float>, &in, out, 0);
+  detail::warp_collective(0xffffffffu, &detail::mma_m16n8k16_fn<&detail::bf16_bits_to_float>, 0, &in, out, 0);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 #endif
 }

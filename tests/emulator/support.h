@@ -25,7 +25,8 @@ inline const std::vector<NamedSchedule>& all_schedules() {
   return s;
 }
 
-// Puts the default settings back when a test ends, whatever it changed.
+// Puts the default settings back when a test ends, whatever it changed, and clears the sticky
+// error a test that makes a kernel fault leaves behind.
 struct EmulatorSettings {
   EmulatorSettings() { reset(); }
   ~EmulatorSettings() { reset(); }
@@ -33,6 +34,7 @@ struct EmulatorSettings {
     simt::set_schedule(simt::Schedule::ascending, 0);
     simt::set_worker_threads(1);
     simt::set_stack_size(0);
+    simt::device_reset();
   }
   void use(const NamedSchedule& s) { simt::set_schedule(s.schedule, s.seed); }
 };

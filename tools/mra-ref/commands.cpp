@@ -216,9 +216,10 @@ int run_select(const Options& options, const std::string&) {
         const int64_t side = config.scales[static_cast<size_t>(l)];
         json += (b || h || l ? ",\n" : "\n");
         // Levels are numbered from 1, as docs/semantics.md numbers them (T_1 ... T_{L-1}).
+        const int64_t nk_blocks = in.nk / side + (in.nk % side != 0);
         json += "    {\"b\": " + std::to_string(b) + ", \"h\": " + std::to_string(h) + ", \"level\": " +
                 std::to_string(l + 1) + ", \"side\": " + std::to_string(side) + ", \"nk_blocks\": " +
-                std::to_string(in.nk / side + (in.nk % side != 0)) + ", \"blocks\": " + shape_string(s.at(b, h, l)) + "}";
+                std::to_string(nk_blocks) + ", \"blocks\": " + shape_string(s.at(b, h, l)) + "}";
       }
     }
   }
@@ -344,7 +345,9 @@ int run_compare(const Options& options, const std::string&) {
     text += line;
   } else if (with_tolerance) {
     char line[200];
-    std::snprintf(line, sizeof line, "FAIL: |A-B| <= %g + %g*|B| fails for %zu of %zu elements; the worst uses %.3g times the tolerance, at ",
+    std::snprintf(line, sizeof line,
+                  "FAIL: |A-B| <= %g + %g*|B| fails for %zu of %zu elements; the worst uses %.3g times the "
+                  "tolerance, at ",
                   atol, rtol, all.outside, x.size(), all.worst_used);
     text += line + index_string(shape, all.worst_used_at) + labels + "\n";
     status = 1;

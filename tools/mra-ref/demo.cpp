@@ -56,6 +56,7 @@ struct DemoConfig {
 int run_demo(const Options& options, const std::string& program) {
   if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
   const std::string dir = options.get("--out").value_or("mra-demo");
+  if (dir.empty()) throw Failure("--out", "is empty");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Failure(dir, "cannot create the folder: " + ec.message());

@@ -4,6 +4,7 @@
 // error (one line on stderr naming the file or option at fault, and no output file); a signal that ends a
 // run removes its temporary file (output.h). Tested by tests/cli and tests/interop.
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -194,5 +195,8 @@ int main(int argc, char** argv) {
   // writing to it then fails like any other write error.
   for (int fd = 0; fd <= 2; ++fd)
     if (::fcntl(fd, F_GETFD) == -1 && ::open("/dev/null", O_RDONLY | O_CLOEXEC) != fd) return 2;
+  // A reader that goes away (a closed pipe, a FIFO's reader) is a write error with its one line and exit 2,
+  // not a silent death by SIGPIPE with part of the output delivered.
+  std::signal(SIGPIPE, SIG_IGN);
   return finish(run(std::vector<std::string>(argv + 1, argv + argc), argv[0]));
 }

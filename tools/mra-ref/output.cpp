@@ -84,7 +84,9 @@ Output::Output(const std::string& path) {
   if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
     char* resolved = ::realpath(path.c_str(), nullptr);
     if (resolved == nullptr) {
-      error_ = "a symbolic link to a missing file (" + errno_text() + ")";
+      error_ = std::string(errno == ENOENT ? "a symbolic link to a missing file" : "a symbolic link that cannot be "
+                                                                                    "followed") +
+               " (" + errno_text() + ")";
       return;
     }
     target_ = resolved;
@@ -95,8 +97,16 @@ Output::Output(const std::string& path) {
     error_ = "is a folder, not a file";
     return;
   }
+  if (exists && S_ISBLK(st.st_mode)) {
+    error_ = "is a block device: writing an array onto a disk is refused";
+    return;
+  }
+  if (exists && S_ISSOCK(st.st_mode)) {
+    error_ = "is a socket, not a file";
+    return;
+  }
   if (exists && !S_ISREG(st.st_mode)) {
-    // A device or FIFO is written through: replacing it would destroy it (as root, /dev/null too).
+    // A character device or FIFO is written through: replacing it would destroy it (as root, /dev/null too).
     through_ = true;
     fd_ = ::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
     if (fd_ < 0) error_ = "cannot open for writing: " + errno_text();

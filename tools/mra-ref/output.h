@@ -2,8 +2,8 @@
 // work, so that a bad path fails in a second rather than after the computation, and written in one piece at
 // the end:
 //   "-"                            standard output;
-//   an existing device or FIFO (or a symbolic link to one): written through, the node is kept (a socket
-//   cannot be opened and is refused);
+//   an existing character device or FIFO (or a symbolic link to one): written through, the node is kept
+//   (a block device, a disk, and a socket are refused);
 //   anything else (a regular file, a new name, a symbolic link to either): a temporary file in the target's
 //   folder, renamed over the target when complete. An existing file keeps its rwx permission bits (not its
 //   owner or hard links, as after any rename); a symbolic link keeps pointing at the same, now replaced, file.

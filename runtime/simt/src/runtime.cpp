@@ -1,18 +1,23 @@
 // simt/src/runtime.cpp: the CPU execution of a CUDA grid for mra_simt. Blocks run one at a time
 // per worker OS thread; the threads of a block are fibers resumed in a ring, in the order the
-// schedule dictates, until they block on a barrier or a warp collective, or exit. Built by
-// runtime/simt/CMakeLists.txt; exercised by tests/emulator.
+// schedule dictates, until they block on a barrier or a warp collective, or exit. Also: the checks
+// of the kernel contract (divergent barriers, mismatched collectives, spin-waits without progress,
+// shared memory limits and guards), the CUDA runtime's error state (sticky faults, last error), and
+// the ThreadSanitizer fibers of the racecheck build. Built by runtime/simt/CMakeLists.txt; exercised
+// by tests/emulator and tests/racecheck.
 #include "simt/simt.h"
 
 #include "context.h"
 #include "symbolize.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <condition_variable>
@@ -35,8 +40,32 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+// The racecheck build compiles this file without ThreadSanitizer's instrumentation (the scheduler's
+// own bookkeeping is shared by fibers that are deliberately not ordered) and defines
+// SIMT_RACECHECK, which turns on the fiber and happens-before annotations below.
+#if defined(SIMT_RACECHECK)
+#include <sanitizer/tsan_interface.h>
+// Exported by both runtimes, not declared in their headers.
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
+// __tls_get_addr's argument on x86-64 and AArch64 glibc.
+extern "C" void* __tls_get_addr(void* index);
+
 namespace simt {
+namespace detail {
+
+constinit thread_local ThreadState tls{};
+
+}  // namespace detail
+
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A block whose threads only sleep in __nanosleep for this long made no progress: a deadlock.
+constexpr auto kSpinTimeout = std::chrono::seconds(2);
 
 // ---- settings ----------------------------------------------------------------------------------
 
@@ -47,6 +76,7 @@ struct Settings {
   unsigned workers = 1;
   size_t stack_size = 0;
   std::map<const void*, size_t> max_dynamic_shared;
+  std::map<const void*, size_t> static_shared;  // per kernel, read from the symbol table once
 };
 
 Settings& settings() {
@@ -62,7 +92,37 @@ size_t default_stack_size() {
 #endif
 }
 
-thread_local std::string t_last_message;
+size_t page_size() {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+// The device's sticky error: a fault inside a kernel leaves the emulated device unusable, as it
+// leaves a CUDA context, until simt::device_reset().
+struct DeviceState {
+  std::mutex mutex;
+  std::atomic<bool> faulted{false};
+  cudaError_t error = cudaSuccess;
+  std::string message;
+};
+
+DeviceState& device() {
+  static DeviceState d;
+  return d;
+}
+
+bool is_sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorLaunchTimeout:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorLaunchFailure:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorIllegalAddress:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // Appends every piece: GCC 12 reports a false -Wrestrict on "literal" + std::string, so messages
 // are built with this instead.
@@ -78,6 +138,11 @@ std::string dim_string(unsigned x, unsigned y, unsigned z) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "(%u,%u,%u)", x, y, z);
   return buf;
+}
+
+std::string site_string(const detail::Site& s) {
+  const char* slash = std::strrchr(s.file, '/');
+  return cat(slash ? slash + 1 : s.file, ":", std::to_string(s.line));
 }
 
 }  // namespace
@@ -105,6 +170,9 @@ struct WarpGroup {
   unsigned mask = 0;
   unsigned arrived = 0;
   WarpFn fn = nullptr;
+  unsigned op = 0;
+  unsigned generation = 0;  // completions of this slot; its parity picks the happens-before object
+  char sync_object[2] = {};
   LaneCall calls[32];
 };
 
@@ -125,7 +193,14 @@ struct Fiber {
   int bar_total = 0;
   std::vector<Copy> copies;
   std::vector<size_t> group_ends;
+#if defined(SIMT_RACECHECK)
+  void* tsan = nullptr;
+#endif
 };
+
+// Where a fault caught by the signal handler happened; turned into the block's message afterwards
+// (the handler itself does not allocate).
+enum class Fault : uint8_t { none, shared_overrun, shared_underrun, stack_overflow };
 
 // One resident block: what a worker thread needs to run the blocks of a grid one after another.
 struct Block {
@@ -134,19 +209,33 @@ struct Block {
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
 #endif
+#if defined(SIMT_RACECHECK)
+  void* sched_tsan = nullptr;
+#endif
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
   unsigned nwarps = 0;
+  unsigned n = 0;
   std::vector<unsigned> order;
   size_t cursor = 0;
   unsigned live = 0;
   unsigned bar_arrived = 0;
   int bar_sum = 0;
+  Site bar_site{"", 0};
+  unsigned bar_generation = 0;
+  char bar_object[2] = {};
+  // Rounds in which no thread arrived anywhere or exited (only __nanosleep), and since when.
+  bool progress = false;
+  uint64_t idle_rounds = 0;
+  Clock::time_point idle_since{};
   const LaunchSpec* spec = nullptr;
   uint3 block_idx{0, 0, 0};
   uint64_t rng = 0;
   cudaError_t error = cudaSuccess;
   std::string message;
+  Fault fault = Fault::none;
+  unsigned fault_thread = 0;
+  uintptr_t fault_address = 0;
 
   ~Block() {
     for (auto& f : fibers)
@@ -154,7 +243,72 @@ struct Block {
   }
 };
 
+// Everything an OS thread keeps for running blocks, on the heap (tls.worker points to it).
+struct Worker {
+  Block block;
+  // Dynamic shared memory between two inaccessible pages, its end against the upper one.
+  void* smem_mapping = nullptr;
+  size_t smem_mapped = 0;
+  size_t smem_capacity = 0;
+  unsigned char* smem_lo = nullptr;  // the data pages
+  unsigned char* smem = nullptr;     // what the kernel gets
+  size_t smem_bytes = 0;
+  void* altstack = nullptr;
+  bool shared_ready = false;
+  std::vector<std::pair<unsigned char*, size_t>> shared_ranges;  // this thread's static __shared__
+  cudaError_t last_error = cudaSuccess;
+  std::string last_message;
+
+  ~Worker() {
+    if (smem_mapping) munmap(smem_mapping, smem_mapped);
+    if (altstack) {
+      stack_t none{};
+      none.ss_flags = SS_DISABLE;
+      sigaltstack(&none, nullptr);
+      munmap(altstack, kAltStackBytes);
+    }
+  }
+  static constexpr size_t kAltStackBytes = 64 * 1024;
+};
+
 namespace {
+
+// Deletes this thread's Worker when the thread ends. In the racecheck build the fibers' reads of the
+// emulator's own memory (operands of warp collectives) are not ordered before this thread: the free
+// is hidden from ThreadSanitizer, which would otherwise report it as a race.
+struct WorkerOwner {
+  ~WorkerOwner() {
+#if defined(SIMT_RACECHECK)
+    __tsan_ignore_thread_begin();
+#endif
+    delete tls.worker;
+    tls.worker = nullptr;
+#if defined(SIMT_RACECHECK)
+    __tsan_ignore_thread_end();
+#endif
+  }
+};
+
+Worker& this_worker() {
+  if (!tls.worker) {
+    static thread_local WorkerOwner owner;
+    (void)owner;
+    tls.worker = new Worker;
+#if defined(SIMT_ASAN)
+    Block& b = tls.worker->block;
+    pthread_attr_t attr;
+    void* addr = nullptr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      pthread_attr_getstack(&attr, &addr, &size);
+      pthread_attr_destroy(&attr);
+    }
+    b.sched_stack_bottom = addr;
+    b.sched_stack_size = size;
+#endif
+  }
+  return *tls.worker;
+}
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -163,15 +317,38 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-void switch_fiber(Context& from, Context& to, const void* to_bottom, size_t to_size, bool from_exits) {
+// ---- switching ---------------------------------------------------------------------------------
+
+// Every switch is announced to the sanitizers in this frame, right before the stack changes:
+// AddressSanitizer needs the target stack, ThreadSanitizer the target fiber (with no_sync, so that
+// only the CUDA synchronisation below orders the fibers' accesses).
+void switch_to_fiber(Context& from, Fiber& to, bool from_exits) {
+#if defined(SIMT_RACECHECK)
+  __tsan_switch_to_fiber(to.tsan, __tsan_switch_to_fiber_no_sync);
+#endif
 #if defined(SIMT_ASAN)
   void* fake_stack = nullptr;
-  __sanitizer_start_switch_fiber(from_exits ? nullptr : &fake_stack, to_bottom, to_size);
-  context_switch(from, to);
+  __sanitizer_start_switch_fiber(from_exits ? nullptr : &fake_stack, to.stack.lo, to.stack.size);
+  context_switch(from, to.ctx);
   __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
 #else
-  (void)to_bottom, (void)to_size, (void)from_exits;
-  context_switch(from, to);
+  (void)from_exits;
+  context_switch(from, to.ctx);
+#endif
+}
+
+void switch_to_scheduler(Block& b, Context& from, bool from_exits) {
+#if defined(SIMT_RACECHECK)
+  __tsan_switch_to_fiber(b.sched_tsan, __tsan_switch_to_fiber_no_sync);
+#endif
+#if defined(SIMT_ASAN)
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(from_exits ? nullptr : &fake_stack, b.sched_stack_bottom, b.sched_stack_size);
+  context_switch(from, b.sched);
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#else
+  (void)from_exits;
+  context_switch(from, b.sched);
 #endif
 }
 
@@ -195,16 +372,14 @@ Fiber* next_ready(Block& b) {
 void suspend(Block& b, Fiber& f, bool exits = false) {
   if (Fiber* n = next_ready(b)) {
     enter(*n);
-    switch_fiber(f.ctx, n->ctx, n->stack.lo, n->stack.size, exits);
+    switch_to_fiber(f.ctx, *n, exits);
   } else {
     tls.fiber = nullptr;
-#if defined(SIMT_ASAN)
-    switch_fiber(f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, exits);
-#else
-    switch_fiber(f.ctx, b.sched, nullptr, 0, exits);
-#endif
+    switch_to_scheduler(b, f.ctx, exits);
   }
 }
+
+// ---- messages ----------------------------------------------------------------------------------
 
 std::string thread_name(const Block& b, unsigned flat) {
   const dim3 d = b.spec->block;
@@ -225,6 +400,13 @@ std::string thread_list(const Block& b, const std::vector<unsigned>& flats) {
   return s;
 }
 
+std::vector<unsigned> threads_in(const Block& b, State state) {
+  std::vector<unsigned> out;
+  for (unsigned i = 0; i < b.n; ++i)
+    if (b.fibers[i].state == state) out.push_back(i);
+  return out;
+}
+
 std::string hex(unsigned v) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "0x%08x", v);
@@ -235,6 +417,37 @@ std::string where(const Block& b) {
   return cat("kernel '", symbolize(b.spec->kernel), "' block ", dim_string(b.block_idx.x, b.block_idx.y, b.block_idx.z));
 }
 
+// ---- happens-before edges of the racecheck build --------------------------------------------
+
+// Every fiber releases this at its end and the host acquires it when the launch returns, so the
+// host sees the kernel's writes; workers never acquire it between blocks, so blocks of a grid stay
+// unordered, as on a GPU.
+char g_launch_object;
+#if defined(SIMT_RACECHECK)
+inline void hb_release(void* o) { __tsan_release(o); }
+inline void hb_acquire(void* o) { __tsan_acquire(o); }
+#else
+inline void hb_release(void*) {}
+inline void hb_acquire(void*) {}
+#endif
+
+// Records the first failure of the block (the message names kernel, block and thread).
+void record_failure(Block& b, const Fiber& f, cudaError_t error, const std::string& what) {
+  if (b.error != cudaSuccess) return;
+  b.error = error;
+  b.message = cat(where(b), " thread ", thread_name(b, f.flat), ": ", what);
+}
+
+// Leaves a fiber that failed for good: its frames are abandoned, as a faulted GPU thread's are.
+[[noreturn]] void abandon(Block& b, Fiber& f) {
+  f.state = State::failed;
+  tls.fiber = nullptr;
+  hb_release(&g_launch_object);
+  switch_to_scheduler(b, f.ctx, true);
+  __builtin_unreachable();
+}
+
+
 void complete_group(Block& b, Warp& w, WarpGroup& g) {
   LaneCall* calls[32] = {};
   for (unsigned l = 0; l < 32; ++l)
@@ -244,17 +457,21 @@ void complete_group(Block& b, Warp& w, WarpGroup& g) {
   for (unsigned l = 0; l < 32; ++l)
     if ((g.arrived >> l) & 1u) b.fibers[base + l].state = State::ready;
   g.used = false;
+  ++g.generation;
 }
 
 void release_barrier(Block& b) {
-  for (auto& f : b.fibers)
+  for (unsigned i = 0; i < b.n; ++i) {
+    Fiber& f = b.fibers[i];
     if (f.state == State::barrier) {
       f.state = State::ready;
       f.bar_sum = b.bar_sum;
       f.bar_total = static_cast<int>(b.bar_arrived);
     }
+  }
   b.bar_arrived = 0;
   b.bar_sum = 0;
+  ++b.bar_generation;
 }
 
 void flush_copies(Fiber& f, size_t count) {
@@ -269,8 +486,12 @@ void flush_copies(Fiber& f, size_t count) {
 void thread_exit(Block& b, Fiber& f) {
   flush_copies(f, f.copies.size());
   f.group_ends.clear();
+  b.progress = true;
+  if (b.bar_arrived > 0)
+    record_failure(b, f, kErrorBarrierMisuse,
+                   cat("exited while threads ", thread_list(b, threads_in(b, State::barrier)), " wait at __syncthreads (",
+                       site_string(b.bar_site), "): every thread of a block must reach each __syncthreads"));
   --b.live;
-  if (b.bar_arrived > 0 && b.bar_arrived == b.live) release_barrier(b);
   Warp& w = b.warps[f.flat / 32];
   w.live &= ~(1u << (f.flat & 31u));
   for (auto& g : w.groups)
@@ -284,19 +505,19 @@ void fiber_main(void* arg) {
 #endif
   Block& b = *f.block;
   b.spec->entry(b.spec->pack);
+  hb_release(&g_launch_object);
   thread_exit(b, f);
+  if (b.error != cudaSuccess) abandon(b, f);
   f.state = State::exited;
   suspend(b, f, true);
 }
 
 std::string deadlock_message(const Block& b) {
   std::string m = cat("deadlock in ", where(b), ":");
-  std::vector<unsigned> at_barrier;
-  for (const auto& f : b.fibers)
-    if (f.state == State::barrier) at_barrier.push_back(f.flat);
+  std::vector<unsigned> at_barrier = threads_in(b, State::barrier);
   if (!at_barrier.empty())
     m += cat(" threads ", thread_list(b, at_barrier), " wait at __syncthreads (", std::to_string(b.bar_arrived), " of ",
-             std::to_string(b.live), " live threads arrived);");
+             std::to_string(b.live), " live threads arrived) at ", site_string(b.bar_site), ";");
   for (size_t wi = 0; wi < b.nwarps; ++wi) {
     const Warp& w = b.warps[wi];
     for (const auto& g : w.groups) {
@@ -310,28 +531,268 @@ std::string deadlock_message(const Block& b) {
                hex(g.mask), " for threads ", thread_list(b, missing), ", which never arrive;");
     }
   }
+  const std::vector<unsigned> sleeping = threads_in(b, State::ready);
+  if (!sleeping.empty())
+    m += cat(" threads ", thread_list(b, sleeping), " spin in __nanosleep without progress for ",
+             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kSpinTimeout).count()), " s;");
   m.pop_back();
   return m;
 }
 
+std::string fault_message(const Block& b) {
+  const std::string who = cat(where(b), " thread ", thread_name(b, b.fault_thread), ": ");
+  char at[64];
+  std::snprintf(at, sizeof at, "%#lx", static_cast<unsigned long>(b.fault_address));
+  switch (b.fault) {
+    case Fault::shared_overrun:
+      return cat(who, "access past the end of the ", std::to_string(b.spec->dynamic_smem_bytes),
+                 " bytes of dynamic shared memory (address ", at, ")");
+    case Fault::shared_underrun:
+      return cat(who, "access before the start of dynamic shared memory (address ", at, ")");
+    case Fault::stack_overflow:
+      return cat(who, "stack overflow (address ", at, "): raise simt::set_stack_size");
+    case Fault::none: break;
+  }
+  return who;
+}
+
+// ---- shared memory ----------------------------------------------------------------------------
+
+// The static __shared__ variables of the program: runs of adjacent thread-local symbols that carry
+// the "simt_shared" tag, per TLS module, found once.
+struct SharedRange {
+  size_t module;
+  size_t offset;
+  size_t size;
+};
+
+struct SharedCatalog {
+  std::vector<SharedRange> ranges;
+  std::vector<TlsSymbol> variables;
+};
+
+bool is_shared_symbol(const std::string& name) { return name.find("B11simt_shared") != std::string::npos; }
+
+const SharedCatalog& shared_catalog() {
+  static const SharedCatalog catalog = [] {
+    SharedCatalog c;
+    const std::vector<TlsSymbol> all = tls_symbols();
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (!is_shared_symbol(all[i].name) || all[i].size == 0) continue;
+      c.variables.push_back(all[i]);
+      const size_t end = all[i].offset + all[i].size;
+      // Extend the previous run when nothing but padding separates it from this variable.
+      if (i > 0 && !c.ranges.empty() && is_shared_symbol(all[i - 1].name) && c.ranges.back().module == all[i].module &&
+          c.ranges.back().offset + c.ranges.back().size <= all[i].offset &&
+          all[i].offset - (c.ranges.back().offset + c.ranges.back().size) < 16)
+        c.ranges.back().size = end - c.ranges.back().offset;
+      else
+        c.ranges.push_back({all[i].module, all[i].offset, all[i].size});
+    }
+    return c;
+  }();
+  return catalog;
+}
+
+// This thread's instances of the static __shared__ variables.
+const std::vector<std::pair<unsigned char*, size_t>>& shared_ranges(Worker& w) {
+  if (!w.shared_ready) {
+    for (const SharedRange& r : shared_catalog().ranges) {
+      size_t index[2] = {r.module, r.offset};
+      w.shared_ranges.emplace_back(static_cast<unsigned char*>(__tls_get_addr(index)), r.size);
+    }
+    w.shared_ready = true;
+  }
+  return w.shared_ranges;
+}
+
+// Bytes of static __shared__ declared in the kernel's own body (local statics whose symbol names
+// start with the kernel's: _ZZ<kernel>E...). Read from the symbol table once per kernel.
+size_t static_shared_bytes(const void* kernel) {
+  auto& s = settings();
+  {
+    std::lock_guard lock(s.mutex);
+    const auto it = s.static_shared.find(kernel);
+    if (it != s.static_shared.end()) return it->second;
+  }
+  const std::string name = mangled_name(kernel);
+  size_t bytes = 0;
+  if (!name.empty()) {
+    const std::string prefix =
+        name.compare(0, 2, "_Z") == 0 ? cat("_ZZ", name.substr(2), "E") : cat("_ZZ", std::to_string(name.size()), name, "E");
+    for (const TlsSymbol& v : shared_catalog().variables)
+      if (v.name.compare(0, prefix.size(), prefix) == 0) bytes += v.size;
+  }
+  std::lock_guard lock(s.mutex);
+  s.static_shared[kernel] = bytes;
+  return bytes;
+}
+
+// Dynamic shared memory of `bytes` for the next block, poisoned. AddressSanitizer builds use an
+// exactly sized heap block (ASan names the overflow); the others a mapping whose end touches an
+// inaccessible page, so the first byte past the (16-byte rounded) size faults and the signal
+// handler fails the launch.
+unsigned char* acquire_dynamic_smem(Worker& w, size_t bytes) {
+#if defined(SIMT_ASAN)
+  w.smem = static_cast<unsigned char*>(std::malloc(bytes ? bytes : 1));
+#else
+  const size_t page = page_size();
+  const size_t rounded = (bytes + 15) / 16 * 16;
+  if (!w.smem_mapping || rounded > w.smem_capacity) {
+    if (w.smem_mapping) munmap(w.smem_mapping, w.smem_mapped);
+    w.smem_mapping = nullptr;
+    const size_t data = std::max(page, (rounded + page - 1) / page * page);
+    void* m = mmap(nullptr, data + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    if (mprotect(static_cast<char*>(m) + page, data, PROT_READ | PROT_WRITE) != 0) {
+      munmap(m, data + 2 * page);
+      return nullptr;
+    }
+    w.smem_mapping = m;
+    w.smem_mapped = data + 2 * page;
+    w.smem_capacity = data;
+    w.smem_lo = static_cast<unsigned char*>(m) + page;
+  }
+  w.smem = w.smem_lo + w.smem_capacity - rounded;
+#endif
+  w.smem_bytes = bytes;
+  if (w.smem) {
+    std::memset(w.smem, kPoisonByte, bytes);
+  }
+  return w.smem;
+}
+
+void release_dynamic_smem(Worker& w) {
+#if defined(SIMT_ASAN)
+  std::free(w.smem);
+#endif
+  w.smem = nullptr;
+}
+
+// ---- faults ------------------------------------------------------------------------------------
+
+#if !defined(SIMT_ASAN) && !defined(SIMT_RACECHECK)
+#define SIMT_FAULT_HANDLER 1
+struct sigaction g_previous_segv, g_previous_bus;
+
+// A fault of a CUDA thread in a guard page (past either end of dynamic shared memory, or below its
+// stack) fails the block like __trap does; any other fault goes to the handler that was there
+// before (by default, the process dies as it would have).
+void on_fault(int sig, siginfo_t* info, void* context) {
+  Block* b = tls.block;
+  Fiber* f = tls.fiber;
+  Worker* w = tls.worker;
+  const auto a = reinterpret_cast<uintptr_t>(info->si_addr);
+  if (b && f && w) {
+    const size_t page = page_size();
+    const auto lo = reinterpret_cast<uintptr_t>(w->smem_lo);
+    const auto stack = reinterpret_cast<uintptr_t>(f->stack.mapping);
+    Fault fault = Fault::none;
+    if (w->smem_mapping && a >= lo + w->smem_capacity && a < lo + w->smem_capacity + page)
+      fault = Fault::shared_overrun;
+    else if (w->smem_mapping && a >= lo - page && a < lo)
+      fault = Fault::shared_underrun;
+    else if (a >= stack && a < stack + page)
+      fault = Fault::stack_overflow;
+    if (fault != Fault::none) {
+      if (b->error == cudaSuccess) {
+        b->error = fault == Fault::stack_overflow ? cudaErrorLaunchFailure : cudaErrorIllegalAddress;
+        b->fault = fault;
+        b->fault_thread = f->flat;
+        b->fault_address = a;
+      }
+      abandon(*b, *f);
+    }
+  }
+  const struct sigaction& previous = sig == SIGBUS ? g_previous_bus : g_previous_segv;
+  if (previous.sa_flags & SA_SIGINFO) {
+    previous.sa_sigaction(sig, info, context);
+  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(sig);
+  } else {
+    // Returning re-executes the faulting access, which then takes the default action.
+    signal(sig, SIG_DFL);
+  }
+}
+
+// The handler is in place only while launches run (a test framework or the program may install its
+// own between them): the first of the concurrent launches installs it, the last puts back what was
+// there before.
+struct FaultHandlerScope {
+  FaultHandlerScope() {
+    std::lock_guard lock(mutex());
+    if (active()++ > 0) return;
+    struct sigaction sa {};
+    sa.sa_sigaction = &on_fault;
+    sigemptyset(&sa.sa_mask);
+    // NODEFER: the handler leaves by switching to the scheduler, never by returning, so the signal
+    // must not stay blocked; ONSTACK: a stack overflow leaves no room on the fiber's own stack.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, &g_previous_segv);
+    sigaction(SIGBUS, &sa, &g_previous_bus);
+  }
+  ~FaultHandlerScope() {
+    std::lock_guard lock(mutex());
+    if (--active() > 0) return;
+    sigaction(SIGSEGV, &g_previous_segv, nullptr);
+    sigaction(SIGBUS, &g_previous_bus, nullptr);
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static unsigned& active() {
+    static unsigned n = 0;
+    return n;
+  }
+};
+
+// Each OS thread that runs blocks needs its own alternate signal stack.
+void install_alternate_stack(Worker& w) {
+  if (w.altstack) return;
+  void* m = mmap(nullptr, Worker::kAltStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return;
+  stack_t ss{};
+  ss.ss_sp = m;
+  ss.ss_size = Worker::kAltStackBytes;
+  if (sigaltstack(&ss, nullptr) != 0) {
+    munmap(m, Worker::kAltStackBytes);
+    return;
+  }
+  w.altstack = m;
+}
+#endif
+
+// ---- running a block ---------------------------------------------------------------------------
+
 // Runs block `linear` of the launch on this OS thread. Returns false (with b.error set) when the
 // block fails; the other fibers of the block are then abandoned, as a trapped GPU block is.
-bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule schedule, uint64_t seed, size_t stack_size) {
+bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule schedule, uint64_t seed, size_t stack_size) {
+  Block& b = w.block;
   const dim3 bd = spec.block;
   const unsigned n = bd.x * bd.y * bd.z;
   b.spec = &spec;
+  b.n = n;
   b.block_idx = uint3{static_cast<unsigned>(linear % spec.grid.x),
                       static_cast<unsigned>((linear / spec.grid.x) % spec.grid.y),
                       static_cast<unsigned>(linear / (uint64_t{spec.grid.x} * spec.grid.y))};
   b.rng = seed ^ (linear * 0xD1B54A32D192ED03ull);
   b.error = cudaSuccess;
   b.message.clear();
+  b.fault = Fault::none;
   b.live = n;
   b.bar_arrived = 0;
   b.bar_sum = 0;
+  b.progress = true;
+  b.idle_rounds = 0;
+
+  // Every static __shared__ variable starts the block poisoned, like dynamic shared memory.
+  for (const auto& [p, size] : shared_ranges(w)) {
+    std::memset(p, kPoisonByte, size);
+  }
 
   if (b.fibers.size() < n) b.fibers.resize(n);
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t page = page_size();
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
     if (f.stack.mapping && f.stack.size != stack_size) {
@@ -362,16 +823,15 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
     f.group_ends.clear();
     context_make(f.ctx, f.stack.lo, f.stack.size, &fiber_main, &f);
   }
-  for (unsigned i = n; i < b.fibers.size(); ++i) b.fibers[i].state = State::exited;
 
   const unsigned nwarps = (n + 31) / 32;
   if (b.warps.size() < nwarps) b.warps.resize(nwarps);
   b.nwarps = nwarps;
-  for (unsigned w = 0; w < nwarps; ++w) {
-    const unsigned lanes = std::min(32u, n - w * 32);
-    b.warps[w].present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
-    b.warps[w].live = b.warps[w].present;
-    for (auto& g : b.warps[w].groups) g.used = false;
+  for (unsigned wi = 0; wi < nwarps; ++wi) {
+    const unsigned lanes = std::min(32u, n - wi * 32);
+    b.warps[wi].present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+    b.warps[wi].live = b.warps[wi].present;
+    for (auto& g : b.warps[wi].groups) g.used = false;
   }
 
   b.order.resize(n);
@@ -380,7 +840,33 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
   tls.block_idx = b.block_idx;
   tls.block = &b;
 
+#if defined(SIMT_RACECHECK)
+  // Created after all the setup above, so each fiber starts ordered after it (and after the host's
+  // writes that the worker is ordered after); one fiber per CUDA thread, destroyed with the block.
+  b.sched_tsan = __tsan_get_current_fiber();
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[i];
+    f.tsan = __tsan_create_fiber(0);
+    char name[96];
+    std::snprintf(name, sizeof name, "CUDA thread (%u,%u,%u) of block (%u,%u,%u)", f.tid.x, f.tid.y, f.tid.z, b.block_idx.x,
+                  b.block_idx.y, b.block_idx.z);
+    __tsan_set_fiber_name(f.tsan, name);
+  }
+#endif
+
   while (b.live > 0 && b.error == cudaSuccess) {
+    // A round with no arrival and no exit: only __nanosleep ran. Enough of them for long enough is
+    // a spin-wait that cannot end.
+    if (b.progress) {
+      b.idle_rounds = 0;
+    } else if (++b.idle_rounds == 1) {
+      b.idle_since = Clock::now();
+    } else if (b.idle_rounds % 256 == 0 && Clock::now() - b.idle_since >= kSpinTimeout) {
+      b.error = kErrorDeadlock;
+      b.message = deadlock_message(b);
+      break;
+    }
+    b.progress = false;
     if (schedule == Schedule::shuffled)
       for (unsigned i = n - 1; i > 0; --i) std::swap(b.order[i], b.order[splitmix64(b.rng) % (i + 1)]);
     b.cursor = 0;
@@ -391,29 +877,18 @@ bool run_block(Block& b, const LaunchSpec& spec, uint64_t linear, Schedule sched
       break;
     }
     enter(*f);
-    switch_fiber(b.sched, f->ctx, f->stack.lo, f->stack.size, false);
+    switch_to_fiber(b.sched, *f, false);
   }
+  if (b.fault != Fault::none) b.message = fault_message(b);
+#if defined(SIMT_RACECHECK)
+  for (unsigned i = 0; i < n; ++i) {
+    __tsan_destroy_fiber(b.fibers[i].tsan);
+    b.fibers[i].tsan = nullptr;
+  }
+#endif
   tls.fiber = nullptr;
   tls.block = nullptr;
   return b.error == cudaSuccess;
-}
-
-Block& this_thread_block() {
-  thread_local Block block;
-#if defined(SIMT_ASAN)
-  if (!block.sched_stack_bottom) {
-    pthread_attr_t attr;
-    void* addr = nullptr;
-    size_t size = 0;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-      pthread_attr_getstack(&attr, &addr, &size);
-      pthread_attr_destroy(&attr);
-    }
-    block.sched_stack_bottom = addr;
-    block.sched_stack_size = size;
-  }
-#endif
-  return block;
 }
 
 // ---- worker pool -------------------------------------------------------------------------------
@@ -432,8 +907,52 @@ struct Grid {
   std::string message;
 };
 
+// Runs block i of the grid on this OS thread; a failure is recorded in the grid and stops it.
+void run_grid_block(Grid& g, uint64_t i, Worker& w) {
+  tls.dynamic_smem = acquire_dynamic_smem(w, g.spec->dynamic_smem_bytes);
+  bool ok;
+  if (!tls.dynamic_smem) {
+    w.block.error = cudaErrorMemoryAllocation;
+    w.block.message = "cannot allocate the block's dynamic shared memory";
+    ok = false;
+  } else {
+    ok = run_block(w, *g.spec, i, g.schedule, g.seed, g.stack_size);
+  }
+  tls.dynamic_smem = nullptr;
+  release_dynamic_smem(w);
+  if (!ok) {
+    std::lock_guard lock(g.mutex);
+    if (i < g.failed_block) {
+      g.failed_block = i;
+      g.error = w.block.error;
+      g.message = w.block.message;
+    }
+    g.stop = true;
+  }
+}
+
 void run_blocks(Grid& g) {
-  Block& b = this_thread_block();
+#if defined(SIMT_RACECHECK)
+  // Each block on a fresh OS thread: ThreadSanitizer starts a thread with clean shadow memory for its
+  // thread-local storage (the static __shared__ variables), and the thread maps fresh stacks and
+  // dynamic shared memory, so the previous block's accesses to that memory are forgotten without
+  // ordering the blocks' other accesses (LLVM 14's runtime ignores AnnotateNewMemory).
+  for (;;) {
+    if (g.stop.load(std::memory_order_relaxed)) break;
+    const uint64_t i = g.next.fetch_add(1);
+    if (i >= g.total) break;
+    std::thread block_thread([&g, i] {
+      tls.block_dim = g.spec->block;
+      tls.grid_dim = g.spec->grid;
+      run_grid_block(g, i, this_worker());
+    });
+    block_thread.join();
+  }
+#else
+  Worker& w = this_worker();
+#if defined(SIMT_FAULT_HANDLER)
+  install_alternate_stack(w);
+#endif
   dim3 saved_block_dim = tls.block_dim, saved_grid_dim = tls.grid_dim;
   tls.block_dim = g.spec->block;
   tls.grid_dim = g.spec->grid;
@@ -441,26 +960,11 @@ void run_blocks(Grid& g) {
     if (g.stop.load(std::memory_order_relaxed)) break;
     const uint64_t i = g.next.fetch_add(1);
     if (i >= g.total) break;
-    // Block-sized dynamic shared memory, exactly as large as requested so that AddressSanitizer
-    // reports the first byte past it, and poisoned so reads before writes show up.
-    unsigned char* smem = static_cast<unsigned char*>(std::malloc(g.spec->dynamic_smem_bytes));
-    if (smem) std::memset(smem, kPoisonByte, g.spec->dynamic_smem_bytes);
-    tls.dynamic_smem = smem;
-    const bool ok = run_block(b, *g.spec, i, g.schedule, g.seed, g.stack_size);
-    tls.dynamic_smem = nullptr;
-    std::free(smem);
-    if (!ok) {
-      std::lock_guard lock(g.mutex);
-      if (i < g.failed_block) {
-        g.failed_block = i;
-        g.error = b.error;
-        g.message = b.message;
-      }
-      g.stop = true;
-    }
+    run_grid_block(g, i, w);
   }
   tls.block_dim = saved_block_dim;
   tls.grid_dim = saved_grid_dim;
+#endif
 }
 
 class Pool {
@@ -530,31 +1034,53 @@ Pool& pool() {
   return p;
 }
 
+bool same_site(const Site& a, const Site& b) {
+  return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
+}
+
 }  // namespace
 
 // ---- what kernels call -------------------------------------------------------------------------
 
-void syncthreads() { (void)syncthreads_count(0); }
-
-int syncthreads_count(int predicate) {
+int syncthreads_count(int predicate, Site site) {
   Block& b = *tls.block;
   Fiber& f = *tls.fiber;
+  b.progress = true;
+  if (b.live < b.n) {
+    record_failure(b, f, kErrorBarrierMisuse,
+                   cat("__syncthreads at ", site_string(site), " after threads ", thread_list(b, threads_in(b, State::exited)),
+                       " exited: every thread of a block must reach each __syncthreads"));
+    abandon(b, f);
+  }
+  if (b.bar_arrived > 0 && !same_site(site, b.bar_site)) {
+    record_failure(b, f, kErrorBarrierMisuse,
+                   cat("__syncthreads at ", site_string(site), " while threads ", thread_list(b, threads_in(b, State::barrier)),
+                       " wait at the one at ", site_string(b.bar_site),
+                       ": the threads of a block must meet at the same __syncthreads"));
+    abandon(b, f);
+  }
+  if (b.bar_arrived == 0) b.bar_site = site;
   ++b.bar_arrived;
   b.bar_sum += predicate != 0;
   f.state = State::barrier;
+  // The barrier's generation parity picks the object: a thread that leaves barrier k late must not
+  // acquire what faster threads released at barrier k+1.
+  char* object = &b.bar_object[b.bar_generation & 1u];
+  hb_release(object);
   if (b.bar_arrived == b.live) release_barrier(b);
   suspend(b, f);
+  hb_acquire(object);
   return f.bar_sum;
 }
 
-int syncthreads_and(int predicate) {
-  const int n = syncthreads_count(predicate);
+int syncthreads_and(int predicate, Site site) {
+  const int n = syncthreads_count(predicate, site);
   return n == tls.fiber->bar_total;
 }
 
-int syncthreads_or(int predicate) { return syncthreads_count(predicate) != 0; }
+int syncthreads_or(int predicate, Site site) { return syncthreads_count(predicate, site) != 0; }
 
-void yield() {
+void nanosleep_yield() {
   Block& b = *tls.block;
   Fiber& f = *tls.fiber;
   f.state = State::ready;
@@ -564,27 +1090,18 @@ void yield() {
 void fail(cudaError_t error, const char* what) {
   Block& b = *tls.block;
   Fiber& f = *tls.fiber;
-  if (b.error == cudaSuccess) {
-    b.error = error;
-    b.message = cat(where(b), " thread ", thread_name(b, f.flat), ": ", what);
-  }
-  f.state = State::failed;
-  tls.fiber = nullptr;
-#if defined(SIMT_ASAN)
-  switch_fiber(f.ctx, b.sched, b.sched_stack_bottom, b.sched_stack_size, true);
-#else
-  switch_fiber(f.ctx, b.sched, nullptr, 0, true);
-#endif
-  __builtin_unreachable();
+  record_failure(b, f, error, what);
+  abandon(b, f);
 }
 
-void warp_collective(unsigned mask, WarpFn fn, const void* in, void* out, unsigned arg) {
+void warp_collective(unsigned mask, WarpFn fn, unsigned op, const void* in, void* out, unsigned arg) {
   Block& b = *tls.block;
   Fiber& f = *tls.fiber;
   Warp& w = b.warps[f.flat / 32];
   const unsigned lane = f.flat & 31u;
+  b.progress = true;
   // No std::string here: fail() never returns, so a temporary's buffer would leak.
-  char what[96];
+  char what[128];
   if (!((mask >> lane) & 1u)) {
     std::snprintf(what, sizeof what, "warp operation with mask 0x%08x that leaves out the calling lane", mask);
     fail(kErrorWarpMisuse, what);
@@ -604,18 +1121,31 @@ void warp_collective(unsigned mask, WarpFn fn, const void* in, void* out, unsign
     g->mask = mask;
     g->arrived = 0;
     g->fn = fn;
-  } else if (g->fn != fn) {
+    g->op = op;
+  } else if (g->fn != fn || g->op != op) {
     std::snprintf(what, sizeof what, "lanes of mask 0x%08x meet in one warp operation through different operations", mask);
     fail(kErrorWarpMisuse, what);
   }
   g->calls[lane] = LaneCall{in, out, arg};
   g->arrived |= 1u << lane;
   f.state = State::warp;
-  if (g->arrived == (mask & w.live)) complete_group(b, w, *g);
+  char* object = &g->sync_object[g->generation & 1u];
+  hb_release(object);
+  if (g->arrived == (mask & w.live)) {
+    // The last lane reads every lane's operand and writes every result: ordered after the others'
+    // arrivals, and before their departures.
+    hb_acquire(object);
+    complete_group(b, w, *g);
+    hb_release(object);
+  }
   suspend(b, f);
+  hb_acquire(object);
 }
 
-unsigned active_mask() { return tls.block->warps[tls.fiber->flat / 32].live; }
+void active_mask() {
+  fail(kErrorWarpMisuse,
+       "__activemask() is not emulated: fibers do not model which lanes of a warp run together; pass the mask explicitly");
+}
 
 void sync_fn(LaneCall* const[32], unsigned) {}
 
@@ -662,8 +1192,49 @@ double fma_round_to_odd(double a, double b, double c) {
 
 // ---- launch ------------------------------------------------------------------------------------
 
+namespace {
+
+// Records the outcome of a host call as the CUDA runtime does: an error becomes this thread's last
+// error; a kernel fault also becomes the device's sticky error.
+cudaError_t finish(cudaError_t error, std::string message) {
+  Worker& w = this_worker();
+  if (error != cudaSuccess) {
+    w.last_error = error;
+    if (is_sticky(error)) {
+      DeviceState& d = device();
+      std::lock_guard lock(d.mutex);
+      if (!d.faulted.load(std::memory_order_relaxed)) {
+        d.error = error;
+        d.message = message;
+        d.faulted.store(true, std::memory_order_release);
+      }
+    }
+  }
+  w.last_message = std::move(message);
+  return error;
+}
+
+// The sticky error, if a kernel faulted since the last device_reset(), with the message to give.
+cudaError_t sticky_error(std::string* message) {
+  DeviceState& d = device();
+  if (!d.faulted.load(std::memory_order_acquire)) return cudaSuccess;
+  std::lock_guard lock(d.mutex);
+  if (message)
+    *message = cat("the emulated device is unusable after an earlier kernel fault (", error_name(d.error), ": ", d.message,
+                   "); simt::device_reset() clears it");
+  return d.error;
+}
+
+}  // namespace
+
 cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
-  if (bytes < 0 || static_cast<size_t>(bytes) > kMaxDynamicSharedBytesOptIn) return cudaErrorInvalidValue;
+  std::string message;
+  if (const cudaError_t e = sticky_error(&message)) return finish(e, message);
+  const size_t static_bytes = static_shared_bytes(kernel);
+  if (bytes < 0 || static_cast<size_t>(bytes) + static_bytes > kMaxDynamicSharedBytesOptIn)
+    return finish(cudaErrorInvalidValue,
+                  cat("a dynamic shared memory limit of ", std::to_string(bytes), " bytes plus the kernel's ",
+                      std::to_string(static_bytes), " bytes of static shared memory exceed 227 KiB (or is negative)"));
   auto& s = settings();
   std::lock_guard lock(s.mutex);
   s.max_dynamic_shared[kernel] = static_cast<size_t>(bytes);
@@ -671,33 +1242,36 @@ cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
 }
 
 cudaError_t launch(const LaunchSpec& spec) {
-  t_last_message.clear();
-  if (tls.block) {
-    t_last_message = "simt::launch called from inside a kernel (dynamic parallelism is not emulated)";
+  if (tls.block)  // no finish(): this thread's state belongs to the running kernel
     return cudaErrorNotSupported;
-  }
+  std::string sticky_message;
+  if (const cudaError_t e = sticky_error(&sticky_message)) return finish(e, sticky_message);
   const dim3 b = spec.block, g = spec.grid;
   const uint64_t threads = uint64_t{b.x} * b.y * b.z;
-  if (b.x == 0 || b.y == 0 || b.z == 0 || b.x > 1024 || b.y > 1024 || b.z > 64 || threads > kMaxThreadsPerBlock) {
-    t_last_message = cat("block ", dim_string(b.x, b.y, b.z), " exceeds the sm_90 limits (1024,1024,64), 1024 threads");
-    return cudaErrorInvalidConfiguration;
-  }
-  if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) {
-    t_last_message = cat("grid ", dim_string(g.x, g.y, g.z), " exceeds the sm_90 limits (2^31-1,65535,65535)");
-    return cudaErrorInvalidConfiguration;
-  }
+  if (b.x == 0 || b.y == 0 || b.z == 0 || b.x > 1024 || b.y > 1024 || b.z > 64 || threads > kMaxThreadsPerBlock)
+    return finish(cudaErrorInvalidConfiguration,
+                  cat("block ", dim_string(b.x, b.y, b.z), " exceeds the sm_90 limits (1024,1024,64), 1024 threads"));
+  if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535)
+    return finish(cudaErrorInvalidConfiguration,
+                  cat("grid ", dim_string(g.x, g.y, g.z), " exceeds the sm_90 limits (2^31-1,65535,65535)"));
+  const size_t static_bytes = static_shared_bytes(spec.kernel);
   auto& s = settings();
   Grid grid;
   unsigned workers;
   {
     std::lock_guard lock(s.mutex);
     const auto it = s.max_dynamic_shared.find(spec.kernel);
-    const size_t limit = it == s.max_dynamic_shared.end() ? kDefaultDynamicSharedBytes : it->second;
-    if (spec.dynamic_smem_bytes > limit) {
-      t_last_message = cat(std::to_string(spec.dynamic_smem_bytes), " bytes of dynamic shared memory exceed the kernel's limit of ",
-                           std::to_string(limit), " (raise it with simt::set_max_dynamic_shared, up to 227 KiB)");
-      return cudaErrorInvalidValue;
-    }
+    // As on the GPU: static and dynamic shared memory share the 48 KiB a kernel gets without opting
+    // in; an opted-in limit counts dynamic shared memory alone (set_max_dynamic_shared checked the sum).
+    const size_t limit = it != s.max_dynamic_shared.end()      ? it->second
+                         : static_bytes <= kDefaultDynamicSharedBytes ? kDefaultDynamicSharedBytes - static_bytes
+                                                                      : 0;
+    if (static_bytes > kDefaultDynamicSharedBytes || spec.dynamic_smem_bytes > limit)
+      return finish(cudaErrorInvalidValue,
+                    cat(std::to_string(spec.dynamic_smem_bytes), " bytes of dynamic shared memory with ",
+                        std::to_string(static_bytes), " bytes of static shared memory exceed the kernel's limit (",
+                        std::to_string(limit), " bytes of dynamic shared memory; raise it with simt::set_max_dynamic_shared, "
+                        "static + dynamic up to 227 KiB, static alone up to 48 KiB)"));
     grid.schedule = s.schedule;
     grid.seed = s.seed;
     grid.stack_size = s.stack_size ? s.stack_size : default_stack_size();
@@ -706,12 +1280,15 @@ cudaError_t launch(const LaunchSpec& spec) {
   grid.spec = &spec;
   grid.total = uint64_t{g.x} * g.y * g.z;
   const unsigned helpers = static_cast<unsigned>(std::min<uint64_t>(workers, grid.total)) - 1;
+#if defined(SIMT_FAULT_HANDLER)
+  const FaultHandlerScope fault_handler;
+#endif
   if (helpers == 0)
     run_blocks(grid);
   else
     pool().run(grid, helpers);
-  t_last_message = grid.message;
-  return grid.error;
+  hb_acquire(&g_launch_object);
+  return finish(grid.error, std::move(grid.message));
 }
 
 }  // namespace detail
@@ -732,11 +1309,40 @@ void set_worker_threads(unsigned n) {
 void set_stack_size(size_t bytes) {
   auto& s = settings();
   std::lock_guard lock(s.mutex);
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t page = page_size();
   s.stack_size = (bytes + page - 1) / page * page;
 }
 
-std::string last_error_message() { return t_last_message; }
+std::string last_error_message() { return detail::this_worker().last_message; }
+
+cudaError_t get_last_error() {
+  if (const cudaError_t e = detail::sticky_error(nullptr)) return e;
+  detail::Worker& w = detail::this_worker();
+  const cudaError_t e = w.last_error;
+  w.last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t peek_at_last_error() {
+  if (const cudaError_t e = detail::sticky_error(nullptr)) return e;
+  return detail::this_worker().last_error;
+}
+
+cudaError_t device_synchronize() { return detail::sticky_error(nullptr); }
+
+cudaError_t device_reset() {
+  DeviceState& d = device();
+  {
+    std::lock_guard lock(d.mutex);
+    d.error = cudaSuccess;
+    d.message.clear();
+    d.faulted.store(false, std::memory_order_release);
+  }
+  detail::Worker& w = detail::this_worker();
+  w.last_error = cudaSuccess;
+  w.last_message.clear();
+  return cudaSuccess;
+}
 
 const char* error_name(cudaError_t error) {
   switch (error) {
@@ -746,6 +1352,7 @@ const char* error_name(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorLaunchTimeout: return "cudaErrorLaunchTimeout";
     case cudaErrorIllegalInstruction: return "cudaErrorIllegalInstruction";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";

@@ -1,6 +1,7 @@
-// simt/src/symbolize.cpp: address-to-kernel-name lookup for mra_simt's error messages. Reads the ELF
-// .symtab (falling back to .dynsym) of the loaded object that contains the address; only runs when a
-// launch fails, so it favours simplicity over speed.
+// simt/src/symbolize.cpp: ELF symbol-table lookups for mra_simt: kernel names for error messages and
+// the thread-local symbols that hold static __shared__ variables. Reads .symtab (falling back to
+// .dynsym) of the loaded objects; runs once per kernel or per process, so it favours simplicity
+// over speed.
 #include "symbolize.h"
 
 #include <cxxabi.h>
@@ -11,9 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 
 namespace simt::detail {
 namespace {
@@ -25,6 +28,10 @@ struct Object {
   bool found = false;
 };
 
+std::string object_path(const dl_phdr_info* info) {
+  return info->dlpi_name && *info->dlpi_name ? info->dlpi_name : "/proc/self/exe";
+}
+
 int find_object(dl_phdr_info* info, size_t, void* data) {
   auto& o = *static_cast<Object*>(data);
   for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -32,7 +39,7 @@ int find_object(dl_phdr_info* info, size_t, void* data) {
     const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
     if (ph.p_type == PT_LOAD && o.address >= lo && o.address < lo + ph.p_memsz) {
       o.bias = info->dlpi_addr;
-      o.path = info->dlpi_name && *info->dlpi_name ? info->dlpi_name : "/proc/self/exe";
+      o.path = object_path(info);
       o.found = true;
       return 1;
     }
@@ -40,58 +47,107 @@ int find_object(dl_phdr_info* info, size_t, void* data) {
   return 0;
 }
 
-std::string lookup(const char* image, size_t size, uintptr_t offset) {
-  if (size < sizeof(ElfW(Ehdr)) || std::memcmp(image, ELFMAG, SELFMAG) != 0) return {};
+using SymbolFn = std::function<bool(const ElfW(Sym)&, const char* name)>;
+
+// Calls fn on every symbol of the first symbol table (.symtab, else .dynsym) of the file at `path`
+// until it returns true.
+void for_each_symbol(const std::string& path, const SymbolFn& fn) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    return;
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (mapping == MAP_FAILED) return;
+  const char* image = static_cast<const char*>(mapping);
   const auto* eh = reinterpret_cast<const ElfW(Ehdr)*>(image);
-  if (eh->e_shoff == 0 || eh->e_shoff + size_t{eh->e_shnum} * sizeof(ElfW(Shdr)) > size) return {};
-  const auto* sections = reinterpret_cast<const ElfW(Shdr)*>(image + eh->e_shoff);
-  for (unsigned wanted : {SHT_SYMTAB, SHT_DYNSYM}) {
-    for (unsigned i = 0; i < eh->e_shnum; ++i) {
-      const ElfW(Shdr)& sh = sections[i];
-      if (sh.sh_type != wanted || sh.sh_link >= eh->e_shnum) continue;
-      const ElfW(Shdr)& strtab = sections[sh.sh_link];
-      if (sh.sh_offset + sh.sh_size > size || strtab.sh_offset + strtab.sh_size > size) continue;
-      const auto* syms = reinterpret_cast<const ElfW(Sym)*>(image + sh.sh_offset);
-      const size_t count = sh.sh_size / sizeof(ElfW(Sym));
-      for (size_t k = 0; k < count; ++k) {
-        const ElfW(Sym)& s = syms[k];
-        if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_name >= strtab.sh_size) continue;
-        if (offset >= s.st_value && offset < s.st_value + (s.st_size ? s.st_size : 1))
-          return image + strtab.sh_offset + s.st_name;
+  if (size >= sizeof(ElfW(Ehdr)) && std::memcmp(image, ELFMAG, SELFMAG) == 0 && eh->e_shoff != 0 &&
+      eh->e_shoff + size_t{eh->e_shnum} * sizeof(ElfW(Shdr)) <= size) {
+    const auto* sections = reinterpret_cast<const ElfW(Shdr)*>(image + eh->e_shoff);
+    bool done = false;
+    for (unsigned wanted : {SHT_SYMTAB, SHT_DYNSYM}) {
+      for (unsigned i = 0; i < eh->e_shnum && !done; ++i) {
+        const ElfW(Shdr)& sh = sections[i];
+        if (sh.sh_type != wanted || sh.sh_link >= eh->e_shnum) continue;
+        const ElfW(Shdr)& strtab = sections[sh.sh_link];
+        if (sh.sh_offset + sh.sh_size > size || strtab.sh_offset + strtab.sh_size > size) continue;
+        const auto* syms = reinterpret_cast<const ElfW(Sym)*>(image + sh.sh_offset);
+        const size_t count = sh.sh_size / sizeof(ElfW(Sym));
+        for (size_t k = 0; k < count && !done; ++k)
+          if (syms[k].st_name < strtab.sh_size) done = fn(syms[k], image + strtab.sh_offset + syms[k].st_name);
+        done = true;  // one table is enough
       }
+      if (done) break;
     }
   }
-  return {};
+  munmap(mapping, size);
+}
+
+struct Module {
+  std::string path;
+  size_t id;
+};
+
+int collect_tls_modules(dl_phdr_info* info, size_t, void* data) {
+  if (info->dlpi_tls_modid != 0)
+    static_cast<std::vector<Module>*>(data)->push_back({object_path(info), info->dlpi_tls_modid});
+  return 0;
 }
 
 }  // namespace
 
-std::string symbolize(const void* address) {
-  char fallback[32];
-  std::snprintf(fallback, sizeof fallback, "%p", address);
+std::string mangled_name(const void* address) {
   Object o;
   o.address = reinterpret_cast<uintptr_t>(address);
   dl_iterate_phdr(&find_object, &o);
-  if (!o.found) return fallback;
-  const int fd = open(o.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fallback;
-  struct stat st;
+  if (!o.found) return {};
+  const uintptr_t offset = o.address - o.bias;
   std::string name;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) {
-    const size_t size = static_cast<size_t>(st.st_size);
-    void* image = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (image != MAP_FAILED) {
-      name = lookup(static_cast<const char*>(image), size, o.address - o.bias);
-      munmap(image, size);
-    }
+  for_each_symbol(o.path, [&](const ElfW(Sym)& s, const char* n) {
+    if (ELF64_ST_TYPE(s.st_info) != STT_FUNC) return false;
+    if (offset < s.st_value || offset >= s.st_value + (s.st_size ? s.st_size : 1)) return false;
+    name = n;
+    return true;
+  });
+  return name;
+}
+
+std::string symbolize(const void* address) {
+  std::string name = mangled_name(address);
+  if (name.empty()) {
+    char fallback[32];
+    std::snprintf(fallback, sizeof fallback, "%p", address);
+    return fallback;
   }
-  close(fd);
-  if (name.empty()) return fallback;
   int status = 0;
   char* demangled = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
   if (status == 0 && demangled) name = demangled;
   std::free(demangled);
   return name;
+}
+
+std::vector<TlsSymbol> tls_symbols() {
+  std::vector<Module> modules;
+  dl_iterate_phdr(&collect_tls_modules, &modules);
+  std::vector<TlsSymbol> all;
+  for (const Module& m : modules)
+    for_each_symbol(m.path, [&](const ElfW(Sym)& s, const char* n) {
+      if (ELF64_ST_TYPE(s.st_info) == STT_TLS && s.st_shndx != SHN_UNDEF)
+        all.push_back({m.id, static_cast<size_t>(s.st_value), static_cast<size_t>(s.st_size), n});
+      return false;
+    });
+  std::sort(all.begin(), all.end(), [](const TlsSymbol& a, const TlsSymbol& b) {
+    if (a.module != b.module) return a.module < b.module;
+    return a.offset != b.offset ? a.offset < b.offset : a.size > b.size;  // the sized one first
+  });
+  all.erase(std::unique(all.begin(), all.end(),
+                        [](const TlsSymbol& a, const TlsSymbol& b) { return a.module == b.module && a.offset == b.offset; }),
+            all.end());
+  return all;
 }
 
 }  // namespace simt::detail

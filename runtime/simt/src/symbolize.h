@@ -1,8 +1,11 @@
-// simt/src/symbolize.h: names a kernel from its address for the emulator's error messages,
-// internal to mra_simt.
+// simt/src/symbolize.h: what mra_simt reads from the ELF symbol tables of the loaded objects: kernel
+// names for its error messages, and the static __shared__ variables (thread-local symbols whose
+// name carries the "simt_shared" ABI tag of simt/device.h). Internal to mra_simt.
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace simt::detail {
 
@@ -10,5 +13,17 @@ namespace simt::detail {
 // shared object that contains it (so static and non-exported kernels are named too); the address in
 // hex when the object carries no symbols.
 std::string symbolize(const void* address);
+// The same function's mangled (symbol) name; empty when the object carries no symbols.
+std::string mangled_name(const void* address);
+
+// A thread-local symbol of a loaded object: its TLS module, offset in the module's TLS block, size.
+struct TlsSymbol {
+  size_t module;
+  size_t offset;
+  size_t size;
+  std::string name;
+};
+// Every thread-local symbol of every loaded object with a symbol table, one entry per offset.
+std::vector<TlsSymbol> tls_symbols();
 
 }  // namespace simt::detail

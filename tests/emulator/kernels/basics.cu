@@ -123,7 +123,8 @@ cudaError_t run_rotate(bool with_barrier, unsigned threads, const int* in, int* 
                       : simt::launch(rotate_without_barrier, dim3(1), dim3(threads), threads * sizeof(int), nullptr, in, out);
 }
 
-// Threads past n return before the barriers; the others must still get through them.
+// Threads past n return before the barriers: unless n covers the block, a barrier that not every
+// thread reaches, which the emulator reports.
 __global__ void early_exit_then_barrier(int n, int* out) {
   __shared__ int s[128];
   const int t = static_cast<int>(threadIdx.x);

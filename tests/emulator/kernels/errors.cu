@@ -53,7 +53,7 @@ __global__ void no_op(int* out) {
 cudaError_t run_error_kernel(ErrorKernel k, int* out) {
   switch (k) {
     case ErrorKernel::shuffle_half_warp: return simt::launch(deadlock_shuffle_half_warp, dim3(2), dim3(64), 0, nullptr, out);
-    case ErrorKernel::barrier_vs_syncwarp: return simt::launch(deadlock_barrier_vs_syncwarp, dim3(1), dim3(32), 0, nullptr, out);
+    case ErrorKernel::barrier_vs_syncwarp: return simt::launch(deadlock_barrier_vs_syncwarp, dim3(1), dim3(2), 0, nullptr, out);
     case ErrorKernel::uneven_barriers: return simt::launch(deadlock_uneven_barriers, dim3(1), dim3(8), 0, nullptr, out);
     case ErrorKernel::mask_without_caller: return simt::launch(mask_without_caller, dim3(1), dim3(32), 0, nullptr, out);
     case ErrorKernel::mixed_operations: return simt::launch(mixed_warp_operations, dim3(1), dim3(32), 0, nullptr, out);

@@ -53,6 +53,23 @@ cudaError_t run_error_kernel(ErrorKernel k, int* out);
 cudaError_t run_no_op(dim3 grid, dim3 block, size_t dynamic_smem, int* out);
 cudaError_t set_no_op_dynamic_shared_limit(int bytes);
 
+// contract.cu
+cudaError_t run_read_static_shared_first(unsigned blocks, unsigned* out);
+cudaError_t run_static_shared_address(uintptr_t* out);
+enum class ContractKernel {
+  barrier_at_two_sites,
+  reduce_add_against_max,
+  shuffle_xor_against_down,
+  any_against_all,
+  active_mask,
+  spin_on_unset_flag
+};
+cudaError_t run_contract_kernel(ContractKernel k, void* out);
+cudaError_t run_forty_kib_static(size_t dynamic_bytes, int* out);
+cudaError_t set_forty_kib_static_limit(int bytes);
+cudaError_t run_write_dynamic_shared_at(unsigned ints, int offset, int* out);
+cudaError_t run_call_noinline(unsigned threads, int* out);
+
 // mma.cu
 cudaError_t run_mma_direct(bool bf16, const uint16_t* A, const uint16_t* B, const float* C, float* D, int flags);
 cudaError_t run_mma_ldmatrix(bool bf16, bool a_col_major, bool b_col_major, const uint16_t* A, const uint16_t* B, const float* C,

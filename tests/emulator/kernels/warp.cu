@@ -100,10 +100,8 @@ cudaError_t run_votes(unsigned threads, unsigned* out) {
   return simt::launch(votes, dim3(1), dim3(threads), 0, nullptr, out);
 }
 
-// A warp whose last lanes do not exist (blockDim 40) still completes full-mask operations, and
-// __activemask leaves out lanes that have exited. The mask is read between two full-mask __syncwarp
-// calls: the first completes only once lanes 4-7 of warp 1 have exited, the second keeps every
-// remaining lane from exiting before all have read it.
+// A warp whose last lanes do not exist (blockDim 40) still completes full-mask operations, and a
+// full-mask ballot after lanes 4-7 of warp 1 exited counts only the lanes that are left.
 __global__ void partial_warp(unsigned* out) {
   const unsigned lane = threadIdx.x % 32;
   const unsigned sum = __reduce_add_sync(0xffffffffu, lane + 1);
@@ -111,10 +109,7 @@ __global__ void partial_warp(unsigned* out) {
   out[threadIdx.x * 3 + 0] = sum;
   out[threadIdx.x * 3 + 1] = max;
   if (threadIdx.x >= 36) return;
-  __syncwarp();
-  const unsigned active = __activemask();
-  __syncwarp();
-  out[threadIdx.x * 3 + 2] = active;
+  out[threadIdx.x * 3 + 2] = __ballot_sync(0xffffffffu, 1);
 }
 
 cudaError_t run_partial_warp(unsigned* out) { return simt::launch(partial_warp, dim3(1), dim3(40), 0, nullptr, out); }
