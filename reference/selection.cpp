@@ -2,7 +2,7 @@
 // (docs/semantics.md §2.4-2.5), and the validation of a user-supplied selection.
 //
 // Each level ranks its candidates with a linear-time selection (std::nth_element), never a full sort of the
-// (N/s_1)^2 coarse pairs; the memory is one 16-byte entry per candidate.
+// (N/s_1)^2 coarse pairs; level 1 holds at most about twice its budget (plus a block row) of 16-byte entries.
 #include <algorithm>
 #include <string>
 
@@ -20,20 +20,30 @@ struct Candidate {
   int64_t flat;  // r * nk_blocks + c
 };
 
-// The top `budget` candidates of one level in the order of §2.4, returned as sorted flat indices.
-std::vector<int64_t> take_top(std::vector<Candidate>& cands, int64_t budget, int64_t nk_blocks,
-                              int64_t prior_first, int64_t prior_diagonal) {
-  auto priority = [&](int64_t flat) {
+// The order of §2.4 on the candidates of one level (kernels/order.h).
+struct Ranking {
+  int64_t nk_blocks, prior_first, prior_diagonal;
+  int priority(int64_t flat) const {
     return order::level1_priority(flat / nk_blocks, flat % nk_blocks, prior_first, prior_diagonal);
-  };
-  auto before = [&](const Candidate& a, const Candidate& b) {
+  }
+  bool operator()(const Candidate& a, const Candidate& b) const {
     return order::ranks_before(priority(a.flat), a.score, a.flat, priority(b.flat), b.score, b.flat);
-  };
+  }
+};
+
+// Keeps the first `budget` of `cands` in `rank` order (in no particular order), drops the rest.
+void keep_top(std::vector<Candidate>& cands, int64_t budget, const Ranking& rank) {
   const size_t k = size_t(std::min<int64_t>(budget, int64_t(cands.size())));
-  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + ptrdiff_t(k), cands.end(), before);
+  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + ptrdiff_t(k), cands.end(), rank);
+  cands.resize(k);
+}
+
+// The top `budget` candidates of one level in the order of §2.4, returned as sorted flat indices.
+std::vector<int64_t> take_top(std::vector<Candidate>& cands, int64_t budget, const Ranking& rank) {
+  keep_top(cands, budget, rank);
   std::vector<int64_t> chosen;
-  chosen.reserve(k);
-  for (size_t t = 0; t < k; ++t) chosen.push_back(cands[t].flat);
+  chosen.reserve(cands.size());
+  for (const Candidate& c : cands) chosen.push_back(c.flat);
   std::sort(chosen.begin(), chosen.end());
   return chosen;
 }
@@ -85,19 +95,23 @@ Selection detail::select_pooled(const Problem& p, const Config& c, const std::ve
     for (int64_t h = 0; h < p.heads; ++h) {
       if (!slice_finite(p, b, h)) continue;  // §2.7: a poisoned slice refines nothing
       for (int64_t l = 0; l < steps; ++l) {
+        // Priors are level-1 notions (§2.4): deeper levels rank by score and index only.
+        const Ranking rank{levels[at(l)].nk_blocks, l == 0 ? c.prior_first : 0, l == 0 ? c.prior_diagonal : 0};
+        const int64_t budget = c.budgets[at(l)];
         std::vector<Candidate> cands;
         if (l == 0) {
-          // Row by row: the (N/s_1)^2 level-1 pairs are held once, as candidates, never also as a list.
+          // Row by row, pruned to the best `budget` whenever twice that many are held: the (N/s_1)^2 level-1
+          // pairs never exist at once (16 GB at N = 2^20, s_1 = 32), and an element dropped by a prune has
+          // `budget` better ones that are never dropped, so the result is the top `budget` of all of them.
           for (int64_t r = 0; r < levels[0].nq_blocks; ++r) {
             const std::vector<Candidate> row = score(p, levels[0], b, h, top_candidates(levels[0], b, r, r + 1));
             cands.insert(cands.end(), row.begin(), row.end());
+            if (int64_t(cands.size()) - budget >= std::max(budget, levels[0].nk_blocks)) keep_top(cands, budget, rank);
           }
         } else {
           cands = score(p, levels[at(l)], b, h, child_candidates(levels[at(l - 1)], levels[at(l)], b, sel.at(b, h, l - 1)));
         }
-        // Priors are level-1 notions (§2.4): deeper levels rank by score and index only.
-        sel.at(b, h, l) = take_top(cands, c.budgets[at(l)], levels[at(l)].nk_blocks, l == 0 ? c.prior_first : 0,
-                                   l == 0 ? c.prior_diagonal : 0);
+        sel.at(b, h, l) = take_top(cands, budget, rank);
       }
     }
   return sel;

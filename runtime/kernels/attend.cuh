@@ -101,20 +101,18 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
     const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
     const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
-    const int32_t* sel = at<int32_t>(p, lv.flat) + slice * lv.cap;
+    const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
     const int32_t* selrow = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
     const int32_t sel_lo = selrow[r], sel_hi = selrow[r + 1];
     for (int d = tid; d < D; d += NT) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
     int32_t rho = 1, parent = 0, start = 0, count = lv.nk;
-    const int32_t* up_flat = nullptr;
-    int32_t up_nk = 0;
+    const int32_t* up_col = nullptr;
     if (li > 0) {
       const Level& up = p.layout.level[li - 1];
       rho = up.side / lv.side;
       parent = r / rho;
       const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-      up_flat = at<int32_t>(p, up.flat) + slice * up.cap;
-      up_nk = up.nk;
+      up_col = at<int32_t>(p, up.col) + slice * up.cap;
       start = up_row[parent];
       count = (up_row[parent + 1] - start) * rho;
     }
@@ -124,10 +122,9 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       float logit = -INFINITY;
       int32_t c = -1;
       if (u < count) {
-        c = li == 0 ? u : (up_flat[start + u / rho] - parent * up_nk) * rho + u % rho;
-        const int32_t f = r * lv.nk + c;
-        const int32_t at_f = lower_bound(sel, sel_lo, sel_hi, f);
-        const bool refined = at_f < sel_hi && sel[at_f] == f;
+        c = li == 0 ? u : up_col[start + u / rho] * rho + u % rho;
+        const int32_t at_c = lower_bound(sel, sel_lo, sel_hi, c);
+        const bool refined = at_c < sel_hi && sel[at_c] == c;
         if (c < lv.nk && kcount[c] > 0.f && !refined) logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
       }
       col[tid] = c;
@@ -166,7 +163,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
 
   // Exact entries (§2.5): the keys of the refined blocks of R, tile by tile.
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
-  const int32_t* fin_flat = at<int32_t>(p, fin.flat) + slice * fin.cap;
+  const int32_t* fin_col = at<int32_t>(p, fin.col) + slice * fin.cap;
   const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
   const T* k = slice_rows<T>(p.k, slice, p.nk, D);
   const T* v = slice_rows<T>(p.v, slice, p.nk, D);
@@ -175,7 +172,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       const int32_t u = u0 + e;
       int32_t j = -1;
       if (u < keys_total) {
-        const int32_t cb = fin_flat[first + u / Cfg::finest] - R * fin.nk;
+        const int32_t cb = fin_col[first + u / Cfg::finest];
         const int32_t jj = cb * Cfg::finest + u % Cfg::finest;
         if (jj < p.nk && is_real(p.kmask, b, p.nk, jj)) j = jj;
       }

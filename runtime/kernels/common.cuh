@@ -69,9 +69,6 @@ struct Config {
   static_assert(dim <= 1024, "pool_kernel runs one thread per feature");
 };
 
-inline constexpr int kRowThreads = 128;     // coarse_keys_kernel and refine_keys_kernel
-inline constexpr int kSelectThreads = 256;  // select_kernel
-inline constexpr uint64_t kFlatMask = (uint64_t(1) << kFlatBits) - 1;
 
 // Everything a kernel reads: sizes, pointers, the workspace layout. Passed by value.
 struct Params {
@@ -119,18 +116,6 @@ __host__ __device__ inline float float_of(uint32_t u) {
 }
 __host__ __device__ inline bool finite(float x) { return (bits_of(x) & 0x7f800000u) != 0x7f800000u; }
 __host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
-
-// The selection key of a candidate pair (docs/kernels.md, "Selection"): bit 63 marks a candidate, bits 61-62
-// hold the priority, bits 29-60 the score in an order-preserving unsigned form, bits 0-28 the complement of
-// the flat index. Unsigned comparison then ranks exactly as §2.4: priority desc, score desc, flat index asc.
-// Non-candidates are 0, below every candidate. (The rule itself: kernels/order.h.)
-__host__ __device__ inline uint64_t selection_key(int priority, float score, int32_t flat) {
-  const uint32_t u = bits_of(score);
-  const uint32_t ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (uint64_t(1) << 63) | (uint64_t(priority) << 61) | (uint64_t(ordered) << kFlatBits) |
-         (kFlatMask - uint64_t(flat));
-}
-__host__ __device__ inline int32_t flat_of_key(uint64_t key) { return int32_t(kFlatMask - (key & kFlatMask)); }
 
 template <class T>
 __device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {

@@ -4,9 +4,15 @@
 // compiled by nvcc for the CUDA backend and, unchanged, as C++ against runtime/simt/simt.h for the emulated
 // backend (both in generated/CMakeLists.txt). The pipeline, per (batch, head) slice:
 //   pool_kernel         (pool.cuh) masked means of q and k, sums of v, token counts, per block at every coarse level
-//   coarse_keys_kernel  (select.cuh) level-1 pooled logits of every active pair -> 64-bit selection keys
-//   select_kernel       the top budget_l keys by radix select -> sorted refined list T_l + CSR row offsets
-//   refine_keys_kernel  level-l pooled logits of the children of T_{l-1} -> keys (then select again)
+//   coarse_max_kernel   (select.cuh) level 1: the pooled logits q̄·k̄ᵀ as a tiled f32 GEMM (recomputed by every level-1
+//                       pass below, never stored) -> the maximum logit of every block row
+//   coarse_hist_kernel  level 1, 3 radix passes: histogram of the next digit of the rank value
+//   select_pick_kernel  ... and the digit of the budget-th largest value (one CTA per slice)
+//   coarse_count_kernel level 1: per row, the pairs above the threshold and the ties
+//   select_rows_kernel  level 1: CSR row offsets of T_1 and the tie quota's per-row base
+//   coarse_write_kernel level 1: the columns of T_1, row by row in column order
+//   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
+//   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
 //   attend_kernel       (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries of the
 //                       refined key blocks streamed through shared memory with an online softmax
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
@@ -67,12 +73,22 @@ mra_status forward(const KernelArgs& a) {
       const Level& lv = a.layout.level[li];
       if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
-    for (int li = 0; li < Cfg::steps; ++li) {
-      const Level& lv = a.layout.level[li];
-      cudaError_t e = li == 0 ? per_slice(coarse_keys_kernel<Cfg>, unsigned(lv.nq), unsigned(kRowThreads), 0)
-                              : per_slice(refine_keys_kernel<Cfg>,
-                                          unsigned(a.layout.level[li - 1].nq * (a.layout.level[li - 1].side / lv.side)),
-                                          unsigned(kRowThreads), 0, li);
+    // Level 1: the row maxima, the radix passes (each a histogram, then the digit), the per-row counts, the
+    // CSR offsets and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
+    const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
+    cudaError_t e = per_slice(coarse_max_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass) {
+      e = per_slice(coarse_hist_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
+      if (e == cudaSuccess) e = per_slice(select_pick_kernel<Cfg>, 1u, unsigned(kScanThreads), 0, pass);
+    }
+    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    if (e == cudaSuccess) e = per_slice(select_rows_kernel<Cfg>, 1u, unsigned(kScanThreads), 0);
+    if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    if (auto s = launched(e)) return s;
+    for (int li = 1; li < Cfg::steps; ++li) {
+      const Level& up = a.layout.level[li - 1];
+      e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
+                    unsigned(kRowThreads), 0, li);
       if (e == cudaSuccess) e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
       if (auto s = launched(e)) return s;
     }

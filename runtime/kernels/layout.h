@@ -2,8 +2,11 @@
 // and the tests. Part of the mra::runtime targets (runtime/CMakeLists.txt); host code and kernels include it.
 //
 // The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
-// counts, one 64-bit selection key per candidate pair, and the refined pairs T_l as a sorted flat-index list
-// with CSR row offsets (docs/kernels.md, "Pipeline"). Offsets are in bytes from the workspace start.
+// counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
+// (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
+// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
+// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). Offsets are in bytes
+// from the workspace start.
 #pragma once
 
 #include <cstddef>
@@ -15,10 +18,15 @@
 namespace mra::kern {
 
 inline constexpr int kMaxSteps = MRA_MAX_LEVELS - 1;
-// Selection keys keep the flat index of a pair in their low bits (docs/kernels.md, "Selection"): every coarse
-// level must have fewer pairs per slice than this.
-inline constexpr int kFlatBits = 29;
-inline constexpr int64_t kFlatLimit = int64_t(1) << kFlatBits;
+// Keys of the levels l >= 2 keep the candidate's slot in their low kSlotBits bits (docs/kernels.md,
+// "Selection"); refined lists and row offsets are int32. Level 1 needs fewer than 2^26 block rows and columns
+// (one CTA counts a 64-row band in 32 bits).
+inline constexpr int kSlotBits = 31;
+inline constexpr int64_t kSlotLimit = int64_t(1) << kSlotBits;
+inline constexpr int64_t kLevel1BlockLimit = int64_t(1) << 26;
+// The level-1 radix select: a histogram of kHistBins bins per slice and pass (12, 11, 11 bits of the 34-bit
+// rank value).
+inline constexpr int kHistBins = 4096;
 // Grid y carries the slice (batch * heads) and CUDA caps it at kMaxGridY: more slices are launched in parts.
 // kMaxSlices and kMaxDim (larger than any head dim a kernel is generated for) keep every workspace size product
 // below 2^63: slices * nq * dim <= 2^20 * 2^30 * 2^10.
@@ -26,16 +34,29 @@ inline constexpr unsigned kMaxGridY = 65535;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
+// Where the level-1 selection of one slice stands (docs/kernels.md, "Selection"). While the radix passes run,
+// `threshold` holds the rank-value bits found so far and `ties` how many pairs are still wanted at or below
+// them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
+// the first `ties` in flat order.
+struct SelectState {
+  uint64_t threshold, ties, done, candidates;
+};
+
 struct Level {
   int32_t side = 0, nq = 0, nk = 0;  // block side s_l, ceil(Nq / s_l), ceil(Nk / s_l)
-  int32_t slots = 0;                 // candidate keys per slice (capacity)
+  int64_t slots = 0;                 // candidate pairs per slice (capacity)
   int32_t cap = 0;                   // refined pairs per slice (capacity): min(budget_l, pairs)
   int64_t budget = 0;
   size_t qmean = 0, kmean = 0, vsum = 0;  // f32 [slices, n, D]
   size_t qcount = 0, kcount = 0;          // f32 [batch, n]
-  size_t keys = 0;                        // u64 [slices, slots]
   size_t rowptr = 0;                      // i32 [slices, nq + 1]
-  size_t flat = 0;                        // i32 [slices, cap]
+  size_t col = 0;                         // i32 [slices, cap]: key-block column of each refined pair
+  size_t keys = 0;                        // u64 [slices, slots]                 levels l >= 2
+  size_t rowmax = 0;                      // f32 [slices, nq]: max logit per row  level 1
+  size_t hist = 0;                        // u64 [slices, kHistBins]              level 1
+  size_t state = 0;                       // SelectState [slices]                 level 1
+  size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
+  size_t tiebase = 0;                     // u64 [slices, nq]: ties in the rows before   level 1
 };
 
 struct Layout {
@@ -84,15 +105,16 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     Level& v = L.level[li];
     const int64_t s = p.resolutions[li];
     const int64_t nq = (p.nq + s - 1) / s, nk = (p.nk + s - 1) / s;
-    if (nq * nk >= kFlatLimit) return MRA_ERROR_BAD_SHAPE;
+    if (li == 0 && (nq >= kLevel1BlockLimit || nk >= kLevel1BlockLimit)) return MRA_ERROR_BAD_SHAPE;
     const int64_t rho = li == 0 ? 0 : p.resolutions[li - 1] / s;
     const int64_t slots = li == 0 ? nq * nk : rho * rho * prev_cap;
-    if (slots >= kFlatLimit) return MRA_ERROR_BAD_SHAPE;
-    int64_t cap = p.budgets[li] < slots ? p.budgets[li] : slots;
+    if (li > 0 && slots >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
+    const int64_t cap = p.budgets[li] < slots ? p.budgets[li] : slots;
+    if (cap >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
     v.side = static_cast<int32_t>(s);
     v.nq = static_cast<int32_t>(nq);
     v.nk = static_cast<int32_t>(nk);
-    v.slots = static_cast<int32_t>(slots);
+    v.slots = slots;
     v.cap = static_cast<int32_t>(cap);
     v.budget = p.budgets[li];
     v.qmean = take(slices * nq * p.dim, sizeof(float));
@@ -100,9 +122,17 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     v.vsum = take(slices * nk * p.dim, sizeof(float));
     v.qcount = take(p.batch * nq, sizeof(float));
     v.kcount = take(p.batch * nk, sizeof(float));
-    v.keys = take(slices * slots, sizeof(uint64_t));
     v.rowptr = take(slices * (nq + 1), sizeof(int32_t));
-    v.flat = take(slices * (cap > 0 ? cap : 1), sizeof(int32_t));
+    v.col = take(slices * (cap > 0 ? cap : 1), sizeof(int32_t));
+    if (li > 0) {
+      v.keys = take(slices * (slots > 0 ? slots : 1), sizeof(uint64_t));
+    } else {
+      v.rowmax = take(slices * nq, sizeof(float));
+      v.hist = take(slices * kHistBins, sizeof(uint64_t));
+      v.state = take(slices, sizeof(SelectState));
+      v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
+      v.tiebase = take(slices * nq, sizeof(uint64_t));
+    }
     prev_cap = cap;
   }
   L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));

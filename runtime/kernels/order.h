@@ -1,7 +1,7 @@
 // runtime/kernels/order.h: the ranking rule of docs/semantics.md §2.4, written once: the level-1 priority of a
 // pair and the order of candidates (priority descending, then score descending, then flat index ascending).
 //
-// The kernels (forward.cuh, whose 64-bit selection keys encode this order), the reference (reference/selection.cpp)
+// The kernels (select.cuh, whose rank values and keys encode this order), the reference (reference/selection.cpp)
 // and the kernel tests include it; the dense oracle of tests/reference keeps a copy of its own on purpose, so that
 // one independent statement of §2.4 checks this one. Plain C++ without dependencies, callable from host and
 // device code, so that it is vendored with runtime/ and the reference may include it.

@@ -1,5 +1,6 @@
-// runtime/kernels/select.cuh: stage 2 of the MRA forward pipeline (forward.cuh), selection: the pooled logits
-// of the candidate pairs as 64-bit keys, and the radix select of the refined blocks at each level.
+// runtime/kernels/select.cuh: stage 2 of the MRA forward pipeline (forward.cuh), selection (§2.3-2.5): the
+// level-1 pooled logits as a tiled GEMM, recomputed by every pass of a GPU-wide radix select that never stores
+// the (N/s_1)^2 pairs, and the stored-key radix select of the levels l >= 2 (docs/kernels.md, "Selection").
 #pragma once
 
 #include "kernels/common.cuh"
@@ -7,61 +8,390 @@
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
-// Writes the keys of one block row `r` of level `li`: `count` candidates, candidate u at key slot
-// base + u with key-block column col(u) (or -1 when the child does not exist). Two passes: the pooled
-// logits (kept in the key slots meanwhile), then, knowing the row maximum, the keys (§2.4).
-// `qbar` (Cfg::dim floats) and `scratch` (kRowThreads / 32 floats) are the caller's shared memory.
-template <class Cfg, class ColumnOf>
-__device__ void write_row_keys(const Params& p, int li, int32_t r, bool row_real, int64_t base, int32_t count,
-                               ColumnOf col, float* qbar, float* scratch) {
-  constexpr int D = Cfg::dim;
-  const Level& lv = p.layout.level[li];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+// // The rank value of a candidate is priority (2 bits) above its score (32 bits) in an order-preserving unsigned
+// form: unsigned order of rank values is §2.4's order up to the tie-break by flat index, which the kernels
+// apply by position (flat order = row-major order = the order the lists are written in).
+__host__ __device__ inline uint32_t ordered_bits(float score) {
+  const uint32_t u = bits_of(score);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__host__ __device__ inline uint64_t rank_value(int priority, float score) {
+  return (uint64_t(priority) << 32) | ordered_bits(score);
+}
+
+// A key of level l >= 2: 1 (a candidate; non-candidates are 0) | score (32 bits) | complement of the slot
+// (kSlotBits bits). Priorities are 0 below level 1 and slot order is flat order, so unsigned order of keys is
+// §2.4's order and keys are distinct.
+inline constexpr uint64_t kSlotMask = (uint64_t(1) << kSlotBits) - 1;
+__host__ __device__ inline uint64_t slot_key(float score, int64_t slot) {
+  return (uint64_t(1) << 63) | (uint64_t(ordered_bits(score)) << kSlotBits) | (kSlotMask - uint64_t(slot));
+}
+__host__ __device__ inline int64_t slot_of_key(uint64_t key) { return int64_t(kSlotMask - (key & kSlotMask)); }
+
+// The level-1 radix select: 3 passes over the 34-bit rank value, 12 + 11 + 11 bits from the top.
+inline constexpr int kRankBits = 34, kPasses = 3;
+__host__ __device__ constexpr int pass_shift(int pass) { return pass == 0 ? 22 : pass == 1 ? 11 : 0; }
+__host__ __device__ constexpr int pass_bits(int pass) { return pass == 0 ? 12 : 11; }
+static_assert(pass_shift(0) + pass_bits(0) == kRankBits && (1 << pass_bits(0)) == kHistBins);
+
+// ---------------------------------------------------------------------------------------------------------
+// Stage 2a (§2.3, level 1): the pooled logits σ q̄·k̄ as a register-tiled f32 GEMM. A CTA of kGemmThreads owns
+// a band of kBandRows block rows and sweeps every key-block column, kBandCols at a time; each thread holds a
+// 4 x 4 tile of logits (rows ty + 16 i, columns tx + 16 j), each a sum over the features in feature order
+// (as the reference and the other stages), staged kGemmK features at a time through shared memory.
+// `visit(c0, logit)` is called by every thread once per column tile with its 4 x 4 logits (-inf where the
+// pair is not a candidate: outside the matrix, or a block without real tokens).
+inline constexpr int kGemmThreads = 256, kBandRows = 64, kBandCols = 64, kGemmK = 16, kMicro = 4;
+static_assert(kGemmThreads == (kBandRows / kMicro) * (kBandCols / kMicro));
+
+template <class Cfg, class Visit>
+__device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit visit) {
+  constexpr int D = Cfg::dim, W = kBandRows / kMicro;
+  static_assert(D % kGemmK == 0);
+  const Level& lv = p.layout.level[0];
   const int32_t b = int32_t(slice / p.heads);
-  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  __shared__ float qs[kGemmK][kBandRows + 1];  // padded: the transposing stores hit distinct banks
+  __shared__ float ks[kGemmK][kBandCols + 1];
+  const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
+  const float* qmean = at<float>(p, lv.qmean) + slice * lv.nq * D;
   const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
-  uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots + base;
-  if (row_real)
-    for (int d = threadIdx.x; d < D; d += blockDim.x) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
-  __syncthreads();
-  float row_max = -INFINITY;
-  for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
-    const int32_t c = col(u);
-    float logit = -INFINITY;
-    if (row_real && c >= 0 && kcount[c] > 0.f) logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
-    keys[u] = bits_of(logit);
-    row_max = logit > row_max ? logit : row_max;
+  const float* qcount = at<float>(p, lv.qcount) + int64_t(b) * lv.nq;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  bool row_real[kMicro];
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    const int32_t r = row0 + ty + W * i;
+    row_real[i] = r < lv.nq && qcount[r] > 0.f;
   }
-  row_max = block_max(row_max, scratch);
-  for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
-    const int32_t c = col(u);
-    if (!row_real || c < 0 || !(kcount[c] > 0.f)) {
-      keys[u] = 0;
-      continue;
+  for (int32_t c0 = 0; c0 < lv.nk; c0 += kBandCols) {
+    float acc[kMicro][kMicro] = {};
+    for (int d0 = 0; d0 < D; d0 += kGemmK) {
+      for (int e = threadIdx.x; e < kBandRows * kGemmK; e += blockDim.x) {
+        const int i = e / kGemmK, d = e % kGemmK;
+        qs[d][i] = row0 + i < lv.nq ? qmean[int64_t(row0 + i) * D + d0 + d] : 0.f;
+        ks[d][i] = c0 + i < lv.nk ? kmean[int64_t(c0 + i) * D + d0 + d] : 0.f;
+      }
+      __syncthreads();
+      for (int d = 0; d < kGemmK; ++d) {
+        float a[kMicro], bk[kMicro];
+        MRA_UNROLL
+        for (int i = 0; i < kMicro; ++i) {
+          a[i] = qs[d][ty + W * i];
+          bk[i] = ks[d][tx + W * i];
+        }
+        MRA_UNROLL
+        for (int i = 0; i < kMicro; ++i)
+          MRA_UNROLL
+          for (int j = 0; j < kMicro; ++j) acc[i][j] += a[i] * bk[j];
+      }
+      __syncthreads();
     }
-    const float score = float_of(uint32_t(keys[u])) - row_max;
-    const int priority = li == 0 ? order::level1_priority(r, c, p.prior_first, p.prior_diagonal) : 0;
-    keys[u] = selection_key(priority, score, r * lv.nk + c);
+    float logit[kMicro][kMicro];
+    MRA_UNROLL
+    for (int j = 0; j < kMicro; ++j) {
+      const int32_t c = c0 + tx + W * j;
+      const bool col_real = c < lv.nk && kcount[c] > 0.f;
+      MRA_UNROLL
+      for (int i = 0; i < kMicro; ++i) logit[i][j] = row_real[i] && col_real ? p.scale * acc[i][j] : -INFINITY;
+    }
+    visit(c0, logit);
   }
 }
 
-// Stage 2a (§2.3-2.5, level 1): every active pair is a candidate. Grid (nq_1, slices).
-template <class Cfg>
-__global__ void __launch_bounds__(kRowThreads) coarse_keys_kernel(Params p) {
+// Calls `f(i, j, r, c, value)` for every candidate of a sweep tile: its rank value from the logit and the
+// row maximum (`rmax[i]` for row ty + 16 i of the band).
+template <class F>
+__device__ inline void for_each_candidate(const Params& p, int32_t row0, int32_t c0, const float (&logit)[kMicro][kMicro],
+                                          const float (&rmax)[kMicro], F f) {
+  constexpr int W = kBandRows / kMicro;
+  const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i)
+    MRA_UNROLL
+    for (int j = 0; j < kMicro; ++j) {
+      if (logit[i][j] == -INFINITY) continue;
+      const int32_t r = row0 + ty + W * i, c = c0 + tx + W * j;
+      f(i, j, r, c, rank_value(order::level1_priority(r, c, p.prior_first, p.prior_diagonal), logit[i][j] - rmax[i]));
+    }
+}
+
+// The row maxima of this thread's band rows, from the workspace.
+__device__ inline void load_row_max(const Params& p, int64_t slice, int32_t row0, float (&rmax)[kMicro]) {
+  constexpr int W = kBandRows / kMicro;
   const Level& lv = p.layout.level[0];
-  const int32_t r = blockIdx.x;
-  const int32_t b = int32_t((p.slice0 + int64_t(blockIdx.y)) / p.heads);
-  const bool row_real = at<float>(p, lv.qcount)[int64_t(b) * lv.nq + r] > 0.f;
-  __shared__ float qbar[Cfg::dim];
-  __shared__ float scratch[kRowThreads / 32];
-  write_row_keys<Cfg>(p, 0, r, row_real, int64_t(r) * lv.nk, lv.nk, [](int32_t u) { return u; }, qbar, scratch);
+  const float* rowmax = at<float>(p, lv.rowmax) + slice * lv.nq;
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    const int32_t r = row0 + int(threadIdx.x) / W + W * i;
+    rmax[i] = r < lv.nq ? rowmax[r] : -INFINITY;
+  }
+}
+
+// Pass 0: the maximum logit of every block row (§2.4's score is relative to it). CTA 0 of each slice also
+// clears the slice's histogram and selection state for the passes that follow. Grid (bands, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_max_kernel(Params p) {
+  constexpr int W = kBandRows / kMicro;
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  if (blockIdx.x == 0) {
+    uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kHistBins;
+    for (int i = threadIdx.x; i < kHistBins; i += blockDim.x) hist[i] = 0;
+    if (threadIdx.x == 0) at<SelectState>(p, lv.state)[slice] = SelectState{0, 0, 0, 0};
+  }
+  float m[kMicro];
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) m[i] = -INFINITY;
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
+    MRA_UNROLL
+    for (int i = 0; i < kMicro; ++i)
+      MRA_UNROLL
+      for (int j = 0; j < kMicro; ++j) m[i] = logit[i][j] > m[i] ? logit[i][j] : m[i];
+  });
+  // The W threads of one row are W consecutive lanes of one warp.
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    for (int o = W / 2; o > 0; o /= 2) {
+      const float x = __shfl_xor_sync(0xffffffffu, m[i], o);
+      m[i] = x > m[i] ? x : m[i];
+    }
+    const int32_t r = row0 + int(threadIdx.x) / W + W * i;
+    if (int(threadIdx.x) % W == 0 && r < lv.nq) at<float>(p, lv.rowmax)[slice * lv.nq + r] = m[i];
+  }
+}
+
+// Radix pass `pass`: the histogram of the next digit of the rank values that match the digits found so far.
+// Counts are integers, so the order of the atomic additions does not matter. Grid (bands, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_hist_kernel(Params p, int pass) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  if (st.done) return;  // uniform over the CTA
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  __shared__ uint32_t hist[kHistBins];
+  for (int i = threadIdx.x; i < kHistBins; i += blockDim.x) hist[i] = 0;
+  float rmax[kMicro];
+  load_row_max(p, slice, row0, rmax);
+  const int shift = pass_shift(pass), high = shift + pass_bits(pass);
+  const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
+  __syncthreads();
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+    for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t, int32_t, uint64_t v) {
+      if ((v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
+    });
+  });
+  __syncthreads();
+  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kHistBins;
+  for (int i = threadIdx.x; i < (1 << pass_bits(pass)); i += blockDim.x)
+    if (hist[i]) atomicAdd(reinterpret_cast<unsigned long long*>(&global[i]), (unsigned long long)hist[i]);
+}
+
+// After radix pass `pass`: the digit of the budget-th largest rank value (one CTA of kScanThreads per slice,
+// grid (1, slices)). Pass 0 also folds pool_kernel's block flags into the slice's non-finite flag (a poisoned
+// slice refines nothing, §2.7), counts the candidates and settles the cases that need no search (budget 0,
+// budget >= candidates). A digit whose whole bin is wanted settles the threshold early, and the remaining passes
+// return at once. Clears the histogram for the next pass.
+inline constexpr int kScanThreads = 256;
+template <class Cfg>
+__global__ void __launch_bounds__(kScanThreads) select_pick_kernel(Params p, int pass) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int tid = threadIdx.x;
+  constexpr int per = kHistBins / kScanThreads;
+  uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kHistBins;
+  SelectState* state = at<SelectState>(p, lv.state) + slice;
+  __shared__ uint64_t part[kScanThreads];
+  __shared__ int any_bad;
+  const SelectState st = *state;
+  if (st.done) return;
+  if (pass == 0) {
+    if (tid == 0) any_bad = 0;
+    __syncthreads();
+    const int32_t blocks = lv.nq + lv.nk;
+    const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
+    for (int32_t i = tid; i < blocks; i += blockDim.x)
+      if (block_bad[i]) any_bad = 1;
+  }
+  uint64_t mine = 0;
+  for (int i = 0; i < per; ++i) mine += hist[tid * per + i];
+  part[tid] = mine;
+  __syncthreads();
+  if (tid == 0) {
+    SelectState s = st;
+    bool search = true;
+    if (pass == 0) {
+      uint64_t total = 0;
+      for (int t = 0; t < kScanThreads; ++t) total += part[t];
+      s.candidates = total;
+      at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
+      if (any_bad || lv.budget == 0) {
+        s = SelectState{~uint64_t(0), 0, 1, total};  // nothing exceeds the threshold
+        search = false;
+      } else if (uint64_t(lv.budget) >= total) {
+        s = SelectState{0, ~uint64_t(0), 1, total};  // every candidate: value >= 0
+        search = false;
+      } else {
+        s.ties = uint64_t(lv.budget);
+      }
+    }
+    if (search) {
+      // From the top: the bin holding the ties-th largest of the values still in play.
+      uint64_t above = 0;
+      int t = kScanThreads - 1;
+      while (above + part[t] < s.ties) above += part[t--];
+      int digit = t * per + per - 1;
+      while (above + hist[digit] < s.ties) above += hist[digit--];
+      const int shift = pass_shift(pass);
+      s.threshold |= uint64_t(digit) << shift;
+      s.ties -= above;
+      if (s.ties == hist[digit]) {  // the whole bin: every value >= its lowest one
+        s = s.threshold == 0 ? SelectState{0, ~uint64_t(0), 1, s.candidates}
+                             : SelectState{s.threshold - 1, 0, 1, s.candidates};
+      } else if (pass == kPasses - 1) {
+        s.done = 1;
+      }
+    }
+    *state = s;
+  }
+  __syncthreads();
+  for (int i = tid; i < kHistBins; i += blockDim.x) hist[i] = 0;
+}
+
+// The refined pairs of one band: rank value above the threshold, or equal to it within the tie quota.
+// Pass 1 (`count`): per row, how many are above and how many tie. Grid (bands, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_count_kernel(Params p) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  __shared__ uint32_t above[kBandRows], ties[kBandRows];
+  for (int i = threadIdx.x; i < kBandRows; i += blockDim.x) above[i] = ties[i] = 0;
+  float rmax[kMicro];
+  load_row_max(p, slice, row0, rmax);
+  __syncthreads();
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+    for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t r, int32_t, uint64_t v) {
+      if (v > st.threshold) atomicAdd(&above[r - row0], 1u);
+      else if (v == st.threshold) atomicAdd(&ties[r - row0], 1u);
+    });
+  });
+  __syncthreads();
+  uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  for (int i = threadIdx.x; i < kBandRows && row0 + i < lv.nq; i += blockDim.x) {
+    rowcount[2 * (row0 + i)] = above[i];
+    rowcount[2 * (row0 + i) + 1] = ties[i];
+  }
+}
+
+// Exclusive prefix sum over the CTA (kScanThreads values), in a fixed order; returns the CTA total too.
+__device__ inline uint64_t block_exclusive_scan(uint64_t x, uint64_t* buf, uint64_t* total) {
+  const int tid = threadIdx.x;
+  buf[tid] = x;
+  __syncthreads();
+  for (int o = 1; o < kScanThreads; o *= 2) {
+    const uint64_t add = tid >= o ? buf[tid - o] : 0;
+    __syncthreads();
+    buf[tid] += add;
+    __syncthreads();
+  }
+  const uint64_t inclusive = buf[tid];
+  *total = buf[kScanThreads - 1];
+  __syncthreads();
+  return inclusive - x;
+}
+
+// The CSR row offsets of T_1 and each row's tie base (ties in the rows before it), from the counts.
+// One CTA per slice, grid (1, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kScanThreads) select_rows_kernel(Params p) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  uint64_t* tiebase = at<uint64_t>(p, lv.tiebase) + slice * lv.nq;
+  int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  __shared__ uint64_t buf[kScanThreads];
+  uint64_t ties_before = 0, taken_before = 0;
+  for (int32_t r0 = 0; r0 < lv.nq; r0 += kScanThreads) {
+    const int32_t r = r0 + int32_t(threadIdx.x);
+    const uint64_t above = r < lv.nq ? rowcount[2 * r] : 0, ties = r < lv.nq ? rowcount[2 * r + 1] : 0;
+    uint64_t tie_total, taken_total;
+    const uint64_t tb = ties_before + block_exclusive_scan(ties, buf, &tie_total);
+    const uint64_t quota = tb < st.ties ? st.ties - tb : 0;
+    const uint64_t taken = above + (ties < quota ? ties : quota);
+    const uint64_t before = taken_before + block_exclusive_scan(taken, buf, &taken_total);
+    if (r < lv.nq) {
+      tiebase[r] = tb;
+      rowptr[r] = int32_t(before);
+    }
+    ties_before += tie_total;
+    taken_before += taken_total;
+  }
+  if (threadIdx.x == 0) rowptr[lv.nq] = int32_t(taken_before);
+}
+
+// Pass 2 (`write`): the columns of the refined pairs, row by row in column order, at their CSR positions.
+// A column tile's verdicts go through shared memory; then warp w writes rows w, w + 8, ... of the band, its
+// lanes covering 32 columns at a time, with ballots for the positions. Grid (bands, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
+  constexpr int W = kBandRows / kMicro, kWarps = kGemmThreads / 32, kRowsPerWarp = kBandRows / kWarps;
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const uint64_t* tiebase = at<uint64_t>(p, lv.tiebase) + slice * lv.nq;
+  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  __shared__ uint8_t verdict[kBandRows][kBandCols];  // 0: not refined, 1: above the threshold, 2: a tie
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  // Per row of the warp, the same in every lane: columns written and ties seen so far (each < nk < 2^26).
+  uint32_t written[kRowsPerWarp] = {}, seen_ties[kRowsPerWarp] = {};
+  float rmax[kMicro];
+  load_row_max(p, slice, row0, rmax);
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+    const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
+    MRA_UNROLL
+    for (int i = 0; i < kMicro; ++i)
+      MRA_UNROLL
+      for (int j = 0; j < kMicro; ++j) verdict[ty + W * i][tx + W * j] = 0;
+    for_each_candidate(p, row0, c0, logit, rmax, [&](int i, int j, int32_t, int32_t, uint64_t v) {
+      verdict[ty + W * i][tx + W * j] = v > st.threshold ? 1 : v == st.threshold ? 2 : 0;
+    });
+    __syncthreads();
+    MRA_UNROLL
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const int i = warp + kWarps * k;
+      const int32_t r = row0 + i;
+      if (r >= lv.nq) continue;  // uniform over the warp
+      for (int h = 0; h < kBandCols; h += 32) {
+        const uint8_t v = verdict[i][h + lane];
+        const unsigned lower = (1u << lane) - 1u;
+        const unsigned tie_mask = __ballot_sync(0xffffffffu, v == 2);
+        const uint64_t tie_rank = tiebase[r] + seen_ties[k] + uint64_t(__popc(tie_mask & lower));
+        const bool take = v == 1 || (v == 2 && tie_rank < st.ties);
+        const unsigned take_mask = __ballot_sync(0xffffffffu, take);
+        if (take) col[rowptr[r] + int64_t(written[k]) + __popc(take_mask & lower)] = c0 + h + lane;
+        seen_ties[k] += uint32_t(__popc(tie_mask));
+        written[k] += uint32_t(__popc(take_mask));
+      }
+    }
+    __syncthreads();
+  });
 }
 
 // Stage 2b (§2.5, level l >= 2): the candidates of level-l row r are the children, in row r, of the refined
 // pairs of its parent row. Their key slots are laid out so that slot order is flat-index order (docs/kernels.md,
-// "Selection"). Grid (nq_{l-1} * rho, slices): every slot of the level is written.
+// "Selection"): row r's candidates are one contiguous range, for the row maximum. Two passes over the row: the
+// pooled logits (kept in the key slots meanwhile), then, knowing the row maximum, the keys. Grid
+// (nq_{l-1} * rho, slices): every slot of the level is written.
+inline constexpr int kRowThreads = 128;
 template <class Cfg>
 __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int li) {
+  constexpr int D = Cfg::dim;
   const Level& lv = p.layout.level[li];
   const Level& up = p.layout.level[li - 1];
   const int32_t rho = up.side / lv.side;
@@ -69,62 +399,63 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
   const int32_t b = int32_t(slice / p.heads);
   const int32_t r = blockIdx.x, parent = r / rho, tr = r % rho;
   const int32_t* rowptr = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-  const int32_t* flat = at<int32_t>(p, up.flat) + slice * up.cap;
-  const int32_t start = rowptr[parent], n = rowptr[parent + 1] - start;
+  const int32_t* up_col = at<int32_t>(p, up.col) + slice * up.cap;
+  const int32_t start = rowptr[parent], n = rowptr[parent + 1] - start, count = rho * n;
   const bool row_real = r < lv.nq && at<float>(p, lv.qcount)[int64_t(b) * lv.nq + r] > 0.f;
   const int64_t base = int64_t(rho) * rho * start + int64_t(tr) * rho * n;
-  __shared__ float qbar[Cfg::dim];
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
+  uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots + base;
+  __shared__ float qbar[D];
   __shared__ float scratch[kRowThreads / 32];
   auto column = [&](int32_t u) {
-    const int32_t c = (flat[start + u / rho] - parent * up.nk) * rho + u % rho;
-    return c < lv.nk ? c : -1;
+    const int32_t c = up_col[start + u / rho] * rho + u % rho;
+    return c < lv.nk && kcount[c] > 0.f ? c : -1;
   };
-  write_row_keys<Cfg>(p, li, r, row_real, base, rho * n, column, qbar, scratch);
+  if (row_real)
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
+  __syncthreads();
+  float row_max = -INFINITY;
+  for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
+    const int32_t c = column(u);
+    const float logit = row_real && c >= 0 ? p.scale * dot<D>(qbar, kmean + int64_t(c) * D) : -INFINITY;
+    keys[u] = bits_of(logit);
+    row_max = logit > row_max ? logit : row_max;
+  }
+  row_max = block_max(row_max, scratch);
+  for (int32_t u = threadIdx.x; u < count; u += blockDim.x)
+    keys[u] = row_real && column(u) >= 0 ? slot_key(float_of(uint32_t(keys[u])) - row_max, base + u) : 0;
 }
 
-// Stage 2c (§2.4): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one CTA per slice.
-// A radix select over the 64-bit keys, 8 bits per pass from the top, finds the k-th largest key K; the
-// selected pairs are the candidates with key >= K, compacted in slot order (= flat order). At level 1 the CTA
-// also folds the block flags of pool_kernel into the slice's non-finite flag; a poisoned slice selects nothing.
+// Stage 2c (§2.4, level l >= 2): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one
+// CTA per slice over the rho^2 * |T_{l-1}| keys. A radix select, 8 bits per pass from the top, finds the k-th
+// largest key K; the selected slots (key >= K, exactly k of them since keys are distinct) are compacted in slot
+// order (= flat order), then turned into CSR row offsets and columns.
+inline constexpr int kSelectThreads = 256;
 template <class Cfg>
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li) {
   const Level& lv = p.layout.level[li];
+  const Level& up = p.layout.level[li - 1];
+  const int32_t rho = up.side / lv.side;
   const int64_t slice = blockIdx.x;
   const int tid = threadIdx.x;
   const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
-  int32_t* flat = at<int32_t>(p, lv.flat) + slice * lv.cap;
+  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
   int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+  const int32_t* up_col = at<int32_t>(p, up.col) + slice * up.cap;
   __shared__ uint32_t hist[256];
   __shared__ uint32_t pick_digit, pick_rest;
   __shared__ int32_t warp_total[kSelectThreads / 32];
-  __shared__ int any_bad;
 
-  int32_t slots = lv.slots;
-  if (li > 0) {
-    const Level& up = p.layout.level[li - 1];
-    const int32_t rho = up.side / lv.side;
-    slots = rho * rho * at<int32_t>(p, up.rowptr)[slice * (up.nq + 1) + up.nq];
-  }
-  if (li == 0) {
-    if (tid == 0) any_bad = 0;
-    __syncthreads();
-    const int32_t blocks = lv.nq + lv.nk;
-    const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
-    for (int32_t i = tid; i < blocks; i += blockDim.x)
-      if (block_bad[i]) any_bad = 1;
-    __syncthreads();
-    if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
-  }
-
-  // §2.7: a poisoned slice ranks nothing; its deeper levels then have no candidates either.
-  const bool poisoned = li == 0 && any_bad != 0;
-  const uint32_t want = poisoned ? 0u : uint32_t(lv.budget < slots ? lv.budget : slots);
+  const int64_t slots = int64_t(rho) * rho * up_row[up.nq];
+  const uint32_t want = uint32_t(lv.budget < slots ? lv.budget : slots);
   uint64_t prefix = 0, prefix_mask = 0;
   uint32_t rest = want;
   for (int shift = 56; shift >= 0 && want > 0; shift -= 8) {
     for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
     __syncthreads();
-    for (int32_t s = tid; s < slots; s += blockDim.x) {
+    for (int64_t s = tid; s < slots; s += blockDim.x) {
       const uint64_t key = keys[s];
       if ((key & prefix_mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
     }
@@ -146,8 +477,8 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li
 
   int32_t written = 0;
   const int lane = tid % 32, warp = tid / 32;
-  for (int32_t s0 = 0; s0 < slots; s0 += blockDim.x) {
-    const int32_t s = s0 + tid;
+  for (int64_t s0 = 0; s0 < slots; s0 += blockDim.x) {
+    const int64_t s = s0 + tid;
     const uint64_t key = s < slots ? keys[s] : 0;
     const bool chosen = want > 0 && key != 0 && key >= prefix;
     const uint32_t ballot = __ballot_sync(0xffffffffu, chosen);
@@ -159,12 +490,38 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li
       if (w < warp) pos += warp_total[w];
       chunk += warp_total[w];
     }
-    if (chosen) flat[pos] = flat_of_key(key);
+    if (chosen) col[pos] = int32_t(slot_of_key(key));
     written += chunk;
     __syncthreads();
   }
   __syncthreads();
-  for (int32_t r = tid; r <= lv.nq; r += blockDim.x) rowptr[r] = lower_bound(flat, 0, written, r * lv.nk);
+  // Row r = parent * rho + t_r starts at slot rho^2 start_parent + t_r rho count_parent (see refine_keys_kernel).
+  for (int32_t r = tid; r <= lv.nq; r += blockDim.x) {
+    int64_t first = int64_t(rho) * rho * up_row[up.nq];
+    if (r < lv.nq) {
+      const int32_t parent = r / rho, start = up_row[parent], n = up_row[parent + 1] - start;
+      first = int64_t(rho) * rho * start + int64_t(r % rho) * rho * n;
+    }
+    int32_t lo = 0, hi = written;  // first selected slot >= first
+    while (lo < hi) {
+      const int32_t mid = lo + (hi - lo) / 2;
+      if (col[mid] < first) lo = mid + 1; else hi = mid;
+    }
+    rowptr[r] = lo;
+  }
+  __syncthreads();
+  // Slot -> key-block column: the parent row is the one whose slot range holds the slot.
+  for (int32_t t = tid; t < written; t += blockDim.x) {
+    const int64_t s = col[t];
+    int32_t lo = 0, hi = up.nq;  // last parent with rho^2 * start <= s
+    while (lo < hi) {
+      const int32_t mid = lo + (hi - lo + 1) / 2;
+      if (int64_t(rho) * rho * up_row[mid] <= s) lo = mid; else hi = mid - 1;
+    }
+    const int32_t start = up_row[lo], n = up_row[lo + 1] - start;
+    const int64_t u = (s - int64_t(rho) * rho * start) % (int64_t(rho) * n);
+    col[t] = up_col[start + int32_t(u / rho)] * rho + int32_t(u % rho);
+  }
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

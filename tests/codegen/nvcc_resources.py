@@ -15,7 +15,8 @@ import pathlib
 import re
 import sys
 
-KERNELS = ("pool_kernel", "coarse_keys_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel")
+KERNELS = ("pool_kernel", "coarse_max_kernel", "coarse_hist_kernel", "select_pick_kernel", "coarse_count_kernel",
+           "select_rows_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel")
 REGISTERS_PER_SM = 65536
 
 

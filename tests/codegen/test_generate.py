@@ -35,14 +35,15 @@ class GeneratorTest(unittest.TestCase):
     def test_checked_in_tree_is_current(self):
         self.assertEqual(run_main("--check"), 0, "generated/ is stale: run python3 codegen/generate.py")
 
-    def test_default_manifest_has_the_45_configurations(self):
+    def test_default_manifest_has_the_51_configurations(self):
         names = [c.name for c in configs()]
-        self.assertEqual(len(names), 45)
+        self.assertEqual(len(names), 51)  # 45 + the 6 long-context ones
         self.assertEqual(names, sorted(set(names)))
         for n in names:
             self.assertRegex(n, r"^mra_fwd_r\d+(x\d+)+_d\d+_(f32|f16|bf16)$")
         self.assertIn("mra_fwd_r32x1_d64_bf16", names)
         self.assertIn("mra_fwd_r64x8x1_d128_f16", names)
+        self.assertIn("mra_fwd_r256x16x1_d64_bf16", names)
 
     def test_name_is_file_symbol_and_registry_key(self):
         files = generate.render_tree(configs())

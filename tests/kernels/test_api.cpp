@@ -57,8 +57,30 @@ TEST_CASE("api.bad_shapes") {
     *field[which] = -4;
     CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
   }
+  // The kernels' index ranges (docs/kernels.md, "Selection"): 2^26 level-1 block rows or columns, ...
   mra_problem p = small_problem();
-  p.nq = p.nk = int64_t(1) << 20;  // (N / 16)^2 level-1 pairs exceed the kernels' flat-index range
+  p.levels = 2;
+  p.resolutions[0] = 2;
+  p.resolutions[1] = 1;
+  p.nq = p.nk = (int64_t(1) << 27) - 2;  // 2^26 - 1 blocks
+  CHECK(size_of(p) == MRA_ERROR_UNSUPPORTED_CONFIG);  // the shape passes; no kernel is generated for R = (2, 1)
+  p.nq = (int64_t(1) << 27) - 1;
+  CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
+  // ... 2^31 refined pairs at a level, ...
+  p = small_problem();
+  p.nq = p.nk = int64_t(1) << 20;  // 2^32 level-1 pairs: fine, they are never stored
+  p.levels = 2;
+  p.resolutions[1] = 1;
+  p.budgets[0] = (int64_t(1) << 31) - 1;
+  CHECK(size_of(p) == MRA_SUCCESS);
+  p.budgets[0] = int64_t(1) << 31;
+  CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
+  // ... and 2^31 candidate slots at a level l >= 2 (rho^2 per refined pair above).
+  p = small_problem();
+  p.nq = p.nk = int64_t(1) << 20;
+  p.budgets[0] = (int64_t(1) << 27) - 1;  // rho = 4: 16 (2^27 - 1) slots
+  CHECK(size_of(p) == MRA_SUCCESS);
+  p.budgets[0] = int64_t(1) << 27;
   CHECK(size_of(p) == MRA_ERROR_BAD_SHAPE);
 }
 

@@ -5,23 +5,11 @@
 #include <charconv>
 #include <cmath>
 
+#include "npy.h"
+
 namespace mra::cli {
 
-std::string printable(std::string_view text) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
+std::string printable(std::string_view text) { return npy::printable(text); }
 
 namespace {
 

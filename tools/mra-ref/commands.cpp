@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 #include <unistd.h>
 
+#include "files.h"
 #include "inputs.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -117,17 +119,30 @@ ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, in
 // failures name the path.
 class Destination {
  public:
-  explicit Destination(const std::string& path) : path_(path == "-" ? "stdout" : path), out_(path) {
+  // `path` may name an array in a container (files.h: OUT.npz[:NAME], OUT.safetensors[:NAME]).
+  explicit Destination(const std::string& path)
+      : spec_(files::parse_spec(path, "out")), path_(path == "-" ? "stdout" : path), out_(spec_.path) {
     if (!out_.error().empty()) throw Failure(path, out_.error());
   }
   void write(const std::string& bytes) {
     const std::string error = out_.commit(bytes);
     if (!error.empty()) throw Failure(path_, error);
   }
+  // A float32 array, in the format the path's extension names.
+  void write_f32(const std::vector<int64_t>& shape, const std::vector<float>& data) {
+    std::string bytes;
+    try {
+      bytes = files::serialize_f32(spec_, shape, data.data());
+    } catch (const std::length_error& e) {
+      throw Failure(path_, e.what());
+    }
+    write(bytes);
+  }
   // The summary line goes where the output does not: stderr when the output is stdout.
   std::FILE* report() const { return out_.to_stdout() ? stderr : stdout; }
 
  private:
+  files::Spec spec_;
   std::string path_;
   npy::Output out_;
 };
@@ -163,7 +178,7 @@ int run_attend(const Options& options, const std::string&) {
         coverage.total_entries += c.total_entries;
       }
   }
-  destination.write(npy::serialize_f32(in.q_shape, out.data()));
+  destination.write_f32(in.q_shape, out);
   checked_print(destination.report(), "wrote " + out_path + " " + shape_string(in.q_shape) + ": scales " +
                                           join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
@@ -189,7 +204,7 @@ int run_exact(const Options& options, const std::string&) {
         const int64_t first = t * kRows, count = std::min(kRows, in.nq - first);
         ref::exact_attention(part(p, b, h, first, count), out.data() + ((b * in.heads + h) * in.nq + first) * in.dim);
       }
-  destination.write(npy::serialize_f32(in.q_shape, out.data()));
+  destination.write_f32(in.q_shape, out);
   checked_print(destination.report(),
                 "wrote " + options.require("-o") + " " + shape_string(in.q_shape) + ": exact attention\n");
   return 0;
@@ -267,15 +282,15 @@ struct Errors {
   }
 };
 
-npy::Array load_for_compare(const std::string& path) {
-  npy::Parsed parsed = npy::load(path);
-  if (!parsed.ok()) throw Failure(path, parsed.error);
+npy::Array load_for_compare(const std::string& path, const std::string& tensor) {
+  std::string subject;
+  npy::Array array = load_array(path, tensor, &subject);
   // Integers are compared through doubles, which hold every integer up to 2^53 exactly; beyond, two different
   // integers could compare equal, so such files are refused rather than compared wrongly.
-  if (parsed.array.rounded)
-    throw Failure(path, "integer at " + index_string(parsed.array.shape, parsed.array.rounded - 1) +
-                            " is beyond 2^53, which compare cannot represent exactly");
-  return std::move(parsed.array);
+  if (array.rounded)
+    throw Failure(subject, "integer at " + index_string(array.shape, array.rounded - 1) +
+                               " is beyond 2^53, which compare cannot represent exactly");
+  return array;
 }
 
 }  // namespace
@@ -292,8 +307,10 @@ int run_compare(const Options& options, const std::string&) {
   if (rtol < 0.0) throw Failure("--rtol", "must not be negative");
   const bool per_head = options.has("--per-head");
 
-  const npy::Array a = load_for_compare(path_a);
-  const npy::Array b = load_for_compare(path_b);
+  // Containers: the array --tensor names, else the file's only one.
+  const std::string tensor = options.get("--tensor").value_or("");
+  const npy::Array a = load_for_compare(path_a, tensor);
+  const npy::Array b = load_for_compare(path_b, tensor);
   const std::vector<int64_t>& shape = a.shape;
   if (b.shape != shape)
     throw Failure(path_b, "shape " + shape_string(b.shape) + " differs from " + path_a + "'s " + shape_string(shape));

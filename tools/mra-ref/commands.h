@@ -14,5 +14,6 @@ int run_select(const Options& options, const std::string& program);
 int run_compare(const Options& options, const std::string& program);
 int run_demo(const Options& options, const std::string& program);
 int run_bench(const Options& options, const std::string& program);
+int run_plot(const Options& options, const std::string& program);  // plot.cpp
 
 }  // namespace mra::cli

@@ -1,5 +1,5 @@
 // tools/mra-ref/demo.cpp: `mra-ref demo` (accuracy and cost of MRA on structured inputs, with the files to
-// redo it by hand) and `mra-ref bench` (reference MRA against reference exact attention).
+// redo it by hand and two SVG pictures) and `mra-ref bench` (reference MRA against reference exact attention).
 //   mra-ref demo [--out DIR]      mra-ref bench
 #include <chrono>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "inputs.h"
 #include "mra/reference.h"
+#include "plot.h"
 #include "synthetic/synthetic.h"
 
 namespace mra::cli {
@@ -23,16 +24,6 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
 
 ref::Problem problem_of(const synthetic::Inputs& s) {
   return ref::Problem::of(s.batch, s.heads, s.nq, s.nk, s.dim, s.q.data(), s.k.data(), s.v.data());
-}
-
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff2 = 0.0, ref2 = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
-    diff2 += d * d;
-    ref2 += static_cast<double>(b[i]) * static_cast<double>(b[i]);
-  }
-  return std::sqrt(diff2 / ref2);
 }
 
 // Paths printed as commands must survive a copy into a POSIX shell.
@@ -112,6 +103,21 @@ int run_demo(const Options& options, const std::string& program) {
     std::printf("%-28s %-10s %12.4f %12.3e %10.1f  %s\n", label.c_str(), join(c.budgets, ",").c_str(),
                 ref::coverage(p, c, selection).exact_fraction(), relative_error(out, exact), ms, name.c_str());
   }
+
+  // The pictures: the selection of the configuration the commands below redo, and the error-budget sweep.
+  ref::Config pictured;
+  pictured.scales = {16, 4, 1};
+  pictured.prior_first = 1;
+  pictured.budgets = ref::budgets_from_blocks_per_row(pictured.scales, N, N, 4);
+  save_text(file("selection.svg"),
+            selection_svg(p, pictured, ref::select(p, pictured), 0, 0,
+                          "MRA selection of the demo (head 0): scales 16,4,1, 4 blocks per row, first block preferred"));
+  save_text(file("error-budget.svg"),
+            error_svg(sweep(p, exact, {{32, 1}, {16, 4, 1}, {64, 8, 1}}, {1, 2, 4, 8, 16}),
+                      "MRA error against budget on the demo's inputs (N 1024, D 64, 2 heads)"));
+  std::printf("\nPictures (SVG, open in a browser): %s (the blocks refined at each level), %s (error against\n"
+              "the fraction of exact entries, for scales 32,1, 16,4,1 and 64,8,1 in both modes).\n",
+              file("selection.svg").c_str(), file("error-budget.svg").c_str());
 
   const std::string prog = shell_quote(program);
   std::printf("\nexact frac.: fraction of the attention matrix computed at full resolution; rel. error: relative\n"

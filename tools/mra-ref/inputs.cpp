@@ -7,8 +7,10 @@
 #include <cstdio>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <utility>
 
+#include "files.h"
 #include "npy.h"
 
 namespace mra::cli {
@@ -20,12 +22,6 @@ std::string number(double x) {
   return ec == std::errc() ? std::string(buf, end) : std::string("?");
 }
 
-npy::Array load_array(const std::string& path) {
-  npy::Parsed parsed = npy::load(path);
-  if (!parsed.ok()) throw Failure(path, parsed.error);
-  return std::move(parsed.array);
-}
-
 struct Tensor {
   std::string path;
   std::vector<int64_t> shape;
@@ -33,8 +29,9 @@ struct Tensor {
 };
 
 // A Q, K or V file: float dtype, rank 2 to 4, no empty dimension, every value finite as a float32.
-Tensor load_tensor(const std::string& path) {
-  npy::Array a = load_array(path);
+Tensor load_tensor(const std::string& spec, const std::string& default_name) {
+  std::string path;
+  npy::Array a = load_array(spec, default_name, &path);
   if (a.kind != npy::Kind::floating)
     throw Failure(path, "dtype '" + a.descr + "' is not supported for Q, K and V (use float16, float32 or float64)");
   if (a.shape.size() < 2 || a.shape.size() > 4)
@@ -65,8 +62,9 @@ void split_shape(const std::vector<int64_t>& s, int64_t& batch, int64_t& heads, 
 
 // A mask over `n` tokens, [n] (shared by every batch) or [batch, n], values 0 or 1 in any dtype; returned as
 // [batch, n].
-std::vector<uint8_t> load_mask(const std::string& path, int64_t batch, int64_t n) {
-  const npy::Array a = load_array(path);
+std::vector<uint8_t> load_mask(const std::string& spec, const std::string& default_name, int64_t batch, int64_t n) {
+  std::string path;
+  const npy::Array a = load_array(spec, default_name, &path);
   const bool shared = a.shape.size() == 1 && a.shape[0] == n;
   const bool per_batch = a.shape.size() == 2 && a.shape[0] == batch && a.shape[1] == n;
   if (!shared && !per_batch)
@@ -79,6 +77,23 @@ std::vector<uint8_t> load_mask(const std::string& path, int64_t batch, int64_t n
   std::vector<uint8_t> mask(static_cast<size_t>(batch * n));
   for (size_t i = 0; i < mask.size(); ++i) mask[i] = a.values[shared ? i % static_cast<size_t>(n) : i] != 0.0;
   return mask;
+}
+
+// An option that --inputs FILE may supply: its own value, else FILE's array of the option's name when FILE
+// holds one (q, k and v it must hold).
+std::optional<std::string> input_spec(const Options& options, const std::string& flag, const std::string& name,
+                                      const npy::Listing& bundle) {
+  if (const auto given = options.get(flag)) return given;
+  const auto inputs = options.get("--inputs");
+  if (!inputs) return std::nullopt;
+  const files::Spec spec = files::parse_spec(*inputs, "");
+  if (!spec.container || !spec.name.empty())
+    throw Failure("--inputs", "'" + *inputs + "' is not FILE.npz or FILE.safetensors (holding q, k and v)");
+  if (!bundle.ok()) throw Failure(*inputs, bundle.error);
+  for (const std::string& n : bundle.names)
+    if (n == name) return spec.path + ":" + name;
+  if (name == "q" || name == "k" || name == "v") throw Failure(*inputs, "holds no array '" + name + "'");
+  return std::nullopt;
 }
 
 // The largest Euclidean norm of the rows of a [rows, dim] array, and its row.
@@ -137,6 +152,15 @@ void check_range(const Inputs& in, const std::string& q_path, const std::string&
 
 }  // namespace
 
+npy::Array load_array(const std::string& spec_text, const std::string& default_name, std::string* subject) {
+  const files::Spec spec = files::parse_spec(spec_text, default_name);
+  const std::string named = spec.container && !spec.name.empty() ? spec.path + ":" + spec.name : spec.text;
+  if (subject) *subject = named;
+  npy::Parsed parsed = files::load(spec);
+  if (!parsed.ok()) throw Failure(named, parsed.error);
+  return std::move(parsed.array);
+}
+
 ref::Problem Inputs::problem() const {
   return ref::Problem::of(batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
                           query_mask.empty() ? nullptr : query_mask.data(),
@@ -144,9 +168,16 @@ ref::Problem Inputs::problem() const {
 }
 
 Inputs load_inputs(const Options& options) {
-  Tensor q = load_tensor(options.require("--q"));
-  Tensor k = load_tensor(options.require("--k"));
-  Tensor v = load_tensor(options.require("--v"));
+  const auto bundle = options.get("--inputs") ? files::list(files::parse_spec(*options.get("--inputs"), "").path)
+                                               : npy::Listing{};
+  const auto spec = [&](const std::string& flag, const std::string& name) {
+    const auto s = input_spec(options, flag, name, bundle);
+    if (!s && (name == "q" || name == "k" || name == "v")) throw Failure(flag, "required");
+    return s;
+  };
+  Tensor q = load_tensor(*spec("--q", "q"), "q");
+  Tensor k = load_tensor(*spec("--k", "k"), "k");
+  Tensor v = load_tensor(*spec("--v", "v"), "v");
   if (k.shape.size() != q.shape.size())
     throw Failure(k.path, "shape " + shape_string(k.shape) + " does not have the rank of Q's " + shape_string(q.shape));
   Inputs in;
@@ -165,9 +196,9 @@ Inputs load_inputs(const Options& options) {
 
   // --mask is the one sequence of self-attention and masks queries and keys alike (as the official MRA does);
   // cross-attention names each side. Nothing depends silently on whether Nq equals Nk.
-  const auto mask = options.get("--mask");
-  const auto key_mask = options.get("--key-mask");
-  const auto query_mask = options.get("--query-mask");
+  const auto mask = spec("--mask", "mask");
+  const auto key_mask = spec("--key-mask", "key_mask");
+  const auto query_mask = spec("--query-mask", "query_mask");
   if (mask && (key_mask || query_mask))
     throw Failure("--mask", std::string("cannot be combined with ") + (key_mask ? "--key-mask" : "--query-mask") +
                                 " (--mask masks queries and keys alike)");
@@ -175,11 +206,11 @@ Inputs load_inputs(const Options& options) {
     if (in.nq != in.nk)
       throw Failure("--mask", "masks queries and keys alike, but Nq = " + std::to_string(in.nq) + " and Nk = " +
                                   std::to_string(in.nk) + " differ: use --key-mask and/or --query-mask");
-    in.key_mask = load_mask(*mask, in.batch, in.nk);
+    in.key_mask = load_mask(*mask, "mask", in.batch, in.nk);
     in.query_mask = in.key_mask;
   }
-  if (key_mask) in.key_mask = load_mask(*key_mask, in.batch, in.nk);
-  if (query_mask) in.query_mask = load_mask(*query_mask, in.batch, in.nq);
+  if (key_mask) in.key_mask = load_mask(*key_mask, "key_mask", in.batch, in.nk);
+  if (query_mask) in.query_mask = load_mask(*query_mask, "query_mask", in.batch, in.nq);
 
   if (const auto s = options.get("--scale")) {
     in.scale = parse_real("--scale", *s);
@@ -237,7 +268,18 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
 }
 
 void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data) {
-  const std::string error = npy::write_file_atomic(path, npy::serialize_f32(shape, data.data()));
+  const files::Spec spec = files::parse_spec(path, "out");
+  std::string bytes;
+  try {
+    bytes = files::serialize_f32(spec, shape, data.data());
+  } catch (const std::length_error& e) {
+    throw Failure(spec.text, e.what());
+  }
+  save_text(spec.path, bytes);
+}
+
+void save_text(const std::string& path, const std::string& text) {
+  const std::string error = npy::write_file_atomic(path, text);
   if (!error.empty()) throw Failure(path, error);
 }
 

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "mra/reference.h"
+#include "npy.h"
 
 namespace mra::cli {
 
@@ -24,15 +25,24 @@ struct Inputs {
   ref::Problem problem() const;
 };
 
-// --q --k --v [--mask | --key-mask, --query-mask] [--scale]; refuses inputs whose float32 intermediates could
-// overflow (docs/errors.md, "Values").
+// The array a file argument names (files.h: FILE.npy, FILE.npz[:NAME], FILE.safetensors[:NAME]), `default_name`
+// when no :NAME is given (empty: the container's only array). A failure names the file and the array, as
+// `subject` receives them.
+npy::Array load_array(const std::string& spec, const std::string& default_name, std::string* subject = nullptr);
+
+// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale]; refuses inputs whose float32
+// intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
 // --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
 
-// Writes a float32 .npy of `shape` as npy::Output does (atomically for a regular file); a failure names the file.
+// Writes one float32 array of `shape` as npy::Output does (atomically for a regular file): .npy, or as array
+// `out` (or :NAME) of an .npz or safetensors file, by `path`'s extension (files.h); a failure names the file.
 void save_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
+
+// Writes text as npy::Output does; a failure names the file.
+void save_text(const std::string& path, const std::string& text);
 
 // "1<separator>2<separator>3".
 std::string join(const std::vector<int64_t>& values, const std::string& separator);

@@ -34,7 +34,17 @@ constexpr std::string_view kInputs =
     "                                  token, 0 = padding; masks queries and keys alike and needs Nq == Nk.\n"
     "  --key-mask M.npy                key mask [Nk] or [B, Nk] (cross-attention; not with --mask).\n"
     "  --query-mask M.npy              query mask [Nq] or [B, Nq] (cross-attention; not with --mask).\n"
-    "  --scale S                       logit scale (default 1/sqrt(D)).\n";
+    "  --scale S                       logit scale (default 1/sqrt(D)).\n"
+    "\nFiles: every file argument may also name an array of an .npz or safetensors file:\n"
+    "  FILE.npy                        the .npy file's array\n"
+    "  FILE.npz[:NAME]                 array NAME of an archive (np.savez, np.savez_compressed)\n"
+    "  FILE.safetensors[:NAME]         tensor NAME (F64, F32, F16, BF16; masks also BOOL and integers)\n"
+    "  Without :NAME an option reads the array named after it: --q q, --k k, --v v, --mask mask,\n"
+    "  --key-mask key_mask, --query-mask query_mask.\n"
+    "  --inputs FILE                   FILE.npz or FILE.safetensors holding q, k, v (and mask, key_mask,\n"
+    "                                  query_mask when present); --q etc. given as well take precedence.\n"
+    "  -o OUT                          OUT.npz or OUT.safetensors hold the output as array 'out' (or\n"
+    "                                  OUT.npz:NAME); any other name is written as .npy.\n";
 
 constexpr std::string_view kMra =
     "\nMRA configuration (docs/semantics.md):\n"
@@ -67,11 +77,11 @@ struct Command {
   int (*run)(const Options&, const std::string&);
 };
 
-const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--key-mask", "--query-mask", "--scale"};
+const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--key-mask", "--query-mask", "--scale", "--inputs"};
 const std::vector<std::string> kMraFlags{"--q",           "--k",          "--v",           "--mask",
                                          "--key-mask",    "--query-mask", "--scale",       "--scales",
                                          "--budget",      "--blocks-per-row", "--mode",    "--prior-first",
-                                         "--prior-diagonal"};
+                                         "--prior-diagonal", "--inputs"};
 
 std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
   flags.insert(flags.end(), more.begin(), more.end());
@@ -80,7 +90,7 @@ std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::s
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table{
-      {"attend", "MRA attention of .npy inputs into a float32 .npy",
+      {"attend", "MRA attention of .npy, .npz or safetensors inputs into a float32 array",
        "usage: mra-ref attend --q Q.npy --k K.npy --v V.npy [options] -o OUT.npy\n"
        "Computes MRA attention and writes it as float32, shaped like Q.\n" +
            std::string(kInputs) + std::string(kMra) +
@@ -89,7 +99,7 @@ const std::vector<Command>& commands() {
            "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
            "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
        with(kMraFlags, {"-o", "--backend"}), {"--quiet"}, mra::cli::run_attend},
-      {"exact", "exact softmax attention of .npy inputs",
+      {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +
            std::string(kOutput),
@@ -103,7 +113,7 @@ const std::vector<Command>& commands() {
        "--backend).\n" +
            std::string(kInputs) + std::string(kMra),
        with(kMraFlags, {"-o"}), {}, mra::cli::run_select},
-      {"compare", "error between two .npy files",
+      {"compare", "error between two arrays (.npy, .npz, safetensors)",
        "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R] [--per-head]\n"
        "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
        "([b, h, n, d] for rank-4 files). With --atol and/or --rtol (default 0 each), also checks\n"
@@ -111,14 +121,27 @@ const std::vector<Command>& commands() {
        "tolerance used, and exits with 1 on FAIL. A NaN or infinity that the other file does not hold at the\n"
        "same index is a FAIL (exit 1) with or without a tolerance. --per-head adds one line per (b, h) slice.\n"
        "Integer files are compared exactly; values beyond 2^53 are refused.\n",
-       {"--atol", "--rtol"}, {"--per-head"}, mra::cli::run_compare},
+       {"--atol", "--rtol", "--tensor"}, {"--per-head"}, mra::cli::run_compare},
       {"demo", "exact vs MRA on built-in structured inputs",
        "usage: mra-ref demo [--out DIR]\n"
        "Builds structured inputs (B=1, H=2, N=1024, D=64: local structure and a few global tokens), runs exact\n"
        "attention and MRA at several configurations, prints the fraction of entries computed exactly, the\n"
        "relative error and the time of each, and writes every input and output as .npy into DIR (default\n"
-       "mra-demo), with the commands that redo a run on those files.\n",
+       "mra-demo), with the commands that redo a run on those files, and two pictures (mra-ref plot):\n"
+       "selection.svg (the blocks refined at each level) and error-budget.svg (error against budget).\n",
        {"--out"}, {}, mra::cli::run_demo},
+      {"plot", "SVG pictures: the selected blocks, error against budget",
+       "usage: mra-ref plot selection --q Q --k K --v V [MRA options] [--batch B] [--head H] -o OUT.svg\n"
+       "       mra-ref plot error --q Q --k K --v V [--scale-sets S:S...] [--blocks-per-row R,R...] -o OUT.svg\n"
+       "selection: the attention matrix of batch B, head H (default 0, 0) with every coarsest-level block shaded\n"
+       "by its log-coefficient relative to the best of its block row, and the blocks refined at each level filled\n"
+       "and outlined in that level's colour, with a legend.\n"
+       "error: relative error of MRA against exact attention, against the fraction of attention entries\n"
+       "computed exactly, for every scale set (default 32,1:16,4,1:64,8,1), both modes and every blocks-per-row\n"
+       "value (default 1,2,4,8,16); the points are also printed as a table. Standalone SVG, viewable in any\n"
+       "browser.\n" +
+           std::string(kInputs) + std::string(kMra),
+       with(kMraFlags, {"-o", "--batch", "--head", "--scale-sets"}), {}, mra::cli::run_plot},
       {"bench", "time reference MRA against reference exact attention",
        "usage: mra-ref bench\n"
        "For N = 1024, 4096 and 16384 (B = H = 1, D = 64, scales 32,1, 4 blocks per row), prints the time of\n"

@@ -234,8 +234,9 @@ struct Prefix {
 Prefix parse_prefix(std::string_view bytes) {
   if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic) {
     // A zip archive is what numpy writes for np.savez: say what the file is rather than only what it is not.
+    // (mra-ref reads .npz from regular files, files.h; this is a pipe or a device, or a caller of parse.)
     if (bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4))
-      fail("a .npz (zip) archive, not a .npy file: save each array with np.save, or extract them");
+      fail("a .npz (zip) archive, not a .npy file: give it as a regular file, or save each array with np.save");
     fail("not a .npy file (bad magic string)");
   }
   if (bytes.size() < 8) fail("truncated: the file ends inside the version field");
@@ -260,6 +261,18 @@ struct Header {
   uint64_t count = 1;
 };
 
+// The product of non-negative dimensions, refused when it does not fit in an int64.
+uint64_t element_count(const std::vector<int64_t>& shape) {
+  uint64_t count = 1;
+  for (int64_t d : shape) {
+    const auto dim = static_cast<uint64_t>(d);
+    if (dim != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
+      fail("the shape's element count does not fit in 64 bits");
+    count *= dim;
+  }
+  return count;
+}
+
 Header parse_header(std::string_view text) {
   Header h;
   bool fortran_order = false;
@@ -267,12 +280,7 @@ Header parse_header(std::string_view text) {
   h.type = dtype_of(h.array.descr);
   h.array.kind = h.type.kind;
   if (fortran_order) fail("fortran_order True is not supported (save np.ascontiguousarray(x))");
-  for (int64_t d : h.array.shape) {
-    const auto dim = static_cast<uint64_t>(d);
-    if (dim != 0 && h.count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
-      fail("the shape's element count does not fit in 64 bits");
-    h.count *= dim;
-  }
+  h.count = element_count(h.array.shape);
   return h;
 }
 
@@ -314,6 +322,20 @@ Array parse_or_throw(std::string_view bytes) {
   h.array.values.reserve(static_cast<size_t>(h.count));
   decode(reinterpret_cast<const unsigned char*>(bytes.data()) + prefix.size + prefix.header_length,
          static_cast<size_t>(h.count), h.type, h.array);
+  return std::move(h.array);
+}
+
+// The elements of `data`, C order, as `descr` and `shape` say; the byte count must match exactly.
+Array decode_or_throw(std::string descr, std::vector<int64_t> shape, std::string_view data) {
+  Header h;
+  h.array.descr = std::move(descr);
+  h.array.shape = std::move(shape);
+  h.type = dtype_of(h.array.descr);
+  h.array.kind = h.type.kind;
+  h.count = element_count(h.array.shape);
+  check_data_size(h, data.size());
+  h.array.values.reserve(static_cast<size_t>(h.count));
+  decode(reinterpret_cast<const unsigned char*>(data.data()), static_cast<size_t>(h.count), h.type, h.array);
   return std::move(h.array);
 }
 
@@ -381,16 +403,58 @@ Array load_or_throw(int fd, bool regular, uint64_t file_size) {
   return std::move(h.array);
 }
 
-}  // namespace
-
-Parsed parse(std::string_view bytes) {
+// Runs one of the throwing parsers and turns its failure into Parsed::error.
+template <typename Parse>
+Parsed guarded(const Parse& parse_or_throw) {
   Parsed result;
   try {
-    result.array = parse_or_throw(bytes);
+    result.array = parse_or_throw();
   } catch (const Malformed& e) {
     result.error = e.what();
   }
   return result;
+}
+
+}  // namespace
+
+Parsed parse(std::string_view bytes) {
+  return guarded([&] { return parse_or_throw(bytes); });
+}
+
+Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view data) {
+  return guarded([&] { return decode_or_throw(std::move(descr), std::move(shape), data); });
+}
+
+std::string printable(std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::string quoted(std::string_view name) {
+  std::string s(1, '\'');
+  s += printable(name);
+  s += '\'';
+  return s;
+}
+
+std::string quoted_list(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) {
+    if (!s.empty()) s += ", ";
+    s += npy::quoted(n);
+  }
+  return s;
 }
 
 Parsed load(const std::string& path) {

@@ -37,6 +37,24 @@ struct Parsed {
 
 Parsed parse(std::string_view bytes);
 
+// The array of `shape` (non-negative dimensions) whose raw little-endian elements of dtype `descr` (as in a
+// .npy header, e.g. "<f4") are exactly `data`: the part of `parse` that other containers (.npz members,
+// safetensors) share.
+Parsed decode(std::string descr, std::vector<int64_t> shape, std::string_view data);
+
+// `text` with every control character written as \xNN, so that a message quoting it stays one line; and the
+// same in single quotes, for names read from a file (array, member and tensor names may hold any byte).
+std::string printable(std::string_view text);
+std::string quoted(std::string_view name);
+std::string quoted_list(const std::vector<std::string>& names);  // 'a', 'b', 'c\x0a'
+
+// The names of the arrays in a container of several (.npz, safetensors), or why it could not be read.
+struct Listing {
+  std::vector<std::string> names;
+  std::string error;
+  bool ok() const { return error.empty(); }
+};
+
 // Reads and parses a file; a file that cannot be opened or read is reported like a malformed one. Reads no
 // more than the header declares (plus one byte, to detect trailing data), so a device or a pipe as input
 // costs no more than the array it claims to hold; a regular file's size is checked before its data are read.
