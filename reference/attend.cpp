@@ -85,9 +85,42 @@ void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
   attend_pooled(p, c, s, pool_levels(p, c), out);
 }
 
+void detail::walk_components(const Config& c, const Selection& s, const std::vector<Pooled>& levels, int64_t b,
+                             int64_t h, int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact) {
+  const int64_t steps = int64_t(levels.size());
+  const Pooled& top = levels[0];
+  std::span<const int64_t> refined;
+  for (int64_t l = 0; l < steps; ++l) {
+    const Pooled& lv = levels[at(l)];
+    const std::span<const int64_t> above = refined;
+    const int64_t per_row = top.side / lv.side;  // level-l block rows inside this level-1 row
+    refined = rows_of(s.at(b, h, l), lv.nk_blocks, row * per_row, (row + 1) * per_row);
+    if (c.mode == Mode::full) {
+      const std::vector<int64_t> candidates =
+          l == 0 ? top_candidates(top, b, row, row + 1) : child_candidates(levels[at(l - 1)], lv, b, above);
+      std::vector<int64_t> unrefined;
+      std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
+                          std::back_inserter(unrefined));
+      coarse(lv, unrefined);
+    }
+  }
+  exact(levels[at(steps - 1)], refined);
+}
+
+std::vector<RowAccumulator> detail::accumulate_rows(const Problem& p, const Config& c, const Selection& s,
+                                                    const std::vector<Pooled>& levels, int64_t b, int64_t h,
+                                                    int64_t row) {
+  const int64_t first = row * levels[0].side, last = std::min(first + levels[0].side, p.nq);
+  std::vector<RowAccumulator> rows(at(last - first), RowAccumulator(p.dim));
+  walk_components(
+      c, s, levels, b, h, row,
+      [&](const Pooled& lv, const std::vector<int64_t>& coarse) { add_coarse_level(p, lv, b, h, coarse, first, rows); },
+      [&](const Pooled& lv, std::span<const int64_t> refined) { add_exact_level(p, lv, b, h, refined, first, rows); });
+  return rows;
+}
+
 void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
                            float* out) {
-  const int64_t steps = int64_t(levels.size());
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
       if (!slice_finite(p, b, h)) {
@@ -96,28 +129,11 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
       }
       // One level-1 block row at a time: its descendants at every level are contiguous in each sorted list of
       // refined pairs, so the working set is one block row's candidates and accumulators.
-      const Pooled& top = levels[0];
-      for (int64_t row = 0; row < top.nq_blocks; ++row) {
-        const int64_t first = row * top.side, last = std::min(first + top.side, p.nq);
-        std::vector<RowAccumulator> rows(at(last - first), RowAccumulator(p.dim));
-        std::span<const int64_t> refined;
-        for (int64_t l = 0; l < steps; ++l) {
-          const Pooled& lv = levels[at(l)];
-          const std::span<const int64_t> above = refined;
-          const int64_t per_row = top.side / lv.side;  // level-l block rows inside this level-1 row
-          refined = rows_of(s.at(b, h, l), lv.nk_blocks, row * per_row, (row + 1) * per_row);
-          if (c.mode == Mode::full) {
-            const std::vector<int64_t> candidates = l == 0 ? top_candidates(top, b, row, row + 1)
-                                                           : child_candidates(levels[at(l - 1)], lv, b, above);
-            std::vector<int64_t> coarse;
-            std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
-                                std::back_inserter(coarse));
-            add_coarse_level(p, lv, b, h, coarse, first, rows);
-          }
-        }
-        add_exact_level(p, levels[at(steps - 1)], b, h, refined, first, rows);
-        for (int64_t i = first; i < last; ++i)
-          rows[at(i - first)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
+      for (int64_t row = 0; row < levels[0].nq_blocks; ++row) {
+        const std::vector<RowAccumulator> rows = accumulate_rows(p, c, s, levels, b, h, row);
+        const int64_t first = row * levels[0].side;
+        for (size_t t = 0; t < rows.size(); ++t)
+          rows[t].finish(out + ((b * p.heads + h) * p.nq + first + int64_t(t)) * p.dim);
       }
     }
 }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <span>
 #include <vector>
@@ -85,6 +86,21 @@ std::vector<Pooled> pool_levels(const Problem& p, const Config& c);
 Selection select_pooled(const Problem& p, const Config& c, const std::vector<Pooled>& levels);
 void attend_pooled(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
                    float* out);
+
+// The components of level-1 block row `row` of slice (b, h) (§2.5), level by level: `coarse(level, pairs)` with
+// the candidates of each level that were not refined (mode full only; sorted flat indices, grouped by block row),
+// then `exact(level L-1, pairs)` with the refined pairs of the last step, whose real entries are the exact
+// components. The forward and the backward walk the same components through this one function.
+using CoarseVisitor = std::function<void(const Pooled&, const std::vector<int64_t>&)>;
+using ExactVisitor = std::function<void(const Pooled&, std::span<const int64_t>)>;
+void walk_components(const Config& c, const Selection& s, const std::vector<Pooled>& levels, int64_t b, int64_t h,
+                     int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact);
+
+// The forward's per-row state (stabilizer, denominator, numerator) of the queries of level-1 block row `row` of
+// a finite slice (b, h): element t belongs to query row * s_1 + t. Masked queries and rows without terms stay
+// empty (max_log = -inf).
+std::vector<RowAccumulator> accumulate_rows(const Problem& p, const Config& c, const Selection& s,
+                                            const std::vector<Pooled>& levels, int64_t b, int64_t h, int64_t row);
 
 // The candidate pairs of level 1 in block rows [r_begin, r_end): every active pair (§2.5), sorted flat indices.
 std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end);

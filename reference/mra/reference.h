@@ -131,6 +131,21 @@ void attend(const Problem& p, const Config& c, const Selection& s, float* out);
 // MRA forward: select, then attend.
 void mra_attention(const Problem& p, const Config& c, float* out);
 
+// ---------------------------------------------------------------------------------------------------------
+// Stage 4: the backward pass given a selection (docs/semantics.md §7): the gradients of L = sum dout . out with
+// respect to q, k and v, the selection held fixed. `dout` has the output's shape [B, H, Nq, D]; its rows of masked
+// queries are never read. Gradients are kept in double (the reference side of any comparison with a float
+// kernel); masked tokens get 0, the real tokens of a non-finite slice NaN (§7.5).
+struct Gradients {
+  std::vector<double> dq;  // [B, H, Nq, D]
+  std::vector<double> dk;  // [B, H, Nk, D]
+  std::vector<double> dv;  // [B, H, Nk, D]
+};
+Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout);
+
+// MRA backward with the selection of the forward: select, then attend_backward.
+Gradients mra_attention_backward(const Problem& p, const Config& c, const float* dout);
+
 // Statistics of a selection, for reports: how many entries of the attention matrix are computed exactly.
 struct Coverage {
   int64_t exact_entries = 0;  // entries evaluated at resolution 1 (real query x real key)

@@ -225,7 +225,7 @@ TEST_CASE("--help at the top level and on every subcommand") {
   TempDir dir;
   const Result top = run(dir, {"--help"});
   CHECK(top.status == 0);
-  for (const char* command : {"attend", "exact", "select", "compare", "demo", "bench"}) {
+  for (const char* command : {"attend", "grad", "exact", "select", "compare", "demo", "bench"}) {
     CAPTURE(command);
     CHECK(top.out.find(std::string("  ") + command + " ") != std::string::npos);
     const Result r = run(dir, {command, "--help"});
@@ -694,4 +694,109 @@ TEST_CASE("compare: NaN fails without a tolerance, and --per-head gives one line
   CHECK(same.out.find("PASS") != std::string::npos);
   check_failure(dir, run(dir, {"compare", dir.file("a.npy"), dir.file("b.npy"), "--per-head=1"}), "--per-head",
                 "takes no value", dir.file("none"));
+}
+
+namespace {
+
+// The gradients of exact softmax attention in double (dq, dk, dv of L = sum dout * out), written independently
+// of the reference: with every block selected MRA is exact attention, and so are its gradients.
+struct ExactGradients {
+  std::vector<double> dq, dk, dv;
+};
+ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout, const std::vector<double>& kmask) {
+  ExactGradients g{std::vector<double>(p.q.size(), 0.0), std::vector<double>(p.k.size(), 0.0),
+                   std::vector<double>(p.v.size(), 0.0)};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(p.D));
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t h = 0; h < p.H; ++h)
+      for (int64_t i = 0; i < p.nq; ++i) {
+        const size_t qi = static_cast<size_t>(((b * p.H + h) * p.nq + i) * p.D);
+        const auto kv = [&](int64_t j) { return static_cast<size_t>(((b * p.H + h) * p.nk + j) * p.D); };
+        std::vector<double> w(static_cast<size_t>(p.nk), 0.0), out(static_cast<size_t>(p.D), 0.0);
+        double m = -INFINITY, den = 0.0;
+        for (int64_t j = 0; j < p.nk; ++j) {
+          if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
+          double dot = 0.0;
+          for (int64_t d = 0; d < p.D; ++d) dot += p.q[qi + size_t(d)] * p.k[kv(j) + size_t(d)];
+          w[static_cast<size_t>(j)] = scale * dot;
+          m = std::max(m, scale * dot);
+        }
+        if (m == -INFINITY) continue;
+        for (int64_t j = 0; j < p.nk; ++j)
+          if (kmask[static_cast<size_t>(b * p.nk + j)] != 0) den += w[size_t(j)] = std::exp(w[size_t(j)] - m);
+        for (int64_t j = 0; j < p.nk; ++j) {
+          if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
+          w[size_t(j)] /= den;
+          for (int64_t d = 0; d < p.D; ++d) out[size_t(d)] += w[size_t(j)] * p.v[kv(j) + size_t(d)];
+        }
+        double delta = 0.0;
+        for (int64_t d = 0; d < p.D; ++d) delta += dout[qi + size_t(d)] * out[size_t(d)];
+        for (int64_t j = 0; j < p.nk; ++j) {
+          if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
+          double gv = 0.0;
+          for (int64_t d = 0; d < p.D; ++d) gv += dout[qi + size_t(d)] * p.v[kv(j) + size_t(d)];
+          const double ds = w[size_t(j)] * (gv - delta);
+          for (int64_t d = 0; d < p.D; ++d) {
+            g.dv[kv(j) + size_t(d)] += w[size_t(j)] * dout[qi + size_t(d)];
+            g.dq[qi + size_t(d)] += scale * ds * p.k[kv(j) + size_t(d)];
+            g.dk[kv(j) + size_t(d)] += scale * ds * p.q[qi + size_t(d)];
+          }
+        }
+      }
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("grad: with every block selected the gradients of exact attention; errors name their option or file") {
+  TempDir dir;
+  const Problem p = write_problem(dir, {2, 2, 20, 8}, {2, 2, 45, 8});  // cross-attention, partial blocks
+  const std::vector<double> dout = sample(2 * 2 * 20 * 8, 4);
+  const std::string dout_path = dir.file("dout.npy");
+  write_bytes(dout_path, npy_of("<f4", {2, 2, 20, 8}, dout));
+  std::vector<double> kmask(90, 1.0);
+  for (int j = 30; j < 45; ++j) kmask[static_cast<size_t>(45 + j)] = 0.0;  // batch 1 pads its last 15 keys
+  kmask[4] = 0.0;
+  const std::string mask_path = dir.file("key_mask.npy");
+  write_bytes(mask_path, npy_of("|u1", {2, 45}, kmask));
+  const ExactGradients want = exact_gradients(p, dout, kmask);
+  const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+  const std::vector<std::string> outputs{"--dq", dq, "--dk", dk, "--dv", dv};
+  const std::vector<std::string> base = std::vector<std::string>{"grad"} + inputs(p) +
+                                        std::vector<std::string>{"--key-mask", mask_path, "--dout", dout_path};
+  for (const std::vector<std::string>& config :
+       {std::vector<std::string>{"--scales", "8,1", "--budget", "18"},
+        std::vector<std::string>{"--scales", "4,2,1", "--budget", "60,240", "--mode", "sparse"}}) {
+    CAPTURE(config[1]);
+    const Result r = run(dir, base + config + outputs);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(r.out.find("gradients of MRA attention") != std::string::npos);
+    const mra::npy::Array gq = load_ok(dq), gk = load_ok(dk), gv = load_ok(dv);
+    CHECK(gq.shape == std::vector<int64_t>{2, 2, 20, 8});
+    CHECK(gk.shape == std::vector<int64_t>{2, 2, 45, 8});
+    CHECK(gv.shape == std::vector<int64_t>{2, 2, 45, 8});
+    CHECK(relative_error(gq.values, want.dq) < 1e-6);
+    CHECK(relative_error(gk.values, want.dk) < 1e-6);
+    CHECK(relative_error(gv.values, want.dv) < 1e-6);
+  }
+  // With a small budget in mode full the coarse terms change the gradients (the test above is not vacuous).
+  const Result coarse = run(dir, base + std::vector<std::string>{"--scales", "8,1", "--budget", "3"} + outputs);
+  REQUIRE(coarse.status == 0);
+  CHECK(relative_error(load_ok(dk).values, want.dk) > 1e-2);
+
+  const std::string fresh = dir.file("fresh.npy");
+  const std::string short_dout = dir.file("short.npy");
+  write_bytes(short_dout, npy_of("<f4", {2, 2, 19, 8}, sample(2 * 2 * 19 * 8, 5)));
+  check_failure(dir, run(dir, std::vector<std::string>{"grad"} + inputs(p) + std::vector<std::string>{"--dq", fresh, "--dk", dk, "--dv", dv}),
+                "--dout", "required", fresh);
+  check_failure(dir, run(dir, std::vector<std::string>{"grad"} + inputs(p) + std::vector<std::string>{"--dout", short_dout, "--dq", fresh, "--dk", dk, "--dv", dv}),
+                short_dout, "differs from Q's", fresh);
+  check_failure(dir, run(dir, base + std::vector<std::string>{"--dq", fresh, "--dk", fresh, "--dv", dv}), "--dk",
+                "names the same file as --dq", fresh);
+  // A finite dout whose gradients leave the float32 range is refused, not written as infinity.
+  const std::string huge = dir.file("huge.npy");
+  write_bytes(huge, npy_of("<f4", {2, 2, 20, 8}, std::vector<double>(2 * 2 * 20 * 8, 3e38)));
+  check_failure(dir, run(dir, std::vector<std::string>{"grad"} + inputs(p) + std::vector<std::string>{"--dout", huge, "--dq", fresh, "--dk", dk, "--dv", dv}),
+                "--dout", "overflows float32", fresh);
 }

@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
+#include <utility>
 
 #include <unistd.h>
 
@@ -120,8 +122,8 @@ ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, in
 class Destination {
  public:
   // `path` may name an array in a container (files.h: OUT.npz[:NAME], OUT.safetensors[:NAME]).
-  explicit Destination(const std::string& path)
-      : spec_(files::parse_spec(path, "out")), path_(path == "-" ? "stdout" : path), out_(spec_.path) {
+  explicit Destination(const std::string& path, const std::string& default_name = "out")
+      : spec_(files::parse_spec(path, default_name)), path_(path == "-" ? "stdout" : path), out_(spec_.path) {
     if (!out_.error().empty()) throw Failure(path, out_.error());
   }
   void write(const std::string& bytes) {
@@ -138,6 +140,7 @@ class Destination {
     }
     write(bytes);
   }
+  const std::string& file() const { return spec_.path; }
   // The summary line goes where the output does not: stderr when the output is stdout.
   std::FILE* report() const { return out_.to_stdout() ? stderr : stdout; }
 
@@ -184,6 +187,59 @@ int run_attend(const Options& options, const std::string&) {
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
                                           ", backend " + backend + ", " + fixed(coverage.exact_fraction(), 4) +
                                           " of the entries exact\n");
+  return 0;
+}
+
+int run_grad(const Options& options, const std::string&) {
+  no_positional(options);
+  // Three outputs, all opened before any work; two of them in one file would leave only the last one written.
+  const std::vector<std::pair<std::string, std::string>> flags{{"--dq", "dq"}, {"--dk", "dk"}, {"--dv", "dv"}};
+  std::vector<std::string> paths;
+  std::vector<std::unique_ptr<Destination>> destinations;
+  for (const auto& [flag, name] : flags) {
+    paths.push_back(options.require(flag));
+    destinations.push_back(std::make_unique<Destination>(paths.back(), name));
+    for (size_t t = 0; t + 1 < destinations.size(); ++t)
+      if (destinations[t]->file() == destinations.back()->file())
+        throw Failure(flag, "names the same file as " + flags[t].first + " ('" + paths.back() + "')");
+  }
+  const Inputs in = load_inputs(options);
+  const std::vector<float> dout = load_upstream(options, in);
+  const ref::Config config = load_config(options, in.nq, in.nk);
+  const ref::Problem p = in.problem();
+  std::vector<int64_t> k_shape = in.q_shape;
+  k_shape[k_shape.size() - 2] = in.nk;
+  std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  // Slice by slice, as attend: the selection of each slice is the forward's, then held fixed.
+  Progress progress(options, "grad", in.batch * in.heads);
+  for (int64_t b = 0; b < in.batch; ++b)
+    for (int64_t h = 0; h < in.heads; ++h) {
+      progress.at(b * in.heads + h);
+      const int64_t bh = b * in.heads + h;
+      const ref::Problem slice = part(p, b, h, 0, in.nq);
+      const ref::Gradients g = ref::attend_backward(slice, config, ref::select(slice, config),
+                                                    dout.data() + bh * in.nq * in.dim);
+      // Float32 files: a gradient beyond float32 is refused rather than written as infinity.
+      const auto store = [&](const std::vector<double>& from, std::vector<float>& to, int64_t n, const char* what) {
+        for (size_t i = 0; i < from.size(); ++i) {
+          if (std::fabs(from[i]) > std::numeric_limits<float>::max())
+            throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
+                                        index_string({in.batch, in.heads, n, in.dim}, size_t(bh * n * in.dim) + i));
+          to[size_t(bh * n * in.dim) + i] = static_cast<float>(from[i]);
+        }
+      };
+      store(g.dq, dq, in.nq, "dq");
+      store(g.dk, dk, in.nk, "dk");
+      store(g.dv, dv, in.nk, "dv");
+    }
+  destinations[0]->write_f32(in.q_shape, dq);
+  destinations[1]->write_f32(k_shape, dk);
+  destinations[2]->write_f32(k_shape, dv);
+  checked_print(destinations[0]->report(),
+                "wrote " + paths[0] + " " + shape_string(in.q_shape) + ", " + paths[1] + " and " + paths[2] + " " +
+                    shape_string(k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
+                    join(config.scales, ",") + ", budgets " + join(config.budgets, ",") + ", mode " +
+                    (config.mode == ref::Mode::full ? "full" : "sparse") + "\n");
   return 0;
 }
 

@@ -9,6 +9,7 @@
 namespace mra::cli {
 
 int run_attend(const Options& options, const std::string& program);
+int run_grad(const Options& options, const std::string& program);
 int run_exact(const Options& options, const std::string& program);
 int run_select(const Options& options, const std::string& program);
 int run_compare(const Options& options, const std::string& program);

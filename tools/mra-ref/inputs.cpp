@@ -220,6 +220,14 @@ Inputs load_inputs(const Options& options) {
   return in;
 }
 
+std::vector<float> load_upstream(const Options& options, const Inputs& in) {
+  Tensor t = load_tensor(options.require("--dout"), "dout");
+  if (t.shape != in.q_shape)
+    throw Failure(t.path, "shape " + shape_string(t.shape) + " differs from Q's " + shape_string(in.q_shape) +
+                              " (dout is the gradient of the output, shaped like Q)");
+  return std::move(t.data);
+}
+
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
   ref::Config c;
   if (const auto s = options.get("--scales")) c.scales = parse_int_list("--scales", *s, 1);

@@ -34,6 +34,9 @@ npy::Array load_array(const std::string& spec, const std::string& default_name, 
 // intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
+// --dout: the upstream gradient of `grad`, a float file shaped like Q, every value finite as a float32.
+std::vector<float> load_upstream(const Options& options, const Inputs& in);
+
 // --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
 

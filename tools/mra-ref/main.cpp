@@ -99,6 +99,16 @@ const std::vector<Command>& commands() {
            "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
            "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
        with(kMraFlags, {"-o", "--backend"}), {"--quiet"}, mra::cli::run_attend},
+      {"grad", "gradients of MRA attention (the backward pass) into float32 arrays",
+       "usage: mra-ref grad --q Q.npy --k K.npy --v V.npy --dout DOUT.npy [options] --dq DQ.npy --dk DK.npy\n"
+       "                    --dv DV.npy\n"
+       "Computes the gradients of L = sum(DOUT * out) with respect to Q, K and V, out being MRA attention with the\n"
+       "options of attend and its selection held fixed (docs/semantics.md §7), and writes them as float32: DQ\n"
+       "shaped like Q, DK and DV like K. DOUT is a float file shaped like Q (array 'dout' of a container); its\n"
+       "rows of masked queries are not used. The three outputs must be different files (in a container, the\n"
+       "arrays are called dq, dk and dv).\n" +
+           std::string(kInputs) + std::string(kMra) + std::string(kOutput),
+       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv"}), {"--quiet"}, mra::cli::run_grad},
       {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +

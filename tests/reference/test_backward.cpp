@@ -1,0 +1,320 @@
+// tests/reference/test_backward.cpp: the reference backward (docs/semantics.md §7) against central finite
+// differences of the reference forward with the selection frozen, and against the adjoint identity with a dense
+// forward-mode derivative built on the test oracle (oracle.h), on random small problems of every kind.
+//   ctest --test-dir build -L backward        or        build/tests/reference/test_backward
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/inputs.h"
+#include "mra/reference.h"
+#include "oracle.h"
+
+using mra::ref::Config;
+using mra::ref::Gradients;
+using mra::ref::Mode;
+using mra::ref::Problem;
+using mra::ref::Selection;
+using namespace mra::test;
+
+namespace {
+
+// Inputs are multiples of 2^-10 in [-4, 4] and the step is 2^-8, so x ± h is exact in float: the forward sees
+// exactly the perturbed point, and the only noise in the quotient is the forward's rounding of out to float.
+constexpr double kStep = 0x1p-8;
+// |fd - grad| <= kAtol + kRtol |grad|: the rounding of out to float (2^-24 relative) divided by 2h gives about
+// 1e-5 per affected output element, the truncation h^2/6 · f''' about 1e-5; the worst case measured over the 240
+// problems is printed by the test (docs/semantics.md §7.6).
+constexpr double kAtol = 2e-4, kRtol = 1e-3;
+
+float quantized(Rng& rng, double amplitude) {
+  const double x = std::fmax(-4.0, std::fmin(4.0, amplitude * rng.normal()));
+  return float(std::round(x * 1024.0) / 1024.0);
+}
+
+struct Case {
+  int64_t batch = 1, heads = 1, nq = 1, nk = 1, dim = 1;
+  double scale = 0.0;
+  std::vector<float> q, k, v, dout;
+  std::vector<uint8_t> qmask, kmask;
+  Config config;
+  std::string text;  // what the case is, for failure messages
+  Problem problem() const {
+    return Problem{batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
+                   qmask.empty() ? nullptr : qmask.data(), kmask.empty() ? nullptr : kmask.data(), scale};
+  }
+};
+
+// Problem `index` of the sweep: mode and number of levels cycle, everything else is drawn from `rng`.
+Case random_case(Rng& rng, int index) {
+  Case t;
+  t.batch = 1 + rng.below(2);
+  t.heads = 1 + rng.below(2);
+  t.dim = 1 + rng.below(4);
+  t.config.mode = index % 2 == 0 ? Mode::full : Mode::sparse;
+  const bool three = (index / 2) % 2 == 1;
+  const int64_t top = three ? (rng.below(2) ? 4 : 6) : 2 + rng.below(3);
+  t.config.scales = three ? std::vector<int64_t>{top, 2, 1} : std::vector<int64_t>{top, 1};
+  t.nq = 1 + rng.below(3 * top + 2);
+  t.nk = rng.below(3) == 0 ? t.nq : 1 + rng.below(3 * top + 2);
+  const int64_t nqb = (t.nq + top - 1) / top, nkb = (t.nk + top - 1) / top;
+  t.config.budgets = {rng.below(nqb * nkb + 2)};
+  if (three) t.config.budgets.push_back(rng.below(4 * t.config.budgets[0] + 2));
+  t.config.prior_first = rng.below(3) == 0 ? 1 : 0;
+  t.config.prior_diagonal = rng.below(3) == 0 ? 1 + 2 * rng.below(2) : 0;
+  if (rng.below(2)) t.scale = 0.25 + rng.uniform();
+  if (rng.below(2)) t.qmask = random_mask(rng, t.batch, t.nq, 0.75);
+  if (rng.below(2)) t.kmask = random_mask(rng, t.batch, t.nk, 0.75);
+  for (auto* x : {&t.q, &t.k}) x->resize(size_t(t.batch * t.heads * (x == &t.q ? t.nq : t.nk) * t.dim));
+  t.v.resize(t.k.size());
+  t.dout.resize(t.q.size());
+  for (auto* x : {&t.q, &t.k, &t.v, &t.dout})
+    for (float& e : *x) e = quantized(rng, 1.0);
+  std::ostringstream s;
+  s << "problem " << index << ": B " << t.batch << " H " << t.heads << " Nq " << t.nq << " Nk " << t.nk << " D "
+    << t.dim << " scale " << t.scale << ", scales";
+  for (int64_t x : t.config.scales) s << ' ' << x;
+  s << ", budgets";
+  for (int64_t x : t.config.budgets) s << ' ' << x;
+  s << (t.config.mode == Mode::full ? ", full" : ", sparse") << ", priors " << t.config.prior_first << '/'
+    << t.config.prior_diagonal << ", masks " << !t.qmask.empty() << '/' << !t.kmask.empty();
+  t.text = s.str();
+  return t;
+}
+
+// L = Σ dout · out with the frozen selection, summed in double.
+double objective(const Case& t, const Selection& s) {
+  std::vector<float> out(t.dout.size());
+  mra::ref::attend(t.problem(), t.config, s, out.data());
+  double sum = 0.0;
+  for (size_t i = 0; i < out.size(); ++i) sum += double(t.dout[i]) * out[i];
+  return sum;
+}
+
+// Central differences of L along every coordinate of `x` (one of t.q, t.k, t.v).
+std::vector<float> finite_differences(Case& t, const Selection& s, std::vector<float>& x) {
+  std::vector<float> fd(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float keep = x[i];
+    x[i] = float(keep + kStep);
+    const double up = objective(t, s);
+    x[i] = float(keep - kStep);
+    const double down = objective(t, s);
+    x[i] = keep;
+    fd[i] = float((up - down) / (2 * kStep));
+  }
+  return fd;
+}
+
+std::vector<float> to_float(const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); }
+
+// <dout, J dx> by forward mode on the dense oracle: the log-weights are bilinear in (q, k) for a fixed selection,
+// so their derivative along (dq, dk) is W(dq, k) + W(q, dk), and out_i = Σ_j P_ij v_j gives
+// d out_i = Σ_j P_ij (dv_j + (dw_ij − Σ_j' P_ij' dw_ij') v_j).
+double directional_derivative(const Case& t, const Selection& s, const std::vector<float>& dq,
+                              const std::vector<float>& dk, const std::vector<float>& dv, double& magnitude) {
+  const Problem p = t.problem();
+  Problem pq = p, pk = p;
+  pq.q = dq.data();
+  pk.k = dk.data();
+  double sum = 0.0;
+  magnitude = 0.0;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads; ++h) {
+      const std::vector<double> w = oracle_log_weights(p, t.config, s, b, h);
+      const std::vector<double> wq = oracle_log_weights(pq, t.config, s, b, h);
+      const std::vector<double> wk = oracle_log_weights(pk, t.config, s, b, h);
+      const int64_t bh = b * p.heads + h;
+      for (int64_t i = 0; i < p.nq; ++i) {
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < p.nk; ++j) mx = std::fmax(mx, w[size_t(i * p.nk + j)]);
+        if (mx == -std::numeric_limits<double>::infinity()) continue;
+        std::vector<double> P(size_t(p.nk)), dw(size_t(p.nk), 0.0);
+        double den = 0.0, mean_dw = 0.0;
+        for (int64_t j = 0; j < p.nk; ++j) den += P[size_t(j)] = std::exp(w[size_t(i * p.nk + j)] - mx);
+        for (int64_t j = 0; j < p.nk; ++j) {
+          P[size_t(j)] /= den;
+          if (P[size_t(j)] > 0) dw[size_t(j)] = wq[size_t(i * p.nk + j)] + wk[size_t(i * p.nk + j)];
+          mean_dw += P[size_t(j)] * dw[size_t(j)];
+        }
+        for (int64_t j = 0; j < p.nk; ++j)
+          for (int64_t d = 0; d < p.dim; ++d) {
+            const size_t kv = size_t((bh * p.nk + j) * p.dim + d);
+            const double term = t.dout[size_t((bh * p.nq + i) * p.dim + d)] * P[size_t(j)] *
+                                (dv[kv] + (dw[size_t(j)] - mean_dw) * t.v[kv]);
+            sum += term;
+            magnitude += std::fabs(term);
+          }
+      }
+    }
+  return sum;
+}
+
+double inner(const std::vector<double>& a, const std::vector<float>& b, double& magnitude) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    s += a[i] * b[i];
+    magnitude += std::fabs(a[i] * b[i]);
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("backward: central finite differences and the adjoint identity on 240 random problems") {
+  constexpr int kProblems = 240;
+  const uint64_t seed = 0x9e3779b97f4a7c15ull;
+  Rng rng(seed);
+  double worst_fd = 0.0, worst_fd_abs = 0.0, worst_adjoint = 0.0;
+  std::string worst_fd_case;
+  int cross = 0, masked = 0, partial = 0, priors = 0, three = 0, sparse = 0, with_coarse = 0;
+  for (int index = 0; index < kProblems; ++index) {
+    Case t = random_case(rng, index);
+    INFO("seed " << seed << ", " << t.text);
+    const Problem p = t.problem();
+    const Selection s = mra::ref::select(p, t.config);
+    const Gradients g = mra::ref::attend_backward(p, t.config, s, t.dout.data());
+
+    // Finite differences, every coordinate of q, k and v (padded ones included: there both must be 0).
+    struct Tensor {
+      const char* name;
+      std::vector<float>* x;
+      const std::vector<double>* grad;
+      int64_t n;
+    };
+    for (const Tensor& x : {Tensor{"dq", &t.q, &g.dq, t.nq}, Tensor{"dk", &t.k, &g.dk, t.nk},
+                            Tensor{"dv", &t.v, &g.dv, t.nk}}) {
+      const std::vector<float> fd = finite_differences(t, s, *x.x);
+      const std::vector<float> grad = to_float(*x.grad);
+      const Comparison cmp =
+          compare(grad.data(), fd.data(), int64_t(fd.size()), kAtol, kRtol, {t.batch, t.heads, x.n, t.dim});
+      INFO(x.name << " against finite differences: " << cmp.report);
+      CHECK(cmp.ok);
+      if (cmp.tolerance_used > worst_fd) {
+        worst_fd = cmp.tolerance_used;
+        worst_fd_case = t.text + ", " + x.name + ": " + cmp.report;
+      }
+      worst_fd_abs = std::fmax(worst_fd_abs, cmp.max_abs);
+    }
+
+    // Adjoint identity along a random direction: <dout, J dx> (dense forward mode) = <J^T dout, dx> (backward).
+    std::vector<float> dq(t.q.size()), dk(t.k.size()), dv(t.v.size());
+    for (auto* x : {&dq, &dk, &dv})
+      for (float& e : *x) e = quantized(rng, 1.0);
+    double mag_forward = 0.0, mag_backward = 0.0;
+    const double forward = directional_derivative(t, s, dq, dk, dv, mag_forward);
+    const double backward = inner(g.dq, dq, mag_backward) + inner(g.dk, dk, mag_backward) + inner(g.dv, dv, mag_backward);
+    const double used = std::fabs(forward - backward) / (1e-14 + 1e-12 * std::fmax(mag_forward, mag_backward));
+    INFO("adjoint: <dout, J dx> = " << forward << ", <J^T dout, dx> = " << backward);
+    CHECK(used <= 1.0);
+    worst_adjoint = std::fmax(worst_adjoint, used);
+
+    cross += t.nq != t.nk;
+    masked += !t.qmask.empty() || !t.kmask.empty();
+    partial += t.nq % t.config.scales[0] != 0 || t.nk % t.config.scales[0] != 0;
+    priors += t.config.prior_first > 0 || t.config.prior_diagonal > 0;
+    three += t.config.scales.size() == 3;
+    sparse += t.config.mode == Mode::sparse;
+    const auto cov = mra::ref::coverage(p, t.config, s);
+    with_coarse += t.config.mode == Mode::full && cov.exact_entries < cov.total_entries && cov.exact_entries > 0;
+  }
+  MESSAGE("finite differences (h = 2^-8, atol " << kAtol << ", rtol " << kRtol << "): worst "
+                                                << 100 * worst_fd << "% of tolerance, max abs err " << worst_fd_abs
+                                                << "; worst case " << worst_fd_case);
+  MESSAGE("adjoint identity: worst " << 100 * worst_adjoint << "% of tolerance (rtol 1e-12 of the summed magnitudes)");
+  // The sweep must cover every kind of problem the definition distinguishes.
+  CHECK(cross >= 40);
+  CHECK(masked >= 40);
+  CHECK(partial >= 40);
+  CHECK(priors >= 40);
+  CHECK(three == kProblems / 2);
+  CHECK(sparse == kProblems / 2);
+  CHECK(with_coarse >= 20);
+}
+
+TEST_CASE("backward: padding is never read, empty rows send nothing, a non-finite slice is NaN") {
+  const uint64_t seed = 7;
+  Rng rng(seed);
+  INFO("seed " << seed);
+  Case t;
+  t.batch = 2, t.heads = 2, t.nq = 7, t.nk = 9, t.dim = 3;
+  t.config.scales = {4, 1};
+  t.config.budgets = {2};
+  t.q.resize(size_t(2 * 2 * 7 * 3));
+  t.k.resize(size_t(2 * 2 * 9 * 3));
+  t.v.resize(t.k.size());
+  t.dout.resize(t.q.size());
+  for (auto* x : {&t.q, &t.k, &t.v, &t.dout})
+    for (float& e : *x) e = quantized(rng, 1.0);
+  t.qmask = padding_mask(2, 7, {2, 0});
+  t.kmask = padding_mask(2, 9, {0, 9});  // batch 1 has no real key: every row of it is empty
+  const Gradients clean = mra::ref::mra_attention_backward(t.problem(), t.config, t.dout.data());
+  const auto slice_of = [&](const std::vector<double>& x, int64_t n, int64_t b, int64_t h) {
+    const auto first = x.begin() + (b * t.heads + h) * n * t.dim;
+    return std::vector<double>(first, first + n * t.dim);
+  };
+  double norm = 0.0;
+  for (double x : clean.dq) norm += x * x;
+  CHECK(norm > 0.0);
+  for (int64_t h = 0; h < 2; ++h) {  // batch 1: empty rows, and batch 0's padded query rows
+    for (double x : slice_of(clean.dq, 7, 1, h)) CHECK(x == 0.0);
+    for (double x : slice_of(clean.dk, 9, 1, h)) CHECK(x == 0.0);
+    for (double x : slice_of(clean.dv, 9, 1, h)) CHECK(x == 0.0);
+    for (int64_t d = 0; d < 3 * 2; ++d) CHECK(slice_of(clean.dq, 7, 0, h)[size_t(5 * 3 + d)] == 0.0);
+  }
+
+  // NaN where a mask says padding (q, k, v and dout of masked tokens) changes nothing.
+  Case padded = t;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  padded.q[size_t((0 * 2 + 1) * 7 * 3 + 6 * 3)] = nan;   // b 0, h 1, query 6 (masked)
+  padded.dout[size_t((0 * 2 + 0) * 7 * 3 + 5 * 3 + 1)] = nan;
+  padded.k[size_t((1 * 2 + 0) * 9 * 3 + 4 * 3)] = nan;   // b 1: every key masked
+  padded.v[size_t((1 * 2 + 1) * 9 * 3 + 8 * 3 + 2)] = nan;
+  const Gradients same = mra::ref::mra_attention_backward(padded.problem(), padded.config, padded.dout.data());
+  CHECK(same.dq == clean.dq);
+  CHECK(same.dk == clean.dk);
+  CHECK(same.dv == clean.dv);
+
+  // A NaN in a real token's v (slice b 0, h 1), or an Inf in a real query's dout (slice b 0, h 0), poisons that
+  // slice only: NaN on its real tokens, 0 on its padded ones; the other slices are unchanged.
+  for (int which = 0; which < 2; ++which) {
+    Case bad = t;
+    const int64_t h = which == 0 ? 1 : 0;
+    if (which == 0) bad.v[size_t((0 * 2 + 1) * 9 * 3 + 3 * 3 + 1)] = nan;
+    else bad.dout[size_t((0 * 2 + 0) * 7 * 3 + 2 * 3)] = std::numeric_limits<float>::infinity();
+    const Selection s = mra::ref::select(bad.problem(), bad.config);
+    const Gradients g = mra::ref::attend_backward(bad.problem(), bad.config, s, bad.dout.data());
+    const std::vector<double> dq = slice_of(g.dq, 7, 0, h), dk = slice_of(g.dk, 9, 0, h);
+    for (int64_t i = 0; i < 7; ++i)
+      for (int64_t d = 0; d < 3; ++d) CHECK((i < 5 ? std::isnan(dq[size_t(i * 3 + d)]) : dq[size_t(i * 3 + d)] == 0.0));
+    for (double x : dk) CHECK(std::isnan(x));
+    CHECK(slice_of(g.dq, 7, 0, 1 - h) == slice_of(clean.dq, 7, 0, 1 - h));
+    CHECK(slice_of(g.dv, 9, 0, 1 - h) == slice_of(clean.dv, 9, 0, 1 - h));
+  }
+}
+
+TEST_CASE("backward: sparse mode without exact entries has zero gradients; bad arguments are reported") {
+  Rng rng(11);
+  Case t;
+  t.nq = 6, t.nk = 6, t.dim = 2;
+  t.config.scales = {3, 1};
+  t.config.budgets = {0};
+  t.config.mode = Mode::sparse;
+  for (auto* x : {&t.q, &t.k, &t.v, &t.dout}) {
+    x->resize(12);
+    for (float& e : *x) e = quantized(rng, 1.0);
+  }
+  const Gradients g = mra::ref::mra_attention_backward(t.problem(), t.config, t.dout.data());
+  for (const auto* x : {&g.dq, &g.dk, &g.dv})
+    for (double e : *x) CHECK(e == 0.0);
+  const Selection s = mra::ref::select(t.problem(), t.config);
+  CHECK_THROWS_AS(mra::ref::attend_backward(t.problem(), t.config, s, nullptr), mra::ref::Error);
+  Selection wrong = s;
+  wrong.at(0, 0, 0) = {99};
+  CHECK_THROWS_AS(mra::ref::attend_backward(t.problem(), t.config, wrong, t.dout.data()), mra::ref::Error);
+}
