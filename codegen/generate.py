@@ -32,7 +32,8 @@ ROOT = pathlib.Path(__file__).resolve().parent
 REPO = ROOT.parent
 DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
           "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
-TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers")
+TENSOR_CORE_DTYPES = ("f16", "bf16")  # their exact part runs on mma.sync; threads follow from query_rows
+TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536
 # Files of the output folder that are written by hand: never rendered, removed or compared.
 HAND_WRITTEN = frozenset({"CMakeLists.txt"})
@@ -52,6 +53,7 @@ class Config:
     key_tile: int
     vector_width: int
     max_registers: int
+    stages: int
 
     @property
     def name(self) -> str:
@@ -92,7 +94,12 @@ def check_config(c: Config) -> None:
         raise ConfigError(f"{c.name}: threads must be a multiple of 32 in [32, 1024]")
     if r[-2] % c.query_rows:
         raise ConfigError(f"{c.name}: query_rows {c.query_rows} must divide the finest block side {r[-2]}")
-    if (c.query_rows * c.head_dim) % c.threads or c.key_tile < 1:
+    if not 2 <= c.stages <= 8:
+        raise ConfigError(f"{c.name}: stages (cp.async ring depth) must be in [2, 8]")
+    if c.dtype in TENSOR_CORE_DTYPES:
+        if c.key_tile % 16 or c.head_dim % 16:
+            raise ConfigError(f"{c.name}: tensor cores take keys and features in steps of 16 (key_tile, head_dim)")
+    elif (c.query_rows * c.head_dim) % c.threads or c.key_tile < 1:
         raise ConfigError(f"{c.name}: query_rows x head_dim must be a multiple of threads, key_tile >= 1")
 
 
@@ -108,6 +115,9 @@ def tuning_for(tuning: dict, name: str, head_dim: int, dtype: str, finest_side: 
         else:
             raise ConfigError(f"{name}: tuning table has no value for {key}")
     out["query_rows"] = min(out["query_rows"], finest_side)
+    if dtype in TENSOR_CORE_DTYPES:
+        # attend_mma_kernel runs one warp per 16-row slab of the query tile (runtime/kernels/attend.cuh).
+        out["threads"] = 32 * -(-out["query_rows"] // 16)
     return out
 
 
@@ -118,7 +128,7 @@ def load_configs(manifest_path: pathlib.Path, tuning_path: pathlib.Path) -> list
     for family in manifest.get("family", []):
         for res, dim, dtype in itertools.product(family["resolutions"], family["head_dims"], family["dtypes"]):
             res = tuple(int(s) for s in res)
-            probe = Config(res, int(dim), dtype, 0, 0, 0, 0, 0)
+            probe = Config(res, int(dim), dtype, 0, 0, 0, 0, 0, 0)
             c = Config(res, int(dim), dtype, **tuning_for(tuning, probe.name, int(dim), dtype, res[-2]))
             check_config(c)
             if c.name in configs:

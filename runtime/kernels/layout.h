@@ -65,6 +65,9 @@ struct Layout {
   size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
   size_t slice_bad = 0;        // i32 [slices]
   size_t bytes = 0;
+  // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
+  // split into several launches (slice0 != 0, forward.cuh) with a few slices.
+  uint32_t slices_per_launch = kMaxGridY;
 };
 
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.

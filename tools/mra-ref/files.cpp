@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -121,9 +122,13 @@ npy::Parsed load(const Spec& spec) {
   // A container is read whole; anything else goes to the .npy reader, which reads no more than its header
   // declares (and streams a pipe or a device).
   std::string bytes, error;
-  if (container_head(spec.path) && read_regular(spec.path, bytes, error) == Read::ok) {
-    if (is_zip(bytes)) return from_container<Npz>(bytes, spec.name);
-    if (is_safetensors(bytes)) return from_container<Safetensors>(bytes, spec.name);
+  try {
+    if (container_head(spec.path) && read_regular(spec.path, bytes, error) == Read::ok) {
+      if (is_zip(bytes)) return from_container<Npz>(bytes, spec.name);
+      if (is_safetensors(bytes)) return from_container<Safetensors>(bytes, spec.name);
+    }
+  } catch (const std::bad_alloc&) {
+    return {{}, "out of memory reading the file (" + std::to_string(bytes.size()) + " bytes) and its array"};
   }
   if (!error.empty()) return {{}, error};
   npy::Parsed parsed = npy::load(spec.path);
