@@ -9,7 +9,9 @@ Inputs: codegen/manifest.toml (which configurations exist), codegen/tuning.toml 
 codegen/templates/*.j2. Needs Python >= 3.11 (tomllib) and Jinja2. Rendering is strict (an undefined variable
 is an error) and deterministic (sorted configurations, nothing from the clock or the host), so a rendered tree
 depends only on those inputs. The kernel math lives in runtime/kernels/*.cuh; templates only emit constants,
-instantiations and the lists the build and the runtime read (manifest.json, kernels.cmake, registry.inc).
+instantiations and the lists the build and the runtime read: registry.inc (the one list of configurations, read
+by generated/CMakeLists.txt and the runtime) and manifest.json (the same with tuning, for tools and tests).
+generated/CMakeLists.txt is written by hand (nothing in it depends on the manifest): the generator leaves it alone.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ ROOT = pathlib.Path(__file__).resolve().parent
 REPO = ROOT.parent
 DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
           "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
-TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers")
+TENSOR_CORE_DTYPES = ("f16", "bf16")  # their exact part runs on mma.sync; threads follow from query_rows
+TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536
+# Files of the output folder that are written by hand: never rendered, removed or compared.
+HAND_WRITTEN = frozenset({"CMakeLists.txt"})
 
 
 class ConfigError(Exception):
@@ -48,6 +53,7 @@ class Config:
     key_tile: int
     vector_width: int
     max_registers: int
+    stages: int
 
     @property
     def name(self) -> str:
@@ -88,7 +94,12 @@ def check_config(c: Config) -> None:
         raise ConfigError(f"{c.name}: threads must be a multiple of 32 in [32, 1024]")
     if r[-2] % c.query_rows:
         raise ConfigError(f"{c.name}: query_rows {c.query_rows} must divide the finest block side {r[-2]}")
-    if (c.query_rows * c.head_dim) % c.threads or c.key_tile < 1:
+    if not 2 <= c.stages <= 8:
+        raise ConfigError(f"{c.name}: stages (cp.async ring depth) must be in [2, 8]")
+    if c.dtype in TENSOR_CORE_DTYPES:
+        if c.key_tile % 16 or c.head_dim % 16:
+            raise ConfigError(f"{c.name}: tensor cores take keys and features in steps of 16 (key_tile, head_dim)")
+    elif (c.query_rows * c.head_dim) % c.threads or c.key_tile < 1:
         raise ConfigError(f"{c.name}: query_rows x head_dim must be a multiple of threads, key_tile >= 1")
 
 
@@ -104,6 +115,9 @@ def tuning_for(tuning: dict, name: str, head_dim: int, dtype: str, finest_side: 
         else:
             raise ConfigError(f"{name}: tuning table has no value for {key}")
     out["query_rows"] = min(out["query_rows"], finest_side)
+    if dtype in TENSOR_CORE_DTYPES:
+        # attend_mma_kernel runs one warp per 16-row slab of the query tile (runtime/kernels/attend.cuh).
+        out["threads"] = 32 * -(-out["query_rows"] // 16)
     return out
 
 
@@ -114,7 +128,7 @@ def load_configs(manifest_path: pathlib.Path, tuning_path: pathlib.Path) -> list
     for family in manifest.get("family", []):
         for res, dim, dtype in itertools.product(family["resolutions"], family["head_dims"], family["dtypes"]):
             res = tuple(int(s) for s in res)
-            probe = Config(res, int(dim), dtype, 0, 0, 0, 0, 0)
+            probe = Config(res, int(dim), dtype, 0, 0, 0, 0, 0, 0)
             c = Config(res, int(dim), dtype, **tuning_for(tuning, probe.name, int(dim), dtype, res[-2]))
             check_config(c)
             if c.name in configs:
@@ -137,9 +151,7 @@ def render_tree(configs: list[Config]) -> dict[str, str]:
     files = {}
     for c in configs:
         files[f"{c.name}.cu"] = env.get_template("kernel.cu.j2").render(c=c, template="kernel.cu.j2")
-    for out_name, template in (("kernels.cmake", "kernels.cmake.j2"), ("registry.inc", "registry.inc.j2"),
-                               ("CMakeLists.txt", "CMakeLists.txt.j2")):
-        files[out_name] = env.get_template(template).render(configs=configs, template=template)
+    files["registry.inc"] = env.get_template("registry.inc.j2").render(configs=configs, template="registry.inc.j2")
     files["manifest.json"] = json.dumps(
         {"generated_by": "codegen/generate.py", "regenerate": "python3 codegen/generate.py",
          "configurations": {c.name: c.as_json() for c in configs}}, indent=2, sort_keys=True) + "\n"
@@ -156,7 +168,7 @@ def write_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
             path.write_text(text)
             touched.append(f"wrote {name}")
     for path in sorted(out.iterdir()):
-        if path.is_file() and path.name not in files:
+        if path.is_file() and path.name not in files and path.name not in HAND_WRITTEN:
             path.unlink()
             touched.append(f"removed {path.name}")
     return touched
@@ -168,7 +180,8 @@ def check_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         write_tree(files, pathlib.Path(tmp))
         fresh = {p.name: p.read_text() for p in pathlib.Path(tmp).iterdir()}
-    present = {p.name: p.read_text() for p in out.iterdir() if p.is_file()} if out.is_dir() else {}
+    present = ({p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name not in HAND_WRITTEN}
+               if out.is_dir() else {})
     for name in sorted(set(fresh) | set(present)):
         if name not in present:
             problems.append(f"missing: {name}")

@@ -3,6 +3,7 @@
 // Regenerate: python3 codegen/generate.py   (configuration: codegen/manifest.toml, tuning: codegen/tuning.toml)
 //
 // Tuning: 128 threads and 32 query rows per attention CTA, key tile 32, vector width 4,
+// a ring of 3 K/V tiles (f16/bf16),
 // at most 128 registers per thread (4 CTAs per SM by the register file).
 // Built by generated/CMakeLists.txt twice: by nvcc (entry mra_fwd_r64x1_d64_f32) and as C++ against runtime/simt
 // (entry mra_fwd_r64x1_d64_f32_emulated). The kernels themselves are in runtime/kernels/.
@@ -11,7 +12,7 @@
 namespace mra::kern {
 
 using mra_fwd_r64x1_d64_f32 = Config<Resolutions<64, 1>, 64, float,
-                         Tuning<128, 32, 32, 4, 4>>;
+                         Tuning<128, 32, 32, 4, 4, 3>>;
 
 }  // namespace mra::kern
 

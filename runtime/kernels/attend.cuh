@@ -1,4 +1,6 @@
-// runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernel.
+// runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernels:
+// attend_mma_kernel (f16/bf16, the exact part on tensor cores) and attend_kernel (f32, CUDA cores). Both start
+// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components.
 #pragma once
 
 #include "kernels/common.cuh"
@@ -6,64 +8,33 @@
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
-// Stage 3 (§2.6): the fused attention kernel. Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows
-// inside one finest block R (side s_{L-1}). It first folds the coarse components of R's block row at every
-// level into one running (max, denominator, numerator[D]), shared by its rows; then it streams the keys of
-// the refined blocks of R in tiles of `tile` keys through shared memory, with a per-row online softmax. Each
-// thread owns fixed (row, feature) accumulators, so the summation order is fixed: the output is bitwise
-// reproducible, written once, without atomics.
+// Stage 3 (§2.6). Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows inside one finest block R (side
+// s_{L-1}). It first folds the coarse components of R's block row at every level into one running (max,
+// denominator, numerator[D]), shared by its rows; then it streams the keys of the refined blocks of R in tiles
+// of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
+// atomics, no order that depends on timing): the output is bitwise reproducible and written once.
+
+// The shared memory of the coarse components: the running state of the tile's block row and one chunk of
+// candidates. `words` 4-byte words.
 template <class Cfg>
-struct AttendSmem {
-  static constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads;
-  static constexpr int kstride = D + 1;  // keeps the K reads of one score row on distinct banks
-  static constexpr int q = 0;
-  static constexpr int k = q + BM * D;
-  static constexpr int v = k + BN * kstride;
-  static constexpr int s = v + BN * D;
-  static constexpr int num = s + BM * BN;
-  static constexpr int qbar = num + D;
-  static constexpr int wgt = qbar + D;
-  static constexpr int row_m = wgt + NT;
-  static constexpr int row_l = row_m + BM;
-  static constexpr int row_scale = row_l + BM;
-  static constexpr int scratch = row_scale + BM;
+struct CoarseSmem {
+  static constexpr int D = Cfg::dim, NT = Cfg::threads;
+  static constexpr int num = 0;                    // numerator [D]
+  static constexpr int qbar = num + D;             // pooled query of the level [D]
+  static constexpr int wgt = qbar + D;             // weights of one chunk [NT]
+  static constexpr int scratch = wgt + NT;         // block_max [NT / 32]
   static constexpr int state = scratch + NT / 32;  // [0] coarse max, [1] coarse denominator
   static constexpr int col = state + 2;            // int32 [NT]: key-block column of a coarse candidate
-  static constexpr int key = col + NT;             // int32 [BN]: key index of a tile slot, -1 if none
-  static constexpr int words = key + BN;
-  static constexpr size_t bytes = size_t(words) * 4;
+  static constexpr int words = col + NT;
 };
 
+// §1, §2.7: a tile without real query rows, or of a poisoned slice, writes its rows (0, or NaN in the real
+// rows of a poisoned slice) and computes nothing. Returns whether it did; uniform over the CTA.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Params p) {
+__device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t row0) {
   using T = typename Cfg::T;
-  using S = AttendSmem<Cfg>;
-  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, ACC = Cfg::acc_per_thread;
-  SIMT_DYNAMIC_SHARED(float, smem);
-  float* qs = smem + S::q;
-  float* ks = smem + S::k;
-  float* vs = smem + S::v;
-  float* ss = smem + S::s;
-  float* num = smem + S::num;
-  float* qbar = smem + S::qbar;
-  float* wgt = smem + S::wgt;
-  float* row_m = smem + S::row_m;
-  float* row_l = smem + S::row_l;
-  float* row_scale = smem + S::row_scale;
-  float* scratch = smem + S::scratch;
-  float* state = smem + S::state;
-  int32_t* col = reinterpret_cast<int32_t*>(smem + S::col);
-  int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
-
+  constexpr int D = Cfg::dim, BM = Cfg::rows, NT = Cfg::threads;
   const int tid = threadIdx.x;
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const int32_t b = int32_t(slice / p.heads);
-  const int32_t row0 = int32_t(blockIdx.x) * BM;
-  const int32_t R = row0 / Cfg::finest;
-  const Level& fin = p.layout.level[Cfg::steps - 1];
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
-
-  // Which of this thread's accumulators belong to real rows decides what is written at the end.
   __shared__ int tile_real;
   if (tid == 0) tile_real = 0;
   __syncthreads();
@@ -71,30 +42,36 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     if (row0 + i < p.nq && is_real(p.qmask, b, p.nq, row0 + i)) tile_real = 1;
   __syncthreads();
   const bool bad = at<int32_t>(p, p.layout.slice_bad)[slice] != 0;
-  if (!tile_real || bad) {  // uniform over the CTA: nothing to compute (§1, §2.7)
-    for (int e = tid; e < BM * D; e += NT) {
-      const int32_t i = row0 + e / D;
-      if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
-    }
-    return;
+  if (tile_real && !bad) return false;
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  for (int e = tid; e < BM * D; e += NT) {
+    const int32_t i = row0 + e / D;
+    if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
   }
+  return true;
+}
 
-  // Query tile -> shared memory (f32).
-  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
-  for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
-    const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
-    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, qs + i * D + d);
-    else for (int t = 0; t < Cfg::vec; ++t) qs[i * D + d + t] = 0.f;
-  }
+  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
+  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
+// `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and cs[num] hold the result, (-inf, 0, 0)
+// in mode "exact" or when every candidate was refined.
+template <class Cfg>
+__device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int32_t row0, float* cs) {
+  using C = CoarseSmem<Cfg>;
+  constexpr int D = Cfg::dim, NT = Cfg::threads;
+  const int tid = threadIdx.x;
+  float* num = cs + C::num;
+  float* qbar = cs + C::qbar;
+  float* wgt = cs + C::wgt;
+  float* scratch = cs + C::scratch;
+  float* state = cs + C::state;
+  int32_t* col = reinterpret_cast<int32_t*>(cs + C::col);
   for (int d = tid; d < D; d += NT) num[d] = 0.f;
   if (tid == 0) {
     state[0] = -INFINITY;
     state[1] = 0.f;
   }
   __syncthreads();
-
-  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
-  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
   for (int li = 0; p.full && li < Cfg::steps; ++li) {
     const Level& lv = p.layout.level[li];
     const int32_t r = row0 / lv.side;
@@ -151,15 +128,343 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       __syncthreads();
     }
   }
+}
 
-  float acc[ACC];
-  MRA_UNROLL
-  for (int a = 0; a < ACC; ++a) acc[a] = num[(tid + a * NT) % D];
-  for (int i = tid; i < BM; i += NT) {
-    row_m[i] = state[0];
-    row_l[i] = state[1];
+// ---------------------------------------------------------------------------------------------------------
+// f16/bf16: the exact part on tensor cores, in the FlashAttention-2 structure. Warp w owns query rows
+// [16w, 16w + 16) of the tile (the m16 slab of mma.m16n8k16; rows past `rows` are zero padding whose results
+// are dropped). Per key tile of BN keys, gathered from the refined blocks with cp.async into a `stages`-deep
+// ring: S = Q K^T (A = Q fragments kept in registers, B = K by ldmatrix), the online softmax on the S
+// accumulators with quad shuffles for the row max, P rounded to the storage type and reused in registers as
+// the A operand of O += P V (B = V by ldmatrix.trans). Precision contract (docs/kernels.md, "Precision"):
+// products exact, f32 accumulation, the row sum l over the unrounded P, P rounded once to the storage type.
+template <class Cfg>
+struct MmaSmem {
+  using T = typename Cfg::T;
+  static constexpr int D = Cfg::dim, BN = Cfg::tile, ST = Cfg::stages;
+  static constexpr int pitch = D + 8;  // elements: rows 16 bytes apart mod 128, so ldmatrix phases hit 8 bank groups
+  static constexpr int q = 0;          // [16 * slabs][pitch] T
+  static constexpr int k = q + 16 * Cfg::slabs * pitch;  // [ST][BN][pitch] T
+  static constexpr int v = k + ST * BN * pitch;          // [ST][BN][pitch] T
+  static constexpr int t_elems = v + ST * BN * pitch;
+  static constexpr int mask_words = (BN + 31) / 32;  // per tile: bit n set when key slot n holds a real key
+  static constexpr size_t key_mask = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: uint32 [ST][words]
+  static constexpr size_t coarse = key_mask + size_t(ST) * mask_words * 4;        // bytes: CoarseSmem
+  static constexpr size_t bytes = coarse + size_t(CoarseSmem<Cfg>::words) * 4;
+  static_assert(pitch * sizeof(T) % 16 == 0, "ldmatrix and cp.async rows are 16-byte aligned");
+};
+
+__device__ inline uint32_t pack2(float lo, float hi, __half) {
+  return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
+}
+__device__ inline uint32_t pack2(float lo, float hi, __nv_bfloat16) {
+  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+}
+__device__ inline void mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+  simt::mma_m16n8k16_f32_f16(d, a, b, d);
+}
+__device__ inline void mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+  simt::mma_m16n8k16_f32_bf16(d, a, b, d);
+}
+
+// Sum (or maximum) over the 4 lanes of a quad, which hold the columns of one accumulator row; xor 1 then 2,
+// the same order in every run.
+__device__ inline float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ inline float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel(Params p) {
+  using T = typename Cfg::T;
+  using S = MmaSmem<Cfg>;
+  constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads, ST = Cfg::stages;
+  constexpr int P = S::pitch, CHUNKS = D / 8;  // 16-byte chunks per row
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  T* qs = reinterpret_cast<T*>(smem) + S::q;
+  T* ks = reinterpret_cast<T*>(smem) + S::k;
+  T* vs = reinterpret_cast<T*>(smem) + S::v;
+  uint32_t* key_mask = reinterpret_cast<uint32_t*>(smem + S::key_mask);
+  float* cs = reinterpret_cast<float*>(smem + S::coarse);
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int32_t row0 = int32_t(blockIdx.x) * BM;
+  if (tile_skipped<Cfg>(p, slice, b, row0)) return;
+
+  // Load stage: the query tile (its own cp.async group), then the first stages - 1 key tiles, so the copies
+  // run under the coarse components.
+  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
+  const T* k = slice_rows<T>(p.k, slice, p.nk, D);
+  const T* v = slice_rows<T>(p.v, slice, p.nk, D);
+  for (int e = tid; e < 16 * Cfg::slabs * CHUNKS; e += NT) {
+    const int i = e / CHUNKS, c = e % CHUNKS * 8;
+    const bool real = i < BM && row0 + i < p.nq;
+    simt::cp_async_16_zfill(qs + i * P + c, real ? q + int64_t(row0 + i) * D + c : q, real ? 16u : 0u);
   }
-  __syncthreads();  // the row state is read by other threads, possibly with no key tile in between
+  simt::cp_async_commit();
+
+  const Level& fin = p.layout.level[Cfg::steps - 1];
+  const int32_t R = row0 / Cfg::finest;
+  const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
+  const int32_t* fin_col = at<int32_t>(p, fin.col) + slice * fin.cap;
+  const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
+  const int32_t tiles = (keys_total + BN - 1) / BN;
+  // Gathers key tile `it` into ring slot it % ST: K and V rows of the refined keys, zeros for slots past the
+  // list, past Nk or masked (their bit in key_mask is 0); then commits one group, even when empty, so that
+  // group counts stay uniform for cp_async_wait. A thread copies CPT consecutive 16-byte chunks of K and of V
+  // of RPT rows (one key lookup per row); warp 0 writes the tile's mask of real keys by ballot.
+  static_assert(NT % BN == 0 || BN % NT == 0, "threads and key slots split evenly");
+  constexpr int W = S::mask_words, TPR = NT > BN ? NT / BN : 1, RPT = BN > NT ? BN / NT : 1, CPT = CHUNKS / TPR;
+  static_assert(CHUNKS % TPR == 0, "a row's chunks split evenly over its threads");
+  auto key_of = [&](int32_t u) {  // the key index of slot u of R's refined keys, or -1
+    if (u >= keys_total) return int32_t(-1);
+    const int32_t j = fin_col[first + u / Cfg::finest] * Cfg::finest + u % Cfg::finest;
+    return j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : int32_t(-1);
+  };
+  auto issue_tile = [&](int32_t it) {
+    if (it < tiles) {
+      const int slot = it % ST;
+      if (warp == 0)
+        MRA_UNROLL
+        for (int w = 0; w < W; ++w) {
+          const uint32_t real = __ballot_sync(0xffffffffu, 32 * w + lane < BN && key_of(it * BN + 32 * w + lane) >= 0);
+          if (lane == 0) key_mask[slot * W + w] = real;
+        }
+      MRA_UNROLL
+      for (int rr = 0; rr < RPT; ++rr) {
+        const int n = tid / TPR + rr * (NT / TPR), c0 = tid % TPR * CPT * 8;
+        const int32_t j = key_of(it * BN + n);
+        const int64_t off = j >= 0 ? int64_t(j) * D + c0 : 0;
+        const unsigned bytes = j >= 0 ? 16u : 0u;
+        T* kd = ks + (slot * BN + n) * P + c0;
+        T* vd = vs + (slot * BN + n) * P + c0;
+        MRA_UNROLL
+        for (int cc = 0; cc < CPT; ++cc) {
+          simt::cp_async_16_zfill(kd + 8 * cc, k + off + (j >= 0 ? 8 * cc : 0), bytes);
+          simt::cp_async_16_zfill(vd + 8 * cc, v + off + (j >= 0 ? 8 * cc : 0), bytes);
+        }
+      }
+    }
+    simt::cp_async_commit();
+  };
+  for (int32_t it = 0; it < ST - 1; ++it) issue_tile(it);
+
+  coarse_components<Cfg>(p, slice, b, row0, cs);
+
+  // Per thread: rows g and g + 8 of the warp's slab (h = 0, 1), columns 2t, 2t + 1 of every 8-wide n-tile.
+  // The accumulators start from the coarse state, shared by every row; the coarse denominator is counted once
+  // per row (lane t = 0 of the quad), since l is summed over the quad at the end.
+  const float* num = cs + CoarseSmem<Cfg>::num;
+  const float* state = cs + CoarseSmem<Cfg>::state;
+  float o[D / 8][4];
+  MRA_UNROLL
+  for (int nt = 0; nt < D / 8; ++nt)
+    MRA_UNROLL
+    for (int r = 0; r < 4; ++r) o[nt][r] = num[nt * 8 + 2 * t + r % 2];
+  // The running max is kept in base-2 units (logit * log2 e), so each weight is one multiply and one exp2.
+  constexpr float log2e = 1.4426950408889634f;
+  const float scale2 = p.scale * log2e;
+  float m[2] = {state[0] * log2e, state[0] * log2e};
+  float l[2] = {t == 0 ? state[1] : 0.f, t == 0 ? state[1] : 0.f};
+
+  // Q fragments (A operand, 16 x 16 per k-step): the query group is complete when at most the ST - 1 key-tile
+  // groups are pending. Up to D = 64 they stay in registers; at D = 128 they are reloaded per key tile, since
+  // with them resident ptxas spilled at 128 (and 168) registers.
+  simt::cp_async_wait<ST - 1>();
+  __syncthreads();
+  constexpr bool q_resident = D <= 64;
+  const T* qw = qs + warp * 16 * P;
+  auto load_q = [&](int kk, uint32_t a[4]) { simt::ldmatrix_x4(a, qw + (lane % 16) * P + kk * 16 + 8 * (lane / 16)); };
+  uint32_t qa[q_resident ? D / 16 : 1][4];
+  if constexpr (q_resident) {
+    MRA_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk) load_q(kk, qa[kk]);
+  }
+
+  for (int32_t it = 0; it < tiles; ++it) {
+    // Tile `it` has landed (at most ST - 2 newer groups pending); after the barrier every warp is done with
+    // tile it - 1, whose slot the tile it + ST - 1 now refills.
+    simt::cp_async_wait<ST - 2>();
+    __syncthreads();
+    issue_tile(it + ST - 1);
+    const int slot = it % ST;
+    const T* kt = ks + slot * BN * P;
+    const T* vt = vs + slot * BN * P;
+    uint32_t real[W];
+    MRA_UNROLL
+    for (int w = 0; w < W; ++w) real[w] = key_mask[slot * W + w];
+
+    // S = Q K^T: n-tiles of 8 keys, two per ldmatrix.x4 (keys +0..7 and +8..15, features +0..7 and +8..15).
+    float s[BN / 8][4];
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) s[nt][r] = 0.f;
+    MRA_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qf[4];
+      const uint32_t* a = qa[0];
+      if constexpr (q_resident) a = qa[kk];
+      else {
+        load_q(kk, qf);
+        a = qf;
+      }
+      MRA_UNROLL
+      for (int np = 0; np < BN / 16; ++np) {
+        uint32_t kb[4];
+        simt::ldmatrix_x4(kb, kt + (np * 16 + lane % 8 + 8 * (lane / 16)) * P + kk * 16 + 8 * (lane / 8 % 2));
+        mma16816(s[2 * np], a, kb, T{});
+        mma16816(s[2 * np + 1], a, kb + 2, T{});
+      }
+    }
+
+    // Online softmax per row, in base 2: logits times log2(e) (-inf for empty key slots), the new row max over
+    // the quad, the rescale of what was accumulated so far, the weights 2^(x - m) (f32, summed unrounded into l).
+    // While a row has seen no logit its max is -inf: exponents are then taken against 0, so that empty slots
+    // and the empty past weigh 2^-inf = 0 instead of NaN.
+    float mx[2] = {m[0], m[1]};
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const int n = nt * 8 + 2 * t + r % 2;
+        const float x = real[nt / 4] >> (n % 32) & 1u ? scale2 * s[nt][r] : -INFINITY;
+        s[nt][r] = x;
+        mx[r / 2] = fmaxf(mx[r / 2], x);
+      }
+    float alpha[2];
+    MRA_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = quad_max(mx[h]);
+      const float base = mx[h] == -INFINITY ? 0.f : mx[h];
+      alpha[h] = exp2f(m[h] - base);
+      m[h] = mx[h];
+      mx[h] = base;
+      l[h] *= alpha[h];
+    }
+    MRA_UNROLL
+    for (int nt = 0; nt < BN / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const float w = exp2f(s[nt][r] - mx[r / 2]);
+        s[nt][r] = w;
+        l[r / 2] += w;
+      }
+    MRA_UNROLL
+    for (int nt = 0; nt < D / 8; ++nt)
+      MRA_UNROLL
+      for (int r = 0; r < 4; ++r) o[nt][r] *= alpha[r / 2];
+
+    // O += P V: the S accumulators of n-tiles 2j, 2j + 1 are the A fragment of key step j (rows g, g + 8;
+    // keys 16j + 2t.., 16j + 8 + 2t..); V by ldmatrix.trans, two 8-feature n-tiles per x4.
+    MRA_UNROLL
+    for (int j = 0; j < BN / 16; ++j) {
+      const uint32_t pa[4] = {pack2(s[2 * j][0], s[2 * j][1], T{}), pack2(s[2 * j][2], s[2 * j][3], T{}),
+                              pack2(s[2 * j + 1][0], s[2 * j + 1][1], T{}),
+                              pack2(s[2 * j + 1][2], s[2 * j + 1][3], T{})};
+      MRA_UNROLL
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        simt::ldmatrix_x4_trans(vb, vt + (j * 16 + lane % 16) * P + dp * 16 + 8 * (lane / 16));
+        mma16816(o[2 * dp], pa, vb, T{});
+        mma16816(o[2 * dp + 1], pa, vb + 2, T{});
+      }
+    }
+  }
+  simt::cp_async_wait<0>();
+
+  // Output: l summed over the quad, rows past the tile or masked written as 0 (§1).
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  MRA_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int i = warp * 16 + g + 8 * h;
+    const int32_t row = row0 + i;
+    const float lsum = quad_sum(l[h]);
+    if (i >= BM || row >= p.nq) continue;
+    const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    MRA_UNROLL
+    for (int nt = 0; nt < D / 8; ++nt)
+      MRA_UNROLL
+      for (int e = 0; e < 2; ++e)
+        out[int64_t(row) * D + nt * 8 + 2 * t + e] = from_float<T>(real ? o[nt][2 * h + e] / lsum : 0.f);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// f32: the exact part on CUDA cores, register-tiled. The NT threads form RG row groups of KG consecutive lanes
+// (KG <= 32, so a group lies in one warp). A thread owns TM rows (i = rg + RG a) and, of every key tile, TN
+// keys (n = kg + KG c) for the scores and TD features (d = kg + KG e) for the output: each shared element
+// loaded feeds TN (Q), TM (K), TD (P) or TM (V) FMAs. Row maxima and sums are reduced over the group's lanes
+// by xor shuffles, which give every lane the same bits; the weights go through shared memory once, as the
+// A side of P V.
+template <class Cfg>
+struct AttendSmem {
+  static constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads;
+  static constexpr int RG = BM < NT / 8 ? BM : NT / 8, KG = NT / RG;
+  static constexpr int TM = BM / RG, TN = BN / KG, TD = D / KG;
+  static_assert(KG <= 32 && BM % RG == 0 && BN % KG == 0 && D % KG == 0, "the register tiles split evenly");
+  static constexpr int pitch = D + 1;  // Q and K rows read by different row groups fall on distinct banks
+  static constexpr int q = 0;                      // [BM][pitch]
+  static constexpr int k = q + BM * pitch;         // [BN][pitch]
+  static constexpr int v = k + BN * pitch;         // [BN][D]
+  static constexpr int w = v + BN * D;             // [BM][BN] weights of the tile
+  static constexpr int key = w + BM * BN;          // int32 [BN]: key index of a tile slot, -1 if none
+  static constexpr int coarse = key + BN;          // CoarseSmem
+  static constexpr int words = coarse + CoarseSmem<Cfg>::words;
+  static constexpr size_t bytes = size_t(words) * 4;
+};
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Params p) {
+  using T = typename Cfg::T;
+  using S = AttendSmem<Cfg>;
+  constexpr int D = S::D, BM = S::BM, BN = S::BN, NT = S::NT, P = S::pitch;
+  constexpr int RG = S::RG, KG = S::KG, TM = S::TM, TN = S::TN, TD = S::TD;
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* qs = smem + S::q;
+  float* ks = smem + S::k;
+  float* vs = smem + S::v;
+  float* ws = smem + S::w;
+  int32_t* key = reinterpret_cast<int32_t*>(smem + S::key);
+  float* cs = smem + S::coarse;
+
+  const int tid = threadIdx.x, rg = tid / KG, kg = tid % KG;
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int32_t row0 = int32_t(blockIdx.x) * BM;
+  const int32_t R = row0 / Cfg::finest;
+  const Level& fin = p.layout.level[Cfg::steps - 1];
+  if (tile_skipped<Cfg>(p, slice, b, row0)) return;
+
+  // Query tile -> shared memory.
+  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
+  for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
+    const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
+    float x[Cfg::vec] = {};
+    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, x);
+    for (int t = 0; t < Cfg::vec; ++t) qs[i * P + d + t] = x[t];
+  }
+  coarse_components<Cfg>(p, slice, b, row0, cs);
+
+  // The coarse state starts every row; its denominator is counted once per row (lane kg = 0 of the group),
+  // since the partial sums l are summed over the group at the end.
+  const float* num = cs + CoarseSmem<Cfg>::num;
+  const float* state = cs + CoarseSmem<Cfg>::state;
+  float o[TM][TD], m[TM], l[TM];
+  MRA_UNROLL
+  for (int a = 0; a < TM; ++a) {
+    m[a] = state[0];
+    l[a] = kg == 0 ? state[1] : 0.f;
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) o[a][e] = num[kg + KG * e];
+  }
 
   // Exact entries (§2.5): the keys of the refined blocks of R, tile by tile.
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
@@ -181,57 +486,86 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     __syncthreads();
     for (int e = tid; e < BN * (D / Cfg::vec); e += NT) {
       const int n = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
+      float x[Cfg::vec] = {}, y[Cfg::vec] = {};
       if (key[n] >= 0) {
-        load_widen<T, Cfg::vec>(k + int64_t(key[n]) * D + d, ks + n * S::kstride + d);
-        load_widen<T, Cfg::vec>(v + int64_t(key[n]) * D + d, vs + n * D + d);
-      } else {
-        for (int t = 0; t < Cfg::vec; ++t) {
-          ks[n * S::kstride + d + t] = 0.f;
-          vs[n * D + d + t] = 0.f;
-        }
+        load_widen<T, Cfg::vec>(k + int64_t(key[n]) * D + d, x);
+        load_widen<T, Cfg::vec>(v + int64_t(key[n]) * D + d, y);
+      }
+      for (int t = 0; t < Cfg::vec; ++t) {
+        ks[n * P + d + t] = x[t];
+        vs[n * D + d + t] = y[t];
       }
     }
     __syncthreads();
-    for (int e = tid; e < BM * BN; e += NT) {
-      const int i = e / BN, n = e % BN;
-      ss[e] = key[n] >= 0 ? p.scale * dot<D>(qs + i * D, ks + n * S::kstride) : -INFINITY;
+
+    // Scores: TM x TN per thread, one Q and one K element per TN and TM FMAs.
+    float s[TM][TN] = {};
+    for (int d = 0; d < D; ++d) {
+      float qv[TM], kv[TN];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a) qv[a] = qs[(rg + RG * a) * P + d];
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) kv[c] = ks[(kg + KG * c) * P + d];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a)
+        MRA_UNROLL
+        for (int c = 0; c < TN; ++c) s[a][c] += qv[a] * kv[c];
     }
-    __syncthreads();
-    for (int i = tid; i < BM; i += NT) {
-      const float m_old = row_m[i];
-      float m_new = m_old;
-      for (int n = 0; n < BN; ++n) m_new = ss[i * BN + n] > m_new ? ss[i * BN + n] : m_new;
+
+    // Online softmax per row over the group's lanes; while a row has seen no logit its max is -inf and the
+    // exponents are taken against 0, so empty slots and the empty past weigh exp(-inf) = 0.
+    MRA_UNROLL
+    for (int a = 0; a < TM; ++a) {
+      float mx = m[a];
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) {
+        s[a][c] = key[kg + KG * c] >= 0 ? p.scale * s[a][c] : -INFINITY;
+        mx = fmaxf(mx, s[a][c]);
+      }
+      for (int off = KG / 2; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float alpha = expf(m[a] - base);
+      m[a] = mx;
       float sum = 0.f;
-      for (int n = 0; n < BN; ++n) {
-        const float x = ss[i * BN + n];
-        const float w = x == -INFINITY ? 0.f : expf(x - m_new);
-        ss[i * BN + n] = w;
+      MRA_UNROLL
+      for (int c = 0; c < TN; ++c) {
+        const float w = expf(s[a][c] - base);
+        ws[(rg + RG * a) * BN + kg + KG * c] = w;
         sum += w;
       }
-      const float rescale = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
-      row_scale[i] = rescale;
-      row_l[i] = row_l[i] * rescale + sum;
-      row_m[i] = m_new;
+      l[a] = l[a] * alpha + sum;
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) o[a][e] *= alpha;
     }
     __syncthreads();
-    MRA_UNROLL
-    for (int a = 0; a < ACC; ++a) {
-      const int e = tid + a * NT, i = e / D, d = e % D;
-      float x = acc[a] * row_scale[i];
-      for (int n = 0; n < BN; ++n) x += ss[i * BN + n] * vs[n * D + d];
-      acc[a] = x;
+
+    // O += P V: TM x TD per thread, one weight and one V element per TD and TM FMAs.
+    for (int n = 0; n < BN; ++n) {
+      float pv[TM], vv[TD];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a) pv[a] = ws[(rg + RG * a) * BN + n];
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) vv[e] = vs[n * D + kg + KG * e];
+      MRA_UNROLL
+      for (int a = 0; a < TM; ++a)
+        MRA_UNROLL
+        for (int e = 0; e < TD; ++e) o[a][e] += pv[a] * vv[e];
     }
     __syncthreads();
   }
 
+  // Output: l summed over the group (xor order: the same bits in every lane), rows past Nq skipped, masked or
+  // empty rows 0 (§1).
+  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
   MRA_UNROLL
-  for (int a = 0; a < ACC; ++a) {
-    const int e = tid + a * NT, i = e / D, d = e % D;
-    const int32_t row = row0 + i;
+  for (int a = 0; a < TM; ++a) {
+    float lsum = l[a];
+    for (int off = KG / 2; off > 0; off /= 2) lsum += __shfl_xor_sync(0xffffffffu, lsum, off);
+    const int32_t row = row0 + rg + RG * a;
     if (row >= p.nq) continue;
-    const float l = row_l[i];
-    const float y = is_real(p.qmask, b, p.nq, row) && l > 0.f ? acc[a] / l : 0.f;
-    out[int64_t(row) * D + d] = from_float<T>(y);
+    const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) out[int64_t(row) * D + kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/entry.h"
 #include "kernels/layout.h"
@@ -41,13 +42,14 @@ struct Resolutions {
   static constexpr int side[levels] = {Sides...};
 };
 
-template <int Threads, int QueryRows, int KeyTile, int VectorWidth, int MinCtasPerSm>
+template <int Threads, int QueryRows, int KeyTile, int VectorWidth, int MinCtasPerSm, int Stages>
 struct Tuning {
   static constexpr int threads = Threads;
   static constexpr int query_rows = QueryRows;
   static constexpr int key_tile = KeyTile;
   static constexpr int vector_width = VectorWidth;
   static constexpr int min_ctas_per_sm = MinCtasPerSm;
+  static constexpr int stages = Stages;
 };
 
 template <class Res, int Dim, class Storage, class Tune>
@@ -62,10 +64,16 @@ struct Config {
   static constexpr int tile = Tune::key_tile;
   static constexpr int vec = Tune::vector_width;
   static constexpr int min_ctas = Tune::min_ctas_per_sm;
-  static constexpr int acc_per_thread = rows * dim / threads;
+  // f16/bf16: the exact part runs on tensor cores (attend_mma_kernel), one warp per 16 query rows (the m16 slab
+  // of mma.m16n8k16), so the tuning's thread count is fixed by the rows; f32: attend_kernel on CUDA cores.
+  static constexpr bool tensor_cores = !std::is_same_v<Storage, float>;
+  static constexpr int slabs = (rows + 15) / 16;
+  static constexpr int stages = Tune::stages;  // cp.async ring depth of the K/V tiles (attend_mma_kernel)
   static_assert(levels >= 2 && levels <= MRA_MAX_LEVELS && Res::side[levels - 1] == 1);
   static_assert(finest % rows == 0, "a query tile lies inside one finest block");
-  static_assert(rows * dim % threads == 0 && threads % 32 == 0 && dim % vec == 0);
+  static_assert(threads % 32 == 0 && dim % vec == 0);
+  static_assert(!tensor_cores || (threads == 32 * slabs && tile % 16 == 0 && dim % 16 == 0 && stages >= 2),
+                "tensor cores: one warp per 16 query rows, keys and features in steps of 16");
   static_assert(dim <= 1024, "pool_kernel runs one thread per feature");
 };
 

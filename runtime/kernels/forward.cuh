@@ -13,8 +13,9 @@
 //   coarse_write_kernel level 1: the columns of T_1, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
-//   attend_kernel       (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries of the
-//                       refined key blocks streamed through shared memory with an online softmax
+//   attend_mma_kernel   (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries
+//   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
+//                       (f16/bf16: tensor cores; f32: CUDA cores)
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
 // docs/kernels.md explains the key encoding, the workspace and the tuning parameters.
 #pragma once
@@ -95,10 +96,16 @@ mra_status forward(const KernelArgs& a) {
     }
   }
   if (a.stages & kStageAttend) {
-    constexpr size_t smem = AttendSmem<Cfg>::bytes;
-    if (auto s = launched(simt::set_max_dynamic_shared(attend_kernel<Cfg>, int(smem)))) return s;
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
-    if (auto s = launched(per_slice(attend_kernel<Cfg>, tiles, unsigned(Cfg::threads), smem))) return s;
+    auto attend = [&](auto kernel, size_t smem) {
+      if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;
+      return launched(per_slice(kernel, tiles, unsigned(Cfg::threads), smem));
+    };
+    if constexpr (Cfg::tensor_cores) {
+      if (auto s = attend(attend_mma_kernel<Cfg>, MmaSmem<Cfg>::bytes)) return s;
+    } else {
+      if (auto s = attend(attend_kernel<Cfg>, AttendSmem<Cfg>::bytes)) return s;
+    }
   }
   return MRA_SUCCESS;
 }

@@ -16,7 +16,9 @@ import re
 import sys
 
 KERNELS = ("pool_kernel", "coarse_max_kernel", "coarse_hist_kernel", "select_pick_kernel", "coarse_count_kernel",
-           "select_rows_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel")
+           "select_rows_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel",
+           "attend_mma_kernel")
+ATTEND = {"f32": "attend_kernel", "f16": "attend_mma_kernel", "bf16": "attend_mma_kernel"}  # by dtype
 REGISTERS_PER_SM = 65536
 
 
@@ -47,6 +49,18 @@ def ctas_by_registers(regs: int, threads: int) -> int:
     return (REGISTERS_PER_SM // per_warp) // ((threads + 31) // 32) if regs else 0
 
 
+def report(header: str, rows: list[str], problems: list[str], path: pathlib.Path) -> int:
+    """Writes and prints the Markdown table, prints the problems; the exit status (1 when any)."""
+    table = [header, "|" + "---|" * (header.count("|") - 1)] + rows
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    for p in problems:
+        print(f"FAIL: {p}", file=sys.stderr)
+    print(f"{len(rows)} kernels checked, {len(problems)} problems; table: {path}")
+    return 1 if problems else 0
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--logs", type=pathlib.Path, required=True)
@@ -63,14 +77,15 @@ def main(argv):
             problems.append(f"{name}: no ptxas log at {log} (rebuild mra_kernels_cuda)")
             continue
         found = parse(log.read_text())
-        expected = [k for k in KERNELS if k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2]
+        expected = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
+                    and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
         for kernel in expected:
             for arch in archs:
                 r = found.get((kernel, arch))
                 if not r or "regs" not in r:
                     problems.append(f"{name}: {kernel} for sm_{arch} is not in {log}")
                     continue
-                threads = cfg["threads"] if kernel == "attend_kernel" else None
+                threads = cfg["threads"] if kernel.startswith("attend") else None
                 ctas = ctas_by_registers(r["regs"], threads) if threads else ""
                 rows.append(f"| {name} | {kernel} | sm_{arch} | {r['regs']} | {r['smem']} | {r['stack']} | "
                             f"{r['spill_stores']}/{r['spill_loads']} | {ctas} |")
@@ -79,15 +94,9 @@ def main(argv):
                 if r["regs"] > cfg["max_registers"]:
                     problems.append(f"{name}: {kernel} uses {r['regs']} registers on sm_{arch}, "
                                     f"over max_registers {cfg['max_registers']}")
-    table = ["| configuration | kernel | arch | registers | static smem (B) | stack (B) | spills st/ld (B) | "
-             "attend CTAs/SM by registers |", "|---|---|---|---|---|---|---|---|"] + rows
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text("\n".join(table) + "\n")
-    print("\n".join(table))
-    for p in problems:
-        print(f"FAIL: {p}", file=sys.stderr)
-    print(f"{len(rows)} kernels checked, {len(problems)} problems; table: {args.table}")
-    return 1 if problems else 0
+    header = ("| configuration | kernel | arch | registers | static smem (B) | stack (B) | spills st/ld (B) | "
+              "attend CTAs/SM by registers |")
+    return report(header, rows, problems, args.table)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ struct Coarse {
 
 }  // namespace
 
-std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const Selection& s) {
+std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const Selection& s, float (*round_p)(float)) {
   const int64_t D = p.dim, steps = int64_t(c.scales.size()) - 1, fin = c.scales[size_t(steps - 1)];
   const float scale = float(p.effective_scale());
   std::vector<float> out(size_t(p.batch * p.heads * p.nq * D), 0.f);
@@ -166,7 +166,8 @@ std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const 
           for (size_t t = 0; t < keys.size(); ++t) {
             const float w = std::exp(logit[t] - m);
             den += w;
-            for (int64_t d = 0; d < D; ++d) num[size_t(d)] += w * v[keys[t] * D + d];
+            const float wp = round_p(w);
+            for (int64_t d = 0; d < D; ++d) num[size_t(d)] += wp * v[keys[t] * D + d];
           }
           for (int64_t d = 0; d < D; ++d) o[i * D + d] = num[size_t(d)] / den;
         }

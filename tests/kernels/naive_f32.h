@@ -18,7 +18,10 @@ namespace mra::test {
 // The output of `p` (inputs already rounded to the kernels' dtype) attending selection `s`, before any
 // rounding to the output dtype: [batch, heads, nq, dim]. A slice whose real inputs are not all finite gives
 // NaN rows for its real queries (§2.7).
+// `round_p` rounds each exact weight before it multiplies V, where the kernel rounds P (identity for f32; the
+// storage type's round-to-nearest on the tensor-core path, docs/kernels.md "Precision"); the row sum takes
+// the unrounded weight, as in the kernel.
 std::vector<float> naive_attention_f32(const mra::ref::Problem& p, const mra::ref::Config& c,
-                                       const mra::ref::Selection& s);
+                                       const mra::ref::Selection& s, float (*round_p)(float));
 
 }  // namespace mra::test
