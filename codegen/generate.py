@@ -9,7 +9,9 @@ Inputs: codegen/manifest.toml (which configurations exist), codegen/tuning.toml 
 codegen/templates/*.j2. Needs Python >= 3.11 (tomllib) and Jinja2. Rendering is strict (an undefined variable
 is an error) and deterministic (sorted configurations, nothing from the clock or the host), so a rendered tree
 depends only on those inputs. The kernel math lives in runtime/kernels/*.cuh; templates only emit constants,
-instantiations and the lists the build and the runtime read (manifest.json, kernels.cmake, registry.inc).
+instantiations and the lists the build and the runtime read: registry.inc (the one list of configurations, read
+by generated/CMakeLists.txt and the runtime) and manifest.json (the same with tuning, for tools and tests).
+generated/CMakeLists.txt is written by hand (nothing in it depends on the manifest): the generator leaves it alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_
 TENSOR_CORE_DTYPES = ("f16", "bf16")  # their exact part runs on mma.sync; threads follow from query_rows
 TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536
+# Files of the output folder that are written by hand: never rendered, removed or compared.
+HAND_WRITTEN = frozenset({"CMakeLists.txt"})
 
 
 class ConfigError(Exception):
@@ -147,9 +151,7 @@ def render_tree(configs: list[Config]) -> dict[str, str]:
     files = {}
     for c in configs:
         files[f"{c.name}.cu"] = env.get_template("kernel.cu.j2").render(c=c, template="kernel.cu.j2")
-    for out_name, template in (("kernels.cmake", "kernels.cmake.j2"), ("registry.inc", "registry.inc.j2"),
-                               ("CMakeLists.txt", "CMakeLists.txt.j2")):
-        files[out_name] = env.get_template(template).render(configs=configs, template=template)
+    files["registry.inc"] = env.get_template("registry.inc.j2").render(configs=configs, template="registry.inc.j2")
     files["manifest.json"] = json.dumps(
         {"generated_by": "codegen/generate.py", "regenerate": "python3 codegen/generate.py",
          "configurations": {c.name: c.as_json() for c in configs}}, indent=2, sort_keys=True) + "\n"
@@ -166,7 +168,7 @@ def write_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
             path.write_text(text)
             touched.append(f"wrote {name}")
     for path in sorted(out.iterdir()):
-        if path.is_file() and path.name not in files:
+        if path.is_file() and path.name not in files and path.name not in HAND_WRITTEN:
             path.unlink()
             touched.append(f"removed {path.name}")
     return touched
@@ -178,7 +180,8 @@ def check_tree(files: dict[str, str], out: pathlib.Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         write_tree(files, pathlib.Path(tmp))
         fresh = {p.name: p.read_text() for p in pathlib.Path(tmp).iterdir()}
-    present = {p.name: p.read_text() for p in out.iterdir() if p.is_file()} if out.is_dir() else {}
+    present = ({p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name not in HAND_WRITTEN}
+               if out.is_dir() else {})
     for name in sorted(set(fresh) | set(present)):
         if name not in present:
             problems.append(f"missing: {name}")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # tools/bootstrap.sh: installs what the build and the tests need and this machine lacks.
-#   tools/bootstrap.sh        (idempotent; called by tools/run-demo.sh and tools/run-tests.sh)
+#   tools/bootstrap.sh           (idempotent; called by tools/run-demo.sh)
+#   tools/bootstrap.sh --tests   (also what the python tests need; called by tools/run-tests.sh)
 # Needs: g++ or clang++, cmake >= 3.25, python3. Installs: doctest (Debian's doctest-dev), clang and its
 # libFuzzer runtime (Debian, for the fuzz tests), numpy and safetensors (PyPI, for the interop tests), Jinja2
-# (PyPI, for the kernel generator), cuobjdump and nvdisasm (PyPI, for the SASS checks) when they are missing.
+# (PyPI, for the kernel generator), cuobjdump and nvdisasm (PyPI, for the SASS checks) when they are missing;
+# with --tests also scikit-build-core (the Python package's build backend), torch and transformers (PyPI,
+# for the python tests; torch's wheel is the CUDA build, several GB).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -30,6 +33,11 @@ python3 -c 'import safetensors' 2>/dev/null || pip_packages+=(safetensors)
 if ! command -v cuobjdump >/dev/null && [ ! -x /usr/local/cuda/bin/cuobjdump ] &&
    ! python3 -c 'import sysconfig, pathlib, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()["purelib"]) / "nvidia/cu13/bin/cuobjdump").is_file())'; then
   pip_packages+=(nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)
+fi
+if [ "${1:-}" = "--tests" ]; then
+  python3 -c 'import scikit_build_core' 2>/dev/null || pip_packages+=(scikit-build-core)
+  python3 -c 'import torch' 2>/dev/null || pip_packages+=(torch)
+  python3 -c 'import transformers' 2>/dev/null || pip_packages+=(transformers)
 fi
 if [ ${#pip_packages[@]} -gt 0 ]; then
   echo "bootstrap: installing ${pip_packages[*]} from PyPI"

@@ -4,7 +4,7 @@
 # Build tree: build/ (override with MRA_BUILD_DIR). Exit status is ctest's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/bootstrap.sh
+tools/bootstrap.sh --tests
 build=${MRA_BUILD_DIR:-build}
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -10,6 +10,7 @@ and a --check that fails on a stale, extra or missing file.
 import contextlib
 import io
 import pathlib
+import re
 import sys
 import tempfile
 import unittest
@@ -69,6 +70,9 @@ class GeneratorTest(unittest.TestCase):
             stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
             self.assertEqual(generate.write_tree(files, out), [])
             self.assertEqual(stamp, {p.name: p.stat().st_mtime_ns for p in out.iterdir()})
+            # The hand-written build file of the output folder is neither removed nor compared.
+            (out / "CMakeLists.txt").write_text("# written by hand\n")
+            self.assertEqual(run_main("--check", "--out", out), 0)
             # A manifest with one configuration: every other kernel file goes away.
             # (The tuning table without its per-name entries, which name configurations this manifest lacks.)
             manifest = out.parent / (out.name + "-manifest.toml")
@@ -82,6 +86,16 @@ class GeneratorTest(unittest.TestCase):
                 tuning.unlink()
             kernels = sorted(p.name for p in out.glob("*.cu"))
             self.assertEqual(kernels, ["mra_fwd_r32x1_d64_bf16.cu"])
+            self.assertEqual((out / "CMakeLists.txt").read_text(), "# written by hand\n")
+
+    def test_registry_is_the_one_list_the_build_reads(self):
+        # generated/CMakeLists.txt takes every line of registry.inc that is not a comment as one
+        # MRA_CONFIG(name, ...) entry whose kernel is name.cu; no other list of configurations is rendered.
+        files = generate.render_tree(configs())
+        entries = [ln for ln in files["registry.inc"].splitlines() if ln and not ln.startswith("//")]
+        names = [re.match(r"^MRA_CONFIG\(([a-z0-9_]+), ", ln).group(1) for ln in entries]
+        self.assertEqual(names, [c.name for c in configs()])
+        self.assertEqual(sorted(n for n in files if not n.endswith(".cu")), ["manifest.json", "registry.inc"])
 
     def test_check_fails_on_stale_extra_and_missing_files(self):
         files = generate.render_tree(configs())

@@ -1,0 +1,58 @@
+/* reference/c_api/mra_reference.h: a C interface to the reference implementation (reference/mra/reference.h),
+ * for callers that cannot use C++: the Python package (tools/python) loads it from libmra_reference.so.
+ *
+ * Tensors are contiguous row-major float32: q [B, H, Nq, D], k and v [B, H, Nk, D], out [B, H, Nq, D]; masks are
+ * uint8 [B, Nq] and [B, Nk] (0 = padding, any other byte = real token, as in runtime/mra.h) or NULL (every token
+ * real). Semantics:
+ * docs/semantics.md. Every function returns 0 on success; otherwise nonzero, with a one-line description of what
+ * is wrong written (NUL-terminated, cut to fit) into `error` when it is not NULL, and `out` is left untouched.
+ */
+#ifndef MRA_REFERENCE_C_API_H
+#define MRA_REFERENCE_C_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mra_reference_status {
+  MRA_REFERENCE_SUCCESS = 0,
+  MRA_REFERENCE_INVALID = 1,       /* a bad shape, configuration, mask value or pointer: see `error` */
+  MRA_REFERENCE_OUT_OF_MEMORY = 2  /* the reference could not allocate its working memory */
+} mra_reference_status;
+
+/* One problem and its MRA configuration. `scales` has `levels` entries (s_1 > ... > s_L = 1, any L >= 2);
+ * `budgets` has levels - 1 entries (blocks refined per batch and head at each step). */
+typedef struct mra_reference_problem {
+  int64_t batch, heads, nq, nk, dim;
+  double scale;             /* logit scale; 0 selects 1/sqrt(dim) */
+  int32_t levels;
+  const int64_t* scales;
+  const int64_t* budgets;
+  int32_t sparse;           /* 0: mode full (MRA-L), 1: mode sparse (MRA-L-s) */
+  int64_t prior_first, prior_diagonal;
+} mra_reference_problem;
+
+/* MRA attention (select, then attend). */
+mra_reference_status mra_reference_attend(const mra_reference_problem* problem, const float* q, const float* k,
+                                          const float* v, const uint8_t* query_mask, const uint8_t* key_mask,
+                                          float* out, char* error, size_t error_size);
+
+/* Exact softmax attention; the configuration fields of `problem` (levels .. prior_diagonal) are not read. */
+mra_reference_status mra_reference_exact(const mra_reference_problem* problem, const float* q, const float* k,
+                                         const float* v, const uint8_t* query_mask, const uint8_t* key_mask,
+                                         float* out, char* error, size_t error_size);
+
+/* The budgets of the `blocks_per_row` setting (as mra-ref --blocks-per-row): `budgets` receives levels - 1
+ * entries. */
+mra_reference_status mra_reference_budgets(const int64_t* scales, int32_t levels, int64_t nq, int64_t nk,
+                                           int64_t blocks_per_row, int64_t* budgets, char* error,
+                                           size_t error_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MRA_REFERENCE_C_API_H */

@@ -1,0 +1,23 @@
+"""tests/python/check.py: the test suite's one comparison rule for numpy arrays (as tests/common/check.h):
+every element |x - ref| <= atol + rtol * |ref|, NaN only where ref is NaN; the message names the worst element,
+the max error and the fraction of the tolerance used."""
+
+import numpy as np
+
+
+def assert_close(x, ref, atol: float, rtol: float, what: str) -> None:
+    x = np.asarray(x, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if x.shape != ref.shape:
+        raise AssertionError(f"{what}: shape {x.shape} != {ref.shape}")
+    err = np.abs(x - ref)
+    used = err / (atol + rtol * np.abs(ref))
+    nan_x, nan_ref = np.isnan(x), np.isnan(ref)
+    used = np.where(nan_x | nan_ref, np.where(nan_x & nan_ref, 0.0, np.inf), used)
+    worst = np.unravel_index(int(np.argmax(used)), used.shape) if used.size else ()
+    top = float(used[worst]) if used.size else 0.0
+    if top > 1.0:
+        raise AssertionError(f"{what}: {int((used > 1).sum())} of {used.size} elements out of tolerance "
+                             f"(atol {atol}, rtol {rtol}); worst at {tuple(int(i) for i in worst)}: "
+                             f"{x[worst]} vs {ref[worst]}, max abs error {np.nanmax(err):.3g}, "
+                             f"{top:.3g} of the tolerance")

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""tests/python/test_torch.py: the PyTorch operator torch.ops.mra.attend (label python), on CPU.
+
+    MRA_LIBRARY_DIR=build/runtime:build/reference/c_api PYTHONPATH=tools/python/src python3 tests/python/test_torch.py
+
+The operator (the generated kernels on the host) against the numpy reference for f32, f16 and bf16 and with
+masks; torch.compile(fullgraph=True) traces it through its fake-tensor implementation and gives the eager result;
+torch.library.opcheck's checks of the registration; backward raises the "no backward pass" error. Exits 77
+(reported as skipped by CTest) when torch cannot be imported.
+"""
+
+import pathlib
+import sys
+import unittest
+
+try:
+    import torch
+except ImportError as e:
+    print(f"skipped: torch cannot be imported ({e})")
+    sys.exit(77)
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import mra  # noqa: E402
+import mra.torch_ops as mt  # noqa: E402
+from check import assert_close  # noqa: E402
+from test_numpy import local_inputs  # noqa: E402
+
+
+class TorchOpTest(unittest.TestCase):
+    def test_cpu_operator_matches_the_reference(self):
+        q, k, v = local_inputs(21, 2, 2, 200, 64)
+        mask = np.ones((2, 200), bool)
+        mask[1, 150:] = False
+        options = dict(scales=(32, 1), blocks_per_row=2)
+        ref = mra.attend(q, k, v, mask=mask, **options)
+        for dtype, tol in ((torch.float32, 2e-5), (torch.float16, 1e-2), (torch.bfloat16, 4e-2)):
+            tq, tk, tv = (torch.from_numpy(a).to(dtype) for a in (q, k, v))
+            out = mt.attend(tq, tk, tv, mask=torch.from_numpy(mask), **options)
+            self.assertEqual((out.dtype, out.shape, out.device.type), (dtype, tq.shape, "cpu"))
+            # The reference on the same rounded inputs.
+            rounded = [t.float().numpy() for t in (tq, tk, tv)]
+            assert_close(out.float().numpy(), mra.attend(*rounded, mask=mask, **options), tol, tol, f"seed 21, {dtype}")
+        self.assertTrue((out[1, :, 150:] == 0).all())
+        self.assertGreater(np.abs(ref - mra.exact(q, k, v, mask=mask)).max(), 1e-3, "the case must approximate")
+
+    def test_torch_compile_traces_the_operator(self):
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(22, 1, 2, 128, 32))
+
+        def layer(q, k, v):
+            return torch.ops.mra.attend(q * 2.0, k, v, None, None, [32, 1], [6], False, 0, 0, 0.0).relu()
+
+        compiled = torch.compile(layer, fullgraph=True, backend="eager")
+        assert_close(compiled(q, k, v).numpy(), layer(q, k, v).numpy(), 0.0, 0.0, "compiled vs eager")
+        # The fake implementation alone: shapes and dtypes without running the kernels.
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        halves = [t.bfloat16() for t in (q, k, v)]
+        with FakeTensorMode() as mode:
+            fq, fk, fv = (mode.from_tensor(t) for t in halves)
+            fake = torch.ops.mra.attend(fq, fk, fv, None, None, [32, 1], [6], False, 0, 0, 0.0)
+            self.assertEqual((fake.shape, fake.dtype), (q.shape, torch.bfloat16))
+
+    def test_opcheck(self):
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(23, 1, 1, 96, 32))
+        mask = torch.ones(1, 96, dtype=torch.uint8)
+        torch.library.opcheck(torch.ops.mra.attend.default, (q, k, v, mask, mask, [32, 1], [4], True, 1, 0, 0.0),
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+    def test_backward_raises_a_clear_error(self):
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(24, 1, 1, 64, 32))
+        q.requires_grad_()
+        out = mt.attend(q, k, v)
+        with self.assertRaisesRegex(RuntimeError, "mra::attend has no backward pass yet"):
+            out.sum().backward()
+        with torch.no_grad():
+            self.assertFalse(mt.attend(q, k, v).requires_grad)
+
+    def test_bad_input_names_the_problem(self):
+        q = torch.zeros(1, 1, 64, 48)
+        with self.assertRaisesRegex(mra.MraError, "unsupported configuration"):
+            mt.attend(q, q, q)
+        with self.assertRaisesRegex(mra.MraError, r"must be \[B, H, N, D\]"):
+            mt.attend(q[0], q[0], q[0])
+        with self.assertRaisesRegex(mra.MraError, "dtypes"):
+            mt.attend(q.double(), q.double(), q.double())
+        with self.assertRaisesRegex(mra.MraError, "mask: shape"):
+            mt.attend(q[..., :32], q[..., :32], q[..., :32], mask=torch.ones(2, 64))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,108 @@
+"""mra._native: loads libmra.so (runtime/mra.h) and libmra_reference.so (reference/c_api/mra_reference.h) with
+ctypes and declares their C structures and functions.
+
+The libraries are looked up in the folders of the environment variable MRA_LIBRARY_DIR (os.pathsep-separated;
+for a build tree: build/runtime and build/reference/c_api), then in this package's folder, where
+`pip install tools/python` puts them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+
+MAX_LEVELS = 4  # MRA_MAX_LEVELS of runtime/mra.h
+
+# mra_dtype and mra_mode of runtime/mra.h.
+DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
+MODE_FULL, MODE_SPARSE = 0, 1
+SUCCESS, LAUNCH_FAILED = 0, 4  # mra_status of runtime/mra.h
+
+
+class MraError(ValueError):
+    """A call into MRA failed: `status` is the C status code (None for a bad Python argument), the message says
+    what is wrong and where."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class Problem(ctypes.Structure):
+    """struct mra_problem (runtime/mra.h)."""
+
+    _fields_ = [("batch", ctypes.c_int64), ("heads", ctypes.c_int64), ("nq", ctypes.c_int64),
+                ("nk", ctypes.c_int64), ("dim", ctypes.c_int64), ("dtype", ctypes.c_int),
+                ("levels", ctypes.c_int32), ("resolutions", ctypes.c_int64 * MAX_LEVELS),
+                ("budgets", ctypes.c_int64 * (MAX_LEVELS - 1)), ("mode", ctypes.c_int),
+                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64), ("scale", ctypes.c_double)]
+
+
+class ReferenceProblem(ctypes.Structure):
+    """struct mra_reference_problem (reference/c_api/mra_reference.h)."""
+
+    _fields_ = [("batch", ctypes.c_int64), ("heads", ctypes.c_int64), ("nq", ctypes.c_int64),
+                ("nk", ctypes.c_int64), ("dim", ctypes.c_int64), ("scale", ctypes.c_double),
+                ("levels", ctypes.c_int32), ("scales", ctypes.POINTER(ctypes.c_int64)),
+                ("budgets", ctypes.POINTER(ctypes.c_int64)), ("sparse", ctypes.c_int32),
+                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64)]
+
+
+def _find(name: str) -> str:
+    folders = [f for f in os.environ.get("MRA_LIBRARY_DIR", "").split(os.pathsep) if f]
+    folders.append(str(pathlib.Path(__file__).resolve().parent))
+    for folder in folders:
+        path = pathlib.Path(folder) / name
+        if path.is_file():
+            return str(path)
+    raise ImportError(f"mra: {name} not found in {', '.join(folders)} (install the package with "
+                      f"`pip install tools/python`, or point MRA_LIBRARY_DIR at a build tree)")
+
+
+_p, _vp, _u8p, _i64p, _cp = (ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.POINTER(ctypes.c_int64), ctypes.c_char_p)
+
+runtime = ctypes.CDLL(_find("libmra.so"))
+runtime.mra_status_string.argtypes = [ctypes.c_int]
+runtime.mra_status_string.restype = ctypes.c_char_p
+runtime.mra_workspace_size.argtypes = [_p, ctypes.POINTER(ctypes.c_size_t)]
+runtime.mra_workspace_size.restype = ctypes.c_int
+runtime.mra_forward_host.argtypes = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, ctypes.c_size_t]
+runtime.mra_forward_host.restype = ctypes.c_int
+runtime.mra_last_cuda_error.argtypes = []
+runtime.mra_last_cuda_error.restype = ctypes.c_int
+# mra_forward exists only where nvcc built the CUDA backend.
+HAVE_CUDA = hasattr(runtime, "mra_forward")
+if HAVE_CUDA:
+    runtime.mra_forward.argtypes = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, ctypes.c_size_t, ctypes.c_void_p]
+    runtime.mra_forward.restype = ctypes.c_int
+
+reference = ctypes.CDLL(_find("libmra_reference.so"))
+_rp = ctypes.POINTER(ReferenceProblem)
+for _name in ("mra_reference_attend", "mra_reference_exact"):
+    getattr(reference, _name).argtypes = [_rp, _vp, _vp, _vp, _u8p, _u8p, _vp, _cp, ctypes.c_size_t]
+    getattr(reference, _name).restype = ctypes.c_int
+reference.mra_reference_budgets.argtypes = [_i64p, ctypes.c_int32, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                            _i64p, _cp, ctypes.c_size_t]
+reference.mra_reference_budgets.restype = ctypes.c_int
+
+
+def status_text(status: int) -> str:
+    return runtime.mra_status_string(status).decode()
+
+
+def check_runtime(status: int, what: str) -> None:
+    """Raises MraError carrying mra_status_string(status) unless it is MRA_SUCCESS."""
+    if status == LAUNCH_FAILED:
+        raise MraError(f"{what}: {status_text(status)} (cudaError {runtime.mra_last_cuda_error()})", status)
+    if status != SUCCESS:
+        raise MraError(f"{what}: {status_text(status)}", status)
+
+
+def call_reference(function, *args) -> None:
+    """Calls a reference entry with an error buffer appended; raises MraError with its message on failure."""
+    error = ctypes.create_string_buffer(512)
+    status = function(*args, error, len(error))
+    if status != SUCCESS:
+        raise MraError(f"reference: {error.value.decode(errors='replace')}", status)
