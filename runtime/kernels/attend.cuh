@@ -35,12 +35,10 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
   using T = typename Cfg::T;
   constexpr int D = Cfg::dim, BM = Cfg::rows, NT = Cfg::threads;
   const int tid = threadIdx.x;
-  __shared__ int tile_real;
-  if (tid == 0) tile_real = 0;
-  __syncthreads();
-  for (int i = tid; i < BM; i += NT)
-    if (row0 + i < p.nq && is_real(p.qmask, b, p.nq, row0 + i)) tile_real = 1;
-  __syncthreads();
+  // One barrier that ORs every thread's finding: no shared flag that several threads would store to.
+  int any_real = 0;
+  for (int i = tid; i < BM; i += NT) any_real |= row0 + i < p.nq && is_real(p.qmask, b, p.nq, row0 + i);
+  const bool tile_real = __syncthreads_or(any_real) != 0;
   const bool bad = at<int32_t>(p, p.layout.slice_bad)[slice] != 0;
   if (tile_real && !bad) return false;
   T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
