@@ -23,6 +23,10 @@ enum class Read { ok, not_regular, failed };
 // A regular file's bytes, exactly as many as its size says when opened: the read is bounded by the file, never
 // by what it claims inside. Anything else (a pipe, a device) is not read.
 Read read_regular(const std::string& path, std::string& bytes, std::string& error) {
+  // A FIFO or device is left unopened: opening and closing a FIFO here would end its writer's stream before
+  // the .npy reader, which takes such inputs, opens it.
+  struct stat pre {};
+  if (::stat(path.c_str(), &pre) == 0 && !S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode)) return Read::not_regular;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     error = std::string("cannot open: ") + std::strerror(errno);
@@ -63,6 +67,8 @@ bool is_safetensors(std::string_view bytes) { return bytes.size() > 8 && bytes[8
 
 // Whether `path` is a regular file whose first bytes are those of a ZIP archive or a safetensors file.
 bool container_head(const std::string& path) {
+  struct stat pre {};
+  if (::stat(path.c_str(), &pre) != 0 || !S_ISREG(pre.st_mode)) return false;  // never open a FIFO (see above)
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   struct stat st {};
