@@ -24,7 +24,8 @@ typedef enum mra_reference_status {
 } mra_reference_status;
 
 /* One problem and its MRA configuration. `scales` has `levels` entries (s_1 > ... > s_L = 1, any L >= 2);
- * `budgets` has levels - 1 entries (blocks refined per batch and head at each step). */
+ * `budgets` has levels - 1 entries (blocks refined per batch and head at each step, or per block row under
+ * policy row). A zero-initialized field past `prior_diagonal` keeps the behaviour from before it existed. */
 typedef struct mra_reference_problem {
   int64_t batch, heads, nq, nk, dim;
   double scale;             /* logit scale; 0 selects 1/sqrt(dim) */
@@ -33,6 +34,9 @@ typedef struct mra_reference_problem {
   const int64_t* budgets;
   int32_t sparse;           /* 0: mode full (MRA-L), 1: mode sparse (MRA-L-s) */
   int64_t prior_first, prior_diagonal;
+  int32_t causal;           /* 0: off; 1: query i sees key j only when j <= i + (nk - nq) (docs/semantics.md §9) */
+  int32_t policy;           /* 0: global budgets per (batch, head); 1: row, budgets per block row (§10); causal
+                               attention needs 1 */
 } mra_reference_problem;
 
 /* MRA attention (select, then attend). */
