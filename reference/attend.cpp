@@ -85,6 +85,7 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, s
 }  // namespace
 
 void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
+  p.validate_output(out);
   validate_selection(p, c, s);
   attend_pooled(p, c, s, pool_levels(p, c), out);
 }
@@ -141,7 +142,7 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
         const int64_t first = row * levels[0].side;
         for (size_t t = 0; t < rows.size(); ++t) {
           const int64_t i = first + int64_t(t);
-          float* o = out + ((b * p.heads + h) * p.nq + i) * p.dim;
+          float* o = out_row(p, out, b, h, i);
           rows[t].finish(o);
           if (poison && query_real(p, b, i) && poison->query(p, i))
             std::fill(o, o + p.dim, std::numeric_limits<float>::quiet_NaN());
@@ -151,7 +152,7 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
 }
 
 void mra_attention(const Problem& p, const Config& c, float* out) {
-  p.validate();
+  p.validate_output(out);
   c.validate(p);
   const std::vector<Pooled> levels = pool_levels(p, c);
   attend_pooled(p, c, select_pooled(p, c, levels), levels, out);

@@ -91,7 +91,7 @@ void add_exact_terms(const KeySet& keys, const std::vector<const float*>& querie
 }  // namespace detail
 
 void exact_attention(const Problem& p, float* out) {
-  p.validate();
+  p.validate_output(out);
   const double scale = p.effective_scale();
   std::vector<double> logits;
   KeySet keyset;
@@ -124,7 +124,7 @@ void exact_attention(const Problem& p, float* out) {
           }
         add_exact_terms(keyset, queries, p.dim, scale, logits, rows, horizons);
         for (int64_t i = i0; i < i1; ++i) {
-          float* o = out + ((b * p.heads + h) * p.nq + i) * p.dim;
+          float* o = out_row(p, out, b, h, i);
           tile[at(i - i0)].finish(o);
           if (poison && query_real(p, b, i) && poison->query(p, i))
             std::fill(o, o + p.dim, std::numeric_limits<float>::quiet_NaN());

@@ -83,10 +83,6 @@ bool causal_poisoned(const Problem& p, int64_t b, int64_t h, int64_t side, int64
   return false;
 }
 
-}  // namespace
-
-namespace {
-
 struct Entry {
   int prio;
   double score;

@@ -508,7 +508,7 @@ TEST_CASE("causal: hand-computed pairs on both sides of the diagonal") {
   // V sum 6 over 2 keys. Row 0 sees key 0 only; row 1 keys 0, 1 exactly; rows 2, 3 the coarse pair and key 2,
   // row 3 also key 3.
   const std::vector<float> q{1, 3, 2, 2}, k{1, 0, 1, 3}, v{2, 4, 10, 20};
-  Problem p{1, 1, 4, 4, 1, q.data(), k.data(), v.data(), nullptr, nullptr, 1.0, true};
+  const Problem p = Problem::of(1, 1, 4, 4, 1, q.data(), k.data(), v.data(), nullptr, nullptr, 1.0, true);
   const Config c = row_config({2, 1}, {0});
   const Selection s = mra::ref::select(p, c);
   CHECK(s.at(0, 0, 0) == std::vector<int64_t>{0, 3});
