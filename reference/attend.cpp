@@ -81,6 +81,7 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, s
 }  // namespace
 
 void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
+  p.validate_output(out);
   validate_selection(p, c, s);
   attend_pooled(p, c, s, pool_levels(p, c), out);
 }
@@ -133,13 +134,13 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
         const std::vector<RowAccumulator> rows = accumulate_rows(p, c, s, levels, b, h, row);
         const int64_t first = row * levels[0].side;
         for (size_t t = 0; t < rows.size(); ++t)
-          rows[t].finish(out + ((b * p.heads + h) * p.nq + first + int64_t(t)) * p.dim);
+          rows[t].finish(out_row(p, out, b, h, first + int64_t(t)));
       }
     }
 }
 
 void mra_attention(const Problem& p, const Config& c, float* out) {
-  p.validate();
+  p.validate_output(out);
   c.validate();
   const std::vector<Pooled> levels = pool_levels(p, c);
   attend_pooled(p, c, select_pooled(p, c, levels), levels, out);

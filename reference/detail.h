@@ -24,15 +24,24 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 inline size_t at(int64_t i) { return static_cast<size_t>(i); }
 
-// Row pointers into the [B, H, N, D] inputs.
+// Element offset of row (b, h, n) of a tensor with strides s (the D stride is 1, §8).
+inline int64_t row_offset(const Strides& s, int64_t b, int64_t h, int64_t n) { return b * s[0] + h * s[1] + n * s[2]; }
+
+// Row pointers into the inputs and the output, for query head h: K and V rows are those of its K/V head.
 inline const float* q_row(const Problem& p, int64_t b, int64_t h, int64_t i) {
-  return p.q + ((b * p.heads + h) * p.nq + i) * p.dim;
+  return p.q + row_offset(p.q_strides(), b, h, i);
 }
 inline const float* k_row(const Problem& p, int64_t b, int64_t h, int64_t j) {
-  return p.k + ((b * p.heads + h) * p.nk + j) * p.dim;
+  return p.k + row_offset(p.k_strides(), b, p.kv_head(h), j);
 }
 inline const float* v_row(const Problem& p, int64_t b, int64_t h, int64_t j) {
-  return p.v + ((b * p.heads + h) * p.nk + j) * p.dim;
+  return p.v + row_offset(p.v_strides(), b, p.kv_head(h), j);
+}
+inline float* out_row(const Problem& p, float* out, int64_t b, int64_t h, int64_t i) {
+  return out + row_offset(p.out_strides(), b, h, i);
+}
+inline const float* out_row(const Problem& p, const float* out, int64_t b, int64_t h, int64_t i) {
+  return out + row_offset(p.out_strides(), b, h, i);
 }
 inline bool query_real(const Problem& p, int64_t b, int64_t i) {
   return p.query_mask == nullptr || p.query_mask[b * p.nq + i] != 0;

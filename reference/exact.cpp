@@ -77,7 +77,7 @@ void add_exact_terms(const KeySet& keys, const std::vector<const float*>& querie
 }  // namespace detail
 
 void exact_attention(const Problem& p, float* out) {
-  p.validate();
+  p.validate_output(out);
   const double scale = p.effective_scale();
   std::vector<double> logits;
   KeySet keyset;
@@ -104,7 +104,7 @@ void exact_attention(const Problem& p, float* out) {
             rows.push_back(&tile[at(i - i0)]);
           }
         add_exact_terms(keyset, queries, p.dim, scale, logits, rows);
-        for (int64_t i = i0; i < i1; ++i) tile[at(i - i0)].finish(out + ((b * p.heads + h) * p.nq + i) * p.dim);
+        for (int64_t i = i0; i < i1; ++i) tile[at(i - i0)].finish(out_row(p, out, b, h, i));
       }
     }
   }

@@ -44,8 +44,11 @@ std::vector<int64_t> scales_of(const int64_t* scales, int32_t levels) {
 
 mra::ref::Problem problem_of(const mra_reference_problem& c, const float* q, const float* k, const float* v,
                              const uint8_t* query_mask, const uint8_t* key_mask) {
-  const mra::ref::Problem p =
+  mra::ref::Problem p =
       mra::ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, q, k, v, query_mask, key_mask, c.scale);
+  p.heads_kv = c.heads_kv;
+  const auto strides = [](const int64_t (&s)[4]) { return mra::ref::Strides{s[0], s[1], s[2], s[3]}; };
+  p.layout = {strides(c.q_strides), strides(c.k_strides), strides(c.v_strides), strides(c.out_strides)};
   p.validate();
   return p;
 }

@@ -4,8 +4,10 @@
 // C++ with the standard library only, and every generated kernel is judged against it. Read it top to bottom
 // beside the document. Link with the CMake target `mra::reference`.
 //
-// Tensors are plain contiguous row-major float arrays:
-//   Q [B, H, Nq, D], K [B, H, Nk, D], V [B, H, Nk, D], output [B, H, Nq, D];
+// Tensors are float arrays, by default contiguous row-major:
+//   Q [B, H, Nq, D], K [B, Hkv, Nk, D], V [B, Hkv, Nk, D], output [B, H, Nq, D];
+//   Hkv = heads_kv divides H; query head h reads K/V head h / (H / Hkv) (grouped K/V heads, GQA/MQA, §8);
+//   Problem::layout gives any of them element strides instead, e.g. [B, N, H, D] (§8);
 //   masks [B, Nq] (queries) and [B, Nk] (keys), bytes: 0 = padding, any other value = real token (the rule of
 //   runtime/mra.h); nullptr means "all real".
 // Sums, dot products and exponentials are carried out in double, so that the reference is the more accurate
@@ -14,6 +16,7 @@
 // Errors (bad shapes, bad configurations, an invalid selection) throw mra::ref::Error with a one-line message.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -26,15 +29,26 @@ class Error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// One attention problem: shapes, the input pointers, the masks and the softmax scale.
+// Element strides of one [B, H, N, D] tensor, in that order (docs/semantics.md §8). All zero: contiguous.
+// Otherwise the D stride must be 1 and the others non-negative; element (b, h, n, d) is at
+// b * s[0] + h * s[1] + n * s[2] + d.
+using Strides = std::array<int64_t, 4>;
+struct Layout {
+  Strides q{}, k{}, v{}, out{};  // k and v index the heads_kv K/V heads
+};
+
+// One attention problem: shapes, the input pointers, the masks and the softmax scale; the K/V heads and the
+// strides (§8) come last, so that a problem written without them is the contiguous one-K/V-head-per-head case.
 struct Problem {
   int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
   const float* q = nullptr;  // [batch, heads, nq, dim]
-  const float* k = nullptr;  // [batch, heads, nk, dim]
-  const float* v = nullptr;  // [batch, heads, nk, dim]
+  const float* k = nullptr;  // [batch, kv_heads(), nk, dim]
+  const float* v = nullptr;  // [batch, kv_heads(), nk, dim]
   const uint8_t* query_mask = nullptr;  // [batch, nq], 0 = padding, non-zero = real; nullptr: all real
   const uint8_t* key_mask = nullptr;    // [batch, nk], 0 = padding, non-zero = real; nullptr: all real
   double scale = 0.0;                   // logit scale; 0 selects the default 1/sqrt(dim)
+  int64_t heads_kv = 0;                 // K/V heads, dividing heads; 0 means heads (§8)
+  Layout layout{};                      // element strides of q, k, v and the output; all zero: contiguous
 
   // Every field in one expression: Problem::of(B, H, Nq, Nk, D, q, k, v) and, when needed, the masks and scale.
   static Problem of(int64_t batch, int64_t heads, int64_t nq, int64_t nk, int64_t dim, const float* q,
@@ -44,8 +58,19 @@ struct Problem {
   }
 
   double effective_scale() const;
-  // Throws Error naming the first problem found (zero or negative sizes, null pointers, bad scale).
+  int64_t kv_heads() const { return heads_kv != 0 ? heads_kv : heads; }
+  // The K/V head that query head h reads (§8).
+  int64_t kv_head(int64_t h) const { return h / (heads / kv_heads()); }
+  // The strides in force for each tensor: the layout's, or the contiguous ones where it gives none.
+  Strides q_strides() const;
+  Strides k_strides() const;
+  Strides v_strides() const;
+  Strides out_strides() const;
+  // Throws Error naming the first problem found (zero or negative sizes, null pointers, bad scale, heads_kv not
+  // dividing heads, a bad stride, an output whose elements overlap).
   void validate() const;
+  // validate(), and throws Error when `out` is null or its elements can share memory with q, k or v.
+  void validate_output(const float* out) const;
 };
 
 enum class Mode { full, sparse };
@@ -78,7 +103,8 @@ std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& sca
                                                  int64_t blocks_per_row);
 
 // ---------------------------------------------------------------------------------------------------------
-// Exact softmax attention (docs/semantics.md §1).
+// Exact softmax attention (docs/semantics.md §1). Every function taking `out` writes it with the layout's out
+// strides and refuses an `out` that overlaps the inputs (Problem::validate_output).
 void exact_attention(const Problem& p, float* out);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -88,6 +114,7 @@ struct Pooled {
   int64_t nq_blocks = 0, nk_blocks = 0;  // ceil(nq / s), ceil(nk / s)
   std::vector<int64_t> q_count;      // [B, nq_blocks]: real queries per block
   std::vector<int64_t> k_count;      // [B, nk_blocks]: real keys per block
+  // Per query head, also with grouped K/V heads: head h holds the pooling of K/V head kv_head(h).
   std::vector<double> q_mean;        // [B, H, nq_blocks, D]: mean of the real queries (0 if none)
   std::vector<double> k_mean;        // [B, H, nk_blocks, D]: mean of the real keys (0 if none)
   std::vector<double> v_sum;         // [B, H, nk_blocks, D]: sum of the real values
@@ -133,13 +160,14 @@ void mra_attention(const Problem& p, const Config& c, float* out);
 
 // ---------------------------------------------------------------------------------------------------------
 // Stage 4: the backward pass given a selection (docs/semantics.md §7): the gradients of L = sum dout . out with
-// respect to q, k and v, the selection held fixed. `dout` has the output's shape [B, H, Nq, D]; its rows of masked
-// queries are never read. Gradients are kept in double (the reference side of any comparison with a float
+// respect to q, k and v, the selection held fixed. `dout` has the output's shape [B, H, Nq, D] and is read with the
+// layout's out strides; its rows of masked queries are never read. The gradients are contiguous; dk and dv have
+// the K/V heads' shape and sum the contributions of every query head of the group (§8). Gradients are kept in double (the reference side of any comparison with a float
 // kernel); masked tokens get 0, the real tokens of a non-finite slice NaN (§7.5).
 struct Gradients {
   std::vector<double> dq;  // [B, H, Nq, D]
-  std::vector<double> dk;  // [B, H, Nk, D]
-  std::vector<double> dv;  // [B, H, Nk, D]
+  std::vector<double> dk;  // [B, Hkv, Nk, D]
+  std::vector<double> dv;  // [B, Hkv, Nk, D]
 };
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout);
 
