@@ -9,10 +9,12 @@
 //   coarse_hist_kernel  level 1, 3 radix passes: histogram of the next digit of the rank value
 //   select_pick_kernel  ... and the digit of the budget-th largest value (one CTA per slice)
 //   coarse_count_kernel level 1: per row, the pairs above the threshold and the ties
+//   coarse_row_select_kernel  instead of the three above under policy row (§10): each row's own radix select
 //   select_rows_kernel  level 1: CSR row offsets of T_1 and the tie quota's per-row base
 //   coarse_write_kernel level 1: the columns of T_1, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
+//   / select_row_kernel (policy row: the top budget_l keys of every block row)
 //   attend_mma_kernel   (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
@@ -95,11 +97,15 @@ mra_status forward(const KernelArgs& a) {
     // CSR offsets and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
     const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
     cudaError_t e = per_slice(coarse_max_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
-    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass) {
-      e = per_slice(coarse_hist_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
-      if (e == cudaSuccess) e = per_slice(select_pick_kernel<Cfg>, 1u, unsigned(kScanThreads), 0, pass);
+    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel
+      if (e == cudaSuccess) e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    } else {
+      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass) {
+        e = per_slice(coarse_hist_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
+        if (e == cudaSuccess) e = per_slice(select_pick_kernel<Cfg>, 1u, unsigned(kScanThreads), 0, pass);
+      }
+      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     }
-    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     if (e == cudaSuccess) e = per_slice(select_rows_kernel<Cfg>, 1u, unsigned(kScanThreads), 0);
     if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     if (auto s = launched(e)) return s;
@@ -107,7 +113,10 @@ mra_status forward(const KernelArgs& a) {
       const Level& up = a.layout.level[li - 1];
       e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
                     unsigned(kRowThreads), 0, li);
-      if (e == cudaSuccess) e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      if (e == cudaSuccess && a.layout.by_row)
+        e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      else if (e == cudaSuccess)
+        e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
       if (auto s = launched(e)) return s;
     }
   }
