@@ -13,7 +13,11 @@
 //   coarse_write_kernel level 1: the columns of T_1, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
-//   attend_mma_kernel   (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries
+//   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
+//                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
+//                       the numerator as a second GEMM of the weights and the V sums
+//   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
+//                       of the levels l >= 2 from pooled V sums, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
@@ -21,6 +25,7 @@
 #pragma once
 
 #include "kernels/attend.cuh"
+#include "kernels/coarse.cuh"
 #include "kernels/common.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/select.cuh"
@@ -96,6 +101,11 @@ mra_status forward(const KernelArgs& a) {
     }
   }
   if (a.stages & kStageAttend) {
+    // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
+    if (p.full) {
+      const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
+      if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, bands, unsigned(kGemmThreads), 0))) return s;
+    }
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
       if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;

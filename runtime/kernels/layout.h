@@ -4,7 +4,8 @@
 // The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
 // counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
 // (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
-// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
+// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass;
+// in mode full also its coarse components per block row (max, denominator, numerator[D]; coarse.cuh).
 // Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). Offsets are in bytes
 // from the workspace start.
 #pragma once
@@ -57,6 +58,8 @@ struct Level {
   size_t state = 0;                       // SelectState [slices]                 level 1
   size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
   size_t tiebase = 0;                     // u64 [slices, nq]: ties in the rows before   level 1
+  size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
+  size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
 };
 
 struct Layout {
@@ -135,6 +138,11 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       v.state = take(slices, sizeof(SelectState));
       v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
       v.tiebase = take(slices * nq, sizeof(uint64_t));
+      if (mode == MRA_MODE_FULL) {
+        v.cmax = take(slices * nq, sizeof(float));
+        v.cden = take(slices * nq, sizeof(float));
+        v.cnum = take(slices * nq * p.dim, sizeof(float));
+      }
     }
     prev_cap = cap;
   }
