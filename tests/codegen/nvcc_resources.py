@@ -15,9 +15,8 @@ import pathlib
 import re
 import sys
 
-KERNELS = ("pool_kernel", "coarse_max_kernel", "coarse_hist_kernel", "select_pick_kernel", "coarse_count_kernel",
-           "select_rows_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel",
-           "attend_mma_kernel")
+KERNELS = ("pool_kernel", "coarse_rank_kernel", "coarse_count_kernel", "coarse_write_kernel", "refine_keys_kernel",
+           "select_kernel", "coarse_level1_kernel", "attend_kernel", "attend_mma_kernel")
 ATTEND = {"f32": "attend_kernel", "f16": "attend_mma_kernel", "bf16": "attend_mma_kernel"}  # by dtype
 REGISTERS_PER_SM = 65536
 
