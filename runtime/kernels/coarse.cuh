@@ -22,8 +22,9 @@ inline namespace MRA_KERNEL_NAMESPACE {
 // sum has a fixed order: the result is bitwise reproducible run to run.
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
-  constexpr int D = Cfg::dim, W = kBandRows / kMicro, TD = D / W, kMaskWords = kBandCols / 32;
+  constexpr int D = Cfg::dim, W = kBandRows / kMicro, TD = D / W;
   static_assert(D % W == 0, "a row's lanes split the features evenly");
+  static_assert(kBandCols == 64, "a band row's refined columns of one tile are one 64-bit mask");
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
@@ -33,7 +34,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
   const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
   const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
   const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
-  __shared__ uint32_t refined[kBandRows][kMaskWords];
+  __shared__ uint64_t refined[kBandRows];
   __shared__ float wgt[kBandRows][kBandCols + 1];  // padded: the rows of one warp's two ty hit distinct banks
   __shared__ float vs[kGemmK][D];
 
@@ -54,13 +55,9 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
 
   coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     if (tid < kBandRows) {
-      uint32_t bits[kMaskWords] = {};
-      for (; next < end && sel[next] < c0 + kBandCols; ++next) {
-        const int32_t c = sel[next] - c0;
-        bits[c / 32] |= 1u << (c % 32);
-      }
-      MRA_UNROLL
-      for (int w = 0; w < kMaskWords; ++w) refined[tid][w] = bits[w];
+      uint64_t bits = 0;
+      for (; next < end && sel[next] < c0 + kBandCols; ++next) bits |= uint64_t(1) << (sel[next] - c0);
+      refined[tid] = bits;
     }
     __syncthreads();
     // Online softmax of the tile: the coarse logits (−inf: not a candidate, or refined), the new row max, the
@@ -72,7 +69,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
       MRA_UNROLL
       for (int j = 0; j < kMicro; ++j) {
         const int c = tx + W * j;
-        x[j] = refined[r][c / 32] >> (c % 32) & 1u ? -INFINITY : logit[i][j];
+        x[j] = refined[r] >> c & 1u ? -INFINITY : logit[i][j];
         mx = x[j] > mx ? x[j] : mx;
       }
       for (int o = W / 2; o > 0; o /= 2) {
