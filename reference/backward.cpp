@@ -41,8 +41,10 @@ struct SliceGrad {
   Gradients& g;
   int64_t b, h;
 
+  // Offsets into the contiguous gradients: dq per query head, dk and dv per K/V head (§8).
   int64_t q_at(int64_t i) const { return ((b * p.heads + h) * p.nq + i) * p.dim; }
-  int64_t k_at(int64_t j) const { return ((b * p.heads + h) * p.nk + j) * p.dim; }
+  int64_t k_at(int64_t j) const { return ((b * p.kv_heads() + p.kv_head(h)) * p.nk + j) * p.dim; }
+  const float* dout_row(int64_t i) const { return out_row(p, dout, b, h, i); }
   void load(const float* src, std::vector<double>& dst) const { dst.assign(src, src + p.dim); }
 };
 
@@ -50,7 +52,7 @@ struct SliceGrad {
 bool dout_finite(const Problem& p, const float* dout, int64_t b, int64_t h) {
   for (int64_t i = 0; i < p.nq; ++i) {
     if (!query_real(p, b, i)) continue;
-    const float* g = dout + ((b * p.heads + h) * p.nq + i) * p.dim;
+    const float* g = out_row(p, dout, b, h, i);
     for (int64_t d = 0; d < p.dim; ++d)
       if (!std::isfinite(g[d])) return false;
   }
@@ -59,13 +61,14 @@ bool dout_finite(const Problem& p, const float* dout, int64_t b, int64_t h) {
 
 void poison_slice(const Problem& p, int64_t b, int64_t h, Gradients& g) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const int64_t D = p.dim, bh = b * p.heads + h;
+  const int64_t D = p.dim, bh = b * p.heads + h, bkv = b * p.kv_heads() + p.kv_head(h);
   for (int64_t i = 0; i < p.nq; ++i)
     if (query_real(p, b, i)) std::fill_n(&g.dq[at((bh * p.nq + i) * D)], D, nan);
+  // The K/V head's gradients take the NaN of any query head of its group (the others add to it, NaN stays).
   for (int64_t j = 0; j < p.nk; ++j)
     if (key_real(p, b, j)) {
-      std::fill_n(&g.dk[at((bh * p.nk + j) * D)], D, nan);
-      std::fill_n(&g.dv[at((bh * p.nk + j) * D)], D, nan);
+      std::fill_n(&g.dk[at((bkv * p.nk + j) * D)], D, nan);
+      std::fill_n(&g.dv[at((bkv * p.nk + j) * D)], D, nan);
     }
 }
 
@@ -89,7 +92,7 @@ void coarse_backward(const SliceGrad& s, const Pooled& lv, const std::vector<int
       const RowState& row = rows[at(i - first)];
       if (!query_real(p, s.b, i) || row.max_log == kNegInf) continue;
       const double w = std::exp(lambda - row.max_log) / row.den;
-      s.load(s.dout + s.q_at(i), g);
+      s.load(s.dout_row(i), g);
       dlambda += w * (dot(g.data(), v_sum, D) - keys * row.delta);
       for (int64_t d = 0; d < D; ++d) dv_block[at(d)] += w * g[at(d)];
     }
@@ -128,7 +131,7 @@ void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_
       const RowState& row = rows[at(i - first)];
       if (!query_real(p, s.b, i) || row.max_log == kNegInf) continue;
       s.load(q_row(p, s.b, s.h, i), q);
-      s.load(s.dout + s.q_at(i), g);
+      s.load(s.dout_row(i), g);
       double* dq = &s.g.dq[at(s.q_at(i))];
       for (int64_t j = c * lv.side; j < std::min((c + 1) * lv.side, p.nk); ++j) {
         if (!key_real(p, s.b, j)) continue;
@@ -153,11 +156,12 @@ void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout) {
   validate_selection(p, c, s);
   if (dout == nullptr) throw Error("backward: dout is null");
+  if (p.causal) throw Error("backward: causal attention (docs/semantics.md §9) has no backward yet");
   const std::vector<Pooled> levels = pool_levels(p, c);
   const int64_t D = p.dim;
   Gradients grads{std::vector<double>(at(p.batch * p.heads * p.nq * D), 0.0),
-                  std::vector<double>(at(p.batch * p.heads * p.nk * D), 0.0),
-                  std::vector<double>(at(p.batch * p.heads * p.nk * D), 0.0)};
+                  std::vector<double>(at(p.batch * p.kv_heads() * p.nk * D), 0.0),
+                  std::vector<double>(at(p.batch * p.kv_heads() * p.nk * D), 0.0)};
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
       if (!slice_finite(p, b, h) || !dout_finite(p, dout, b, h)) {
@@ -172,14 +176,14 @@ Gradients attend_backward(const Problem& p, const Config& c, const Selection& s,
         std::vector<RowState> rows(acc.size());
         for (size_t t = 0; t < acc.size(); ++t) {
           if (acc[t].max_log == kNegInf) continue;
-          const float* g = dout + slice.q_at(first + int64_t(t));
+          const float* g = slice.dout_row(first + int64_t(t));
           double delta = 0.0;
           for (int64_t d = 0; d < D; ++d) delta += double(g[d]) * (acc[t].num[at(d)] / acc[t].den);
           rows[t] = {acc[t].max_log, acc[t].den, delta};
         }
         // Stages 2 and 3 over the same components the forward summed.
         walk_components(
-            c, s, levels, b, h, row,
+            p, c, s, levels, b, h, row,
             [&](const Pooled& lv, const std::vector<int64_t>& pairs) { coarse_backward(slice, lv, pairs, first, rows); },
             [&](const Pooled& lv, std::span<const int64_t> pairs) { exact_backward(slice, lv, pairs, first, rows); });
       }

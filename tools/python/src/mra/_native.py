@@ -46,7 +46,10 @@ class ReferenceProblem(ctypes.Structure):
                 ("nk", ctypes.c_int64), ("dim", ctypes.c_int64), ("scale", ctypes.c_double),
                 ("levels", ctypes.c_int32), ("scales", ctypes.POINTER(ctypes.c_int64)),
                 ("budgets", ctypes.POINTER(ctypes.c_int64)), ("sparse", ctypes.c_int32),
-                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64)]
+                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64),
+                ("heads_kv", ctypes.c_int64), ("q_strides", ctypes.c_int64 * 4), ("k_strides", ctypes.c_int64 * 4),
+                ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4),
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int32)]
 
 
 def _find(name: str) -> str:
