@@ -50,8 +50,9 @@ struct RowCandidates {
     rho = up.side / p.layout.level[li].side;
     const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
     up_col = at<int32_t>(p, up.col) + slice * up.cap;
-    start = up_row[r / rho];
-    count = (up_row[r / rho + 1] - start) * rho;
+    const int32_t parent = r / rho;
+    start = up_row[parent];
+    count = (up_row[parent + 1] - start) * rho;
   }
   __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
 };
