@@ -1,6 +1,8 @@
-// tests/kernels/test_backward_kernels.cpp: the generated backward kernels (runtime/kernels/backward.cuh), run on the
-// CPU emulation through the C API (mra_forward_host, then mra_backward_host), against the reference backward in
-// double (docs/semantics.md §7) given the kernels' own selection, read from the forward's workspace.
+// tests/kernels/test_backward_kernels.cpp: the generated backward kernels (runtime/kernels/backward.cuh), run through
+// the C API (the forward, then the backward on its workspace) against the reference backward in double
+// (docs/semantics.md §7) given the kernels' own selection, read from the forward's workspace. test_backward_kernels
+// runs them on the CPU emulation (backend_emulated.cpp); test_backward_kernels_cuda (CTest backward.cuda, built
+// with nvcc, skipped without a GPU; tools/gpu-check.sh) runs the same cases on a GPU (backend_cuda.cpp).
 //   ctest --test-dir build -L backward        or        build/tests/kernels/test_backward_kernels
 //
 // Tolerance (docs/kernels.md, "Backward"): per tensor, |x - ref| <= atol + rtol |ref| with rtol = K u and
@@ -15,14 +17,15 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
-#include "simt/simt.h"
 
 namespace {
 
@@ -108,8 +111,8 @@ struct Grads {
   ref::Gradients want;
 };
 
-// Forward, then backward, on the emulation; the reference backward on the kernels' selection (unless `reference`
-// is false).
+// Forward, then backward, on the test's backend; the reference backward on the kernels' selection (unless
+// `reference` is false).
 Grads run_backward(Case& c, bool reference = true) {
   const mra_problem p = problem_of(c);
   mra::kern::Layout L;
@@ -118,18 +121,16 @@ Grads run_backward(Case& c, bool reference = true) {
   REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
   REQUIRE(mra_backward_workspace_size(&p, &gbytes) == MRA_SUCCESS);
   const size_t qn = c.q.size(), kn = c.k.size();
-  Buffer q(qn * 4), k(kn * 4), v(kn * 4), dout(qn * 4), out(qn * 4, 0x7f), fws(fbytes, 0xff), gws(gbytes, 0xff);
+  Buffer out(qn * 4, 0x7f), fws(fbytes, 0xff);
   Buffer dq(qn * 4, 0x7f), dk(kn * 4, 0x7f), dv(kn * 4, 0x7f);  // 3.4e38: an unwritten element fails
-  std::memcpy(q.data(), c.q.data(), qn * 4);
-  std::memcpy(k.data(), c.k.data(), kn * 4);
-  std::memcpy(v.data(), c.v.data(), kn * 4);
-  std::memcpy(dout.data(), c.dout.data(), qn * 4);
   const uint8_t* qm = c.qmask.empty() ? nullptr : c.qmask.data();
   const uint8_t* km = c.kmask.empty() ? nullptr : c.kmask.data();
-  INFO(c.what, "; emulator: ", simt::last_error_message());
-  REQUIRE(mra_forward_host(&p, q.data(), k.data(), v.data(), qm, km, out.data(), fws.data(), fbytes) == MRA_SUCCESS);
-  REQUIRE(mra_backward_host(&p, q.data(), k.data(), v.data(), qm, km, out.data(), dout.data(), dq.data(), dk.data(),
-                            dv.data(), fws.data(), fbytes, gws.data(), gbytes) == MRA_SUCCESS);
+  const mra::test::Tensors t{c.q.data(), c.k.data(), c.v.data(), qn * 4, kn * 4, qm, km};
+  std::string error;
+  const mra_status s = mra::test::run_backward(p, t, {c.dout.data(), out.data(), dq.data(), dk.data(), dv.data()},
+                                               fws.data(), fbytes, gbytes, &error);
+  INFO(c.what, "; ", error);
+  REQUIRE(s == MRA_SUCCESS);
   Grads g{std::vector<float>(dq.f(), dq.f() + qn), std::vector<float>(dk.f(), dk.f() + kn),
           std::vector<float>(dv.f(), dv.f() + kn), {}};
   const ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(), qm, km);
@@ -251,51 +252,14 @@ TEST_CASE("backward.non-finite and padding") {
 
 TEST_CASE("backward.deterministic") {
   // No float atomics, every sum in a fixed order: another order of the emulated threads between barriers gives the
-  // same bits.
+  // same bits (on a GPU: a second run).
   Case c = random_case(31, {16, 4, 1}, 32, 1, 2, 64, 48, ref::Mode::full, 0.8);
-  simt::set_schedule(simt::Schedule::ascending);
+  mra::test::set_schedule(0);
   const Grads a = run_backward(c, false);
-  simt::set_schedule(simt::Schedule::shuffled, 4242);
+  mra::test::set_schedule(1);
   const Grads b = run_backward(c, false);
-  simt::set_schedule(simt::Schedule::ascending);
+  mra::test::set_schedule(0);
   CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4) == 0);
   CHECK(std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4) == 0);
   CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);
-}
-
-TEST_CASE("backward.bad input") {
-  // One status per bad argument, and nothing written.
-  Case c = random_case(41, {32, 1}, 64, 1, 1, 40, 40, ref::Mode::full, 1.0);
-  mra_problem p = problem_of(c);
-  size_t fbytes = 0, gbytes = 0;
-  REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
-  REQUIRE(mra_backward_workspace_size(&p, &gbytes) == MRA_SUCCESS);
-  CHECK(gbytes > 0);
-  const size_t n = c.q.size() * 4;
-  Buffer q(n), k(n), v(n), out(n), dout(n), dq(n, 0x7f), dk(n, 0x7f), dv(n, 0x7f), fws(fbytes), gws(gbytes);
-  auto call = [&](const mra_problem* pp, const void* dout_ptr, void* dq_ptr, size_t fb, size_t gb) {
-    return mra_backward_host(pp, q.data(), k.data(), v.data(), nullptr, nullptr, out.data(), dout_ptr, dq_ptr,
-                             dk.data(), dv.data(), fws.data(), fb, gws.data(), gb);
-  };
-  CHECK(call(nullptr, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(call(&p, nullptr, dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(call(&p, dout.data(), nullptr, fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(call(&p, static_cast<char*>(dout.data()) + 4, dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(call(&p, dout.data(), dq.data(), fbytes - 1, gbytes) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(call(&p, dout.data(), dq.data(), fbytes, gbytes - 1) == MRA_ERROR_BAD_ARGUMENT);
-  CHECK(mra_backward_workspace_size(&p, nullptr) == MRA_ERROR_BAD_ARGUMENT);
-  mra_problem bad = p;
-  bad.nq = 0;
-  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_SHAPE);
-  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_BAD_SHAPE);
-  bad = p;
-  bad.dtype = MRA_DTYPE_BF16;  // no backward kernels for bf16
-  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
-  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
-  bad = p;
-  bad.dim = 48;  // no configuration at all
-  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
-  bool untouched = true;
-  for (size_t e = 0; e < c.q.size(); ++e) untouched &= std::isinf(dq.f()[e]) || dq.f()[e] > 3e38f;
-  CHECK(untouched);
 }
