@@ -28,6 +28,42 @@ struct CoarseSmem {
   static constexpr int words = col + NT;
 };
 
+// The saved state of query row i (§7.2, layout.h `rowstats`): its stabilizer and denominator, or (-inf, 0) when
+// the row has no term (masked, empty, or in a skipped tile).
+__device__ inline void save_row_stats(const Params& p, int64_t slice, int32_t i, float m, float z) {
+  float* rs = at<float>(p, p.layout.rowstats) + (slice * p.nq + i) * 2;
+  rs[0] = m;
+  rs[1] = z;
+}
+
+// The candidates of block row r at level li (§2.5): every key block at level 1; below, the rho children of each
+// refined pair of the parent row, in flat order. Slot u < count is key block column(u), which may lie past the
+// last block.
+struct RowCandidates {
+  int32_t rho = 1, start = 0, count = 0;
+  const int32_t* up_col = nullptr;
+  __device__ RowCandidates(const Params& p, int64_t slice, int li, int32_t r) {
+    count = p.layout.level[li].nk;
+    if (li == 0) return;
+    const Level& up = p.layout.level[li - 1];
+    rho = up.side / p.layout.level[li].side;
+    const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+    up_col = at<int32_t>(p, up.col) + slice * up.cap;
+    start = up_row[r / rho];
+    count = (up_row[r / rho + 1] - start) * rho;
+  }
+  __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
+};
+
+// Whether pair (r, c) of level li is in T_l: a binary search of the sorted columns of row r.
+__device__ inline bool refined(const Params& p, int64_t slice, int li, int32_t r, int32_t c) {
+  const Level& lv = p.layout.level[li];
+  const int32_t* row = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  const int32_t at_c = lower_bound(col, row[r], row[r + 1], c);
+  return at_c < row[r + 1] && col[at_c] == c;
+}
+
 // §1, §2.7: a tile without real query rows, or of a poisoned slice, writes its rows (0, or NaN in the real
 // rows of a poisoned slice) and computes nothing. Returns whether it did; uniform over the CTA.
 template <class Cfg>
@@ -46,6 +82,8 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
     const int32_t i = row0 + e / D;
     if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
   }
+  for (int i = tid; i < BM; i += NT)
+    if (row0 + i < p.nq) save_row_stats(p, slice, row0 + i, -INFINITY, 0.f);
   return true;
 }
 
@@ -76,31 +114,18 @@ __device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int
     const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
     const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
     const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
-    const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
-    const int32_t* selrow = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-    const int32_t sel_lo = selrow[r], sel_hi = selrow[r + 1];
     for (int d = tid; d < D; d += NT) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
-    int32_t rho = 1, parent = 0, start = 0, count = lv.nk;
-    const int32_t* up_col = nullptr;
-    if (li > 0) {
-      const Level& up = p.layout.level[li - 1];
-      rho = up.side / lv.side;
-      parent = r / rho;
-      const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-      up_col = at<int32_t>(p, up.col) + slice * up.cap;
-      start = up_row[parent];
-      count = (up_row[parent + 1] - start) * rho;
-    }
+    const RowCandidates cand(p, slice, li, r);
+    const int32_t count = cand.count;
     __syncthreads();
     for (int32_t u0 = 0; u0 < count; u0 += NT) {
       const int32_t u = u0 + tid;
       float logit = -INFINITY;
       int32_t c = -1;
       if (u < count) {
-        c = li == 0 ? u : up_col[start + u / rho] * rho + u % rho;
-        const int32_t at_c = lower_bound(sel, sel_lo, sel_hi, c);
-        const bool refined = at_c < sel_hi && sel[at_c] == c;
-        if (c < lv.nk && kcount[c] > 0.f && !refined) logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
+        c = cand.column(u);
+        if (c < lv.nk && kcount[c] > 0.f && !refined(p, slice, li, r, c))
+          logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
       }
       col[tid] = c;
       const float chunk_max = block_max(logit, scratch);
@@ -387,6 +412,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     const float lsum = quad_sum(l[h]);
     if (i >= BM || row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    if (t == 0) save_row_stats(p, slice, row, real ? m[h] / log2e : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
     for (int nt = 0; nt < D / 8; ++nt)
       MRA_UNROLL
@@ -562,6 +588,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     const int32_t row = row0 + rg + RG * a;
     if (row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    if (kg == 0) save_row_stats(p, slice, row, real ? m[a] : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
     for (int e = 0; e < TD; ++e) out[int64_t(row) * D + kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
   }

@@ -30,14 +30,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Host side: launches the stages of one configuration.
 
-template <class Cfg>
-mra_status forward(const KernelArgs& a) {
-  // A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
-  const auto launched = [&a](cudaError_t e) {
-    if (e == cudaSuccess) return MRA_SUCCESS;
-    *a.cuda_error = int(e);
-    return MRA_ERROR_LAUNCH_FAILED;
-  };
+// The kernel parameters of a call: sizes, pointers, the scale and the priors clamped as the kernels need them.
+inline Params make_params(const KernelArgs& a) {
   const mra_problem& pr = a.problem;
   Params p{};
   p.batch = int32_t(pr.batch);
@@ -57,18 +51,40 @@ mra_status forward(const KernelArgs& a) {
   p.out = a.out;
   p.ws = static_cast<unsigned char*>(a.workspace);
   p.layout = a.layout;
+  return p;
+}
+
+// A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
+inline mra_status launched(const KernelArgs& a, cudaError_t e) {
+  if (e == cudaSuccess) return MRA_SUCCESS;
+  *a.cuda_error = int(e);
+  return MRA_ERROR_LAUNCH_FAILED;
+}
+
+// Launches `kernel` with grid (x, slices), in parts of at most layout.slices_per_launch (kMaxGridY) slices, each
+// part seeing its first slice as p.slice0.
+template <class Kernel, class... Extra>
+cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsigned x, unsigned threads, size_t smem,
+                             Extra... extra) {
+  const unsigned slices = unsigned(a.problem.batch * a.problem.heads), part = a.layout.slices_per_launch;
+  cudaError_t e = cudaSuccess;
+  for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
+    p.slice0 = int32_t(first);
+    e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem, a.stream, p,
+                     extra...);
+  }
+  return e;
+}
+
+template <class Cfg>
+mra_status forward(const KernelArgs& a) {
+  const mra_problem& pr = a.problem;
+  const Params p = make_params(a);
   const unsigned slices = unsigned(pr.batch * pr.heads);
-  // Launches `kernel` with grid (x, slices), in parts of at most `part` (kMaxGridY) slices.
-  const unsigned part = a.layout.slices_per_launch;
   auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
-    cudaError_t e = cudaSuccess;
-    for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
-      p.slice0 = int32_t(first);
-      e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem,
-                       a.stream, p, extra...);
-    }
-    return e;
+    return launch_per_slice(a, p, kernel, x, threads, smem, extra...);
   };
+  auto launched = [&a](cudaError_t e) { return kern::launched(a, e); };
 
   if (a.stages & kStagePrepare) {
     for (int li = 0; li < Cfg::steps; ++li) {

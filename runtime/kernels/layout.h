@@ -5,8 +5,10 @@
 // counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
 // (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
 // logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
-// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). Offsets are in bytes
-// from the workspace start.
+// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). The attention kernels also
+// keep, per query row, the stabilizer and denominator of its softmax (`rowstats`): after a forward the
+// workspace is the saved state the backward reads (docs/kernels.md, "Backward"). Offsets are in bytes from the
+// workspace start.
 #pragma once
 
 #include <cstddef>
@@ -64,10 +66,22 @@ struct Layout {
   Level level[kMaxSteps];
   size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
   size_t slice_bad = 0;        // i32 [slices]
+  size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
   // split into several launches (slice0 != 0, forward.cuh) with a few slices.
   uint32_t slices_per_launch = kMaxGridY;
+};
+
+// Hands out consecutive 256-byte aligned regions of a workspace: take() returns a region's offset, `bytes` is
+// the size so far.
+struct Carver {
+  size_t bytes = 0;
+  size_t take(int64_t count, size_t elem) {
+    const size_t start = bytes;
+    bytes += (static_cast<size_t>(count) * elem + 255) / 256 * 256;
+    return start;
+  }
 };
 
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
@@ -97,12 +111,8 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   Layout L;
   L.steps = p.levels - 1;
   const int64_t slices = p.batch * p.heads;
-  size_t at = 0;
-  auto take = [&at](int64_t count, size_t elem) {
-    const size_t start = at;
-    at += (static_cast<size_t>(count) * elem + 255) / 256 * 256;
-    return start;
-  };
+  Carver carve;
+  auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
   int64_t prev_cap = 0;
   for (int li = 0; li < L.steps; ++li) {
     Level& v = L.level[li];
@@ -140,9 +150,50 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   }
   L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));
   L.slice_bad = take(slices, sizeof(int32_t));
-  L.bytes = at;
+  L.rowstats = take(slices * p.nq * 2, sizeof(float));
+  L.bytes = carve.bytes;
   *out = L;
   return MRA_SUCCESS;
+}
+
+// The backward's own workspace (runtime/kernels/backward.cuh), besides the forward's: per query row
+// δ_i = dout_i · out_i, a per-slice flag for a non-finite dout, and per coarse level the block-row sums of the
+// coarse gradients (§7.3) and what each query and key block receives through its pooled mean and V sum.
+struct BackLevel {
+  size_t mmin = 0;          // f32 [slices, nq_l]: the smallest stabilizer m_i of the block's rows with terms
+  size_t ubar = 0;          // f32 [slices, nq_l, D]: Σ_i exp(mmin - m_i) / Z_i · dout_i
+  size_t dbar = 0;          // f32 [slices, nq_l]:    Σ_i exp(mmin - m_i) / Z_i · δ_i
+  size_t gq = 0;            // f32 [slices, nq_l, D]: dq of every real query of the block through q̄
+  size_t gk = 0, gv = 0;    // f32 [slices, nk_l, D]: dk through k̄ and dv through V of every real key of the block
+};
+
+struct BackLayout {
+  size_t delta = 0;     // f32 [slices, nq]
+  size_t dout_bad = 0;  // i32 [slices]
+  BackLevel level[kMaxSteps];
+  size_t bytes = 0;
+};
+
+// The backward workspace of a problem whose forward layout is `fwd` (make_layout checked the problem).
+inline BackLayout make_back_layout(const mra_problem& p, const Layout& fwd) {
+  BackLayout B;
+  const int64_t slices = p.batch * p.heads;
+  Carver carve;
+  auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
+  B.delta = take(slices * p.nq, sizeof(float));
+  B.dout_bad = take(slices, sizeof(int32_t));
+  for (int li = 0; li < fwd.steps; ++li) {
+    const Level& v = fwd.level[li];
+    BackLevel& g = B.level[li];
+    g.mmin = take(slices * v.nq, sizeof(float));
+    g.ubar = take(slices * v.nq * p.dim, sizeof(float));
+    g.dbar = take(slices * v.nq, sizeof(float));
+    g.gq = take(slices * v.nq * p.dim, sizeof(float));
+    g.gk = take(slices * v.nk * p.dim, sizeof(float));
+    g.gv = take(slices * v.nk * p.dim, sizeof(float));
+  }
+  B.bytes = carve.bytes;
+  return B;
 }
 
 }  // namespace mra::kern

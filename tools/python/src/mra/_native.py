@@ -48,7 +48,8 @@ class ReferenceProblem(ctypes.Structure):
                 ("budgets", ctypes.POINTER(ctypes.c_int64)), ("sparse", ctypes.c_int32),
                 ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64),
                 ("heads_kv", ctypes.c_int64), ("q_strides", ctypes.c_int64 * 4), ("k_strides", ctypes.c_int64 * 4),
-                ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4)]
+                ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4),
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int32)]
 
 
 def _find(name: str) -> str:
