@@ -1,6 +1,7 @@
 // runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernels:
 // attend_mma_kernel (f16/bf16, the exact part on tensor cores) and attend_kernel (f32, CUDA cores). Both start
-// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components.
+// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components (level 1 from
+// coarse_level1_kernel, coarse.cuh; the levels l >= 2 folded here).
 #pragma once
 
 #include "kernels/common.cuh"
@@ -10,8 +11,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 3 (§2.6). Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows inside one finest block R (side
 // s_{L-1}). It first folds the coarse components of R's block row at every level into one running (max,
-// denominator, numerator[D]), shared by its rows; then it streams the keys of the refined blocks of R in tiles
-// of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
+// denominator, numerator[D]), shared by its rows (level 1 read from the workspace); then it streams the keys
+// of the refined blocks of R in tiles of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
 // atomics, no order that depends on timing): the output is bitwise reproducible and written once.
 
 // The shared memory of the coarse components: the running state of the tile's block row and one chunk of
@@ -49,8 +50,9 @@ struct RowCandidates {
     rho = up.side / p.layout.level[li].side;
     const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
     up_col = at<int32_t>(p, up.col) + slice * up.cap;
-    start = up_row[r / rho];
-    count = (up_row[r / rho + 1] - start) * rho;
+    const int32_t parent = r / rho;
+    start = up_row[parent];
+    count = (up_row[parent + 1] - start) * rho;
   }
   __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
 };
@@ -87,8 +89,9 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
   return true;
 }
 
-  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
-  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
+// Coarse components (§2.5-2.6, mode full): the level-1 state of the tile's block row (coarse_level1_kernel, in
+// the workspace), then at each level l >= 2 the candidates of the tile's block row that were not refined, in
+// chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
 // `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and cs[num] hold the result, (-inf, 0, 0)
 // in mode "exact" or when every candidate was refined.
 template <class Cfg>
@@ -102,13 +105,15 @@ __device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int
   float* scratch = cs + C::scratch;
   float* state = cs + C::state;
   int32_t* col = reinterpret_cast<int32_t*>(cs + C::col);
-  for (int d = tid; d < D; d += NT) num[d] = 0.f;
+  const Level& l1 = p.layout.level[0];
+  const int64_t r1 = slice * l1.nq + row0 / l1.side;
+  for (int d = tid; d < D; d += NT) num[d] = p.full ? at<float>(p, l1.cnum)[r1 * D + d] : 0.f;
   if (tid == 0) {
-    state[0] = -INFINITY;
-    state[1] = 0.f;
+    state[0] = p.full ? at<float>(p, l1.cmax)[r1] : -INFINITY;
+    state[1] = p.full ? at<float>(p, l1.cden)[r1] : 0.f;
   }
   __syncthreads();
-  for (int li = 0; p.full && li < Cfg::steps; ++li) {
+  for (int li = 1; p.full && li < Cfg::steps; ++li) {
     const Level& lv = p.layout.level[li];
     const int32_t r = row0 / lv.side;
     const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;

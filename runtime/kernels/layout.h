@@ -4,7 +4,8 @@
 // The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
 // counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
 // (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
-// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
+// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass;
+// in mode full also its coarse components per block row (max, denominator, numerator[D]; coarse.cuh).
 // Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). The attention kernels also
 // keep, per query row, the stabilizer and denominator of its softmax (`rowstats`): after a forward the
 // workspace is the saved state the backward reads (docs/kernels.md, "Backward"). Offsets are in bytes from the
@@ -26,9 +27,9 @@ inline constexpr int kMaxSteps = MRA_MAX_LEVELS - 1;
 inline constexpr int kSlotBits = 31;
 inline constexpr int64_t kSlotLimit = int64_t(1) << kSlotBits;
 inline constexpr int64_t kLevel1BlockLimit = int64_t(1) << 26;
-// The level-1 radix select: a histogram of kHistBins bins per slice and pass (12, 11, 11 bits of the 34-bit
-// rank value).
-inline constexpr int kHistBins = 4096;
+// The level-1 radix select: kPasses passes, a histogram of kHistBins bins per slice and pass (12, 11, 11 bits
+// of the 34-bit rank value), stored with one more word (pass 0: the count of non-finite blocks).
+inline constexpr int kPasses = 3, kHistBins = 4096, kHistWords = kHistBins + 1;
 // Grid y carries the slice (batch * heads) and CUDA caps it at kMaxGridY: more slices are launched in parts.
 // kMaxSlices and kMaxDim (larger than any head dim a kernel is generated for) keep every workspace size product
 // below 2^63: slices * nq * dim <= 2^20 * 2^30 * 2^10.
@@ -36,9 +37,9 @@ inline constexpr unsigned kMaxGridY = 65535;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
-// Where the level-1 selection of one slice stands (docs/kernels.md, "Selection"). While the radix passes run,
-// `threshold` holds the rank-value bits found so far and `ties` how many pairs are still wanted at or below
-// them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
+// Where the level-1 selection of one slice stands after the pick of a radix pass (docs/kernels.md,
+// "Selection"). While the radix passes run, `threshold` holds the rank-value bits found so far and `ties` how
+// many pairs are still wanted at or below them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
 // the first `ties` in flat order.
 struct SelectState {
   uint64_t threshold, ties, done, candidates;
@@ -55,10 +56,11 @@ struct Level {
   size_t col = 0;                         // i32 [slices, cap]: key-block column of each refined pair
   size_t keys = 0;                        // u64 [slices, slots]                 levels l >= 2
   size_t rowmax = 0;                      // f32 [slices, nq]: max logit per row  level 1
-  size_t hist = 0;                        // u64 [slices, kHistBins]              level 1
-  size_t state = 0;                       // SelectState [slices]                 level 1
+  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1
+  size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1
   size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
-  size_t tiebase = 0;                     // u64 [slices, nq]: ties in the rows before   level 1
+  size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
+  size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
 };
 
 struct Layout {
@@ -141,10 +143,14 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       v.keys = take(slices * (slots > 0 ? slots : 1), sizeof(uint64_t));
     } else {
       v.rowmax = take(slices * nq, sizeof(float));
-      v.hist = take(slices * kHistBins, sizeof(uint64_t));
-      v.state = take(slices, sizeof(SelectState));
+      v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
+      v.state = take(slices * kPasses, sizeof(SelectState));
       v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
-      v.tiebase = take(slices * nq, sizeof(uint64_t));
+      if (mode == MRA_MODE_FULL) {
+        v.cmax = take(slices * nq, sizeof(float));
+        v.cden = take(slices * nq, sizeof(float));
+        v.cnum = take(slices * nq * p.dim, sizeof(float));
+      }
     }
     prev_cap = cap;
   }

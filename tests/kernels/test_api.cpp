@@ -1,8 +1,10 @@
 // tests/kernels/test_api.cpp: the C API's contract (runtime/mra.h): statuses and their strings, argument and
-// shape checks, unsupported configurations, the workspace size, and use from C (api_from_c.c).
+// shape checks (of the forward and the backward), unsupported configurations, the workspace size, and use from C
+// (api_from_c.c).
 //   ctest --test-dir build -L kernels -R api
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -128,4 +130,42 @@ TEST_CASE("api.unsupported_configurations") {
           p.resolutions[1] = 1;
         }) == MRA_ERROR_UNSUPPORTED_CONFIG);
   CHECK(status([](mra_problem&) {}) == MRA_SUCCESS);
+}
+
+TEST_CASE("api.backward_bad_arguments") {
+  // mra_backward_host: one status per bad argument, checked before anything runs, so nothing is written.
+  const mra_problem p = mra::test::mra_problem_of(1, 1, 40, 40, 64, MRA_DTYPE_F32, {32, 1}, {1});
+  size_t fbytes = 0, gbytes = 0;
+  REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
+  REQUIRE(mra_backward_workspace_size(&p, &gbytes) == MRA_SUCCESS);
+  CHECK(gbytes > 0);
+  const size_t words = 40 * 64 / 2;  // 64-bit words of one [1, 1, 40, 64] f32 tensor
+  std::vector<uint64_t> q(words), k(words), v(words), out(words), dout(words), dk(words), dv(words);
+  std::vector<uint64_t> dq(words, ~uint64_t(0)), fws(fbytes / 8 + 1), gws(gbytes / 8 + 1);
+  auto call = [&](const mra_problem* pp, const void* dout_ptr, void* dq_ptr, size_t fb, size_t gb) {
+    return mra_backward_host(pp, q.data(), k.data(), v.data(), nullptr, nullptr, out.data(), dout_ptr, dq_ptr,
+                             dk.data(), dv.data(), fws.data(), fb, gws.data(), gb);
+  };
+  CHECK(call(nullptr, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, nullptr, dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), nullptr, fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, reinterpret_cast<const char*>(dout.data()) + 4, dq.data(), fbytes, gbytes) ==
+        MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dq.data(), fbytes - 1, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dq.data(), fbytes, gbytes - 1) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_backward_workspace_size(&p, nullptr) == MRA_ERROR_BAD_ARGUMENT);
+  mra_problem bad = p;
+  bad.nq = 0;
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_SHAPE);
+  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_BAD_SHAPE);
+  bad = p;
+  bad.dtype = MRA_DTYPE_BF16;  // no backward kernels for bf16
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  bad = p;
+  bad.dim = 48;  // no configuration at all
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  bool untouched = true;
+  for (uint64_t w : dq) untouched &= w == ~uint64_t(0);
+  CHECK(untouched);
 }

@@ -173,6 +173,13 @@ def workspace_size(problem: _native.Problem, backend: str) -> int:
     return size.value
 
 
+def backward_workspace_size(problem: _native.Problem, backend: str) -> int:
+    size = ctypes.c_size_t()
+    _native.check_runtime(_native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)),
+                          f"{backend} backward ({_describe(problem)}; backward kernels exist for float32)")
+    return size.value
+
+
 def _describe(p: _native.Problem) -> str:
     scales = ",".join(str(p.resolutions[i]) for i in range(p.levels))
     dtype = {_native.DTYPE_F32: "f32", _native.DTYPE_F16: "f16", _native.DTYPE_BF16: "bf16"}.get(p.dtype, "?")
