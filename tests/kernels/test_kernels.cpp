@@ -577,6 +577,88 @@ std::pair<double, double> check_output(const std::vector<float>& got, const Expe
   return {cmp.tolerance_used, against_cap.tolerance_used};
 }
 
+// The level-1 coarse components in the workspace (coarse_level1_kernel, mode full) against a double-precision
+// recomputation from the same workspace: the kernels' pooled values and their T_1 (both checked elsewhere). Per
+// block row r over the candidates not in T_1: max M = max λ, den = Σ e^(λ−M) ck, num = Σ e^(λ−M) V. The kernel's
+// (max, den, num) are brought to the reference's M (× e^(max−M)) and den and num normalized by the row's scale
+// (den, and Σ e^(λ−M) max_d |V_d|), so one tolerance holds for every row: four logit errors (γ_{D+2} σ Σ|q̄ k̄|,
+// the largest of the slice) plus a sum of n_1 + 16 roundings.
+void check_level1_coarse(const Runner& run, Buffer& ws, const Case& c, int64_t dim) {
+  const Level& lv = run.layout().level[0];
+  const double scale = run.scale();
+  for (int64_t slice = 0; slice < c.batch * c.heads; ++slice) {
+    if (std::count(c.bad_slices.begin(), c.bad_slices.end(), slice) > 0) continue;
+    const int64_t b = slice / c.heads;
+    const float* qmean = ws.at<float>(lv.qmean) + slice * lv.nq * dim;
+    const float* kmean = ws.at<float>(lv.kmean) + slice * lv.nk * dim;
+    const float* vsum = ws.at<float>(lv.vsum) + slice * lv.nk * dim;
+    const float* qcount = ws.at<float>(lv.qcount) + b * lv.nq;
+    const float* kcount = ws.at<float>(lv.kcount) + b * lv.nk;
+    const int32_t* rowptr = ws.at<int32_t>(lv.rowptr) + slice * (lv.nq + 1);
+    const int32_t* col = ws.at<int32_t>(lv.col) + slice * lv.cap;
+    const float* cmax = ws.at<float>(lv.cmax) + slice * lv.nq;
+    const float* cden = ws.at<float>(lv.cden) + slice * lv.nq;
+    const float* cnum = ws.at<float>(lv.cnum) + slice * lv.nq * dim;
+    double spread = 0.0;  // the largest σ Σ_d |q̄_d k̄_d| of the slice
+    for (int32_t r = 0; r < lv.nq; ++r)
+      for (int32_t k = 0; k < lv.nk; ++k) {
+        double a = 0.0;
+        for (int64_t d = 0; d < dim; ++d) a += std::fabs(double(qmean[r * dim + d]) * kmean[k * dim + d]);
+        spread = std::max(spread, scale * a);
+      }
+    const double tol = 4.0 * double(dim + 2) * kU32 * spread + double(lv.nk + 16) * kU32;
+    std::vector<float> got, want;
+    int64_t empty_rows = 0, bad_empty = 0, bad_max = 0;
+    for (int32_t r = 0; r < lv.nq; ++r) {
+      std::vector<double> logit(size_t(lv.nk), -INFINITY);
+      double m = -INFINITY;
+      for (int32_t k = 0; k < lv.nk; ++k) {
+        const bool refined = std::binary_search(col + rowptr[r], col + rowptr[r + 1], k);
+        if (qcount[r] <= 0.f || kcount[k] <= 0.f || refined) continue;
+        double a = 0.0;
+        for (int64_t d = 0; d < dim; ++d) a += double(qmean[r * dim + d]) * kmean[k * dim + d];
+        logit[size_t(k)] = scale * a;
+        m = std::max(m, logit[size_t(k)]);
+      }
+      if (m == -INFINITY) {  // no coarse candidate: (-inf, 0, 0)
+        ++empty_rows;
+        bool zero = cmax[r] == -INFINITY && cden[r] == 0.f;
+        for (int64_t d = 0; d < dim; ++d) zero = zero && cnum[r * dim + d] == 0.f;
+        bad_empty += !zero;
+        continue;
+      }
+      bad_max += !(std::fabs(double(cmax[r]) - m) <= 2.0 * double(dim + 2) * kU32 * spread + kU32 * std::fabs(m));
+      double den = 0.0, vscale = 0.0;
+      std::vector<double> num(size_t(dim), 0.0);
+      for (int32_t k = 0; k < lv.nk; ++k) {
+        if (logit[size_t(k)] == -INFINITY) continue;
+        const double w = std::exp(logit[size_t(k)] - m);
+        den += w * kcount[k];
+        double vmax = 0.0;
+        for (int64_t d = 0; d < dim; ++d) {
+          num[size_t(d)] += w * vsum[k * dim + d];
+          vmax = std::max(vmax, std::fabs(double(vsum[k * dim + d])));
+        }
+        vscale += w * vmax;
+      }
+      const double shift = std::exp(double(cmax[r]) - m);
+      got.push_back(float(cden[r] * shift / den));
+      want.push_back(1.f);
+      for (int64_t d = 0; d < dim; ++d) {
+        got.push_back(float(cnum[r * dim + d] * shift / (vscale > 0.0 ? vscale : 1.0)));
+        want.push_back(float(num[size_t(d)] / (vscale > 0.0 ? vscale : 1.0)));
+      }
+    }
+    const mra::test::Comparison cmp =
+        mra::test::compare(got.data(), want.data(), int64_t(got.size()), tol, tol, {int64_t(got.size())});
+    INFO("slice ", slice, ": level-1 coarse components of ", lv.nq, " block rows (", empty_rows,
+         " without coarse candidates), tolerance ", tol, ": ", cmp.report);
+    CHECK(bad_empty == 0);
+    CHECK(bad_max == 0);
+    CHECK(cmp.ok);
+  }
+}
+
 // The reference's own selection in every slice where the kernels' equals it at every level; the kernels'
 // selection in a slice where a counted near tie made them differ.
 ref::Selection comparison_selection(const ref::Selection& theirs, const KernelSelection& mine) {
@@ -615,6 +697,7 @@ void check_case(const Config& cfg, Case& c) {
       CHECK(touched == 0);
     }
   const std::vector<float> out = run.run(ws, mra::kern::kStageAttend);
+  if (c.config.mode == ref::Mode::full) check_level1_coarse(run, ws, c, cfg.dim);
   const Expected e2e = expected_output(run, c, cfg, cap, comparison_selection(theirs, mine));
   const auto [used, used_cap] = check_output(out, e2e, c, cfg, "end to end");
   CHECK(mra::test::norm2(c.k) > 0);
