@@ -91,6 +91,7 @@ mra_problem problem_of(const Case& c) {
   p.prior_first = c.config.prior_first;
   p.prior_diagonal = c.config.prior_diagonal;
   p.scale = c.scale;
+  p.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
   return p;
 }
 
@@ -113,6 +114,7 @@ ref::Selection kernel_selection(const Case& c, const mra::kern::Layout& L, Buffe
 struct Grads {
   std::vector<float> dq, dk, dv;
   ref::Gradients want;
+  ref::Selection used;  // the forward kernels' selection, which the reference backward was given
 };
 
 // Forward, then backward, on the test's backend; the reference backward on the kernels' selection (unless
@@ -136,10 +138,10 @@ Grads run_backward(Case& c, bool reference = true) {
   INFO(c.what, "; ", error);
   REQUIRE(s == MRA_SUCCESS);
   Grads g{std::vector<float>(dq.f(), dq.f() + qn), std::vector<float>(dk.f(), dk.f() + kn),
-          std::vector<float>(dv.f(), dv.f() + kn), {}};
+          std::vector<float>(dv.f(), dv.f() + kn), {}, kernel_selection(c, L, fws)};
   const ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(), qm, km,
                                            c.scale);
-  if (reference) g.want = ref::attend_backward(rp, c.config, kernel_selection(c, L, fws), c.dout.data());
+  if (reference) g.want = ref::attend_backward(rp, c.config, g.used, c.dout.data());
   return g;
 }
 
@@ -159,14 +161,15 @@ double check_tensor(const char* name, const std::vector<float>& got, const std::
   return cmp.tolerance_used;
 }
 
-void check_case(Case& c) {
-  const Grads g = run_backward(c);
+Grads check_case(Case& c) {
+  Grads g = run_backward(c);
   // A vacuous pass on all-zero gradients is no pass.
   CHECK(mra::test::norm2(std::vector<float>(g.want.dq.begin(), g.want.dq.end())) > 0.0);
   CHECK(mra::test::norm2(std::vector<float>(g.want.dv.begin(), g.want.dv.end())) > 0.0);
   check_tensor("dq", g.dq, g.want.dq, c, c.nq);
   check_tensor("dk", g.dk, g.want.dk, c, c.nk);
   check_tensor("dv", g.dv, g.want.dv, c, c.nk);
+  return g;
 }
 
 }  // namespace
@@ -188,6 +191,28 @@ TEST_CASE("backward.r16x4x1_d32_f32 small") {
     for (auto [nq, nk, keep] : {std::tuple{50, 37, 1.0}, std::tuple{64, 64, 0.75}}) {
       Case c = random_case(uint64_t(seed++), {16, 4, 1}, 32, 2, 1, nq, nk, mode, keep);
       check_case(c);
+    }
+}
+
+TEST_CASE("backward.policy row") {
+  // §10: every block row refines its own budget; the backward reads the forward's per-row CSR selection like the
+  // global one's, so the gradients must match the reference on that selection at 2 and 3 levels, both modes.
+  int seed = 200;
+  for (ref::Mode mode : {ref::Mode::full, ref::Mode::sparse})
+    for (auto [sides, dim, nq, nk] : {std::tuple{std::vector<int64_t>{32, 1}, 64, 100, 77},
+                                      std::tuple{std::vector<int64_t>{16, 4, 1}, 32, 64, 50}}) {
+      Case c = random_case(uint64_t(seed++), sides, dim, 1, 2, nq, nk, mode, 0.8);
+      c.config.policy = ref::Policy::row;
+      c.config.budgets = std::vector<int64_t>(sides.size() - 1, 2);
+      c.what += ", policy row";
+      const Grads g = check_case(c);
+      // The forward really spent the budget per row: its selection is the reference's row selection (§10).
+      const ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(),
+                                               c.qmask.data(), c.kmask.data(), c.scale);
+      ref::Selection want = ref::select(rp, c.config), got = g.used;
+      for (auto* s : {&want, &got})
+        for (auto& list : s->refined) std::sort(list.begin(), list.end());
+      CHECK_MESSAGE(got.refined == want.refined, c.what, ": the forward's selection is not the row policy's");
     }
 }
 
