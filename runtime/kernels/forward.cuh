@@ -57,6 +57,12 @@ mra_status forward(const KernelArgs& a) {
   p.out = a.out;
   p.ws = static_cast<unsigned char*>(a.workspace);
   p.layout = a.layout;
+  const int64_t hkv = kv_heads(pr);
+  p.group = int32_t(pr.heads / hkv);
+  p.q_strides = row_strides(pr.strides.q, pr.heads, pr.nq, pr.dim);
+  p.k_strides = row_strides(pr.strides.k, hkv, pr.nk, pr.dim);
+  p.v_strides = row_strides(pr.strides.v, hkv, pr.nk, pr.dim);
+  p.out_strides = row_strides(pr.strides.out, pr.heads, pr.nq, pr.dim);
   const unsigned slices = unsigned(pr.batch * pr.heads);
   // Launches `kernel` with grid (x, slices), in parts of at most `part` (kMaxGridY) slices.
   const unsigned part = a.layout.slices_per_launch;
