@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""codegen/generate.py: renders the MRA forward kernels of every configuration into generated/.
+"""codegen/generate.py: renders the MRA kernels (forward; backward for f32) of every configuration into generated/.
 
     python3 codegen/generate.py            # write generated/ (only changed files; removes stale ones)
     python3 codegen/generate.py --check    # exit 1 and show the difference when generated/ is not current
@@ -32,7 +32,10 @@ ROOT = pathlib.Path(__file__).resolve().parent
 REPO = ROOT.parent
 DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
           "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
-TENSOR_CORE_DTYPES = ("f16", "bf16")  # their exact part runs on mma.sync; threads follow from query_rows
+TENSOR_CORE_DTYPES = ("f16", "bf16")
+# The dtypes whose configurations get backward kernels (runtime/kernels/backward.cuh); runtime/api.cpp's
+# has_backward states the same list.
+BACKWARD_DTYPES = ("f32",)  # their exact part runs on mma.sync; threads follow from query_rows
 TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536
 # Files of the output folder that are written by hand: never rendered, removed or compared.
@@ -69,6 +72,10 @@ class Config:
         return DTYPES[self.dtype][2]
 
     @property
+    def backward(self) -> bool:
+        return self.dtype in BACKWARD_DTYPES
+
+    @property
     def min_ctas_per_sm(self) -> int:
         # __launch_bounds__ takes a CTA count, not a register count: this many CTAs of `threads` threads fit
         # the register file only if each thread stays within max_registers.
@@ -79,6 +86,7 @@ class Config:
         d["resolutions"] = list(self.resolutions)
         d["name"] = self.name
         d["min_ctas_per_sm"] = self.min_ctas_per_sm
+        d["backward"] = self.backward
         return d
 
 

@@ -17,5 +17,6 @@ using mra_fwd_r16x1_d32_bf16 = Config<Resolutions<16, 1>, 32, __nv_bfloat16,
 }  // namespace mra::kern
 
 extern "C" mra_status MRA_KERNEL_ENTRY(mra_fwd_r16x1_d32_bf16)(const mra::kern::KernelArgs* args) {
+  if (args->stages & mra::kern::kStageBackward) return MRA_ERROR_UNSUPPORTED_CONFIG;  // no backward kernels for bf16
   return mra::kern::forward<mra::kern::mra_fwd_r16x1_d32_bf16>(*args);
 }

@@ -17,5 +17,6 @@ using mra_fwd_r64x8x1_d64_f16 = Config<Resolutions<64, 8, 1>, 64, __half,
 }  // namespace mra::kern
 
 extern "C" mra_status MRA_KERNEL_ENTRY(mra_fwd_r64x8x1_d64_f16)(const mra::kern::KernelArgs* args) {
+  if (args->stages & mra::kern::kStageBackward) return MRA_ERROR_UNSUPPORTED_CONFIG;  // no backward kernels for f16
   return mra::kern::forward<mra::kern::mra_fwd_r64x8x1_d64_f16>(*args);
 }

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <limits>
+#include <optional>
 
 #include "detail.h"
 
@@ -51,7 +53,7 @@ void add_coarse_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, 
 void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, std::span<const int64_t> refined,
                      int64_t first_row, std::vector<RowAccumulator>& rows) {
   const double scale = p.effective_scale();
-  std::vector<int64_t> keys;
+  std::vector<int64_t> keys, horizons;
   std::vector<double> logits;
   std::vector<const float*> queries;
   std::vector<RowAccumulator*> row_ptrs;
@@ -68,12 +70,14 @@ void add_exact_level(const Problem& p, const Pooled& lv, int64_t b, int64_t h, s
     keyset.gather(p, b, h, keys);
     queries.clear();
     row_ptrs.clear();
+    horizons.clear();
     for (int64_t i = r * lv.side; i < std::min((r + 1) * lv.side, p.nq); ++i)
       if (query_real(p, b, i)) {
         queries.push_back(q_row(p, b, h, i));
         row_ptrs.push_back(&rows[at(i - first_row)]);
+        if (p.causal) horizons.push_back(horizon(p, i));  // §9.3: the entries of a crossing pair are masked
       }
-    add_exact_terms(keyset, queries, p.dim, scale, logits, row_ptrs);
+    add_exact_terms(keyset, queries, p.dim, scale, logits, row_ptrs, horizons);
     start = end;
   }
 }
@@ -86,8 +90,8 @@ void attend(const Problem& p, const Config& c, const Selection& s, float* out) {
   attend_pooled(p, c, s, pool_levels(p, c), out);
 }
 
-void detail::walk_components(const Config& c, const Selection& s, const std::vector<Pooled>& levels, int64_t b,
-                             int64_t h, int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact) {
+void detail::walk_components(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
+                             int64_t b, int64_t h, int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact) {
   const int64_t steps = int64_t(levels.size());
   const Pooled& top = levels[0];
   std::span<const int64_t> refined;
@@ -98,7 +102,7 @@ void detail::walk_components(const Config& c, const Selection& s, const std::vec
     refined = rows_of(s.at(b, h, l), lv.nk_blocks, row * per_row, (row + 1) * per_row);
     if (c.mode == Mode::full) {
       const std::vector<int64_t> candidates =
-          l == 0 ? top_candidates(top, b, row, row + 1) : child_candidates(levels[at(l - 1)], lv, b, above);
+          l == 0 ? top_candidates(p, top, b, row, row + 1) : child_candidates(p, levels[at(l - 1)], lv, b, above);
       std::vector<int64_t> unrefined;
       std::set_difference(candidates.begin(), candidates.end(), refined.begin(), refined.end(),
                           std::back_inserter(unrefined));
@@ -114,7 +118,7 @@ std::vector<RowAccumulator> detail::accumulate_rows(const Problem& p, const Conf
   const int64_t first = row * levels[0].side, last = std::min(first + levels[0].side, p.nq);
   std::vector<RowAccumulator> rows(at(last - first), RowAccumulator(p.dim));
   walk_components(
-      c, s, levels, b, h, row,
+      p, c, s, levels, b, h, row,
       [&](const Pooled& lv, const std::vector<int64_t>& coarse) { add_coarse_level(p, lv, b, h, coarse, first, rows); },
       [&](const Pooled& lv, std::span<const int64_t> refined) { add_exact_level(p, lv, b, h, refined, first, rows); });
   return rows;
@@ -124,24 +128,32 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
                            float* out) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
-      if (!slice_finite(p, b, h)) {
+      if (!p.causal && !slice_finite(p, b, h)) {
         write_poisoned_slice(p, b, h, out);
         continue;
       }
+      // §9.5: with causal attention a non-finite value poisons the queries that read it, not the slice.
+      std::optional<CausalPoison> poison;
+      if (p.causal) poison.emplace(p, b, h, levels[0].side);
       // One level-1 block row at a time: its descendants at every level are contiguous in each sorted list of
       // refined pairs, so the working set is one block row's candidates and accumulators.
       for (int64_t row = 0; row < levels[0].nq_blocks; ++row) {
         const std::vector<RowAccumulator> rows = accumulate_rows(p, c, s, levels, b, h, row);
         const int64_t first = row * levels[0].side;
-        for (size_t t = 0; t < rows.size(); ++t)
-          rows[t].finish(out_row(p, out, b, h, first + int64_t(t)));
+        for (size_t t = 0; t < rows.size(); ++t) {
+          const int64_t i = first + int64_t(t);
+          float* o = out_row(p, out, b, h, i);
+          rows[t].finish(o);
+          if (poison && query_real(p, b, i) && poison->query(p, i))
+            std::fill(o, o + p.dim, std::numeric_limits<float>::quiet_NaN());
+        }
       }
     }
 }
 
 void mra_attention(const Problem& p, const Config& c, float* out) {
   p.validate_output(out);
-  c.validate();
+  c.validate(p);
   const std::vector<Pooled> levels = pool_levels(p, c);
   attend_pooled(p, c, select_pooled(p, c, levels), levels, out);
 }

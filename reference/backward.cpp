@@ -156,6 +156,7 @@ void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout) {
   validate_selection(p, c, s);
   if (dout == nullptr) throw Error("backward: dout is null");
+  if (p.causal) throw Error("backward: causal attention (docs/semantics.md §9) has no backward yet");
   const std::vector<Pooled> levels = pool_levels(p, c);
   const int64_t D = p.dim;
   Gradients grads{std::vector<double>(at(p.batch * p.heads * p.nq * D), 0.0),
@@ -182,7 +183,7 @@ Gradients attend_backward(const Problem& p, const Config& c, const Selection& s,
         }
         // Stages 2 and 3 over the same components the forward summed.
         walk_components(
-            c, s, levels, b, h, row,
+            p, c, s, levels, b, h, row,
             [&](const Pooled& lv, const std::vector<int64_t>& pairs) { coarse_backward(slice, lv, pairs, first, rows); },
             [&](const Pooled& lv, std::span<const int64_t> pairs) { exact_backward(slice, lv, pairs, first, rows); });
       }

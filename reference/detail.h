@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/order.h"  // the §9.2 place of a pair, shared with the kernels
 #include "mra/reference.h"
 
 namespace mra::ref::detail {
@@ -53,6 +54,27 @@ inline bool key_real(const Problem& p, int64_t b, int64_t j) {
 // §2.7: true when every real token of slice (b, h) has finite q, k and v.
 bool slice_finite(const Problem& p, int64_t b, int64_t h);
 
+// §9: the last key query i sees, i + (nk - nq) (below 0: none); nk - 1 without causal attention.
+inline int64_t horizon(const Problem& p, int64_t i) { return p.causal ? i + p.nk - p.nq : p.nk - 1; }
+
+// §9.2: the place of pair (r, c) of a level against the causal diagonal; every pair is visible without it.
+inline int pair_place(const Problem& p, const Pooled& pooled, int64_t r, int64_t c) {
+  return p.causal ? order::causal_place(r, c, pooled.side, p.nq, p.nk) : int(order::kVisible);
+}
+
+// §9.5: where the non-finite values of a causal slice (b, h) are: the first real key with a non-finite k or v
+// (nk if none) and, per query block of side `side`, whether a real query of it has a non-finite q.
+struct CausalPoison {
+  int64_t side = 1, first_bad_key = 0;
+  std::vector<bool> bad_query_block;
+  CausalPoison(const Problem& p, int64_t b, int64_t h, int64_t side);
+  // Query i's output is NaN (§9.5); with `side` the level-1 block side. A block row of any level ranks nothing
+  // when this holds for its first query.
+  bool query(const Problem& p, int64_t i) const {
+    return bad_query_block[at(i / side)] || first_bad_key <= horizon(p, i);
+  }
+};
+
 // Writes the output of a slice whose inputs are not finite (§2.7): NaN rows for real queries, 0 otherwise.
 void write_poisoned_slice(const Problem& p, int64_t b, int64_t h, float* out);
 
@@ -73,18 +95,22 @@ struct RowAccumulator {
 struct KeySet {
   int64_t n = 0;
   std::vector<double> kt, v;
+  std::vector<int64_t> index;  // the key index of each gathered key
   void gather(const Problem& p, int64_t b, int64_t h, const std::vector<int64_t>& keys);
 };
 
 // Folds the exact terms exp(scale * q . k_j) v_j of every key of `keys` into the rows of the queries `queries`
 // (rows[t] belongs to queries[t]). All queries of a call are processed against one chunk of keys at a time, so
-// the chunk stays in cache while every query uses it; `logits` is scratch.
+// the chunk stays in cache while every query uses it; `logits` is scratch. With `horizons` (one per query;
+// empty: none) query t takes only the keys j <= horizons[t] (§9.1).
 void add_exact_terms(const KeySet& keys, const std::vector<const float*>& queries, int64_t dim, double scale,
-                     std::vector<double>& logits, const std::vector<RowAccumulator*>& rows);
+                     std::vector<double>& logits, const std::vector<RowAccumulator*>& rows,
+                     const std::vector<int64_t>& horizons = {});
 
 // The candidate pairs at level `step + 1` (0-based level step + 1): the active children of the refined pairs
-// `parents` of level `step` (§2.5), as sorted flat indices. `child` is the pooling at the child level.
-std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
+// `parents` of level `step` (§2.5; with causal attention without the future ones, §9.3), as sorted flat
+// indices. `child` is the pooling at the child level.
+std::vector<int64_t> child_candidates(const Problem& p, const Pooled& parent, const Pooled& child, int64_t b,
                                       std::span<const int64_t> parents);
 
 // The pooling of every level that has blocks (sides s_1 ... s_{L-1}); level L is exact.
@@ -102,8 +128,8 @@ void attend_pooled(const Problem& p, const Config& c, const Selection& s, const 
 // components. The forward and the backward walk the same components through this one function.
 using CoarseVisitor = std::function<void(const Pooled&, const std::vector<int64_t>&)>;
 using ExactVisitor = std::function<void(const Pooled&, std::span<const int64_t>)>;
-void walk_components(const Config& c, const Selection& s, const std::vector<Pooled>& levels, int64_t b, int64_t h,
-                     int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact);
+void walk_components(const Problem& p, const Config& c, const Selection& s, const std::vector<Pooled>& levels,
+                     int64_t b, int64_t h, int64_t row, const CoarseVisitor& coarse, const ExactVisitor& exact);
 
 // The forward's per-row state (stabilizer, denominator, numerator) of the queries of level-1 block row `row` of
 // a finite slice (b, h): element t belongs to query row * s_1 + t. Masked queries and rows without terms stay
@@ -111,8 +137,9 @@ void walk_components(const Config& c, const Selection& s, const std::vector<Pool
 std::vector<RowAccumulator> accumulate_rows(const Problem& p, const Config& c, const Selection& s,
                                             const std::vector<Pooled>& levels, int64_t b, int64_t h, int64_t row);
 
-// The candidate pairs of level 1 in block rows [r_begin, r_end): every active pair (§2.5), sorted flat indices.
-std::vector<int64_t> top_candidates(const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end);
+// The candidate pairs of level 1 in block rows [r_begin, r_end): every active pair (§2.5; with causal attention
+// not the future ones, §9.3), sorted flat indices.
+std::vector<int64_t> top_candidates(const Problem& p, const Pooled& top, int64_t b, int64_t r_begin, int64_t r_end);
 
 // The part of `sorted` (flat indices r * nk_blocks + c) whose block rows r lie in [r_begin, r_end).
 std::span<const int64_t> rows_of(const std::vector<int64_t>& sorted, int64_t nk_blocks, int64_t r_begin,

@@ -122,6 +122,13 @@ void Config::validate() const {
   if (prior_diagonal < 0) throw Error("prior_diagonal must not be negative");
 }
 
+void Config::validate(const Problem& p) const {
+  validate();
+  if (p.causal && policy != Policy::row)
+    throw Error("causal attention needs policy row: a global budget lets later rows' keys change an earlier row's "
+                "selection (docs/semantics.md §9.4)");
+}
+
 std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& scales, int64_t nq, int64_t nk,
                                                  int64_t blocks_per_row) {
   if (blocks_per_row < 0) throw Error("blocks per row must not be negative");
@@ -152,6 +159,19 @@ bool slice_finite(const Problem& p, int64_t b, int64_t h) {
   return true;
 }
 
+CausalPoison::CausalPoison(const Problem& p, int64_t b, int64_t h, int64_t block_side)
+    : side(block_side), first_bad_key(p.nk), bad_query_block(at(ceil_div(p.nq, block_side)), false) {
+  auto finite_row = [&](const float* row) {
+    for (int64_t d = 0; d < p.dim; ++d)
+      if (!std::isfinite(row[d])) return false;
+    return true;
+  };
+  for (int64_t i = 0; i < p.nq; ++i)
+    if (query_real(p, b, i) && !finite_row(q_row(p, b, h, i))) bad_query_block[at(i / side)] = true;
+  for (int64_t j = 0; j < p.nk && first_bad_key == p.nk; ++j)
+    if (key_real(p, b, j) && !(finite_row(k_row(p, b, h, j)) && finite_row(v_row(p, b, h, j)))) first_bad_key = j;
+}
+
 void write_poisoned_slice(const Problem& p, int64_t b, int64_t h, float* out) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (int64_t i = 0; i < p.nq; ++i) {
@@ -174,7 +194,7 @@ void RowAccumulator::finish(float* out) const {
   for (size_t d = 0; d < num.size(); ++d) out[d] = max_log == kNegInf ? 0.0f : float(num[d] / den);
 }
 
-std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child, int64_t b,
+std::vector<int64_t> child_candidates(const Problem& p, const Pooled& parent, const Pooled& child, int64_t b,
                                       std::span<const int64_t> parents) {
   const int64_t ratio = parent.side / child.side;
   std::vector<int64_t> out;
@@ -182,7 +202,8 @@ std::vector<int64_t> child_candidates(const Pooled& parent, const Pooled& child,
     const int64_t r = flat / parent.nk_blocks, c = flat % parent.nk_blocks;
     for (int64_t rr = r * ratio; rr < std::min((r + 1) * ratio, child.nq_blocks); ++rr)
       for (int64_t cc = c * ratio; cc < std::min((c + 1) * ratio, child.nk_blocks); ++cc)
-        if (pair_active(child, b, rr, cc)) out.push_back(rr * child.nk_blocks + cc);
+        if (pair_active(child, b, rr, cc) && pair_place(p, child, rr, cc) != order::kFuture)
+          out.push_back(rr * child.nk_blocks + cc);
   }
   std::sort(out.begin(), out.end());
   return out;

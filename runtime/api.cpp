@@ -58,7 +58,41 @@ mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const
   return entries[index](&args);
 }
 
+// The backward's checks beyond the forward's: every tensor pointer present and 16-byte aligned, both workspaces
+// large enough, and a configuration with generated backward kernels.
+mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
+                            cudaStream_t stream, int* cuda_error) {
+  if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
+  kern::Layout layout;
+  if (const mra_status s = kern::make_layout(*p, &layout)) return s;
+  const int index = find_config(*p);
+  if (index < 0 || !has_backward(*p)) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  for (const void* ptr : {c.q, c.k, c.v, c.out, c.dout, static_cast<const void*>(c.dq), static_cast<const void*>(c.dk),
+                          static_cast<const void*>(c.dv), c.forward_workspace, static_cast<const void*>(c.workspace)})
+    if (ptr == nullptr || !aligned16(ptr)) return MRA_ERROR_BAD_ARGUMENT;
+  const kern::BackLayout back = kern::make_back_layout(*p, layout);
+  if (c.forward_workspace_bytes < layout.bytes || c.workspace_bytes < back.bytes) return MRA_ERROR_BAD_ARGUMENT;
+  const kern::GradArgs grad{c.out, c.dout, c.dq, c.dk, c.dv, c.workspace, back};
+  kern::KernelArgs args{*p,     layout,  c.q,   c.k,    c.v,        c.query_mask, c.key_mask,
+                        nullptr, const_cast<void*>(c.forward_workspace), kern::kStageBackward, stream, cuda_error};
+  args.grad = &grad;
+  return entries[index](&args);
+}
+
 }  // namespace
+
+// codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
+// of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
+// They read contiguous tensors with one K/V head per head: grouped K/V heads and strides (§8) are not in them yet.
+bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && kern::plain_layout(p); }
+
+mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
+                        cudaStream_t stream) {
+  int cuda_error = 0;
+  const mra_status s = checked_backward(entries, p, c, stream, &cuda_error);
+  t_last_cuda_error = s == MRA_ERROR_LAUNCH_FAILED ? cuda_error : 0;
+  return s;
+}
 
 int find_config(const mra_problem& p) {
   for (size_t i = 0; i < sizeof kConfigs / sizeof kConfigs[0]; ++i) {
@@ -100,6 +134,15 @@ extern "C" mra_status mra_workspace_size(const mra_problem* problem, size_t* byt
   if (const mra_status s = mra::kern::make_layout(*problem, &layout)) return s;
   if (mra::detail::find_config(*problem) < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
   *bytes = layout.bytes;
+  return MRA_SUCCESS;
+}
+
+extern "C" mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes) {
+  if (problem == nullptr || bytes == nullptr) return MRA_ERROR_BAD_ARGUMENT;
+  mra::kern::Layout layout;
+  if (const mra_status s = mra::kern::make_layout(*problem, &layout)) return s;
+  if (mra::detail::find_config(*problem) < 0 || !mra::detail::has_backward(*problem)) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  *bytes = mra::kern::make_back_layout(*problem, layout).bytes;
   return MRA_SUCCESS;
 }
 

@@ -31,3 +31,12 @@ extern "C" mra_status mra_forward_host(const mra_problem* problem, const void* q
   return mra::detail::forward_host_stages(problem, q, k, v, query_mask, key_mask, out, workspace, workspace_bytes,
                                           mra::kern::kStageAll);
 }
+
+extern "C" mra_status mra_backward_host(const mra_problem* problem, const void* q, const void* k, const void* v,
+                                  const uint8_t* query_mask, const uint8_t* key_mask, const void* out,
+                                  const void* dout, void* dq, void* dk, void* dv, const void* forward_workspace,
+                                  size_t forward_workspace_bytes, void* workspace, size_t workspace_bytes) {
+  const mra::detail::BackwardCall c{q,  k,  v,  query_mask, key_mask, out, dout, dq, dk, dv, forward_workspace,
+                                    forward_workspace_bytes, workspace, workspace_bytes};
+  return mra::detail::run_backward(mra::detail::kHostEntries, problem, c, nullptr);
+}

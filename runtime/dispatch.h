@@ -29,6 +29,31 @@ mra_status run(const kern::EntryFn* entries, const mra_problem* p, const void* q
                const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
                size_t workspace_bytes, cudaStream_t stream, unsigned stages);
 
+// The tensors and workspaces of one mra_backward / mra_backward_host call (runtime/mra.h).
+struct BackwardCall {
+  const void* q;
+  const void* k;
+  const void* v;
+  const uint8_t* query_mask;
+  const uint8_t* key_mask;
+  const void* out;
+  const void* dout;
+  void* dq;
+  void* dk;
+  void* dv;
+  const void* forward_workspace;
+  size_t forward_workspace_bytes;
+  void* workspace;
+  size_t workspace_bytes;
+};
+
+// Whether the configuration serving `p` has generated backward kernels.
+bool has_backward(const mra_problem& p);
+
+// Checks everything mra_backward documents and runs the backward of `entries[find_config(p)]`.
+mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
+                        cudaStream_t stream);
+
 // The emulated backend with a choice of stages, for tests that replace the selection in the workspace.
 mra_status forward_host_stages(const mra_problem* p, const void* q, const void* k, const void* v,
                                const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,

@@ -16,6 +16,10 @@
  *
  *   size_t bytes; mra_workspace_size(&problem, &bytes);            (allocate `bytes` on the device)
  *   mra_forward(&problem, q, k, v, NULL, NULL, out, workspace, bytes, stream);
+ * Training: keep that workspace as it is after mra_forward (it holds the saved state: the selection, the pooled
+ * tensors and every query row's softmax stabilizer and denominator), then
+ *   size_t gbytes; mra_backward_workspace_size(&problem, &gbytes);  (a second buffer)
+ *   mra_backward(&problem, q, k, v, NULL, NULL, out, dout, dq, dk, dv, workspace, bytes, gworkspace, gbytes, stream);
  */
 #ifndef MRA_RUNTIME_MRA_H
 #define MRA_RUNTIME_MRA_H
@@ -94,9 +98,33 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
                             const uint8_t* query_mask, const uint8_t* key_mask, void* out, void* workspace,
                             size_t workspace_bytes);
 
+/* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
+ * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
+ * docs/kernels.md, "Backward"), and for grouped K/V heads or non-contiguous strides (docs/semantics.md §8: not in
+ * the backward kernels yet). */
+mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
+
+/* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's
+ * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. `out` is the output and
+ * `forward_workspace` the workspace of an mra_forward of the same problem, inputs and masks, left unchanged since
+ * (the saved state: it must live, unmodified, until this backward has run on the stream; the forward's
+ * workspace may be reused only after that). `workspace` holds mra_backward_workspace_size() bytes and is
+ * scratch. Every pointer is a device pointer, 16-byte aligned; deterministic (no float atomics: the same inputs
+ * give the same bits). Queued on `stream`; nothing waits. */
+mra_status mra_backward(const mra_problem* problem, const void* q, const void* k, const void* v,
+                        const uint8_t* query_mask, const uint8_t* key_mask, const void* out, const void* dout,
+                        void* dq, void* dk, void* dv, const void* forward_workspace, size_t forward_workspace_bytes,
+                        void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+/* The same backward kernels on host memory, run by the CUDA-on-CPU emulation after mra_forward_host. */
+mra_status mra_backward_host(const mra_problem* problem, const void* q, const void* k, const void* v,
+                             const uint8_t* query_mask, const uint8_t* key_mask, const void* out, const void* dout,
+                             void* dq, void* dk, void* dv, const void* forward_workspace,
+                             size_t forward_workspace_bytes, void* workspace, size_t workspace_bytes);
+
 /* The cudaError_t (as an int, so that this header needs no CUDA header) of the launch that made the calling
- * thread's last mra_forward or mra_forward_host return MRA_ERROR_LAUNCH_FAILED; 0 (cudaSuccess) when that
- * call returned anything else. Per thread, like the CUDA runtime's own last error; reading it changes nothing. */
+ * thread's last mra_forward, mra_backward or their _host forms return MRA_ERROR_LAUNCH_FAILED; 0 (cudaSuccess)
+ * when that call returned anything else. Per thread, like the CUDA runtime's own last error; reading it changes nothing. */
 int mra_last_cuda_error(void);
 
 #ifdef __cplusplus

@@ -44,8 +44,9 @@ std::vector<int64_t> scales_of(const int64_t* scales, int32_t levels) {
 
 mra::ref::Problem problem_of(const mra_reference_problem& c, const float* q, const float* k, const float* v,
                              const uint8_t* query_mask, const uint8_t* key_mask) {
-  mra::ref::Problem p =
-      mra::ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, q, k, v, query_mask, key_mask, c.scale);
+  if (c.causal != 0 && c.causal != 1) throw mra::ref::Error("causal must be 0 or 1, got " + std::to_string(c.causal));
+  mra::ref::Problem p = mra::ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, q, k, v, query_mask, key_mask,
+                                              c.scale, c.causal == 1);
   p.heads_kv = c.heads_kv;
   const auto strides = [](const int64_t (&s)[4]) { return mra::ref::Strides{s[0], s[1], s[2], s[3]}; };
   p.layout = {strides(c.q_strides), strides(c.k_strides), strides(c.v_strides), strides(c.out_strides)};
@@ -61,6 +62,8 @@ mra::ref::Config config_of(const mra_reference_problem& c) {
   config.mode = c.sparse ? mra::ref::Mode::sparse : mra::ref::Mode::full;
   config.prior_first = c.prior_first;
   config.prior_diagonal = c.prior_diagonal;
+  if (c.policy != 0 && c.policy != 1) throw mra::ref::Error("policy must be 0 (global) or 1 (row), got " + std::to_string(c.policy));
+  config.policy = c.policy == 1 ? mra::ref::Policy::row : mra::ref::Policy::global;
   config.validate();
   return config;
 }

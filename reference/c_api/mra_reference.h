@@ -26,7 +26,8 @@ typedef enum mra_reference_status {
 } mra_reference_status;
 
 /* One problem and its MRA configuration. `scales` has `levels` entries (s_1 > ... > s_L = 1, any L >= 2);
- * `budgets` has levels - 1 entries (blocks refined per batch and head at each step). */
+ * `budgets` has levels - 1 entries (blocks refined per batch and head at each step, or per block row under
+ * policy row). A zero-initialized field past `prior_diagonal` keeps the behaviour from before it existed. */
 typedef struct mra_reference_problem {
   int64_t batch, heads, nq, nk, dim;
   double scale;             /* logit scale; 0 selects 1/sqrt(dim) */
@@ -38,6 +39,9 @@ typedef struct mra_reference_problem {
   /* Appended fields (§8): zero keeps the behaviour of a problem written before them. */
   int64_t heads_kv;         /* K/V heads, dividing heads; 0 = heads. Query head h reads K/V head h / (heads / heads_kv) */
   int64_t q_strides[4], k_strides[4], v_strides[4], out_strides[4]; /* element strides [B, H, N, D]; 0s: contiguous */
+  int32_t causal;           /* 0: off; 1: query i sees key j only when j <= i + (nk - nq) (docs/semantics.md §9) */
+  int32_t policy;           /* 0: global budgets per (batch, head); 1: row, budgets per block row (§10); causal
+                               attention needs 1 */
 } mra_reference_problem;
 
 /* MRA attention (select, then attend). */

@@ -37,8 +37,9 @@ struct Layout {
   Strides q{}, k{}, v{}, out{};  // k and v index the heads_kv K/V heads
 };
 
-// One attention problem: shapes, the input pointers, the masks and the softmax scale; the K/V heads and the
-// strides (§8) come last, so that a problem written without them is the contiguous one-K/V-head-per-head case.
+// One attention problem: shapes, the input pointers, the masks and the softmax scale; the K/V heads, the
+// strides (§8) and causal attention (§9) come last, so that a problem written without them is the contiguous,
+// one-K/V-head-per-head, non-causal case.
 struct Problem {
   int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
   const float* q = nullptr;  // [batch, heads, nq, dim]
@@ -49,12 +50,16 @@ struct Problem {
   double scale = 0.0;                   // logit scale; 0 selects the default 1/sqrt(dim)
   int64_t heads_kv = 0;                 // K/V heads, dividing heads; 0 means heads (§8)
   Layout layout{};                      // element strides of q, k, v and the output; all zero: contiguous
+  bool causal = false;                  // §9: query i sees key j only when j <= i + (nk - nq)
 
-  // Every field in one expression: Problem::of(B, H, Nq, Nk, D, q, k, v) and, when needed, the masks and scale.
+  // Every field in one expression: Problem::of(B, H, Nq, Nk, D, q, k, v) and, when needed, the masks, the scale
+  // and causal attention.
   static Problem of(int64_t batch, int64_t heads, int64_t nq, int64_t nk, int64_t dim, const float* q,
                     const float* k, const float* v, const uint8_t* query_mask = nullptr,
-                    const uint8_t* key_mask = nullptr, double scale = 0.0) {
-    return Problem{batch, heads, nq, nk, dim, q, k, v, query_mask, key_mask, scale};
+                    const uint8_t* key_mask = nullptr, double scale = 0.0, bool causal = false) {
+    Problem p{batch, heads, nq, nk, dim, q, k, v, query_mask, key_mask, scale};
+    p.causal = causal;
+    return p;
   }
 
   double effective_scale() const;
@@ -75,6 +80,10 @@ struct Problem {
 
 enum class Mode { full, sparse };
 
+// §10: how a level's budget is spent. global: the top budget_l pairs of the whole slice (§2.4); row: the top
+// budget_l pairs of every block row of the level, each row on its own.
+enum class Policy { global, row };
+
 // An MRA configuration: resolutions, budgets, mode and priors.
 struct Config {
   // Block sides s_1 > s_2 > ... > s_L = 1, each dividing the one before.
@@ -86,6 +95,8 @@ struct Config {
   Mode mode = Mode::full;
   int64_t prior_first = 0;     // the first n block rows and block columns (global tokens) are preferred
   int64_t prior_diagonal = 0;  // blocks with |r - c| <= n / 2 are preferred (a band of 2*(n/2)+1 blocks)
+  // global: budgets[l] blocks per slice; row: budgets[l] blocks per block row of side scales[l] (§10).
+  Policy policy = Policy::global;
 
   // The largest block side: the generated kernels' limit, so that every backend accepts the same scales and no
   // product of a side with a block index or count can overflow 64 bits.
@@ -94,6 +105,8 @@ struct Config {
   // Throws Error naming the first problem found (scales not decreasing, not dividing, not ending at 1, above
   // kMaxSide, wrong number of budgets, negative budgets or priors).
   void validate() const;
+  // validate(), then the rules that tie the configuration to a problem: causal attention needs policy row (§9.4).
+  void validate(const Problem& p) const;
 };
 
 // The budget of the HF/official `block_per_row` setting at the coarsest level: blocks_per_row * ceil(nq / s_1),
@@ -129,10 +142,10 @@ double coarse_logit(const Problem& p, const Pooled& pooled, int64_t b, int64_t h
 std::vector<double> coarse_logits(const Problem& p, const Pooled& pooled);
 
 // ---------------------------------------------------------------------------------------------------------
-// Stage 2: the selection (docs/semantics.md §2.4-2.5).
+// Stage 2: the selection (docs/semantics.md §2.4-2.5, §9.3, §10).
 // refined[(b * H + h) * (L - 1) + l] holds the flat indices r * nk_blocks(l) + c of the blocks of side
 // scales[l] refined to side scales[l + 1], sorted ascending. Every refined block of level l > 0 lies inside
-// a refined block of level l - 1.
+// a refined block of level l - 1. With causal attention the pairs that cross the diagonal are among them.
 struct Selection {
   int64_t batch = 0, heads = 0, steps = 0;  // steps = L - 1
   std::vector<std::vector<int64_t>> refined;
@@ -148,7 +161,8 @@ Selection select(const Problem& p, const Config& c);
 
 // Throws Error unless `s` is a valid selection for (p, c): right dimensions, indices in range and sorted
 // without duplicates, every block active, every block of a finer level inside a refined block of the level
-// above. Budgets are not checked: a user may pass any selection.
+// above, and with causal attention no future pair and every crossing candidate pair refined (§9.3). Budgets are
+// not checked: a user may pass any selection.
 void validate_selection(const Problem& p, const Config& c, const Selection& s);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -169,6 +183,7 @@ struct Gradients {
   std::vector<double> dk;  // [B, Hkv, Nk, D]
   std::vector<double> dv;  // [B, Hkv, Nk, D]
 };
+// Causal attention (§9) has no backward yet: a causal problem throws Error.
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout);
 
 // MRA backward with the selection of the forward: select, then attend_backward.
@@ -176,8 +191,8 @@ Gradients mra_attention_backward(const Problem& p, const Config& c, const float*
 
 // Statistics of a selection, for reports: how many entries of the attention matrix are computed exactly.
 struct Coverage {
-  int64_t exact_entries = 0;  // entries evaluated at resolution 1 (real query x real key)
-  int64_t total_entries = 0;  // real query x real key entries
+  int64_t exact_entries = 0;  // entries evaluated at resolution 1 (real query x real key, visible under §9)
+  int64_t total_entries = 0;  // real query x real key entries (visible ones under §9)
   double exact_fraction() const { return total_entries ? double(exact_entries) / double(total_entries) : 0.0; }
 };
 Coverage coverage(const Problem& p, const Config& c, const Selection& s);

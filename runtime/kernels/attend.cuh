@@ -1,6 +1,7 @@
 // runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernels:
 // attend_mma_kernel (f16/bf16, the exact part on tensor cores) and attend_kernel (f32, CUDA cores). Both start
-// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components.
+// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components (level 1 from
+// coarse_level1_kernel, coarse.cuh; the levels l >= 2 folded here).
 #pragma once
 
 #include "kernels/common.cuh"
@@ -10,8 +11,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 3 (§2.6). Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows inside one finest block R (side
 // s_{L-1}). It first folds the coarse components of R's block row at every level into one running (max,
-// denominator, numerator[D]), shared by its rows; then it streams the keys of the refined blocks of R in tiles
-// of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
+// denominator, numerator[D]), shared by its rows (level 1 read from the workspace); then it streams the keys
+// of the refined blocks of R in tiles of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
 // atomics, no order that depends on timing): the output is bitwise reproducible and written once.
 
 // The shared memory of the coarse components: the running state of the tile's block row and one chunk of
@@ -27,6 +28,43 @@ struct CoarseSmem {
   static constexpr int col = state + 2;            // int32 [NT]: key-block column of a coarse candidate
   static constexpr int words = col + NT;
 };
+
+// The saved state of query row i (§7.2, layout.h `rowstats`): its stabilizer and denominator, or (-inf, 0) when
+// the row has no term (masked, empty, or in a skipped tile).
+__device__ inline void save_row_stats(const Params& p, int64_t slice, int32_t i, float m, float z) {
+  float* rs = at<float>(p, p.layout.rowstats) + (slice * p.nq + i) * 2;
+  rs[0] = m;
+  rs[1] = z;
+}
+
+// The candidates of block row r at level li (§2.5): every key block at level 1; below, the rho children of each
+// refined pair of the parent row, in flat order. Slot u < count is key block column(u), which may lie past the
+// last block.
+struct RowCandidates {
+  int32_t rho = 1, start = 0, count = 0;
+  const int32_t* up_col = nullptr;
+  __device__ RowCandidates(const Params& p, int64_t slice, int li, int32_t r) {
+    count = p.layout.level[li].nk;
+    if (li == 0) return;
+    const Level& up = p.layout.level[li - 1];
+    rho = up.side / p.layout.level[li].side;
+    const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+    up_col = at<int32_t>(p, up.col) + slice * up.cap;
+    const int32_t parent = r / rho;
+    start = up_row[parent];
+    count = (up_row[parent + 1] - start) * rho;
+  }
+  __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
+};
+
+// Whether pair (r, c) of level li is in T_l: a binary search of the sorted columns of row r.
+__device__ inline bool refined(const Params& p, int64_t slice, int li, int32_t r, int32_t c) {
+  const Level& lv = p.layout.level[li];
+  const int32_t* row = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  const int32_t at_c = lower_bound(col, row[r], row[r + 1], c);
+  return at_c < row[r + 1] && col[at_c] == c;
+}
 
 // §1, §2.7: a tile without real query rows, or of a poisoned slice, writes its rows (0, or NaN in the real
 // rows of a poisoned slice) and computes nothing. Returns whether it did; uniform over the CTA.
@@ -46,11 +84,14 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
     const int32_t i = row0 + e / D;
     if (i < p.nq) out.row(i)[e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
   }
+  for (int i = tid; i < BM; i += NT)
+    if (row0 + i < p.nq) save_row_stats(p, slice, row0 + i, -INFINITY, 0.f);
   return true;
 }
 
-  // Coarse components (§2.5-2.6, mode full): at each level, the candidates of the tile's block row that were
-  // not refined, in chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
+// Coarse components (§2.5-2.6, mode full): the level-1 state of the tile's block row (coarse_level1_kernel, in
+// the workspace), then at each level l >= 2 the candidates of the tile's block row that were not refined, in
+// chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
 // `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and cs[num] hold the result, (-inf, 0, 0)
 // in mode "exact" or when every candidate was refined.
 template <class Cfg>
@@ -64,43 +105,32 @@ __device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int
   float* scratch = cs + C::scratch;
   float* state = cs + C::state;
   int32_t* col = reinterpret_cast<int32_t*>(cs + C::col);
-  for (int d = tid; d < D; d += NT) num[d] = 0.f;
+  const Level& l1 = p.layout.level[0];
+  const int64_t r1 = slice * l1.nq + row0 / l1.side;
+  for (int d = tid; d < D; d += NT) num[d] = p.full ? at<float>(p, l1.cnum)[r1 * D + d] : 0.f;
   if (tid == 0) {
-    state[0] = -INFINITY;
-    state[1] = 0.f;
+    state[0] = p.full ? at<float>(p, l1.cmax)[r1] : -INFINITY;
+    state[1] = p.full ? at<float>(p, l1.cden)[r1] : 0.f;
   }
   __syncthreads();
-  for (int li = 0; p.full && li < Cfg::steps; ++li) {
+  for (int li = 1; p.full && li < Cfg::steps; ++li) {
     const Level& lv = p.layout.level[li];
     const int32_t r = row0 / lv.side;
     const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
     const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
     const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
-    const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
-    const int32_t* selrow = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-    const int32_t sel_lo = selrow[r], sel_hi = selrow[r + 1];
     for (int d = tid; d < D; d += NT) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
-    int32_t rho = 1, parent = 0, start = 0, count = lv.nk;
-    const int32_t* up_col = nullptr;
-    if (li > 0) {
-      const Level& up = p.layout.level[li - 1];
-      rho = up.side / lv.side;
-      parent = r / rho;
-      const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-      up_col = at<int32_t>(p, up.col) + slice * up.cap;
-      start = up_row[parent];
-      count = (up_row[parent + 1] - start) * rho;
-    }
+    const RowCandidates cand(p, slice, li, r);
+    const int32_t count = cand.count;
     __syncthreads();
     for (int32_t u0 = 0; u0 < count; u0 += NT) {
       const int32_t u = u0 + tid;
       float logit = -INFINITY;
       int32_t c = -1;
       if (u < count) {
-        c = li == 0 ? u : up_col[start + u / rho] * rho + u % rho;
-        const int32_t at_c = lower_bound(sel, sel_lo, sel_hi, c);
-        const bool refined = at_c < sel_hi && sel[at_c] == c;
-        if (c < lv.nk && kcount[c] > 0.f && !refined) logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
+        c = cand.column(u);
+        if (c < lv.nk && kcount[c] > 0.f && !refined(p, slice, li, r, c))
+          logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
       }
       col[tid] = c;
       const float chunk_max = block_max(logit, scratch);
@@ -388,6 +418,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     const float lsum = quad_sum(l[h]);
     if (i >= BM || row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    if (t == 0) save_row_stats(p, slice, row, real ? m[h] / log2e : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
     for (int nt = 0; nt < D / 8; ++nt)
       MRA_UNROLL
@@ -563,6 +594,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     const int32_t row = row0 + rg + RG * a;
     if (row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    if (kg == 0) save_row_stats(p, slice, row, real ? m[a] : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
     for (int e = 0; e < TD; ++e) out.row(row)[kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
   }

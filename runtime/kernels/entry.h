@@ -17,7 +17,20 @@ namespace mra::kern {
 // Which part of the pipeline a call runs. kStagePrepare: pooling, coarse logits, selection at every level
 // (everything the workspace holds); kStageAttend: the fused attention kernel, which reads the pooled values
 // and the refined lists from the workspace (so a test may replace the selection between the two).
-inline constexpr unsigned kStagePrepare = 1u, kStageAttend = 2u, kStageAll = 3u;
+// kStageBackward runs the backward pass instead (docs/semantics.md §7): `grad` says where, and `workspace` is the
+// forward's, as that forward left it (the saved state).
+inline constexpr unsigned kStagePrepare = 1u, kStageAttend = 2u, kStageAll = 3u, kStageBackward = 4u;
+
+// What the backward reads and writes besides the forward's arguments; passed to its kernels by value.
+struct GradArgs {
+  const void* out;   // the forward's output [B, H, Nq, D]
+  const void* dout;  // ∂L/∂out, same shape
+  void* dq;          // [B, H, Nq, D]
+  void* dk;          // [B, H, Nk, D]
+  void* dv;          // [B, H, Nk, D]
+  void* workspace;   // the backward's own workspace, `layout.bytes` bytes
+  BackLayout layout;
+};
 
 struct KernelArgs {
   mra_problem problem;
@@ -32,6 +45,7 @@ struct KernelArgs {
   unsigned stages;
   cudaStream_t stream;  // nullptr for the emulated backend
   int* cuda_error;      // receives the cudaError_t of a refused launch (MRA_ERROR_LAUNCH_FAILED)
+  const GradArgs* grad = nullptr;  // kStageBackward only
 };
 
 using EntryFn = mra_status (*)(const KernelArgs*);

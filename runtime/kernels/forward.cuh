@@ -4,16 +4,19 @@
 // compiled by nvcc for the CUDA backend and, unchanged, as C++ against runtime/simt/simt.h for the emulated
 // backend (both in generated/CMakeLists.txt). The pipeline, per (batch, head) slice:
 //   pool_kernel         (pool.cuh) masked means of q and k, sums of v, token counts, per block at every coarse level
-//   coarse_max_kernel   (select.cuh) level 1: the pooled logits q̄·k̄ᵀ as a tiled f32 GEMM (recomputed by every level-1
-//                       pass below, never stored) -> the maximum logit of every block row
-//   coarse_hist_kernel  level 1, 3 radix passes: histogram of the next digit of the rank value
-//   select_pick_kernel  ... and the digit of the budget-th largest value (one CTA per slice)
-//   coarse_count_kernel level 1: per row, the pairs above the threshold and the ties
-//   select_rows_kernel  level 1: CSR row offsets of T_1 and the tie quota's per-row base
-//   coarse_write_kernel level 1: the columns of T_1, row by row in column order
+//   coarse_rank_kernel  (select.cuh) level 1, 3 radix passes: the pooled logits q̄·k̄ᵀ as a tiled f32 GEMM (recomputed
+//                       by every level-1 pass, never stored); pass 0 first finds the maximum logit of every block
+//                       row; each pass a histogram of the next digit of the rank value, after the pick of the
+//                       previous pass's digit (done by every CTA from the histogram: no launch of its own)
+//   coarse_count_kernel level 1: the last pick; per row, the pairs above the threshold and the ties
+//   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
-//   attend_mma_kernel   (attend.cuh) per query tile: coarse components from pooled V sums, then the exact entries
+//   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
+//                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
+//                       the numerator as a second GEMM of the weights and the V sums
+//   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
+//                       of the levels l >= 2 from pooled V sums, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
@@ -21,6 +24,7 @@
 #pragma once
 
 #include "kernels/attend.cuh"
+#include "kernels/coarse.cuh"
 #include "kernels/common.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/select.cuh"
@@ -30,14 +34,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Host side: launches the stages of one configuration.
 
-template <class Cfg>
-mra_status forward(const KernelArgs& a) {
-  // A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
-  const auto launched = [&a](cudaError_t e) {
-    if (e == cudaSuccess) return MRA_SUCCESS;
-    *a.cuda_error = int(e);
-    return MRA_ERROR_LAUNCH_FAILED;
-  };
+// The kernel parameters of a call: sizes, pointers, the scale and the priors clamped as the kernels need them.
+inline Params make_params(const KernelArgs& a) {
   const mra_problem& pr = a.problem;
   Params p{};
   p.batch = int32_t(pr.batch);
@@ -63,34 +61,53 @@ mra_status forward(const KernelArgs& a) {
   p.k_strides = row_strides(pr.strides.k, hkv, pr.nk, pr.dim);
   p.v_strides = row_strides(pr.strides.v, hkv, pr.nk, pr.dim);
   p.out_strides = row_strides(pr.strides.out, pr.heads, pr.nq, pr.dim);
+  return p;
+}
+
+// A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
+inline mra_status launched(const KernelArgs& a, cudaError_t e) {
+  if (e == cudaSuccess) return MRA_SUCCESS;
+  *a.cuda_error = int(e);
+  return MRA_ERROR_LAUNCH_FAILED;
+}
+
+// Launches `kernel` with grid (x, slices), in parts of at most layout.slices_per_launch (kMaxGridY) slices, each
+// part seeing its first slice as p.slice0.
+template <class Kernel, class... Extra>
+cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsigned x, unsigned threads, size_t smem,
+                             Extra... extra) {
+  const unsigned slices = unsigned(a.problem.batch * a.problem.heads), part = a.layout.slices_per_launch;
+  cudaError_t e = cudaSuccess;
+  for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
+    p.slice0 = int32_t(first);
+    e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem, a.stream, p,
+                     extra...);
+  }
+  return e;
+}
+
+template <class Cfg>
+mra_status forward(const KernelArgs& a) {
+  const mra_problem& pr = a.problem;
+  const Params p = make_params(a);
   const unsigned slices = unsigned(pr.batch * pr.heads);
-  // Launches `kernel` with grid (x, slices), in parts of at most `part` (kMaxGridY) slices.
-  const unsigned part = a.layout.slices_per_launch;
   auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
-    cudaError_t e = cudaSuccess;
-    for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
-      p.slice0 = int32_t(first);
-      e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem,
-                       a.stream, p, extra...);
-    }
-    return e;
+    return launch_per_slice(a, p, kernel, x, threads, smem, extra...);
   };
+  auto launched = [&a](cudaError_t e) { return kern::launched(a, e); };
 
   if (a.stages & kStagePrepare) {
     for (int li = 0; li < Cfg::steps; ++li) {
       const Level& lv = a.layout.level[li];
       if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
-    // Level 1: the row maxima, the radix passes (each a histogram, then the digit), the per-row counts, the
-    // CSR offsets and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
+    // Level 1: the radix passes (the first also finds the row maxima), the per-row counts, the CSR offsets
+    // and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
     const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
-    cudaError_t e = per_slice(coarse_max_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
-    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass) {
-      e = per_slice(coarse_hist_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
-      if (e == cudaSuccess) e = per_slice(select_pick_kernel<Cfg>, 1u, unsigned(kScanThreads), 0, pass);
-    }
+    cudaError_t e = cudaSuccess;
+    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+      e = per_slice(coarse_rank_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
     if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
-    if (e == cudaSuccess) e = per_slice(select_rows_kernel<Cfg>, 1u, unsigned(kScanThreads), 0);
     if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     if (auto s = launched(e)) return s;
     for (int li = 1; li < Cfg::steps; ++li) {
@@ -102,6 +119,11 @@ mra_status forward(const KernelArgs& a) {
     }
   }
   if (a.stages & kStageAttend) {
+    // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
+    if (p.full) {
+      const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
+      if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, bands, unsigned(kGemmThreads), 0))) return s;
+    }
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
       if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;

@@ -4,9 +4,12 @@
 // The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
 // counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
 // (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
-// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
-// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). Offsets are in bytes
-// from the workspace start.
+// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass;
+// in mode full also its coarse components per block row (max, denominator, numerator[D]; coarse.cuh).
+// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). The attention kernels also
+// keep, per query row, the stabilizer and denominator of its softmax (`rowstats`): after a forward the
+// workspace is the saved state the backward reads (docs/kernels.md, "Backward"). Offsets are in bytes from the
+// workspace start.
 #pragma once
 
 #include <cstddef>
@@ -24,9 +27,9 @@ inline constexpr int kMaxSteps = MRA_MAX_LEVELS - 1;
 inline constexpr int kSlotBits = 31;
 inline constexpr int64_t kSlotLimit = int64_t(1) << kSlotBits;
 inline constexpr int64_t kLevel1BlockLimit = int64_t(1) << 26;
-// The level-1 radix select: a histogram of kHistBins bins per slice and pass (12, 11, 11 bits of the 34-bit
-// rank value).
-inline constexpr int kHistBins = 4096;
+// The level-1 radix select: kPasses passes, a histogram of kHistBins bins per slice and pass (12, 11, 11 bits
+// of the 34-bit rank value), stored with one more word (pass 0: the count of non-finite blocks).
+inline constexpr int kPasses = 3, kHistBins = 4096, kHistWords = kHistBins + 1;
 // Grid y carries the slice (batch * heads) and CUDA caps it at kMaxGridY: more slices are launched in parts.
 // kMaxSlices and kMaxDim (larger than any head dim a kernel is generated for) keep every workspace size product
 // below 2^63: slices * nq * dim <= 2^20 * 2^30 * 2^10.
@@ -34,9 +37,9 @@ inline constexpr unsigned kMaxGridY = 65535;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
-// Where the level-1 selection of one slice stands (docs/kernels.md, "Selection"). While the radix passes run,
-// `threshold` holds the rank-value bits found so far and `ties` how many pairs are still wanted at or below
-// them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
+// Where the level-1 selection of one slice stands after the pick of a radix pass (docs/kernels.md,
+// "Selection"). While the radix passes run, `threshold` holds the rank-value bits found so far and `ties` how
+// many pairs are still wanted at or below them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
 // the first `ties` in flat order.
 struct SelectState {
   uint64_t threshold, ties, done, candidates;
@@ -53,10 +56,11 @@ struct Level {
   size_t col = 0;                         // i32 [slices, cap]: key-block column of each refined pair
   size_t keys = 0;                        // u64 [slices, slots]                 levels l >= 2
   size_t rowmax = 0;                      // f32 [slices, nq]: max logit per row  level 1
-  size_t hist = 0;                        // u64 [slices, kHistBins]              level 1
-  size_t state = 0;                       // SelectState [slices]                 level 1
+  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1
+  size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1
   size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
-  size_t tiebase = 0;                     // u64 [slices, nq]: ties in the rows before   level 1
+  size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
+  size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
 };
 
 struct Layout {
@@ -64,6 +68,7 @@ struct Layout {
   Level level[kMaxSteps];
   size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
   size_t slice_bad = 0;        // i32 [slices]
+  size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
   // split into several launches (slice0 != 0, forward.cuh) with a few slices.
@@ -80,6 +85,17 @@ inline RowStrides row_strides(const int64_t (&s)[4], int64_t heads, int64_t n, i
   return all_zero(s) ? RowStrides{heads * n * dim, n * dim, dim} : RowStrides{s[0], s[1], s[2]};
 }
 inline int64_t kv_heads(const mra_problem& p) { return p.heads_kv != 0 ? p.heads_kv : p.heads; }
+
+// Whether `p` is the plain case: one K/V head per head and every tensor contiguous (strides all zero or equal to
+// the contiguous ones).
+inline bool plain_layout(const mra_problem& p) {
+  const auto contiguous = [&](const int64_t (&s)[4], int64_t n) {
+    const RowStrides r = row_strides(s, p.heads, n, p.dim);
+    return (all_zero(s) || s[3] == 1) && r.batch == p.heads * n * p.dim && r.head == n * p.dim && r.row == p.dim;
+  };
+  return kv_heads(p) == p.heads && contiguous(p.strides.q, p.nq) && contiguous(p.strides.k, p.nk) &&
+         contiguous(p.strides.v, p.nk) && contiguous(p.strides.out, p.nq);
+}
 
 // The largest element offset of a tensor with extents (batch, heads, n, dim) and strides `s` (checked).
 inline int64_t max_offset(const RowStrides& s, int64_t batch, int64_t heads, int64_t n, int64_t dim) {
@@ -119,6 +135,16 @@ inline bool output_distinct(const RowStrides& s, int64_t batch, int64_t heads, i
   }
   return true;
 }
+// Hands out consecutive 256-byte aligned regions of a workspace: take() returns a region's offset, `bytes` is
+// the size so far.
+struct Carver {
+  size_t bytes = 0;
+  size_t take(int64_t count, size_t elem) {
+    const size_t start = bytes;
+    bytes += (static_cast<size_t>(count) * elem + 255) / 256 * 256;
+    return start;
+  }
+};
 
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
 inline mra_status make_layout(const mra_problem& p, Layout* out) {
@@ -155,12 +181,8 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   Layout L;
   L.steps = p.levels - 1;
   const int64_t slices = p.batch * p.heads;
-  size_t at = 0;
-  auto take = [&at](int64_t count, size_t elem) {
-    const size_t start = at;
-    at += (static_cast<size_t>(count) * elem + 255) / 256 * 256;
-    return start;
-  };
+  Carver carve;
+  auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
   int64_t prev_cap = 0;
   for (int li = 0; li < L.steps; ++li) {
     Level& v = L.level[li];
@@ -189,18 +211,63 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       v.keys = take(slices * (slots > 0 ? slots : 1), sizeof(uint64_t));
     } else {
       v.rowmax = take(slices * nq, sizeof(float));
-      v.hist = take(slices * kHistBins, sizeof(uint64_t));
-      v.state = take(slices, sizeof(SelectState));
+      v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
+      v.state = take(slices * kPasses, sizeof(SelectState));
       v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
-      v.tiebase = take(slices * nq, sizeof(uint64_t));
+      if (mode == MRA_MODE_FULL) {
+        v.cmax = take(slices * nq, sizeof(float));
+        v.cden = take(slices * nq, sizeof(float));
+        v.cnum = take(slices * nq * p.dim, sizeof(float));
+      }
     }
     prev_cap = cap;
   }
   L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));
   L.slice_bad = take(slices, sizeof(int32_t));
-  L.bytes = at;
+  L.rowstats = take(slices * p.nq * 2, sizeof(float));
+  L.bytes = carve.bytes;
   *out = L;
   return MRA_SUCCESS;
+}
+
+// The backward's own workspace (runtime/kernels/backward.cuh), besides the forward's: per query row
+// δ_i = dout_i · out_i, a per-slice flag for a non-finite dout, and per coarse level the block-row sums of the
+// coarse gradients (§7.3) and what each query and key block receives through its pooled mean and V sum.
+struct BackLevel {
+  size_t mmin = 0;          // f32 [slices, nq_l]: the smallest stabilizer m_i of the block's rows with terms
+  size_t ubar = 0;          // f32 [slices, nq_l, D]: Σ_i exp(mmin - m_i) / Z_i · dout_i
+  size_t dbar = 0;          // f32 [slices, nq_l]:    Σ_i exp(mmin - m_i) / Z_i · δ_i
+  size_t gq = 0;            // f32 [slices, nq_l, D]: dq of every real query of the block through q̄
+  size_t gk = 0, gv = 0;    // f32 [slices, nk_l, D]: dk through k̄ and dv through V of every real key of the block
+};
+
+struct BackLayout {
+  size_t delta = 0;     // f32 [slices, nq]
+  size_t dout_bad = 0;  // i32 [slices]
+  BackLevel level[kMaxSteps];
+  size_t bytes = 0;
+};
+
+// The backward workspace of a problem whose forward layout is `fwd` (make_layout checked the problem).
+inline BackLayout make_back_layout(const mra_problem& p, const Layout& fwd) {
+  BackLayout B;
+  const int64_t slices = p.batch * p.heads;
+  Carver carve;
+  auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
+  B.delta = take(slices * p.nq, sizeof(float));
+  B.dout_bad = take(slices, sizeof(int32_t));
+  for (int li = 0; li < fwd.steps; ++li) {
+    const Level& v = fwd.level[li];
+    BackLevel& g = B.level[li];
+    g.mmin = take(slices * v.nq, sizeof(float));
+    g.ubar = take(slices * v.nq * p.dim, sizeof(float));
+    g.dbar = take(slices * v.nq, sizeof(float));
+    g.gq = take(slices * v.nq * p.dim, sizeof(float));
+    g.gk = take(slices * v.nk * p.dim, sizeof(float));
+    g.gv = take(slices * v.nk * p.dim, sizeof(float));
+  }
+  B.bytes = carve.bytes;
+  return B;
 }
 
 }  // namespace mra::kern

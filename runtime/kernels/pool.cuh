@@ -8,7 +8,7 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
 // Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
-// non-finite value in a real token (§2.7).
+// non-finite value in a real token (§2.7), and CTA 0 clears the slice's selection histograms.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;
@@ -28,6 +28,11 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
 
   __shared__ int any_bad;
   if (d == 0) any_bad = 0;
+  // The level-1 radix histograms start at 0 (coarse_rank_kernel adds to them in the launches after this one).
+  if (li == 0 && blockIdx.x == 0) {
+    uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
+    for (int i = d; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
+  }
   __syncthreads();
   float sx = 0.f, sv = 0.f;
   int count = 0;

@@ -29,7 +29,7 @@ __host__ __device__ inline uint64_t slot_key(float score, int64_t slot) {
 __host__ __device__ inline int64_t slot_of_key(uint64_t key) { return int64_t(kSlotMask - (key & kSlotMask)); }
 
 // The level-1 radix select: 3 passes over the 34-bit rank value, 12 + 11 + 11 bits from the top.
-inline constexpr int kRankBits = 34, kPasses = 3;
+inline constexpr int kRankBits = 34;
 __host__ __device__ constexpr int pass_shift(int pass) { return pass == 0 ? 22 : pass == 1 ? 11 : 0; }
 __host__ __device__ constexpr int pass_bits(int pass) { return pass == 0 ? 12 : 11; }
 static_assert(pass_shift(0) + pass_bits(0) == kRankBits && (1 << pass_bits(0)) == kHistBins);
@@ -127,20 +127,13 @@ __device__ inline void load_row_max(const Params& p, int64_t slice, int32_t row0
   }
 }
 
-// Pass 0: the maximum logit of every block row (§2.4's score is relative to it). CTA 0 of each slice also
-// clears the slice's histogram and selection state for the passes that follow. Grid (bands, slices).
+// The maximum logit of each of this thread's band rows (§2.4's score is relative to it), by a sweep of the
+// band; written to the workspace for the later passes. The W threads of one row are W consecutive lanes of one
+// warp, so every lane of a row ends with the same maximum.
 template <class Cfg>
-__global__ void __launch_bounds__(kGemmThreads) coarse_max_kernel(Params p) {
+__device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float (&m)[kMicro]) {
   constexpr int W = kBandRows / kMicro;
   const Level& lv = p.layout.level[0];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
-  if (blockIdx.x == 0) {
-    uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kHistBins;
-    for (int i = threadIdx.x; i < kHistBins; i += blockDim.x) hist[i] = 0;
-    if (threadIdx.x == 0) at<SelectState>(p, lv.state)[slice] = SelectState{0, 0, 0, 0};
-  }
-  float m[kMicro];
   MRA_UNROLL
   for (int i = 0; i < kMicro; ++i) m[i] = -INFINITY;
   coarse_sweep<Cfg>(p, slice, row0, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
@@ -149,7 +142,6 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_max_kernel(Params p) {
       MRA_UNROLL
       for (int j = 0; j < kMicro; ++j) m[i] = logit[i][j] > m[i] ? logit[i][j] : m[i];
   });
-  // The W threads of one row are W consecutive lanes of one warp.
   MRA_UNROLL
   for (int i = 0; i < kMicro; ++i) {
     for (int o = W / 2; o > 0; o /= 2) {
@@ -161,71 +153,39 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_max_kernel(Params p) {
   }
 }
 
-// Radix pass `pass`: the histogram of the next digit of the rank values that match the digits found so far.
-// Counts are integers, so the order of the atomic additions does not matter. Grid (bands, slices).
+// The selection state after the pick of radix pass `pass`: the digit of the budget-th largest rank value, from
+// the slice's histogram of that pass and the state after the pick before (state[pass - 1]), both written by
+// earlier launches. No launch of its own: every CTA of the launch that needs it computes it, alike from the
+// same data (a few µs of reading, against one launch), and CTA 0 of the slice stores it as state[pass] for the
+// launches after. The pick of pass 0 also turns pool_kernel's block flags (counted in the pass-0 histogram's
+// last word) into the slice's non-finite flag (a poisoned slice refines nothing, §2.7), counts the candidates
+// and settles the cases that need no search (budget 0, budget >= candidates); a digit whose whole bin is
+// wanted settles the threshold early, and the passes after it skip their sweeps. Uniform over the CTA (its
+// kGemmThreads threads); contains barriers.
+inline constexpr int kScanThreads = kGemmThreads;
 template <class Cfg>
-__global__ void __launch_bounds__(kGemmThreads) coarse_hist_kernel(Params p, int pass) {
+__device__ SelectState pick_state(const Params& p, int64_t slice, int pass) {
   const Level& lv = p.layout.level[0];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const SelectState st = at<SelectState>(p, lv.state)[slice];
-  if (st.done) return;  // uniform over the CTA
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
-  __shared__ uint32_t hist[kHistBins];
-  for (int i = threadIdx.x; i < kHistBins; i += blockDim.x) hist[i] = 0;
-  float rmax[kMicro];
-  load_row_max(p, slice, row0, rmax);
-  const int shift = pass_shift(pass), high = shift + pass_bits(pass);
-  const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
-  __syncthreads();
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
-    for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t, int32_t, uint64_t v) {
-      if ((v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
-    });
-  });
-  __syncthreads();
-  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kHistBins;
-  for (int i = threadIdx.x; i < (1 << pass_bits(pass)); i += blockDim.x)
-    if (hist[i]) atomicAdd(reinterpret_cast<unsigned long long*>(&global[i]), (unsigned long long)hist[i]);
-}
-
-// After radix pass `pass`: the digit of the budget-th largest rank value (one CTA of kScanThreads per slice,
-// grid (1, slices)). Pass 0 also folds pool_kernel's block flags into the slice's non-finite flag (a poisoned
-// slice refines nothing, §2.7), counts the candidates and settles the cases that need no search (budget 0,
-// budget >= candidates). A digit whose whole bin is wanted settles the threshold early, and the remaining passes
-// return at once. Clears the histogram for the next pass.
-inline constexpr int kScanThreads = 256;
-template <class Cfg>
-__global__ void __launch_bounds__(kScanThreads) select_pick_kernel(Params p, int pass) {
-  const Level& lv = p.layout.level[0];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int tid = threadIdx.x;
   constexpr int per = kHistBins / kScanThreads;
-  uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kHistBins;
-  SelectState* state = at<SelectState>(p, lv.state) + slice;
+  const uint64_t* hist = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
+  SelectState* state = at<SelectState>(p, lv.state) + slice * kPasses;
   __shared__ uint64_t part[kScanThreads];
-  __shared__ int any_bad;
-  const SelectState st = *state;
-  if (st.done) return;
-  if (pass == 0) {
-    if (tid == 0) any_bad = 0;
-    __syncthreads();
-    const int32_t blocks = lv.nq + lv.nk;
-    const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
-    for (int32_t i = tid; i < blocks; i += blockDim.x)
-      if (block_bad[i]) any_bad = 1;
-  }
+  __shared__ SelectState result;
+  const SelectState st = pass == 0 ? SelectState{0, 0, 0, 0} : state[pass - 1];
   uint64_t mine = 0;
   for (int i = 0; i < per; ++i) mine += hist[tid * per + i];
   part[tid] = mine;
   __syncthreads();
   if (tid == 0) {
     SelectState s = st;
-    bool search = true;
+    bool search = !st.done;
     if (pass == 0) {
       uint64_t total = 0;
       for (int t = 0; t < kScanThreads; ++t) total += part[t];
       s.candidates = total;
-      at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
+      const bool any_bad = hist[kHistBins] != 0;
+      if (blockIdx.x == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
       if (any_bad || lv.budget == 0) {
         s = SelectState{~uint64_t(0), 0, 1, total};  // nothing exceeds the threshold
         search = false;
@@ -253,19 +213,61 @@ __global__ void __launch_bounds__(kScanThreads) select_pick_kernel(Params p, int
         s.done = 1;
       }
     }
-    *state = s;
+    result = s;
+    if (blockIdx.x == 0) state[pass] = s;
   }
   __syncthreads();
+  return result;
+}
+
+// Radix pass `pass`: the histogram of the next digit of the rank values that match the digits found so far
+// (the state after the previous pass's pick, computed here). Pass 0 first finds the row maxima and counts
+// this CTA's share of pool_kernel's non-finite block flags. Counts are integers, so the order of the atomic
+// additions does not matter. Grid (bands, slices); pool_kernel cleared the histograms.
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int pass) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int tid = threadIdx.x;
+  const SelectState st = pass == 0 ? SelectState{0, 0, 0, 0} : pick_state<Cfg>(p, slice, pass - 1);
+  if (st.done) return;  // uniform over the CTA
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  uint64_t* global = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
+  __shared__ uint32_t hist[kHistBins];
+  float rmax[kMicro];
+  if (pass == 0) {
+    band_row_max<Cfg>(p, slice, row0, rmax);
+    const int32_t blocks = lv.nq + lv.nk, share = (blocks + int32_t(gridDim.x) - 1) / int32_t(gridDim.x);
+    const int32_t lo = int32_t(blockIdx.x) * share, hi = lo + share < blocks ? lo + share : blocks;
+    const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
+    int bad = 0;
+    for (int32_t i = lo + tid; i < hi; i += blockDim.x) bad |= block_bad[i] != 0;
+    if (__syncthreads_or(bad) && tid == 0)
+      atomicAdd(reinterpret_cast<unsigned long long*>(&global[kHistBins]), 1ull);
+  } else {
+    load_row_max(p, slice, row0, rmax);
+  }
   for (int i = tid; i < kHistBins; i += blockDim.x) hist[i] = 0;
+  const int shift = pass_shift(pass), high = shift + pass_bits(pass);
+  const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
+  __syncthreads();
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+    for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t, int32_t, uint64_t v) {
+      if ((v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
+    });
+  });
+  __syncthreads();
+  for (int i = tid; i < (1 << pass_bits(pass)); i += blockDim.x)
+    if (hist[i]) atomicAdd(reinterpret_cast<unsigned long long*>(&global[i]), (unsigned long long)hist[i]);
 }
 
 // The refined pairs of one band: rank value above the threshold, or equal to it within the tie quota.
-// Pass 1 (`count`): per row, how many are above and how many tie. Grid (bands, slices).
+// Pass 1 (`count`, after the last pick): per row, how many are above and how many tie. Grid (bands, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_count_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const SelectState st = pick_state<Cfg>(p, slice, kPasses - 1);
   const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
   __shared__ uint32_t above[kBandRows], ties[kBandRows];
   for (int i = threadIdx.x; i < kBandRows; i += blockDim.x) above[i] = ties[i] = 0;
@@ -286,65 +288,58 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_count_kernel(Params p) {
   }
 }
 
-// Exclusive prefix sum over the CTA (kScanThreads values), in a fixed order; returns the CTA total too.
-__device__ inline uint64_t block_exclusive_scan(uint64_t x, uint64_t* buf, uint64_t* total) {
-  const int tid = threadIdx.x;
-  buf[tid] = x;
-  __syncthreads();
-  for (int o = 1; o < kScanThreads; o *= 2) {
-    const uint64_t add = tid >= o ? buf[tid - o] : 0;
-    __syncthreads();
-    buf[tid] += add;
-    __syncthreads();
-  }
-  const uint64_t inclusive = buf[tid];
-  *total = buf[kScanThreads - 1];
-  __syncthreads();
-  return inclusive - x;
-}
-
-// The CSR row offsets of T_1 and each row's tie base (ties in the rows before it), from the counts.
-// One CTA per slice, grid (1, slices).
+// The CSR row offsets of the band's rows (and, from the last band, rowptr[nq]) and their tie bases (ties in the
+// rows before), from the per-row counts. The tie quota goes to the ties in flat order, so the rows before r took
+// min(ties before r, quota) of them: rowptr[r] = (above before r) + min(tie base, quota). The sums over the rows
+// before the band are integers: per thread, then over the threads in thread order.
 template <class Cfg>
-__global__ void __launch_bounds__(kScanThreads) select_rows_kernel(Params p) {
+__device__ void band_offsets(const Params& p, int64_t slice, int32_t row0, const SelectState& st,
+                                    int32_t (&band_ptr)[kBandRows], uint64_t (&band_tb)[kBandRows]) {
   const Level& lv = p.layout.level[0];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const int tid = threadIdx.x;
   const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
-  uint64_t* tiebase = at<uint64_t>(p, lv.tiebase) + slice * lv.nq;
   int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-  __shared__ uint64_t buf[kScanThreads];
-  uint64_t ties_before = 0, taken_before = 0;
-  for (int32_t r0 = 0; r0 < lv.nq; r0 += kScanThreads) {
-    const int32_t r = r0 + int32_t(threadIdx.x);
-    const uint64_t above = r < lv.nq ? rowcount[2 * r] : 0, ties = r < lv.nq ? rowcount[2 * r + 1] : 0;
-    uint64_t tie_total, taken_total;
-    const uint64_t tb = ties_before + block_exclusive_scan(ties, buf, &tie_total);
-    const uint64_t quota = tb < st.ties ? st.ties - tb : 0;
-    const uint64_t taken = above + (ties < quota ? ties : quota);
-    const uint64_t before = taken_before + block_exclusive_scan(taken, buf, &taken_total);
-    if (r < lv.nq) {
-      tiebase[r] = tb;
-      rowptr[r] = int32_t(before);
-    }
-    ties_before += tie_total;
-    taken_before += taken_total;
+  __shared__ uint64_t part[2][kGemmThreads];
+  uint64_t above = 0, ties = 0;
+  for (int32_t r = tid; r < row0; r += blockDim.x) {
+    above += rowcount[2 * r];
+    ties += rowcount[2 * r + 1];
   }
-  if (threadIdx.x == 0) rowptr[lv.nq] = int32_t(taken_before);
+  part[0][tid] = above;
+  part[1][tid] = ties;
+  __syncthreads();
+  if (tid == 0) {
+    uint64_t a = 0, tb = 0;
+    for (int t = 0; t < kGemmThreads; ++t) {
+      a += part[0][t];
+      tb += part[1][t];
+    }
+    for (int i = 0; i < kBandRows && row0 + i < lv.nq; ++i) {
+      band_tb[i] = tb;
+      band_ptr[i] = int32_t(a + (tb < st.ties ? tb : st.ties));
+      rowptr[row0 + i] = band_ptr[i];
+      a += rowcount[2 * (row0 + i)];
+      tb += rowcount[2 * (row0 + i) + 1];
+    }
+    if (row0 + kBandRows >= lv.nq) rowptr[lv.nq] = int32_t(a + (tb < st.ties ? tb : st.ties));
+  }
+  __syncthreads();
 }
 
-// Pass 2 (`write`): the columns of the refined pairs, row by row in column order, at their CSR positions.
-// A column tile's verdicts go through shared memory; then warp w writes rows w, w + 8, ... of the band, its
-// lanes covering 32 columns at a time, with ballots for the positions. Grid (bands, slices).
+// Pass 2 (`write`): the CSR offsets of the band's rows, then the columns of the refined pairs, row by row in
+// column order, at their CSR positions. A column tile's verdicts go through shared memory; then warp w writes
+// rows w, w + 8, ... of the band, its lanes covering 32 columns at a time, with ballots for the positions.
+// Grid (bands, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   constexpr int W = kBandRows / kMicro, kWarps = kGemmThreads / 32, kRowsPerWarp = kBandRows / kWarps;
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const SelectState st = at<SelectState>(p, lv.state)[slice];
+  const SelectState st = at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1];
   const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
-  const int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-  const uint64_t* tiebase = at<uint64_t>(p, lv.tiebase) + slice * lv.nq;
+  __shared__ int32_t band_ptr[kBandRows];
+  __shared__ uint64_t band_tb[kBandRows];
+  band_offsets<Cfg>(p, slice, row0, st, band_ptr, band_tb);
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
   __shared__ uint8_t verdict[kBandRows][kBandCols];  // 0: not refined, 1: above the threshold, 2: a tie
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
@@ -371,10 +366,10 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
         const uint8_t v = verdict[i][h + lane];
         const unsigned lower = (1u << lane) - 1u;
         const unsigned tie_mask = __ballot_sync(0xffffffffu, v == 2);
-        const uint64_t tie_rank = tiebase[r] + seen_ties[k] + uint64_t(__popc(tie_mask & lower));
+        const uint64_t tie_rank = band_tb[i] + seen_ties[k] + uint64_t(__popc(tie_mask & lower));
         const bool take = v == 1 || (v == 2 && tie_rank < st.ties);
         const unsigned take_mask = __ballot_sync(0xffffffffu, take);
-        if (take) col[rowptr[r] + int64_t(written[k]) + __popc(take_mask & lower)] = c0 + h + lane;
+        if (take) col[band_ptr[i] + int64_t(written[k]) + __popc(take_mask & lower)] = c0 + h + lane;
         seen_ties[k] += uint32_t(__popc(tie_mask));
         written[k] += uint32_t(__popc(take_mask));
       }

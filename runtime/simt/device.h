@@ -309,10 +309,18 @@ double fma_round_to_odd(double a, double b, double c);
 }  // namespace detail
 }  // namespace simt
 
-#define threadIdx (static_cast<const uint3&>(::simt::detail::tls.thread_idx))
-#define blockIdx (static_cast<const uint3&>(::simt::detail::tls.block_idx))
-#define blockDim (static_cast<const dim3&>(::simt::detail::tls.block_dim))
-#define gridDim (static_cast<const dim3&>(::simt::detail::tls.grid_dim))
+// The built-in variables are copies of the running CUDA thread's values, not references to the
+// thread_local: a reference makes -fsanitize=null test the thread_local's address against null at
+// every use, and g++ 12 at -O1 with AddressSanitizer miscompiles that test when it keeps the TLS
+// base in a register (the `add %fs:0` that set the flags becomes a `lea`, so the `je` reads the flags
+// of the previous shadow-memory check and reports "member access within null pointer" for
+// threadIdx.x after a __syncthreads). A copy reads the fields at %fs:offset with no check. Caching
+// the TLS base across a fiber switch is correct here: every fiber of a block runs on the OS thread
+// that started the block (runtime.cpp, run_block), so the base never changes under a fiber.
+#define threadIdx (static_cast<uint3>(::simt::detail::tls.thread_idx))
+#define blockIdx (static_cast<uint3>(::simt::detail::tls.block_idx))
+#define blockDim (static_cast<dim3>(::simt::detail::tls.block_dim))
+#define gridDim (static_cast<dim3>(::simt::detail::tls.grid_dim))
 
 inline constexpr int warpSize = 32;
 

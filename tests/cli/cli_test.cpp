@@ -3,6 +3,7 @@
 //   ctest --test-dir build -L cli      or      build/tests/cli/cli_test
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -127,9 +128,11 @@ mra::npy::Array load_ok(const std::string& path) {
 }
 
 // Exact softmax attention in double on [B, H, N, D] data, written independently of the reference.
+// With `causal`, query i sees key j only when j <= i + nk - nq (docs/semantics.md §9.1).
 std::vector<double> oracle(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
                            int64_t B, int64_t H, int64_t nq, int64_t nk, int64_t D,
-                           const std::vector<double>& qmask = {}, const std::vector<double>& kmask = {}) {
+                           const std::vector<double>& qmask = {}, const std::vector<double>& kmask = {},
+                           bool causal = false) {
   std::vector<double> out(static_cast<size_t>(B * H * nq * D), 0.0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -140,6 +143,7 @@ std::vector<double> oracle(const std::vector<double>& q, const std::vector<doubl
         double m = -INFINITY;
         for (int64_t j = 0; j < nk; ++j) {
           if (!kmask.empty() && kmask[static_cast<size_t>(b * nk + j)] == 0) continue;
+          if (causal && j > i + nk - nq) continue;
           const double* kj = &k[static_cast<size_t>(((b * H + h) * nk + j) * D)];
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
@@ -532,6 +536,10 @@ TEST_CASE("bad options: one line naming the option, exit 2, no output") {
       {{"stray"}, "stray", "unexpected argument"},
       {{"--mode", "full", "--mode", "full"}, "--mode", "more than once"},
       {{"--mode"}, "--mode", "missing value"},
+      {{"--policy", "rows"}, "--policy", "'rows' is not 'global' or 'row'"},
+      {{"--causal", "--policy", "global"}, "--policy", "cannot be combined with --causal"},
+      {{"--causal=1"}, "--causal", "takes no value"},
+      {{"--causal", "--backend", "emulated"}, "--backend emulated", "neither causal attention nor policy row"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.args.front());
@@ -909,4 +917,49 @@ TEST_CASE("grouped K/V heads (K and V with fewer heads than Q) and --layout bnhd
   const Problem flat = write_problem(dir, {20, 8}, {20, 8}, "<f4", "flat-");
   check_failure(dir, run(dir, std::vector<std::string>{"exact"} + inputs(flat) + std::vector<std::string>{"--layout", "bnhd", "-o", fresh}),
                 "--layout", "bnhd needs inputs shaped [N, H, D] or [B, N, H, D]", fresh);
+}
+
+TEST_CASE("--causal and --policy: causal exact attention, MRA with every block refined equals it, per-row budgets") {
+  TempDir dir;
+  // Nk - Nq = 30 (cached keys), -20 (the first 20 queries see nothing: rows of 0) and 0.
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{40, 70}, {70, 50}, {45, 45}};
+  for (const auto& [nq, nk] : shapes) {
+    const Problem p = write_problem(dir, {2, 1, nq, 8}, {2, 1, nk, 8});
+    CAPTURE(nq);
+    CAPTURE(nk);
+    const std::string exact = dir.file("exact.npy"), out = dir.file("attend.npy");
+    REQUIRE(run(dir, std::vector<std::string>{"exact", "--causal"} + inputs(p) + std::vector<std::string>{"-o", exact}).status == 0);
+    const mra::npy::Array ex = load_ok(exact);
+    CHECK(relative_error(ex.values, oracle(p.q, p.k, p.v, p.B, p.H, p.nq, p.nk, p.D, {}, {}, true)) < 1e-6);
+    CHECK(relative_error(ex.values, oracle(p.q, p.k, p.v, p.B, p.H, p.nq, p.nk, p.D)) > 1e-2);  // causal matters
+    for (const char* scales : {"16,1", "8,2,1"}) {
+      const Result a = run(dir, std::vector<std::string>{"attend", "--causal", "--scales", scales, "--blocks-per-row",
+                                                         "100"} + inputs(p) + std::vector<std::string>{"-o", out});
+      INFO(a.err);
+      REQUIRE(a.status == 0);
+      CHECK(a.out.find("policy row, causal") != std::string::npos);
+      CHECK(relative_error(load_ok(out).values, ex.values) < 1e-6);
+    }
+  }
+  // Policy row: 64 queries in 4 block rows of 16, one block per row; causal adds the 4 diagonal blocks.
+  const Problem p = write_problem(dir, {1, 1, 64, 8}, {1, 1, 64, 8});
+  const Result row = run(dir, std::vector<std::string>{"select", "--policy", "row", "--scales", "16,1", "--budget", "1"} + inputs(p));
+  REQUIRE(row.status == 0);
+  CHECK(row.out.find("\"policy\": \"row\"") != std::string::npos);
+  CHECK(row.out.find("\"causal\": false") != std::string::npos);
+  const size_t list = row.out.find("\"blocks\": [");
+  REQUIRE(list != std::string::npos);
+  const std::string blocks = row.out.substr(list, row.out.find(']', list) - list);
+  CHECK(std::count(blocks.begin(), blocks.end(), ',') == 3);
+  const Result causal = run(dir, std::vector<std::string>{"select", "--causal", "--scales", "16,1", "--budget", "1"} + inputs(p));
+  REQUIRE(causal.status == 0);
+  CHECK(causal.out.find("\"blocks\": [0, 4, 5, 8, ") != std::string::npos);  // row 0: its diagonal block only
+  // The backward has no causal form yet: one line, exit 2, nothing written.
+  const std::string dq = dir.file("dq.npy");
+  const Result grad = run(dir, std::vector<std::string>{"grad", "--causal", "--dout", p.q_path, "--dq", dq, "--dk",
+                                                        dir.file("dk.npy"), "--dv", dir.file("dv.npy")} + inputs(p));
+  check_failure(dir, grad, "grad", "causal attention", dq);
+  const Result help = run(dir, {"attend", "--help"});
+  CHECK(help.out.find("--causal") != std::string::npos);
+  CHECK(help.out.find("--policy global|row") != std::string::npos);
 }

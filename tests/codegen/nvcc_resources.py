@@ -15,9 +15,11 @@ import pathlib
 import re
 import sys
 
-KERNELS = ("pool_kernel", "coarse_max_kernel", "coarse_hist_kernel", "select_pick_kernel", "coarse_count_kernel",
-           "select_rows_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "attend_kernel",
-           "attend_mma_kernel")
+KERNELS = ("pool_kernel", "coarse_rank_kernel", "coarse_count_kernel", "coarse_write_kernel", "refine_keys_kernel",
+           "select_kernel", "coarse_level1_kernel", "attend_kernel", "attend_mma_kernel")
+# The backward's kernels (runtime/kernels/backward.cuh), in the configurations the manifest marks "backward".
+BACKWARD_KERNELS = ("grad_delta_kernel", "grad_block_kernel", "grad_coarse_rows_kernel", "grad_coarse_cols_kernel",
+                    "grad_dq_kernel", "grad_dkv_kernel")
 ATTEND = {"f32": "attend_kernel", "f16": "attend_mma_kernel", "bf16": "attend_mma_kernel"}  # by dtype
 REGISTERS_PER_SM = 65536
 
@@ -28,7 +30,7 @@ def parse(log: str) -> dict:
     for line in log.splitlines():
         m = re.search(r"Compiling entry function '(\S+)' for 'sm_(\d+)'", line)
         if m:
-            kernel = next((k for k in KERNELS if k in m.group(1)), m.group(1))
+            kernel = next((k for k in KERNELS + BACKWARD_KERNELS if k in m.group(1)), m.group(1))
             current = found.setdefault((kernel, m.group(2)), {})
             continue
         if current is None:
@@ -79,6 +81,7 @@ def main(argv):
         found = parse(log.read_text())
         expected = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
                     and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
+        expected += list(BACKWARD_KERNELS) if cfg.get("backward") else []
         for kernel in expected:
             for arch in archs:
                 r = found.get((kernel, arch))

@@ -437,7 +437,8 @@ void check_level1_state(Buffer& ws, const Level& lv, int64_t slice, const Candid
     const double want_max = cand.row_max[size_t(r)];
     if (want_max == -INFINITY ? rowmax[r] != -INFINITY : !(std::fabs(rowmax[r] - want_max) <= eps / 2)) ++mismatched;
   }
-  const auto* state = ws.at<mra::kern::SelectState>(lv.state) + slice;
+  // The state after the last radix pass's pick (one per pass and slice).
+  const auto* state = ws.at<mra::kern::SelectState>(lv.state) + slice * mra::kern::kPasses + mra::kern::kPasses - 1;
   INFO("level-1: ", state->candidates, " candidates in the kernel, ", cand.flat.size(),
        " in the reference; row maxima outside eps / 2 = ", eps / 2, ": ", mismatched);
   CHECK(state->candidates == cand.flat.size());
@@ -1052,10 +1053,12 @@ TEST_CASE("long context: workspace and index ranges at N = 2^20") {
   CHECK(l1.slots == int64_t(1) << 30);  // pairs, never stored
   CHECK(l1.cap == 131072);
   CHECK(l1.keys == 0);                  // no key array at level 1
-  // Pooled q, k, v (3 n D f32); per block row or column 40 bytes (counts, row offsets, row maxima, per-row
-  // counts, tie bases, block flags); the histogram; the refined columns; the selection state and slice flag:
-  // about 26.9 MB. The (N/32)^2 keys of a stored level 1 would be 8 GiB.
-  const double pooled = 3.0 * 32768 * 64 * 4, rest = 32768.0 * 40 + 8 * 4096 + 4.0 * 131072 + 32 + 4;
+  // Pooled q, k, v and the coarse numerators (4 n D f32); per block row or column 40 bytes (counts, row
+  // offsets, row maxima, per-row counts, block flags, coarse max and denominator); the three radix histograms;
+  // the refined columns; the three selection states and the slice flag; per query row its saved stabilizer and
+  // denominator (8 bytes, for the backward): about 44 MB. The (N/32)^2 keys of a stored level 1 would be 8 GiB.
+  const double pooled = 4.0 * 32768 * 64 * 4,
+               rest = 32768.0 * 40 + 8.0 * 3 * 4097 + 4.0 * 131072 + 32 * 3 + 4 + 8.0 * n;
   INFO("workspace ", bytes, " bytes, pooled values ", pooled);
   CHECK(double(bytes) >= pooled + rest);
   CHECK(double(bytes) <= pooled + rest + 64 * 256);  // the rest is alignment padding

@@ -119,6 +119,10 @@ class NumpyApiTest(unittest.TestCase):
                    "--prior-diagonal", "3", "--scale", "0.2"],
                   dict(scales=(16, 4, 1), budget=(12, 30), mode="sparse", prior_first=1, prior_diagonal=3, scale=0.2)),
                  (["--scales", "32,1", "--blocks-per-row", "2"], dict(scales=(32, 1), blocks_per_row=2)),
+                 (["--scales", "16,4,1", "--blocks-per-row", "2", "--policy", "row", "--prior-diagonal", "1"],
+                  dict(scales=(16, 4, 1), blocks_per_row=2, policy="row", prior_diagonal=1)),
+                 (["--scales", "16,4,1", "--budget", "1,3", "--policy", "row", "--mode", "sparse"],
+                  dict(scales=(16, 4, 1), budget=(1, 3), policy="row", mode="sparse")),
                  ([], {})]
         with tempfile.TemporaryDirectory() as tmp:
             files = {}
@@ -145,6 +149,10 @@ class NumpyApiTest(unittest.TestCase):
             mra.attend(q, k, v, mask=np.where(np.arange(64) == 5, 2, 1))
         with self.assertRaisesRegex(mra.MraError, r"mask: shape \(63,\) is not \[64\] or \[1, 64\]"):
             mra.exact(q, k, v, mask=np.ones(63))
+        with self.assertRaisesRegex(mra.MraError, "policy: 'rows' is not 'global' or 'row'"):
+            mra.attend(q, k, v, policy="rows")
+        with self.assertRaisesRegex(mra.MraError, "policy: 'row' is computed by the reference backend only"):
+            mra.attend(q, k, v, policy="row", backend="emulated")
         with self.assertRaisesRegex(mra.MraError, "budget: expected 1 value"):
             mra.attend(q, k, v, budget=[1, 2])
         with self.assertRaisesRegex(mra.MraError, "cannot be combined with blocks_per_row"):

@@ -1,6 +1,6 @@
 // tests/racecheck/racecheck_kernels.cpp: racecheck-kernels, runs every generated configuration built into
-// the racecheck tree once through the emulated backend (mra_forward_host), so that ThreadSanitizer sees
-// every kernel of every configuration; a race makes it report and exit with its own status. Sizes are
+// the racecheck tree once through the emulated backend (mra_forward_host, then mra_backward_host where the
+// configuration has backward kernels), so that ThreadSanitizer sees every kernel of every configuration; a race makes it report and exit with its own status. Sizes are
 // spread over the configurations (several blocks per level, partial blocks, cross-attention, masks,
 // two schedules) to keep the whole run within minutes under ThreadSanitizer.
 //   racecheck-kernels [name-regex]     (prints one line per configuration)
@@ -108,10 +108,20 @@ int main(int argc, char** argv) {
       s = mra_forward_host(&p, aligned(q), aligned(k), aligned(v), masked ? qmask.data() : nullptr,
                            masked ? kmask.data() : nullptr, aligned(out), aligned(ws), bytes);
     }
+    // The backward on the forward's saved state (f32 configurations; the others report unsupported here).
+    size_t grad_bytes = 0;
+    const bool backward = s == MRA_SUCCESS && mra_backward_workspace_size(&p, &grad_bytes) == MRA_SUCCESS;
+    if (backward) {
+      std::vector<uint8_t> dout, dq(q.size()), dk(k.size()), dv(v.size()), grad_ws(grad_bytes + 16, 0);
+      fill(dout, c.dtype, static_cast<size_t>(p.heads * p.nq * p.dim), rng);
+      s = mra_backward_host(&p, aligned(q), aligned(k), aligned(v), masked ? qmask.data() : nullptr,
+                            masked ? kmask.data() : nullptr, aligned(out), aligned(dout), aligned(dq), aligned(dk),
+                            aligned(dv), aligned(ws), bytes, aligned(grad_ws), grad_bytes);
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("%-28s N=%lld/%lld heads=%lld %s%s: %s (%.1f s)\n", c.name, static_cast<long long>(p.nq),
+    std::printf("%-28s N=%lld/%lld heads=%lld %s%s%s: %s (%.1f s)\n", c.name, static_cast<long long>(p.nq),
                 static_cast<long long>(p.nk), static_cast<long long>(p.heads), p.mode ? "sparse" : "full",
-                masked ? " masked" : "", mra_status_string(s), seconds);
+                masked ? " masked" : "", backward ? " +backward" : "", mra_status_string(s), seconds);
     std::fflush(stdout);
     if (s != MRA_SUCCESS) {
       std::printf("  seed %llu: %s\n", static_cast<unsigned long long>(seed), simt::last_error_message().c_str());

@@ -12,14 +12,16 @@
 
 namespace mra::test {
 
-// The selection by brute force: every candidate scored and fully sorted by (priority, score, flat index).
+// The selection by brute force: every candidate scored and fully sorted by (priority, score, flat index), per
+// slice (policy global) or per block row (policy row, §10); causal places by counting visible entries (§9.2).
 mra::ref::Selection oracle_select(const mra::ref::Problem& p, const mra::ref::Config& c);
 
 // Â for slice (b, h) as a dense [Nq, Nk] matrix of log-weights (-inf where Â is 0), given a selection.
 std::vector<double> oracle_log_weights(const mra::ref::Problem& p, const mra::ref::Config& c,
                                        const mra::ref::Selection& s, int64_t b, int64_t h);
 
-// out = normalize(Â) V for every slice, rows without terms and masked queries 0, NaN slices per §2.7.
+// out = normalize(Â) V for every slice, rows without terms and masked queries 0, NaN slices per §2.7 (NaN rows
+// per §9.5 under causal attention).
 std::vector<float> oracle_attention(const mra::ref::Problem& p, const mra::ref::Config& c,
                                     const mra::ref::Selection& s);
 

@@ -3,7 +3,9 @@
 //   ctest --test-dir build -L reference        or        build/tests/reference/test_reference
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -58,7 +60,50 @@ std::string describe(const Config& c) {
   s << ", budgets";
   for (int64_t x : c.budgets) s << ' ' << x;
   s << (c.mode == Mode::full ? ", full" : ", sparse") << ", priors " << c.prior_first << '/' << c.prior_diagonal;
+  s << (c.policy == mra::ref::Policy::row ? ", policy row" : ", policy global");
   return s.str();
+}
+
+// Causal softmax attention straight from docs/semantics.md §1 and §9.1, in double: query i weighs the real keys
+// j <= i + nk - nq. Finite inputs only; rows without a key are 0.
+std::vector<float> dense_causal(const Problem& p) {
+  std::vector<float> out(size_t(p.batch * p.heads * p.nq * p.dim), 0.0f);
+  const double scale = p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(double(p.dim));
+  for (int64_t bh = 0; bh < p.batch * p.heads; ++bh) {
+    const int64_t b = bh / p.heads;
+    for (int64_t i = 0; i < p.nq; ++i) {
+      if (p.query_mask && !p.query_mask[b * p.nq + i]) continue;
+      std::vector<double> logit;
+      std::vector<int64_t> keys;
+      for (int64_t j = 0; j < p.nk && j <= i + p.nk - p.nq; ++j) {
+        if (p.key_mask && !p.key_mask[b * p.nk + j]) continue;
+        double dot = 0.0;
+        for (int64_t d = 0; d < p.dim; ++d) dot += double(p.q[(bh * p.nq + i) * p.dim + d]) * p.k[(bh * p.nk + j) * p.dim + d];
+        logit.push_back(scale * dot);
+        keys.push_back(j);
+      }
+      if (keys.empty()) continue;
+      const double m = *std::max_element(logit.begin(), logit.end());
+      double den = 0.0;
+      std::vector<double> num(size_t(p.dim), 0.0);
+      for (size_t t = 0; t < keys.size(); ++t) {
+        const double w = std::exp(logit[t] - m);
+        den += w;
+        for (int64_t d = 0; d < p.dim; ++d) num[size_t(d)] += w * p.v[(bh * p.nk + keys[t]) * p.dim + d];
+      }
+      for (int64_t d = 0; d < p.dim; ++d) out[size_t((bh * p.nq + i) * p.dim + d)] = float(num[size_t(d)] / den);
+    }
+  }
+  return out;
+}
+
+Config row_config(std::vector<int64_t> scales, std::vector<int64_t> budgets, Mode mode = Mode::full) {
+  Config c;
+  c.scales = std::move(scales);
+  c.budgets = std::move(budgets);
+  c.mode = mode;
+  c.policy = mra::ref::Policy::row;
+  return c;
 }
 
 void check_close(const std::vector<float>& x, const std::vector<float>& ref, const Problem& p, double atol,
@@ -452,4 +497,250 @@ TEST_CASE("coverage counts the exactly evaluated entries") {
   CHECK(cov.exact_entries == 4 * 256);
   CHECK(cov.total_entries == 64 * 64);
   CHECK(cov.exact_fraction() == doctest::Approx(0.25));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Causal attention (docs/semantics.md §9) and the row policy (§10).
+
+TEST_CASE("causal: hand-computed pairs on both sides of the diagonal") {
+  // N = 4, scales (2, 1), D = 1, scale 1, budget 0 per row. Pairs: (0, 0) and (1, 1) cross the diagonal and are
+  // refined (exact, masked), (0, 1) is future, (1, 0) visible and coarse: pooled logit q̄1 k̄0 = 2 * 0.5 = 1,
+  // V sum 6 over 2 keys. Row 0 sees key 0 only; row 1 keys 0, 1 exactly; rows 2, 3 the coarse pair and key 2,
+  // row 3 also key 3.
+  const std::vector<float> q{1, 3, 2, 2}, k{1, 0, 1, 3}, v{2, 4, 10, 20};
+  const Problem p = Problem::of(1, 1, 4, 4, 1, q.data(), k.data(), v.data(), nullptr, nullptr, 1.0, true);
+  const Config c = row_config({2, 1}, {0});
+  const Selection s = mra::ref::select(p, c);
+  CHECK(s.at(0, 0, 0) == std::vector<int64_t>{0, 3});
+  const double e1 = std::exp(1.0), e2 = std::exp(2.0), e3 = std::exp(3.0), e6 = std::exp(6.0);
+  const std::vector<double> want{2, (2 * e3 + 4) / (e3 + 1), (6 * e1 + 10 * e2) / (2 * e1 + e2),
+                                 (6 * e1 + 10 * e2 + 20 * e6) / (2 * e1 + e2 + e6)};
+  const std::vector<float> out = run_mra(p, c, s);
+  for (size_t i = 0; i < 4; ++i) CHECK(out[i] == doctest::Approx(want[i]).epsilon(1e-6));
+  // Sparse mode drops the coarse pair (1, 0) only.
+  const std::vector<float> sparse = run_mra(p, row_config({2, 1}, {0}, Mode::sparse), s);
+  CHECK(sparse[2] == doctest::Approx(10.0).epsilon(1e-6));
+  CHECK(sparse[3] == doctest::Approx((10 * e2 + 20 * e6) / (e2 + e6)).epsilon(1e-6));
+}
+
+TEST_CASE("causal: every block refined equals dense causal attention, exact attention too") {
+  const std::vector<std::vector<int64_t>> grid{{4, 1}, {8, 1}, {32, 1}, {8, 2, 1}, {16, 4, 1}, {12, 6, 3, 1}};
+  // Nk - Nq positive (cached keys), negative (early queries see nothing), zero, and not a multiple of a block.
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{45, 70}, {70, 45}, {50, 50}, {37, 61}};
+  int cases = 0;
+  for (const auto& scales : grid)
+    for (const auto& [nq, nk] : shapes)
+      for (int masking = 0; masking < 3; ++masking)
+        for (Mode mode : {Mode::full, Mode::sparse}) {
+          const uint64_t seed = 300 + uint64_t(cases++);
+          Case t = structured_case(seed, 2, 2, nq, nk, 16);
+          Rng rng(seed);
+          if (masking == 1) {
+            t.qmask = padding_mask(2, nq, {0, 13});
+            t.kmask = padding_mask(2, nk, {0, 21});
+          } else if (masking == 2) {
+            t.qmask = random_mask(rng, 2, nq, 0.7);
+            t.kmask = random_mask(rng, 2, nk, 0.6);
+          }
+          Problem p = t.problem();
+          p.causal = true;
+          Config c = row_config(scales, std::vector<int64_t>(scales.size() - 1, int64_t(1) << 40), mode);
+          const std::vector<float> dense = dense_causal(p);
+          CHECK(norm2(dense) > 0.0);
+          const std::string what = describe(c) + ", causal, nq " + std::to_string(nq) + ", nk " + std::to_string(nk) +
+                                   ", masking " + std::to_string(masking) + ", seed " + std::to_string(seed);
+          check_close(run_mra(p, c, mra::ref::select(p, c)), dense, p, 1e-7, 1e-6, what + ", mra");
+          check_close(run_exact(p), dense, p, 1e-7, 1e-6, what + ", exact");
+        }
+  MESSAGE(cases << " causal problems checked against dense causal attention");
+}
+
+TEST_CASE("row policy and causal attention equal the dense oracle's per-row top-k over a grid") {
+  struct Grid {
+    std::vector<int64_t> scales;
+    std::vector<std::vector<int64_t>> budgets;  // per block row
+  };
+  const std::vector<Grid> grid{
+      {{8, 1}, {{0}, {1}, {3}, {40}}},
+      {{16, 1}, {{1}, {2}}},
+      {{8, 2, 1}, {{1, 2}, {2, 1}, {3, 100}}},
+      {{16, 4, 1}, {{1, 3}, {2, 5}}},
+      {{12, 6, 3, 1}, {{1, 2, 2}}},
+  };
+  int cases = 0;
+  for (const Grid& g : grid)
+    for (const auto& budgets : g.budgets)
+      for (Mode mode : {Mode::full, Mode::sparse})
+        for (int causal = 0; causal < 2; ++causal)
+          for (int masking = 0; masking < 3; ++masking)
+            for (int shape = 0; shape < 3; ++shape)
+              for (int priors = 0; priors < 2; ++priors) {
+                const int64_t nq = shape == 0 ? 50 : shape == 1 ? 37 : 61, nk = shape == 0 ? 50 : shape == 1 ? 61 : 37;
+                const uint64_t seed = 5000 + uint64_t(cases);
+                Case t = structured_case(seed, 2, 1, nq, nk, 8);
+                Rng rng(seed);
+                if (shape == 1) t.q = noise(rng, 2, 1, nq, 8, 1.5);
+                if (masking == 1) {
+                  t.qmask = padding_mask(2, nq, {0, 11});
+                  t.kmask = padding_mask(2, nk, {3, 17});
+                } else if (masking == 2) {
+                  t.qmask = random_mask(rng, 2, nq, 0.8);
+                  t.kmask = random_mask(rng, 2, nk, 0.5);
+                }
+                Problem p = t.problem();
+                p.causal = causal == 1;
+                Config c = row_config(g.scales, budgets, mode);
+                c.prior_first = priors;
+                c.prior_diagonal = priors ? 3 : 0;
+                const std::string what = describe(c) + (causal ? ", causal" : "") + ", masking " +
+                                         std::to_string(masking) + ", nq " + std::to_string(nq) + ", nk " +
+                                         std::to_string(nk) + ", seed " + std::to_string(seed);
+                INFO(what);
+                const Selection s = mra::ref::select(p, c);
+                const Selection o = oracle_select(p, c);
+                CHECK(s.refined == o.refined);
+                CHECK_NOTHROW(mra::ref::validate_selection(p, c, s));
+                check_close(run_mra(p, c, s), oracle_attention(p, c, o), p, 1e-7, 1e-6, what);
+                ++cases;
+              }
+  MESSAGE(cases << " row-policy configurations checked against the oracle");
+}
+
+TEST_CASE("row policy: every block row refines min(budget, its candidates), the rest of the order as global") {
+  Case t = structured_case(61, 1, 1, 64, 64, 8);
+  const Problem p = t.problem();
+  Config c = row_config({8, 1}, {3});
+  const Selection s = mra::ref::select(p, c);
+  CHECK(s.at(0, 0, 0).size() == 8 * 3);
+  std::vector<int> per_row(8, 0);
+  for (int64_t flat : s.at(0, 0, 0)) ++per_row[size_t(flat / 8)];
+  for (int n : per_row) CHECK(n == 3);
+  // All-equal inputs: ties go to the lowest column in every row; the diagonal prior first.
+  Case eq{1, 1, 32, 32, 4, {}, {}, {}, {}, {}};
+  eq.q.assign(32 * 4, 0.5f);
+  eq.k.assign(32 * 4, 0.5f);
+  eq.v.assign(32 * 4, 1.0f);
+  c = row_config({8, 1}, {2});
+  CHECK(mra::ref::select(eq.problem(), c).at(0, 0, 0) == std::vector<int64_t>{0, 1, 4, 5, 8, 9, 12, 13});
+  c.prior_diagonal = 1;
+  CHECK(mra::ref::select(eq.problem(), c).at(0, 0, 0) == std::vector<int64_t>{0, 1, 4, 5, 8, 10, 12, 15});
+  // Causal: row r has r visible blocks and one crossing (the diagonal); budget 2 keeps the best 2 visible ones.
+  Problem causal = eq.problem();
+  causal.causal = true;
+  c.prior_diagonal = 0;
+  CHECK(mra::ref::select(causal, c).at(0, 0, 0) == std::vector<int64_t>{0, 4, 5, 8, 9, 10, 12, 13, 15});
+}
+
+TEST_CASE("causal: no output reads a future key or value, NaN included") {
+  struct Setup {
+    std::vector<int64_t> scales, budgets;
+    int64_t nq, nk;
+  };
+  const std::vector<Setup> setups{{{8, 1}, {2}, 64, 64},     {{8, 1}, {1}, 50, 77},    {{16, 4, 1}, {2, 3}, 61, 45},
+                                  {{12, 6, 3, 1}, {1, 2, 1}, 40, 53}, {{32, 1}, {1}, 100, 100}, {{8, 2, 1}, {1, 2}, 30, 30}};
+  int changed_rows = 0;
+  for (size_t u = 0; u < setups.size(); ++u)
+    for (Mode mode : {Mode::full, Mode::sparse})
+      for (int trial = 0; trial < 4; ++trial) {
+        const Setup& st = setups[u];
+        const uint64_t seed = 900 + 10 * u + uint64_t(trial);
+        Rng rng(seed);
+        Case t = structured_case(seed, 1, 2, st.nq, st.nk, 8);
+        if (trial >= 2) t.kmask = random_mask(rng, 1, st.nk, 0.8);
+        Problem p = t.problem();
+        p.causal = true;
+        const Config c = row_config(st.scales, st.budgets, mode);
+        const std::vector<float> before = run_mra(p, c, mra::ref::select(p, c));
+        const std::vector<float> exact_before = run_exact(p);
+        // Every key and value after `cut` changes (trial 1 and 3: to NaN and Inf in places); the rows that see
+        // none of them, i + nk - nq <= cut, must not change by a bit.
+        const int64_t cut = int64_t(rng.uniform() * double(st.nk - 1));
+        Case changed = t;
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t j = cut + 1; j < st.nk; ++j)
+            for (int64_t d = 0; d < 8; ++d) {
+              const size_t at = size_t((h * st.nk + j) * 8 + d);
+              changed.k[at] = float(3.0 * rng.normal());
+              changed.v[at] = float(3.0 * rng.normal());
+              if (trial % 2 == 1 && d == 0 && j % 3 == 0) changed.k[at] = std::numeric_limits<float>::quiet_NaN();
+              if (trial % 2 == 1 && d == 1 && j % 4 == 1) changed.v[at] = std::numeric_limits<float>::infinity();
+            }
+        Problem q = changed.problem();
+        q.causal = true;
+        const std::vector<float> after = run_mra(q, c, mra::ref::select(q, c));
+        const std::vector<float> exact_after = run_exact(q);
+        INFO(describe(c) << ", nq " << st.nq << ", nk " << st.nk << ", cut " << cut << ", seed " << seed);
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t i = 0; i < st.nq; ++i) {
+            const bool past = i + st.nk - st.nq <= cut;
+            bool same = true;
+            for (int64_t d = 0; d < 8; ++d) {
+              const size_t at = size_t((h * st.nq + i) * 8 + d);
+              same = same && std::memcmp(&before[at], &after[at], sizeof(float)) == 0 &&
+                     std::memcmp(&exact_before[at], &exact_after[at], sizeof(float)) == 0;
+            }
+            if (past) {
+              INFO("h " << h << ", row " << i);
+              CHECK(same);
+            }
+            changed_rows += !same;
+          }
+      }
+  CHECK(changed_rows > 0);  // the change reaches the rows that see it: the test can tell
+}
+
+TEST_CASE("causal: a non-finite value poisons the rows that read it, not the slice") {
+  Case t = structured_case(71, 1, 1, 48, 48, 4);
+  Problem p = t.problem();
+  p.causal = true;
+  const Config c = row_config({8, 1}, {2});
+  const std::vector<float> clean = run_mra(p, c, mra::ref::select(p, c));
+  t.v[size_t(20 * 4 + 2)] = std::numeric_limits<float>::quiet_NaN();  // key 20: rows 20.. read it
+  t.q[size_t(9 * 4)] = std::numeric_limits<float>::infinity();        // query 9: MRA poisons its block, 8..15
+  Problem bad = t.problem();
+  bad.causal = true;
+  const std::vector<float> out = run_mra(bad, c, mra::ref::select(bad, c));
+  const std::vector<float> exact = run_exact(bad);
+  for (int64_t i = 0; i < 48; ++i) {
+    INFO("row " << i);
+    const bool nan = (i >= 8 && i < 16) || i >= 20;
+    CHECK(std::isnan(out[size_t(i * 4)]) == nan);
+    CHECK(std::isnan(exact[size_t(i * 4)]) == (i == 9 || i >= 20));  // exact attention: the query itself
+    if (!nan)
+      for (int64_t d = 0; d < 4; ++d) CHECK(out[size_t(i * 4 + d)] == clean[size_t(i * 4 + d)]);
+  }
+  // Block rows 1 and 3.. (first query 8, 24, ...) rank nothing: only their crossing (diagonal) pairs are refined.
+  const Selection chosen = mra::ref::select(bad, c);
+  for (int64_t flat : chosen.at(0, 0, 0))
+    if (flat / 6 == 1 || flat / 6 >= 3) CHECK(flat % 6 == flat / 6);
+  check_close(out, oracle_attention(bad, c, oracle_select(bad, c)), bad, 1e-7, 1e-6, "oracle, poisoned rows");
+}
+
+TEST_CASE("causal and policy errors are reported") {
+  Case t = structured_case(81, 1, 1, 16, 16, 4);
+  Problem p = t.problem();
+  p.causal = true;
+  std::vector<float> out(16 * 4);
+  Config global;
+  global.scales = {4, 1};
+  global.budgets = {2};
+  CHECK_THROWS_WITH_AS(mra::ref::mra_attention(p, global, out.data()), doctest::Contains("needs policy row"),
+                       mra::ref::Error);
+  const Config c = row_config({4, 1}, {1});
+  // Pair 0 (the first diagonal block) crosses the diagonal: leaving it out would make it a coarse component with
+  // future keys. Pair 1 lies in the future.
+  Selection s = mra::ref::select(p, c);
+  Selection missing = s;
+  missing.at(0, 0, 0).erase(missing.at(0, 0, 0).begin());
+  CHECK_THROWS_WITH_AS(mra::ref::validate_selection(p, c, missing), doctest::Contains("crosses the causal diagonal"),
+                       mra::ref::Error);
+  Selection future = s;
+  future.at(0, 0, 0).insert(future.at(0, 0, 0).begin() + 1, 1);
+  CHECK_THROWS_WITH_AS(mra::ref::validate_selection(p, c, future), doctest::Contains("inactive"), mra::ref::Error);
+  std::vector<float> dout(16 * 4, 1.0f);
+  CHECK_THROWS_WITH_AS(mra::ref::attend_backward(p, c, s, dout.data()), doctest::Contains("causal"), mra::ref::Error);
+  // Coverage counts visible entries only: 16 * 17 / 2 of them; budget 1 per row plus the diagonal blocks.
+  const mra::ref::Coverage cov = mra::ref::coverage(p, c, s);
+  CHECK(cov.total_entries == 136);
+  CHECK(cov.exact_entries == 4 * 10 + 3 * 16);
 }

@@ -33,6 +33,8 @@ void no_positional(const Options& options) {
 // without a GPU. A configuration without a generated kernel is reported, not approximated by something else.
 void attend_emulated(const Inputs& in, const ref::Config& config, std::vector<float>& out) {
   const std::string subject = "--backend emulated";
+  if (in.causal || config.policy == ref::Policy::row)
+    throw Failure(subject, "the generated kernels have neither causal attention nor policy row yet");
   if (config.scales.size() > MRA_MAX_LEVELS)
     throw Failure(subject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
   mra_problem p{};
@@ -128,7 +130,7 @@ ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, in
   const int64_t bh = b * p.heads + h, bkv = b * p.kv_heads() + p.kv_head(h);
   return ref::Problem::of(1, 1, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim, p.k + bkv * p.nk * p.dim,
                           p.v + bkv * p.nk * p.dim, p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
-                          p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale);
+                          p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale, p.causal);
 }
 
 // The output, opened before any work (so that a bad path fails at once), and written at the end; its
@@ -199,7 +201,9 @@ int run_attend(const Options& options, const std::string&) {
   checked_print(destination.report(), "wrote " + out_path + " " + shape_string(in.q_shape) + ": scales " +
                                           join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
-                                          ", backend " + backend + ", " + fixed(coverage.exact_fraction(), 4) +
+                                          (config.policy == ref::Policy::row ? ", policy row" : "") +
+                                          (in.causal ? ", causal" : "") + ", backend " + backend + ", " +
+                                          fixed(coverage.exact_fraction(), 4) +
                                           " of the entries exact\n");
   return 0;
 }
@@ -260,8 +264,9 @@ int run_exact(const Options& options, const std::string&) {
   const Inputs in = load_inputs(options);
   const ref::Problem p = in.problem();
   std::vector<float> out(in.q.size());
-  // In parts of kRows queries: exact attention is row by row, so the parts give the numbers of one call.
-  constexpr int64_t kRows = 256;
+  // In parts of kRows queries: exact attention is row by row, so the parts give the numbers of one call. Causal
+  // attention is not cut: a part's own Nk - Nq would move the diagonal (docs/semantics.md §9.1).
+  const int64_t kRows = in.causal ? in.nq : 256;
   const int64_t parts = (in.nq + kRows - 1) / kRows;
   Progress progress(options, "exact", in.batch * in.heads * parts);
   for (int64_t b = 0; b < in.batch; ++b)
@@ -289,6 +294,8 @@ int run_select(const Options& options, const std::string&) {
   json += std::string("  \"mode\": \"") + (config.mode == ref::Mode::full ? "full" : "sparse") + "\",\n";
   json += "  \"prior_first\": " + std::to_string(config.prior_first) + ",\n";
   json += "  \"prior_diagonal\": " + std::to_string(config.prior_diagonal) + ",\n";
+  json += std::string("  \"policy\": \"") + (config.policy == ref::Policy::row ? "row" : "global") + "\",\n";
+  json += std::string("  \"causal\": ") + (in.causal ? "true" : "false") + ",\n";
   json += "  \"batch\": " + std::to_string(in.batch) + ", \"heads\": " + std::to_string(in.heads) +
           ", \"nq\": " + std::to_string(in.nq) + ", \"nk\": " + std::to_string(in.nk) + ",\n";
   json += "  \"selected\": [";

@@ -181,7 +181,7 @@ npy::Array load_array(const std::string& spec_text, const std::string& default_n
 ref::Problem Inputs::problem() const {
   ref::Problem p = ref::Problem::of(batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
                                     query_mask.empty() ? nullptr : query_mask.data(),
-                                    key_mask.empty() ? nullptr : key_mask.data(), scale);
+                                    key_mask.empty() ? nullptr : key_mask.data(), scale, causal);
   p.heads_kv = heads_kv;
   return p;
 }
@@ -254,6 +254,7 @@ Inputs load_inputs(const Options& options) {
     if (in.scale <= 0.0) throw Failure("--scale", "'" + *s + "' must be positive");
   }
   check_range(in, q.path, k.path, v.path, options.get("--scale"));
+  in.causal = options.has("--causal");
   return in;
 }
 
@@ -284,6 +285,20 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
     else
       throw Failure("--mode", "'" + *m + "' is not 'full' or 'sparse'");
   }
+  // §9.4: causal attention is defined with the row policy only, which is therefore its default.
+  const bool causal = options.has("--causal");
+  c.policy = causal ? ref::Policy::row : ref::Policy::global;
+  if (const auto m = options.get("--policy")) {
+    if (*m == "global")
+      c.policy = ref::Policy::global;
+    else if (*m == "row")
+      c.policy = ref::Policy::row;
+    else
+      throw Failure("--policy", "'" + *m + "' is not 'global' or 'row'");
+    if (causal && c.policy == ref::Policy::global)
+      throw Failure("--policy", "'global' cannot be combined with --causal: a global budget lets later rows' keys "
+                                "change an earlier row's selection (docs/semantics.md §9.4); use row");
+  }
   if (const auto f = options.get("--prior-first")) c.prior_first = parse_int("--prior-first", *f, 0);
   if (const auto g = options.get("--prior-diagonal")) c.prior_diagonal = parse_int("--prior-diagonal", *g, 0);
 
@@ -299,7 +314,9 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
   } else {
     const int64_t p = per_row ? parse_int("--blocks-per-row", *per_row, 0) : 4;
     try {
-      c.budgets = ref::budgets_from_blocks_per_row(c.scales, nq, nk, p);
+      // Policy row: the budget is per block row already (§10).
+      c.budgets = c.policy == ref::Policy::row ? std::vector<int64_t>(c.scales.size() - 1, p)
+                                               : ref::budgets_from_blocks_per_row(c.scales, nq, nk, p);
     } catch (const ref::Error& e) {
       throw Failure("--blocks-per-row", e.what());
     }

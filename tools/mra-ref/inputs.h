@@ -23,6 +23,7 @@ struct Inputs {
   std::vector<float> q, k, v;    // [B, H, N, D] (K and V: [B, heads_kv, N, D]), whatever the files' layout
   std::vector<uint8_t> query_mask, key_mask;  // [batch, n] each, or empty when every token is real
   double scale = 0.0;                         // 0: the reference's default 1/sqrt(dim)
+  bool causal = false;                        // --causal (docs/semantics.md §9)
 
   // Points into this object: valid while it lives and is not moved.
   ref::Problem problem() const;
@@ -35,15 +36,16 @@ struct Inputs {
 // `subject` receives them.
 npy::Array load_array(const std::string& spec, const std::string& default_name, std::string* subject = nullptr);
 
-// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale], [--layout bhnd|bnhd]; K and V
-// with fewer heads than Q are grouped K/V heads (docs/semantics.md §8). Refuses inputs whose float32
+// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale], [--causal], [--layout bhnd|bnhd];
+// K and V with fewer heads than Q are grouped K/V heads (docs/semantics.md §8). Refuses inputs whose float32
 // intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
 // --dout: the upstream gradient of `grad`, a float file shaped like Q, every value finite as a float32.
 std::vector<float> load_upstream(const Options& options, const Inputs& in);
 
-// --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal.
+// --scales, --budget | --blocks-per-row, --mode, --prior-first, --prior-diagonal, --policy (row by default with
+// --causal, which refuses global).
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk);
 
 // Writes one float32 array of `shape` as npy::Output does (atomically for a regular file): .npy, or as array

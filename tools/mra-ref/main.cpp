@@ -40,6 +40,8 @@ constexpr std::string_view kInputs =
     "  --key-mask M.npy                key mask [Nk] or [B, Nk] (cross-attention; not with --mask).\n"
     "  --query-mask M.npy              query mask [Nq] or [B, Nq] (cross-attention; not with --mask).\n"
     "  --scale S                       logit scale (default 1/sqrt(D)).\n"
+    "  --causal                        causal attention: query i sees key j only when j <= i + Nk - Nq\n"
+    "                                  (docs/semantics.md §9); MRA then uses --policy row.\n"
     "\nFiles: every file argument may also name an array of an .npz or safetensors file:\n"
     "  FILE.npy                        the .npy file's array\n"
     "  FILE.npz[:NAME]                 array NAME of an archive (np.savez, np.savez_compressed)\n"
@@ -56,10 +58,14 @@ constexpr std::string_view kMra =
     "  --scales S1,...,1               block sides, decreasing, each dividing the one before, ending at 1,\n"
     "                                  at most 1048576 (default 32,1: MRA-2).\n"
     "  --budget N[,N...]               blocks refined at each step, one value per step (scales minus one),\n"
-    "                                  per batch and head; a budget above the number of candidates refines\n"
-    "                                  all of them (docs/semantics.md §2.4).\n"
+    "                                  per batch and head (per block row with --policy row); a budget above\n"
+    "                                  the number of candidates refines all of them (docs/semantics.md §2.4).\n"
     "  --blocks-per-row R              budgets of R blocks per block row at every level, capped at what\n"
     "                                  exists (default 4; not with --budget).\n"
+    "  --policy global|row             global: each level's budget goes to the best blocks of the whole (batch,\n"
+    "                                  head); row: every block row refines its own best --budget blocks\n"
+    "                                  (docs/semantics.md §10). Default global; row with --causal, which\n"
+    "                                  refuses global.\n"
     "  --mode full|sparse              full: unrefined blocks count at low resolution (MRA-L);\n"
     "                                  sparse: only full-resolution entries count (MRA-L-s). Default full.\n"
     "  --prior-first N                 prefer the first N block rows and columns (global tokens).\n"
@@ -87,7 +93,7 @@ const std::vector<std::string> kInputFlags{"--q",     "--k",     "--v",      "--
 const std::vector<std::string> kMraFlags{"--q",           "--k",          "--v",           "--mask",
                                          "--key-mask",    "--query-mask", "--scale",       "--scales",
                                          "--budget",      "--blocks-per-row", "--mode",    "--prior-first",
-                                         "--prior-diagonal", "--inputs",  "--layout"};
+                                         "--prior-diagonal", "--policy", "--inputs",  "--layout"};
 
 std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
   flags.insert(flags.end(), more.begin(), more.end());
@@ -104,7 +110,7 @@ const std::vector<Command>& commands() {
            "  --backend reference|emulated    reference: the C++ reference (default); emulated: the generated CUDA\n"
            "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
            "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
-       with(kMraFlags, {"-o", "--backend"}), {"--quiet"}, mra::cli::run_attend},
+       with(kMraFlags, {"-o", "--backend"}), {"--quiet", "--causal"}, mra::cli::run_attend},
       {"grad", "gradients of MRA attention (the backward pass) into float32 arrays",
        "usage: mra-ref grad --q Q.npy --k K.npy --v V.npy --dout DOUT.npy [options] --dq DQ.npy --dk DK.npy\n"
        "                    --dv DV.npy\n"
@@ -114,12 +120,12 @@ const std::vector<Command>& commands() {
        "rows of masked queries are not used. The three outputs must be different files (in a container, the\n"
        "arrays are called dq, dk and dv).\n" +
            std::string(kInputs) + std::string(kMra) + std::string(kOutput),
-       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv"}), {"--quiet"}, mra::cli::run_grad},
+       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv"}), {"--quiet", "--causal"}, mra::cli::run_grad},
       {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
-       "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] -o OUT.npy\n"
+       "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] [--causal] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +
            std::string(kOutput),
-       with(kInputFlags, {"-o"}), {"--quiet"}, mra::cli::run_exact},
+       with(kInputFlags, {"-o"}), {"--quiet", "--causal"}, mra::cli::run_exact},
       {"select", "the blocks MRA refines, as JSON",
        "usage: mra-ref select --q Q.npy --k K.npy --v V.npy [options] [-o OUT.json]\n"
        "Prints (or writes) the selection of the reference as JSON (the kernels select the same blocks): the\n"
@@ -128,7 +134,7 @@ const std::vector<Command>& commands() {
        "blocks as sorted flat indices r * nk_blocks + c. Takes the inputs and MRA options of attend (not\n"
        "--backend).\n" +
            std::string(kInputs) + std::string(kMra),
-       with(kMraFlags, {"-o"}), {}, mra::cli::run_select},
+       with(kMraFlags, {"-o"}), {"--causal"}, mra::cli::run_select},
       {"compare", "error between two arrays (.npy, .npz, safetensors)",
        "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R] [--per-head]\n"
        "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
@@ -157,7 +163,7 @@ const std::vector<Command>& commands() {
        "value (default 1,2,4,8,16); the points are also printed as a table. Standalone SVG, viewable in any\n"
        "browser.\n" +
            std::string(kInputs) + std::string(kMra),
-       with(kMraFlags, {"-o", "--batch", "--head", "--scale-sets"}), {}, mra::cli::run_plot},
+       with(kMraFlags, {"-o", "--batch", "--head", "--scale-sets"}), {"--causal"}, mra::cli::run_plot},
       {"bench", "time reference MRA against reference exact attention",
        "usage: mra-ref bench\n"
        "For N = 1024, 4096 and 16384 (B = H = 1, D = 64, scales 32,1, 4 blocks per row), prints the time of\n"

@@ -49,7 +49,8 @@ class ReferenceProblem(ctypes.Structure):
                 ("budgets", ctypes.POINTER(ctypes.c_int64)), ("sparse", ctypes.c_int32),
                 ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64),
                 ("heads_kv", ctypes.c_int64), ("q_strides", ctypes.c_int64 * 4), ("k_strides", ctypes.c_int64 * 4),
-                ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4)]
+                ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4),
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int32)]
 
 
 def _find(name: str) -> str:
@@ -73,13 +74,21 @@ runtime.mra_workspace_size.argtypes = [_p, ctypes.POINTER(ctypes.c_size_t)]
 runtime.mra_workspace_size.restype = ctypes.c_int
 runtime.mra_forward_host.argtypes = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, ctypes.c_size_t]
 runtime.mra_forward_host.restype = ctypes.c_int
+runtime.mra_backward_workspace_size.argtypes = [_p, ctypes.POINTER(ctypes.c_size_t)]
+runtime.mra_backward_workspace_size.restype = ctypes.c_int
+# q, k, v, query_mask, key_mask, out, dout, dq, dk, dv, forward workspace and its size, workspace and its size.
+_BACKWARD_ARGS = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, _vp, _vp, _vp, _vp, ctypes.c_size_t, _vp, ctypes.c_size_t]
+runtime.mra_backward_host.argtypes = _BACKWARD_ARGS
+runtime.mra_backward_host.restype = ctypes.c_int
 runtime.mra_last_cuda_error.argtypes = []
 runtime.mra_last_cuda_error.restype = ctypes.c_int
-# mra_forward exists only where nvcc built the CUDA backend.
+# mra_forward and mra_backward exist only where nvcc built the CUDA backend.
 HAVE_CUDA = hasattr(runtime, "mra_forward")
 if HAVE_CUDA:
     runtime.mra_forward.argtypes = [_p, _vp, _vp, _vp, _u8p, _u8p, _vp, _vp, ctypes.c_size_t, ctypes.c_void_p]
     runtime.mra_forward.restype = ctypes.c_int
+    runtime.mra_backward.argtypes = _BACKWARD_ARGS + [ctypes.c_void_p]
+    runtime.mra_backward.restype = ctypes.c_int
 
 reference = ctypes.CDLL(_find("libmra_reference.so"))
 _rp = ctypes.POINTER(ReferenceProblem)

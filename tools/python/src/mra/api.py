@@ -34,6 +34,7 @@ class Config:
     sparse: bool
     prior_first: int
     prior_diagonal: int
+    policy: str = "global"
 
 
 def _int(name: str, value, minimum: int = 0) -> int:
@@ -54,12 +55,16 @@ def _int_list(name: str, value, minimum: int) -> tuple:
 
 def resolve_config(nq: int, nk: int, scales: Sequence[int] = DEFAULT_SCALES,
                    budget: Union[int, Sequence[int], None] = None, blocks_per_row: Optional[int] = None,
-                   mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0) -> Config:
+                   mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0,
+                   policy: str = "global") -> Config:
     """The configuration of `mra-ref attend`'s options: `budget` (one per refinement step) or `blocks_per_row`
-    (default 4) gives the budgets; checks everything the reference checks."""
+    (default 4) gives the budgets (under policy "row" per block row: blocks_per_row itself at every level, as
+    mra-ref); checks everything the reference checks."""
     scales = _int_list("scales", scales, 1)
     if mode not in ("full", "sparse"):
         raise MraError(f"mode: {mode!r} is not 'full' or 'sparse'")
+    if policy not in ("global", "row"):
+        raise MraError(f"policy: {policy!r} is not 'global' or 'row'")
     if budget is not None and blocks_per_row is not None:
         raise MraError("budget: cannot be combined with blocks_per_row")
     if len(scales) < 2:
@@ -72,12 +77,15 @@ def resolve_config(nq: int, nk: int, scales: Sequence[int] = DEFAULT_SCALES,
                            f"got {len(budgets)}")
     else:
         per_row = _int("blocks_per_row", DEFAULT_BLOCKS_PER_ROW if blocks_per_row is None else blocks_per_row)
-        out = (ctypes.c_int64 * (levels - 1))()
-        _native.call_reference(_native.reference.mra_reference_budgets, (ctypes.c_int64 * levels)(*scales),
-                               levels, nq, nk, per_row, out)
-        budgets = tuple(out)
+        if policy == "row":
+            budgets = (per_row,) * (levels - 1)  # docs/semantics.md §10: p blocks in every block row
+        else:
+            out = (ctypes.c_int64 * (levels - 1))()
+            _native.call_reference(_native.reference.mra_reference_budgets, (ctypes.c_int64 * levels)(*scales),
+                                   levels, nq, nk, per_row, out)
+            budgets = tuple(out)
     return Config(scales, budgets, mode == "sparse", _int("prior_first", prior_first),
-                  _int("prior_diagonal", prior_diagonal))
+                  _int("prior_diagonal", prior_diagonal), policy)
 
 
 def _shapes(q: np.ndarray, k: np.ndarray, v: np.ndarray):
@@ -165,6 +173,13 @@ def workspace_size(problem: _native.Problem, backend: str) -> int:
     return size.value
 
 
+def backward_workspace_size(problem: _native.Problem, backend: str) -> int:
+    size = ctypes.c_size_t()
+    _native.check_runtime(_native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)),
+                          f"{backend} backward ({_describe(problem)}; backward kernels exist for float32)")
+    return size.value
+
+
 def _describe(p: _native.Problem) -> str:
     scales = ",".join(str(p.resolutions[i]) for i in range(p.levels))
     dtype = {_native.DTYPE_F32: "f32", _native.DTYPE_F16: "f16", _native.DTYPE_BF16: "bf16"}.get(p.dtype, "?")
@@ -181,7 +196,8 @@ def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Conf
                                  levels=len(config.scales) if config else 0, scales=scales, budgets=budgets,
                                  sparse=int(config.sparse) if config else 0,
                                  prior_first=config.prior_first if config else 0,
-                                 prior_diagonal=config.prior_diagonal if config else 0)
+                                 prior_diagonal=config.prior_diagonal if config else 0,
+                                 policy=int(config is not None and config.policy == "row"))
     _native.call_reference(function, ctypes.byref(p), _ptr(q), _ptr(k), _ptr(v), _ptr(qmask), _ptr(kmask), _ptr(out))
     return out
 
@@ -243,13 +259,15 @@ def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float) -> np.
 
 def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int, Sequence[int], None] = None,
            blocks_per_row: Optional[int] = None, mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0,
-           scale: Optional[float] = None, mask=None, query_mask=None, backend: str = "reference") -> np.ndarray:
+           policy: str = "global", scale: Optional[float] = None, mask=None, query_mask=None,
+           backend: str = "reference") -> np.ndarray:
     """MRA attention of (q, k, v), shaped like q.
 
     scales: block sides s_1 > ... > s_L = 1 (default (32, 1)); budget: blocks refined per batch and head, one per
     refinement step, or blocks_per_row (default 4) to derive them; mode: "full" (MRA-L) or "sparse" (MRA-L-s);
-    prior_first / prior_diagonal: preferred block rows/columns and diagonal band; scale: logit scale (default
-    1/sqrt(D)); mask: key mask [N] or [B, N] (also the query mask when Nq == Nk), query_mask: query mask;
+    prior_first / prior_diagonal: preferred block rows/columns and diagonal band; policy: "global" (each level's
+    budget to the best blocks of the slice) or "row" (budgets per block row, docs/semantics.md §10; reference
+    backend only); scale: logit scale (default 1/sqrt(D)); mask: key mask [N] or [B, N] (also the query mask when Nq == Nk), query_mask: query mask;
     backend: "reference" (float32, any configuration), "emulated" (the generated kernels on the CPU; float32, or
     float16 kept as float16) or "cuda" (the generated kernels on the GPU, when built). Raises MraError."""
     if backend not in BACKENDS:
@@ -257,11 +275,14 @@ def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     shape = _shapes(q, k, v)
     batch, _, nq, nk, _ = shape
-    config = resolve_config(nq, nk, scales, budget, blocks_per_row, mode, prior_first, prior_diagonal)
+    config = resolve_config(nq, nk, scales, budget, blocks_per_row, mode, prior_first, prior_diagonal, policy)
     qmask, kmask = resolve_masks(mask, query_mask, batch, nq, nk)
     s = _scale(scale)
     if backend == "reference":
         return _run_reference(_native.reference.mra_reference_attend, q, k, v, qmask, kmask, shape, config, s)
+    if config.policy != "global":
+        raise MraError(f"policy: {config.policy!r} is computed by the reference backend only (the generated "
+                       f"kernels have no row policy yet)")
     run = _run_emulated if backend == "emulated" else _run_cuda
     return run(q, k, v, qmask, kmask, shape, config, s)
 

@@ -1,24 +1,31 @@
-"""mra.torch_ops: MRA attention as a PyTorch operator, torch.ops.mra.attend, registered with torch.library.
+"""mra.torch_ops: MRA attention as PyTorch operators registered with torch.library, with a backward pass.
 
     import mra.torch_ops
     out = mra.torch_ops.attend(q, k, v, scales=(32, 1), blocks_per_row=4)    # q [B, H, N, D] tensors
+    out.sum().backward()                                                      # float32: q.grad, k.grad, v.grad
 
 CPU tensors run the generated kernels on the host (the emulated backend, libmra.so's mra_forward_host), CUDA
 tensors the CUDA kernels on the current stream (mra_forward, when libmra.so was built with nvcc). float32,
-float16 and bfloat16 are computed in their own dtype (sums in f32), shapes [B, H, N, D]. A fake-tensor
-implementation lets torch.compile trace the operator. There is no backward pass yet: differentiating through
-it raises an error saying so.
+float16 and bfloat16 are computed in their own dtype (sums in f32), shapes [B, H, N, D]. Fake-tensor
+implementations let torch.compile trace the operators.
+
+Three operators: torch.ops.mra.attend (inference: saves nothing, so differentiating through it raises an error),
+torch.ops.mra.attend_train (returns the output and the forward's workspace, the state the backward reads; it is
+differentiable) and torch.ops.mra.attend_backward (mra_backward / mra_backward_host: the gradients of
+docs/semantics.md §7, the selection held fixed; float32 only for now). attend() below picks attend_train when a
+gradient is wanted.
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import _native
-from .api import Config, MraError, resolve_config, runtime_problem, workspace_size
+from .api import (Config, MraError, backward_workspace_size, resolve_config, runtime_problem,
+                  workspace_size)
 
 _DTYPES = {torch.float32: _native.DTYPE_F32, torch.float16: _native.DTYPE_F16, torch.bfloat16: _native.DTYPE_BF16}
 
@@ -53,11 +60,8 @@ def _aligned_contiguous(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@torch.library.custom_op("mra::attend", mutates_args=())
-def _attend_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
-               key_mask: Optional[torch.Tensor], scales: List[int], budgets: List[int], sparse: bool,
-               prior_first: int, prior_diagonal: int, scale: float) -> torch.Tensor:
-    _check(q, k, v, query_mask, key_mask)
+def _problem(q: torch.Tensor, k: torch.Tensor, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+    """The C API's mra_problem of a call, and whether it runs on CUDA."""
     config = Config(tuple(scales), tuple(budgets), sparse, prior_first, prior_diagonal)
     b, h, nq, d = q.shape
     p = runtime_problem(b, h, nq, k.shape[2], d, _DTYPES[q.dtype], config, scale)
@@ -66,19 +70,38 @@ def _attend_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Op
         raise MraError("mra::attend: CUDA tensors, but libmra.so was built without the CUDA backend (no nvcc)")
     if q.device.type not in ("cpu", "cuda"):
         raise MraError(f"mra::attend: tensors on {q.device}, only cpu and cuda are supported")
+    return p, cuda
+
+
+def _stream(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
+
+
+def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+    """Runs the forward; returns the output and the workspace it filled (the backward's saved state)."""
+    _check(q, k, v, query_mask, key_mask)
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
     size = workspace_size(p, "cuda" if cuda else "emulated")
     q, k, v = (_aligned_contiguous(t) for t in (q, k, v))
     masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
     out = torch.empty_like(q)
-    workspace = torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
+    # Zeroed, so that the bytes no kernel writes (alignment padding) are the same in every run: attend_train returns
+    # the workspace as an output, and torch.compile's checks compare outputs.
+    workspace = torch.zeros(max(size, 16), dtype=torch.uint8, device=q.device)
     ptr = [None if t is None else t.data_ptr() for t in (q, k, v, *masks, out, workspace)]
     if cuda:
-        stream = ctypes.c_void_p(torch.cuda.current_stream(q.device).cuda_stream)
-        status = _native.runtime.mra_forward(ctypes.byref(p), *ptr, size, stream)
+        status = _native.runtime.mra_forward(ctypes.byref(p), *ptr, size, _stream(q))
     else:
         status = _native.runtime.mra_forward_host(ctypes.byref(p), *ptr, size)
-    _native.check_runtime(status, f"mra::attend on {q.device.type} (scales {list(scales)}, D {d}, {q.dtype})")
-    return out
+    _native.check_runtime(status, f"mra::attend on {q.device.type} (scales {list(scales)}, D {q.shape[3]}, {q.dtype})")
+    return out, workspace
+
+
+@torch.library.custom_op("mra::attend", mutates_args=())
+def _attend_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
+               key_mask: Optional[torch.Tensor], scales: List[int], budgets: List[int], sparse: bool,
+               prior_first: int, prior_diagonal: int, scale: float) -> torch.Tensor:
+    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale)[0]
 
 
 @_attend_op.register_fake
@@ -88,8 +111,8 @@ def _attend_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_f
 
 
 def _no_backward(ctx, grad):
-    raise RuntimeError("mra::attend has no backward pass yet: MRA attention can be used for inference only "
-                       "(run it under torch.no_grad(), or detach its inputs)")
+    raise RuntimeError("mra::attend saves nothing for a backward pass: differentiate mra.torch_ops.attend, which "
+                       "runs torch.ops.mra.attend_train when a gradient is wanted")
 
 
 def _setup_context(ctx, inputs, output):
@@ -99,12 +122,78 @@ def _setup_context(ctx, inputs, output):
 _attend_op.register_autograd(_no_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("mra::attend_train", mutates_args=())
+def _attend_train_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
+                     key_mask: Optional[torch.Tensor], scales: List[int], budgets: List[int], sparse: bool,
+                     prior_first: int, prior_diagonal: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+
+
+@_attend_train_op.register_fake
+def _attend_train_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+    _check(q, k, v, query_mask, key_mask)
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+    size = workspace_size(p, "cuda" if cuda else "emulated")
+    return torch.empty_like(q), torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
+
+
+@torch.library.custom_op("mra::attend_backward", mutates_args=())
+def _attend_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
+                        key_mask: Optional[torch.Tensor], out: torch.Tensor, dout: torch.Tensor, saved: torch.Tensor,
+                        scales: List[int], budgets: List[int], sparse: bool, prior_first: int, prior_diagonal: int,
+                        scale: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check(q, k, v, query_mask, key_mask)
+    if out.shape != q.shape or dout.shape != q.shape or out.dtype != q.dtype or dout.dtype != q.dtype:
+        raise MraError(f"mra::attend_backward: out {tuple(out.shape)} {out.dtype} and dout {tuple(dout.shape)} "
+                       f"{dout.dtype} must be shaped and typed like q {tuple(q.shape)} {q.dtype}")
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+    size = backward_workspace_size(p, "cuda" if cuda else "emulated")
+    q, k, v, out, dout, saved = (_aligned_contiguous(t) for t in (q, k, v, out, dout, saved))
+    masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    workspace = torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
+    ptr = [None if t is None else t.data_ptr() for t in (q, k, v, *masks, out, dout, dq, dk, dv)]
+    args = (*ptr, saved.data_ptr(), saved.numel(), workspace.data_ptr(), size)
+    if cuda:
+        status = _native.runtime.mra_backward(ctypes.byref(p), *args, _stream(q))
+    else:
+        status = _native.runtime.mra_backward_host(ctypes.byref(p), *args)
+    _native.check_runtime(status, f"mra::attend_backward on {q.device.type} (scales {list(scales)}, "
+                                  f"D {q.shape[3]}, {q.dtype})")
+    return dq, dk, dv
+
+
+@_attend_backward_op.register_fake
+def _attend_backward_fake(q, k, v, query_mask, key_mask, out, dout, saved, scales, budgets, sparse, prior_first,
+                          prior_diagonal, scale):
+    _check(q, k, v, query_mask, key_mask)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _train_setup(ctx, inputs, output):
+    q, k, v, query_mask, key_mask = inputs[:5]
+    out, saved = output
+    ctx.save_for_backward(q, k, v, query_mask, key_mask, out, saved)
+    ctx.options = inputs[5:]
+
+
+def _train_backward(ctx, dout, dsaved):
+    q, k, v, query_mask, key_mask, out, saved = ctx.saved_tensors
+    dq, dk, dv = torch.ops.mra.attend_backward(q, k, v, query_mask, key_mask, out, dout.contiguous(), saved,
+                                               *ctx.options)
+    return (dq, dk, dv) + (None,) * 8
+
+
+_attend_train_op.register_autograd(_train_backward, setup_context=_train_setup)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequence[int] = (32, 1),
            budget: Union[int, Sequence[int], None] = None, blocks_per_row: Optional[int] = None, mode: str = "full",
            prior_first: int = 0, prior_diagonal: int = 0, scale: Optional[float] = None,
            mask: Optional[torch.Tensor] = None, query_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """torch.ops.mra.attend with the options of mra.attend (budgets resolved here, masks [B, N] of 0/1 or bool;
-    `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given)."""
+    `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given); torch.ops.mra.attend_train
+    instead when a gradient is wanted, so that backward() gives q.grad, k.grad, v.grad (float32)."""
     if q.dim() != 4 or k.dim() != 4:
         raise MraError(f"mra.torch_ops.attend: q and k must be [B, H, N, D], got {tuple(q.shape)}, {tuple(k.shape)}")
     config = resolve_config(q.shape[2], k.shape[2], scales, budget, blocks_per_row, mode, prior_first, prior_diagonal)
@@ -115,8 +204,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequenc
     s = 0.0 if scale is None else float(scale)
     if scale is not None and not (s > 0.0 and s != float("inf")):
         raise MraError(f"scale: {scale!r} must be a positive finite number")
-    return torch.ops.mra.attend(q, k, v, qmask, key_mask, list(config.scales), list(config.budgets), config.sparse,
-                                config.prior_first, config.prior_diagonal, s)
+    args = (q, k, v, qmask, key_mask, list(config.scales), list(config.budgets), config.sparse, config.prior_first,
+            config.prior_diagonal, s)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return torch.ops.mra.attend_train(*args)[0]
+    return torch.ops.mra.attend(*args)
 
 
 def _mask(name: str, m: torch.Tensor, batch: int, n: int, device) -> torch.Tensor:

@@ -1,0 +1,133 @@
+// runtime/kernels/coarse.cuh: the level-1 coarse components (§2.6, mode full), a stage of the MRA forward
+// pipeline (forward.cuh) between the selection and the attention kernels: computed once per level-1 block row,
+// read by every attention CTA of that row.
+#pragma once
+
+#include "kernels/common.cuh"
+#include "kernels/select.cuh"
+
+namespace mra::kern {
+inline namespace MRA_KERNEL_NAMESPACE {
+
+// §2.6, level 1. Per level-1 block row r, over the candidates c of the row that were not refined
+// (not in T_1), with λ = σ q̄_r·k̄_c:
+//   max_r = max_c λ,   den_r = Σ_c exp(λ − max_r)·ck(c),   num_r = Σ_c exp(λ − max_r)·V(c)  (f32 [D])
+// written to the workspace (cmax, cden, cnum); (−inf, 0, 0) for a row without such candidates. Grid (bands,
+// slices): a CTA owns the same band of kBandRows block rows as the selection and sweeps the key-block columns
+// with coarse_sweep, so the logits are the selection's, bit for bit. Per column tile: the refined pairs of each
+// band row as a bit mask (band row t's next refined columns, from its CSR list, by thread t), the online max
+// and rescale per row (the row's W lanes agree on it by xor shuffles), the weights through shared memory, and
+// num += P·V as a second register-tiled GEMM: a thread keeps rows ty + W i and features tx + W e. The
+// denominator is summed per lane in column order, then over the row's lanes in xor order at the end. Every
+// sum has a fixed order: the result is bitwise reproducible run to run.
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
+  constexpr int D = Cfg::dim, W = kBandRows / kMicro, TD = D / W;
+  static_assert(D % W == 0, "a row's lanes split the features evenly");
+  static_assert(kBandCols == 64, "a band row's refined columns of one tile are one 64-bit mask");
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const int tid = threadIdx.x, tx = tid % W, ty = tid / W;
+  const int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
+  const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  __shared__ uint64_t refined[kBandRows];
+  __shared__ float wgt[kBandRows][kBandCols + 1];  // padded: the rows of one warp's two ty hit distinct banks
+  __shared__ float vs[kGemmK][D];
+
+  // Band row `tid`'s refined columns not yet passed: [next, end) of its sorted CSR list.
+  int32_t next = 0, end = 0;
+  if (tid < kBandRows && row0 + tid < lv.nq) {
+    next = rowptr[row0 + tid];
+    end = rowptr[row0 + tid + 1];
+  }
+  float m[kMicro], den[kMicro], num[kMicro][TD];
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    m[i] = -INFINITY;
+    den[i] = 0.f;
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) num[i][e] = 0.f;
+  }
+
+  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+    if (tid < kBandRows) {
+      uint64_t bits = 0;
+      for (; next < end && sel[next] < c0 + kBandCols; ++next) bits |= uint64_t(1) << (sel[next] - c0);
+      refined[tid] = bits;
+    }
+    __syncthreads();
+    // Online softmax of the tile: the coarse logits (−inf: not a candidate, or refined), the new row max, the
+    // rescale of what was summed so far, the weights.
+    MRA_UNROLL
+    for (int i = 0; i < kMicro; ++i) {
+      const int r = ty + W * i;
+      float x[kMicro], mx = m[i];
+      MRA_UNROLL
+      for (int j = 0; j < kMicro; ++j) {
+        const int c = tx + W * j;
+        x[j] = refined[r] >> c & 1u ? -INFINITY : logit[i][j];
+        mx = x[j] > mx ? x[j] : mx;
+      }
+      for (int o = W / 2; o > 0; o /= 2) {
+        const float y = __shfl_xor_sync(0xffffffffu, mx, o);
+        mx = y > mx ? y : mx;
+      }
+      const float rescale = m[i] == -INFINITY ? 0.f : expf(m[i] - mx);
+      m[i] = mx;
+      den[i] *= rescale;
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) num[i][e] *= rescale;
+      MRA_UNROLL
+      for (int j = 0; j < kMicro; ++j) {
+        const float w = x[j] == -INFINITY ? 0.f : expf(x[j] - mx);
+        wgt[r][tx + W * j] = w;
+        if (w != 0.f) den[i] += w * kcount[c0 + tx + W * j];
+      }
+    }
+    // num += P·V over the tile's columns, kGemmK V sums at a time through shared memory (zero past nk, where
+    // every weight is 0).
+    for (int k0 = 0; k0 < kBandCols; k0 += kGemmK) {
+      __syncthreads();
+      for (int e = tid; e < kGemmK * D; e += blockDim.x) {
+        const int32_t c = c0 + k0 + e / D;
+        vs[e / D][e % D] = c < lv.nk ? vsum[int64_t(c) * D + e % D] : 0.f;
+      }
+      __syncthreads();
+      for (int k = 0; k < kGemmK; ++k) {
+        float a[kMicro], v[TD];
+        MRA_UNROLL
+        for (int i = 0; i < kMicro; ++i) a[i] = wgt[ty + W * i][k0 + k];
+        MRA_UNROLL
+        for (int e = 0; e < TD; ++e) v[e] = vs[k][tx + W * e];
+        MRA_UNROLL
+        for (int i = 0; i < kMicro; ++i)
+          MRA_UNROLL
+          for (int e = 0; e < TD; ++e) num[i][e] += a[i] * v[e];
+      }
+    }
+    __syncthreads();  // every thread is done with this tile's mask and weights
+  });
+
+  float* cmax = at<float>(p, lv.cmax) + slice * lv.nq;
+  float* cden = at<float>(p, lv.cden) + slice * lv.nq;
+  float* cnum = at<float>(p, lv.cnum) + slice * lv.nq * D;
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    for (int o = W / 2; o > 0; o /= 2) den[i] += __shfl_xor_sync(0xffffffffu, den[i], o);
+    const int32_t r = row0 + ty + W * i;
+    if (r >= lv.nq) continue;
+    if (tx == 0) {
+      cmax[r] = m[i];
+      cden[r] = den[i];
+    }
+    MRA_UNROLL
+    for (int e = 0; e < TD; ++e) cnum[int64_t(r) * D + tx + W * e] = num[i][e];
+  }
+}
+
+}  // namespace MRA_KERNEL_NAMESPACE
+}  // namespace mra::kern
