@@ -182,4 +182,19 @@ TEST_CASE("api.grouped_heads_and_strides") {
   CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, q + 16, ws, bytes) == MRA_ERROR_BAD_ARGUMENT);
   CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, v + kv_bytes - 16, ws, bytes) == MRA_ERROR_BAD_ARGUMENT);
   CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, out, ws, bytes) == MRA_SUCCESS);
+
+  // The backward kernels read contiguous tensors with one K/V head per head: anything else is refused, and the
+  // contiguous strides spelled out are the default.
+  auto backward = [](auto change) {
+    mra_problem f = mra::test::mra_problem_of(2, 3, 100, 70, 64, MRA_DTYPE_F32, {32, 1}, {10});
+    change(f);
+    size_t b = 0;
+    return mra_backward_workspace_size(&f, &b);
+  };
+  CHECK(backward([](mra_problem&) {}) == MRA_SUCCESS);
+  CHECK(backward([&](mra_problem& f) { set(f.strides.q, 3 * 100 * 64, 100 * 64, 64, 1); }) == MRA_SUCCESS);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 3; }) == MRA_SUCCESS);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 1; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(backward([&](mra_problem& f) { set(f.strides.out, 100 * 3 * 64, 64, 3 * 64, 1); }) ==
+        MRA_ERROR_UNSUPPORTED_CONFIG);
 }
