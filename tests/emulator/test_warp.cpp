@@ -158,6 +158,32 @@ TEST_CASE("a partial warp completes full-mask operations; exited lanes do not vo
   }
 }
 
+TEST_CASE("a lane that exits while its warp waits in a warp operation counts as arrived") {
+  EmulatorSettings settings;
+  const int unwritten = 0x5a5a5a5a;
+  for (const auto& s : all_schedules()) {
+    settings.use(s);
+    CAPTURE(s.name);
+    std::vector<int> out(64 * 3, unwritten);
+    CHECK_LAUNCH(run_lane_exits_while_warp_waits(out.data()));
+    for (int t = 0; t < 64; ++t) {
+      CAPTURE(t);
+      const int* o = &out[static_cast<size_t>(t) * 3];
+      if (t % 32 == 31) {
+        CHECK(o[0] == unwritten);
+        CHECK(o[2] == unwritten);
+      } else if (t < 32) {
+        CHECK(o[0] == (t == 30 ? -1 : (t + 1) * 10));  // lane 30 reads the exited lane 31: poison
+        CHECK(static_cast<unsigned>(o[1]) == 0x7FFFFFFFu);
+        CHECK(o[2] == 1);
+      } else {
+        CHECK(static_cast<unsigned>(o[0]) == 0x49249249u);  // lanes 0, 3, ..., 30: lane 30 voted
+        CHECK(o[2] == 1);
+      }
+    }
+  }
+}
+
 TEST_CASE("__syncwarp orders shared-memory exchanges within a warp") {
   EmulatorSettings settings;
   for (const auto& s : all_schedules()) {

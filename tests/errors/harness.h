@@ -1,8 +1,12 @@
 // tests/errors/harness.h: what the tests of tests/errors share: a scratch folder per test, .npy files written
 // byte by byte (independently of the writer under test), and runs of the mra-ref binary with their exit
-// status and output. Used by errors_cli_test.cpp and numerics_cli_test.cpp (ctest -L cli).
+// status and output, a folder of valid inputs, and the check of a refused run. Used by errors_cli_test.cpp,
+// hostile_cli_test.cpp and numerics_cli_test.cpp (ctest -L cli).
 #pragma once
 
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -139,6 +143,43 @@ inline Result mra_ref(const Scratch& dir, const std::vector<std::string>& args, 
   fs::remove(out);
   fs::remove(err);
   return r;
+}
+
+// Smooth, distinct, finite values of both signs: sin(0.37 i + offset).
+inline std::vector<float> values(int64_t count, float offset = 0.0f) {
+  std::vector<float> v(static_cast<size_t>(count));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * float(i) + offset);
+  return v;
+}
+
+// A scratch folder holding valid q.npy, k.npy and v.npy of shape [n, d], each with its own values.
+struct InputFolder : Scratch {
+  InputFolder(int64_t n, int64_t d) {
+    write_file(file("q.npy"), f32_npy({n, d}, values(n * d, 0.0f)));
+    write_file(file("k.npy"), f32_npy({n, d}, values(n * d, 1.0f)));
+    write_file(file("v.npy"), f32_npy({n, d}, values(n * d, 2.0f)));
+  }
+};
+
+// The arguments `<command> --q <q> --k <k> --v <v>` followed by `extra`.
+inline std::vector<std::string> with_inputs(const std::string& command, const std::vector<std::string>& extra,
+                                            const std::string& q = "q.npy", const std::string& k = "k.npy",
+                                            const std::string& v = "v.npy") {
+  std::vector<std::string> args{command, "--q", q, "--k", k, "--v", v};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// The run is refused: status 2, exactly the line "mra-ref: <line>" on stderr, nothing on stdout, and the folder
+// as it was (no output, no temporary). `prefix` as for mra_ref.
+inline void check_refused(const Scratch& dir, const std::vector<std::string>& args, const std::string& line,
+                          const std::string& prefix = "") {
+  const std::set<std::string> before = dir.names();
+  const Result r = mra_ref(dir, args, "", prefix);
+  CHECK(r.status == 2);
+  CHECK(r.err == "mra-ref: " + line + "\n");
+  CHECK(r.out.empty());
+  CHECK(dir.names() == before);
 }
 
 }  // namespace errors_test

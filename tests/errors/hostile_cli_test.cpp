@@ -27,37 +27,10 @@ namespace {
 
 constexpr int64_t kN = 64, kD = 32;
 
-std::vector<float> values(int64_t count, float offset) {
-  std::vector<float> v(static_cast<size_t>(count));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * float(i) + offset);
-  return v;
-}
-
 // A folder holding q.npy, k.npy and v.npy of shape [64, 32] (D = 32 has a generated f32 MRA-2 kernel).
-struct Inputs : Scratch {
-  Inputs() {
-    write_file(file("q.npy"), f32_npy({kN, kD}, values(kN * kD, 0.0f)));
-    write_file(file("k.npy"), f32_npy({kN, kD}, values(kN * kD, 1.0f)));
-    write_file(file("v.npy"), f32_npy({kN, kD}, values(kN * kD, 2.0f)));
-  }
+struct Inputs : InputFolder {
+  Inputs() : InputFolder(kN, kD) {}
 };
-
-std::vector<std::string> run_with(const std::string& command, std::vector<std::string> extra) {
-  std::vector<std::string> args{command, "--q", "q.npy", "--k", "k.npy", "--v", "v.npy"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
-
-// Refused with status 2, exactly this line, nothing on stdout and the folder as it was.
-void refused(const Scratch& dir, const std::vector<std::string>& args, const std::string& line,
-             const std::string& prefix = "") {
-  const std::set<std::string> before = dir.names();
-  const Result r = mra_ref(dir, args, "", prefix);
-  CHECK(r.status == 2);
-  CHECK(r.err == "mra-ref: " + line + "\n");
-  CHECK(r.out.empty());
-  CHECK(dir.names() == before);
-}
 
 bool is_output_of_shape(const std::string& bytes, size_t floats) {
   return bytes.size() > 10 && bytes.compare(0, 6, "\x93NUMPY") == 0 &&
@@ -100,7 +73,7 @@ TEST_CASE("errors: output onto a device, FIFO or symbolic link") {
     const bool root = ::geteuid() == 0;
     const std::string device = root ? dir.file("null") : "/dev/null";
     if (root) REQUIRE(::mknod(device.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
-    const Result r = mra_ref(dir, run_with("attend", {"-o", device}));
+    const Result r = mra_ref(dir, with_inputs("attend", {"-o", device}));
     CHECK(r.status == 0);
     CHECK(type_of(device) == S_IFCHR);
     std::set<std::string> expected{"k.npy", "q.npy", "v.npy"};
@@ -113,7 +86,7 @@ TEST_CASE("errors: output onto a device, FIFO or symbolic link") {
     // pipe's buffer, so the run completes before anything is read.
     const int reader = ::open(dir.file("fifo").c_str(), O_RDONLY | O_NONBLOCK);
     REQUIRE(reader >= 0);
-    const Result r = mra_ref(dir, run_with("exact", {"-o", "fifo"}));
+    const Result r = mra_ref(dir, with_inputs("exact", {"-o", "fifo"}));
     CHECK(r.status == 0);
     std::string got(1 << 16, '\0');
     const ssize_t n = ::read(reader, got.data(), got.size());
@@ -126,7 +99,7 @@ TEST_CASE("errors: output onto a device, FIFO or symbolic link") {
     write_file(dir.file("target.npy"), "an earlier result");
     ::chmod(dir.file("target.npy").c_str(), 0640);
     std::filesystem::create_symlink("target.npy", dir.file("link.npy"));
-    const Result r = mra_ref(dir, run_with("attend", {"-o", "link.npy"}));
+    const Result r = mra_ref(dir, with_inputs("attend", {"-o", "link.npy"}));
     CHECK(r.status == 0);
     CHECK(type_of(dir.file("link.npy")) == S_IFLNK);
     CHECK(is_output_of_shape(read_file(dir.file("target.npy")), size_t(kN * kD)));
@@ -138,22 +111,22 @@ TEST_CASE("errors: output onto a device, FIFO or symbolic link") {
   SUBCASE("an existing file keeps its permissions") {
     write_file(dir.file("out.npy"), "an earlier result");
     ::chmod(dir.file("out.npy").c_str(), 0600);
-    REQUIRE(mra_ref(dir, run_with("exact", {"-o", "out.npy"})).status == 0);
+    REQUIRE(mra_ref(dir, with_inputs("exact", {"-o", "out.npy"})).status == 0);
     struct stat st {};
     REQUIRE(::stat(dir.file("out.npy").c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0600);
   }
   SUBCASE("a dangling or looping symbolic link, a socket and a block device are refused") {
     std::filesystem::create_symlink("absent/target.npy", dir.file("dangling.npy"));
-    refused(dir, run_with("exact", {"-o", "dangling.npy"}),
+    check_refused(dir, with_inputs("exact", {"-o", "dangling.npy"}),
             "dangling.npy: a symbolic link to a missing file (No such file or directory)");
     std::filesystem::create_symlink("loop.npy", dir.file("loop.npy"));
-    refused(dir, run_with("exact", {"-o", "loop.npy"}),
+    check_refused(dir, with_inputs("exact", {"-o", "loop.npy"}),
             "loop.npy: a symbolic link that cannot be followed (Too many levels of symbolic links)");
     if (::geteuid() == 0) {
       // A loop device node of our own: root could otherwise write onto a disk.
       REQUIRE(::mknod(dir.file("disk").c_str(), S_IFBLK | 0600, makedev(7, 0)) == 0);
-      refused(dir, run_with("exact", {"-o", "disk"}), "disk: is a block device: writing an array onto a disk is refused");
+      check_refused(dir, with_inputs("exact", {"-o", "disk"}), "disk: is a block device: writing an array onto a disk is refused");
     }
   }
 }
@@ -169,7 +142,7 @@ TEST_CASE("errors: float32 overflow in logits or sums") {
     write_file(dir.file("k.npy"), f32_npy({kN, kD}, k));
     for (const std::string backend : {"reference", "emulated"}) {
       CAPTURE(backend);
-      const Result r = mra_ref(dir, run_with("attend", {"--backend", backend, "-o", "out.npy"}));
+      const Result r = mra_ref(dir, with_inputs("attend", {"--backend", backend, "-o", "out.npy"}));
       CHECK(r.status == 2);
       CHECK(r.err.rfind("mra-ref: q.npy: logits with k.npy reach ", 0) == 0);
       CHECK(r.err.find("(limit 4.25e+37, the float32 range the kernels compute in)") != std::string::npos);
@@ -180,21 +153,21 @@ TEST_CASE("errors: float32 overflow in logits or sums") {
   SUBCASE("a scale that overflows double (failure 5)") {
     write_file(dir.file("q.npy"), f32_npy({kN, kD}, std::vector<float>(size_t(kN * kD), 1e30f)));
     write_file(dir.file("k.npy"), f32_npy({kN, kD}, std::vector<float>(size_t(kN * kD), 1e30f)));
-    const Result r = mra_ref(dir, run_with("attend", {"--scale", "1e300", "-o", "out.npy"}));
+    const Result r = mra_ref(dir, with_inputs("attend", {"--scale", "1e300", "-o", "out.npy"}));
     CHECK(r.status == 2);
     CHECK(r.err.rfind("mra-ref: q.npy: logits with k.npy reach inf (limit 4.25e+37", 0) == 0);
     // The same inputs' logits with a reasonable scale are still beyond float32; modest inputs with a huge
     // scale name the scale.
     write_file(dir.file("q.npy"), f32_npy({kN, kD}, values(kN * kD, 0.0f)));
     write_file(dir.file("k.npy"), f32_npy({kN, kD}, values(kN * kD, 1.0f)));
-    const Result s = mra_ref(dir, run_with("exact", {"--scale", "1e300", "-o", "out.npy"}));
+    const Result s = mra_ref(dir, with_inputs("exact", {"--scale", "1e300", "-o", "out.npy"}));
     CHECK(s.status == 2);
     CHECK(s.err.rfind("mra-ref: --scale: '1e300' makes logits reach ", 0) == 0);
     CHECK_FALSE(std::filesystem::exists(dir.file("out.npy")));
   }
   SUBCASE("sums of values beyond float32") {
     write_file(dir.file("v.npy"), f32_npy({kN, kD}, std::vector<float>(size_t(kN * kD), 1e37f)));
-    refused(dir, run_with("attend", {"-o", "out.npy"}),
+    check_refused(dir, with_inputs("attend", {"-o", "out.npy"}),
             "v.npy: sums of up to 64 values reach 6.4e+38 (limit 4.25e+37, the float32 range the kernels compute in)");
   }
   SUBCASE("large logits within the bound stay finite in both backends") {
@@ -203,7 +176,7 @@ TEST_CASE("errors: float32 overflow in logits or sums") {
     write_file(dir.file("q.npy"), f32_npy({kN, kD}, q));
     for (const std::string backend : {"reference", "emulated"}) {
       CAPTURE(backend);
-      REQUIRE(mra_ref(dir, run_with("attend", {"--backend", backend, "-o", "out.npy"})).status == 0);
+      REQUIRE(mra_ref(dir, with_inputs("attend", {"--backend", backend, "-o", "out.npy"})).status == 0);
       const std::vector<float> out = read_f32(dir.file("out.npy"));
       REQUIRE(out.size() == size_t(kN * kD));
       size_t nonzero = 0;
@@ -222,7 +195,7 @@ TEST_CASE("errors: write errors on stdout") {
   REQUIRE(std::filesystem::exists("/dev/full"));
   const std::string no_space = "mra-ref: stdout: cannot write: No space left on device\n";
   for (const std::vector<std::string>& args :
-       {run_with("select", {}), run_with("attend", {"-o", "-"}), run_with("exact", {"-o", "out.npy"}),
+       {with_inputs("select", {}), with_inputs("attend", {"-o", "-"}), with_inputs("exact", {"-o", "out.npy"}),
         std::vector<std::string>{"compare", "q.npy", "k.npy"}, std::vector<std::string>{"--help"},
         std::vector<std::string>{"select", "--help"}}) {
     CAPTURE(args[0]);
@@ -240,10 +213,10 @@ TEST_CASE("errors: write errors on stdout") {
     CHECK(read_file(dir.file("err.txt")) == "mra-ref: stdout: cannot write: Broken pipe\n");
   }
   // Started with stdout closed: the files the run opens must not take its place, and the output is an error.
-  const Result closed = mra_ref(dir, run_with("attend", {"-o", "-"}), "closed");
+  const Result closed = mra_ref(dir, with_inputs("attend", {"-o", "-"}), "closed");
   CHECK(closed.status == 2);
   CHECK(closed.err == "mra-ref: stdout: cannot write: Bad file descriptor\n");
-  const Result select = mra_ref(dir, run_with("select", {}), "closed");
+  const Result select = mra_ref(dir, with_inputs("select", {}), "closed");
   CHECK(select.status == 2);
   CHECK(select.err == "mra-ref: stdout: cannot write: Bad file descriptor\n");
 }
@@ -251,20 +224,20 @@ TEST_CASE("errors: write errors on stdout") {
 // ------------------------------------------------------------------------------------------------ failures 4, 8
 TEST_CASE("errors: block sides beyond the largest") {
   Inputs dir;
-  refused(dir, run_with("attend", {"--scales", "576460752303423488,2,1", "--blocks-per-row", "1000", "-o", "o.npy"}),
+  check_refused(dir, with_inputs("attend", {"--scales", "576460752303423488,2,1", "--blocks-per-row", "1000", "-o", "o.npy"}),
           "--scales: scales: 576460752303423488 is above the largest block side, 1048576");
-  refused(dir, run_with("select", {"--scales", "9223372036854775807,1"}),
+  check_refused(dir, with_inputs("select", {"--scales", "9223372036854775807,1"}),
           "--scales: scales: 9223372036854775807 is above the largest block side, 1048576");
   // The largest side is valid, three levels deep, and every product stays in range: with every block refined
   // MRA equals exact attention.
-  REQUIRE(mra_ref(dir, run_with("attend", {"--scales", "1048576,2,1", "--blocks-per-row", "1000", "-o", "m.npy"}))
+  REQUIRE(mra_ref(dir, with_inputs("attend", {"--scales", "1048576,2,1", "--blocks-per-row", "1000", "-o", "m.npy"}))
               .status == 0);
-  REQUIRE(mra_ref(dir, run_with("exact", {"-o", "e.npy"})).status == 0);
+  REQUIRE(mra_ref(dir, with_inputs("exact", {"-o", "e.npy"})).status == 0);
   const std::vector<float> mra = read_f32(dir.file("m.npy")), exact = read_f32(dir.file("e.npy"));
   REQUIRE(mra.size() == size_t(kN * kD));
   REQUIRE(exact.size() == mra.size());
   for (size_t i = 0; i < mra.size(); ++i) CHECK(std::fabs(mra[i] - exact[i]) <= 1e-6f + 1e-6f * std::fabs(exact[i]));
-  const Result s = mra_ref(dir, run_with("select", {"--scales", "1048576,2,1", "--budget", "1,3"}));
+  const Result s = mra_ref(dir, with_inputs("select", {"--scales", "1048576,2,1", "--budget", "1,3"}));
   REQUIRE(s.status == 0);
   CHECK(s.out.find("\"level\": 1, \"side\": 1048576, \"nk_blocks\": 1, \"blocks\": [0]") != std::string::npos);
   const size_t level2 = s.out.find("\"level\": 2, \"side\": 2, \"nk_blocks\": 32, \"blocks\": [");
@@ -321,7 +294,7 @@ TEST_CASE("errors: compare of integers beyond 2^53") {
   const int64_t big = int64_t(1) << 62;
   write_file(dir.file("a.npy"), npy("<i8", "(2,)", bytes_of(std::vector<int64_t>{7, big + 1})));
   write_file(dir.file("b.npy"), npy("<i8", "(2,)", bytes_of(std::vector<int64_t>{7, big})));
-  refused(dir, {"compare", "a.npy", "b.npy", "--atol", "0"},
+  check_refused(dir, {"compare", "a.npy", "b.npy", "--atol", "0"},
           "a.npy: integer at [1] is beyond 2^53, which compare cannot represent exactly");
   // Within 2^53 integers are exact, and a difference of 1 fails a zero tolerance.
   const int64_t exact = int64_t(1) << 52;
@@ -342,13 +315,13 @@ TEST_CASE("errors: inputs that never end") {
 #else
   const std::string limited = "ulimit -v 1000000; timeout 60 ";
 #endif
-  refused(dir, {"attend", "--q", "/dev/zero", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
+  check_refused(dir, {"attend", "--q", "/dev/zero", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
           "/dev/zero: not a .npy file (bad magic string)", limited);
   SUBCASE("a stream past its declared size") {
     // A valid header followed by endless data through a FIFO: read up to the declared bytes and one more.
     REQUIRE(::mkfifo(dir.file("endless").c_str(), 0600) == 0);
     std::thread writer = feed(dir.file("endless"), npy("<f4", "(64, 32)", ""), 1 << 14);  // up to 1 GB
-    refused(dir, {"attend", "--q", "endless", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
+    check_refused(dir, {"attend", "--q", "endless", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
             "endless: size mismatch: the shape needs 2048 elements of 4 bytes, the file holds more than 8192 data bytes",
             limited);
     writer.join();
@@ -356,7 +329,7 @@ TEST_CASE("errors: inputs that never end") {
   SUBCASE("a stream with an endless header") {
     REQUIRE(::mkfifo(dir.file("header").c_str(), 0600) == 0);
     std::thread writer = feed(dir.file("header"), std::string("\x93NUMPY\x02\x00\xff\xff\xff\xff", 12), 1 << 15);
-    refused(dir, {"attend", "--q", "header", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
+    check_refused(dir, {"attend", "--q", "header", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
             "header: the header claims 4294967295 bytes, more than the 1048576 this reader accepts", limited);
     writer.join();
   }
@@ -364,7 +337,7 @@ TEST_CASE("errors: inputs that never end") {
   SUBCASE("a stream that declares more than memory holds") {
     REQUIRE(::mkfifo(dir.file("huge").c_str(), 0600) == 0);
     std::thread writer = feed(dir.file("huge"), npy("<f4", "(1000000000, 32)", ""), 1 << 15);  // up to 2 GB
-    refused(dir, {"attend", "--q", "huge", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
+    check_refused(dir, {"attend", "--q", "huge", "--k", "k.npy", "--v", "v.npy", "-o", "out.npy"},
             "huge: out of memory while reading the array its header declares", limited);
     writer.join();
   }

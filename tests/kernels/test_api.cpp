@@ -1,5 +1,6 @@
 // tests/kernels/test_api.cpp: the C API's contract (runtime/mra.h): statuses and their strings, argument and
-// shape checks, unsupported configurations, the workspace size, and use from C (api_from_c.c).
+// shape checks (of the forward and the backward), unsupported configurations, the workspace size, and use from C
+// (api_from_c.c).
 //   ctest --test-dir build -L kernels -R api
 #include <doctest/doctest.h>
 
@@ -197,4 +198,67 @@ TEST_CASE("api.grouped_heads_and_strides") {
   CHECK(backward([](mra_problem& f) { f.heads_kv = 1; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
   CHECK(backward([&](mra_problem& f) { set(f.strides.out, 100 * 3 * 64, 64, 3 * 64, 1); }) ==
         MRA_ERROR_UNSUPPORTED_CONFIG);
+}
+
+TEST_CASE("api.policy_and_causal") {
+  auto status = [](auto change) {
+    mra_problem p = small_problem();
+    change(p);
+    return size_of(p);
+  };
+  CHECK(status([](mra_problem& p) { p.policy = MRA_POLICY_ROW; }) == MRA_SUCCESS);
+  CHECK(status([](mra_problem& p) { p.policy = static_cast<mra_policy>(2); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(status([](mra_problem& p) { p.causal = 2; }) == MRA_ERROR_BAD_ARGUMENT);
+  // §9.4: causal attention is defined with the row policy only.
+  CHECK(status([](mra_problem& p) { p.causal = 1; }) == MRA_ERROR_BAD_ARGUMENT);
+  // Causal attention with policy row is valid, but not generated yet.
+  CHECK(status([](mra_problem& p) {
+          p.causal = 1;
+          p.policy = MRA_POLICY_ROW;
+        }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  // Policy row sizes the refined lists by rows: at most min(budget, key blocks) per block row.
+  mra_problem global = small_problem(), row = small_problem();
+  row.policy = MRA_POLICY_ROW;
+  size_t global_bytes = 0, row_bytes = 0;
+  REQUIRE(mra_workspace_size(&global, &global_bytes) == MRA_SUCCESS);
+  REQUIRE(mra_workspace_size(&row, &row_bytes) == MRA_SUCCESS);
+  CHECK(row_bytes >= global_bytes);
+}
+
+TEST_CASE("api.backward_bad_arguments") {
+  // mra_backward_host: one status per bad argument, checked before anything runs, so nothing is written.
+  const mra_problem p = mra::test::mra_problem_of(1, 1, 40, 40, 64, MRA_DTYPE_F32, {32, 1}, {1});
+  size_t fbytes = 0, gbytes = 0;
+  REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
+  REQUIRE(mra_backward_workspace_size(&p, &gbytes) == MRA_SUCCESS);
+  CHECK(gbytes > 0);
+  const size_t words = 40 * 64 / 2;  // 64-bit words of one [1, 1, 40, 64] f32 tensor
+  std::vector<uint64_t> q(words), k(words), v(words), out(words), dout(words), dk(words), dv(words);
+  std::vector<uint64_t> dq(words, ~uint64_t(0)), fws(fbytes / 8 + 1), gws(gbytes / 8 + 1);
+  auto call = [&](const mra_problem* pp, const void* dout_ptr, void* dq_ptr, size_t fb, size_t gb) {
+    return mra_backward_host(pp, q.data(), k.data(), v.data(), nullptr, nullptr, out.data(), dout_ptr, dq_ptr,
+                             dk.data(), dv.data(), fws.data(), fb, gws.data(), gb);
+  };
+  CHECK(call(nullptr, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, nullptr, dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), nullptr, fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, reinterpret_cast<const char*>(dout.data()) + 4, dq.data(), fbytes, gbytes) ==
+        MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dq.data(), fbytes - 1, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dq.data(), fbytes, gbytes - 1) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_backward_workspace_size(&p, nullptr) == MRA_ERROR_BAD_ARGUMENT);
+  mra_problem bad = p;
+  bad.nq = 0;
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_SHAPE);
+  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_BAD_SHAPE);
+  bad = p;
+  bad.dtype = MRA_DTYPE_BF16;  // no backward kernels for bf16
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  bad = p;
+  bad.dim = 48;  // no configuration at all
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  bool untouched = true;
+  for (uint64_t w : dq) untouched &= w == ~uint64_t(0);
+  CHECK(untouched);
 }

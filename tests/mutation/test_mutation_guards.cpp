@@ -16,6 +16,7 @@
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/problem.h"
 #include "mra.h"
 #include "mra/reference.h"
 
@@ -87,6 +88,36 @@ float load(const unsigned char* base, mra_dtype t, size_t i) {
   return __bfloat162float(h);
 }
 
+
+// The reference's view of one batch and head of Nq queries and Nk keys and values in f32.
+mra::ref::Problem ref_problem(int64_t nq, int64_t nk, int64_t dim, const std::vector<float>& q,
+                              const std::vector<float>& k, const std::vector<float>& v) {
+  mra::ref::Problem rp;
+  rp.nq = nq;
+  rp.nk = nk;
+  rp.dim = dim;
+  rp.q = q.data();
+  rp.k = k.data();
+  rp.v = v.data();
+  return rp;
+}
+
+double max_abs(const std::vector<float>& x) {
+  double m = 0;
+  for (float e : x) m = std::fmax(m, std::fabs(e));
+  return m;
+}
+
+// The one comparison rule on every element of the [Nq, D] output, reported; a zero reference would pass anything.
+void check_output(const Built& cfg, const std::vector<float>& got, const std::vector<float>& want, double atol,
+                  double rtol, int64_t nq, int64_t dim) {
+  const auto cmp = mra::test::compare(got.data(), want.data(), int64_t(got.size()), atol, rtol, {nq, dim});
+  INFO(cmp.report);
+  CHECK(cmp.ok);
+  CHECK(mra::test::norm2(want) > 0);
+  MESSAGE(std::string(cfg.name), ": ", cmp.report);
+}
+
 }  // namespace
 
 // Kills offset-32bit-exact-keys and offset-32bit-pooling: element offsets key * D past 2^32. One query block
@@ -134,30 +165,14 @@ TEST_CASE("element offsets beyond 2^32 (keys past 2^32 / D)") {
     }
   }
 
-  mra_problem p{};
-  p.batch = p.heads = 1;
-  p.nq = nq;
-  p.nk = nk;
-  p.dim = D;
-  p.dtype = cfg->dtype;
-  p.levels = 2;
-  p.resolutions[0] = s;
-  p.resolutions[1] = 1;
-  p.budgets[0] = 1;
-  p.mode = MRA_MODE_FULL;
+  mra_problem p = mra::test::mra_problem_of(1, 1, nq, nk, D, cfg->dtype, {s, 1}, {1});
   size_t ws_bytes = 0;
   REQUIRE(mra_workspace_size(&p, &ws_bytes) == MRA_SUCCESS);
   std::vector<unsigned char> ws(ws_bytes), out(size_t(nq * D) * 2, 0x7b);  // 0x7b7b: a large finite poison
   REQUIRE(mra_forward_host(&p, q.data(), k.data(), v.data(), nullptr, kmask.data(), out.data(), ws.data(),
                            ws_bytes) == MRA_SUCCESS);
 
-  mra::ref::Problem rp;
-  rp.nq = nq;
-  rp.nk = 2 * s;
-  rp.dim = D;
-  rp.q = qf.data();
-  rp.k = kf.data();
-  rp.v = vf.data();
+  const mra::ref::Problem rp = ref_problem(nq, 2 * s, D, qf, kf, vf);
   mra::ref::Config rc;
   rc.scales = {s, 1};
   rc.budgets = {1};
@@ -170,21 +185,17 @@ TEST_CASE("element offsets beyond 2^32 (keys past 2^32 / D)") {
   // Tolerance: the output rounded once to the 16-bit type (rtol); the attention weights rounded to it before the
   // product with V (the tensor-core path): u_T max|v|; f32 accumulation over 2 s_1 exact and coarse terms and
   // D-term logits of size |q||k| ~ D, through exp: a few hundred u times max|v|.
-  double vmax = 0;
-  for (float x : vf) vmax = std::fmax(vmax, std::fabs(x));
+  const double vmax = max_abs(vf);
   const double u = 0x1.0p-24, ut = cfg->dtype == MRA_DTYPE_F16 ? 0x1.0p-11 : 0x1.0p-8, rtol = ut + 2 * u;
   const double atol = (ut + 4.0 * double(2 * s + D) * u * std::sqrt(double(D))) * vmax;
-  const auto cmp = mra::test::compare(got.data(), want.data(), int64_t(got.size()), atol, rtol, {nq, D});
-  INFO(cmp.report);
-  CHECK(cmp.ok);
-  CHECK(mra::test::norm2(want) > 0);
-  MESSAGE(std::string(cfg->name), ": ", cmp.report);
+  check_output(*cfg, got, want, atol, rtol, nq, D);
 }
 
-// Kills coarse-first-chunk-only: the coarse fold of attend_kernel takes a block row's candidates in chunks of
-// one per thread (up to 256). One query block against 300 key blocks (the last one partial): the blocks from 128
-// on lean towards the queries, so most of the coarse weight lies beyond the first chunk; two of them are
-// refined. Against the reference on the same f32 problem.
+// Written against coarse-first-chunk-only when attend_kernel folded the level-1 candidates in chunks of one per
+// thread (up to 256); level 1 is now coarse_level1_kernel's, which sweeps 64 key blocks per column tile, so the
+// case runs its online rescale across 5 tiles. One query block against 300 key blocks (the last one partial):
+// the blocks from 128 on lean towards the queries, so most of the coarse weight lies beyond the first 128; two
+// of them are refined. Against the reference on the same f32 problem.
 TEST_CASE("the coarse fold of one query block over more key blocks than threads") {
   const Built* cfg = nullptr;
   for (const Built& b : kBuilt)
@@ -204,30 +215,14 @@ TEST_CASE("the coarse fold of one query block over more key blocks than threads"
   for (int64_t j = 128 * s; j < nk; ++j)
     for (int64_t d = 0; d < D; ++d) k[size_t(j * D + d)] += lean[size_t(d)];
 
-  mra_problem p{};
-  p.batch = p.heads = 1;
-  p.nq = nq;
-  p.nk = nk;
-  p.dim = D;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = 2;
-  p.resolutions[0] = s;
-  p.resolutions[1] = 1;
-  p.budgets[0] = 2;
-  p.mode = MRA_MODE_FULL;
+  mra_problem p = mra::test::mra_problem_of(1, 1, nq, nk, D, MRA_DTYPE_F32, {s, 1}, {2});
   size_t ws_bytes = 0;
   REQUIRE(mra_workspace_size(&p, &ws_bytes) == MRA_SUCCESS);
   std::vector<unsigned char> ws(ws_bytes);
   std::vector<float> got(size_t(nq * D), 3.0e38f), want(size_t(nq * D));  // a large finite poison
   REQUIRE(mra_forward_host(&p, q.data(), k.data(), v.data(), nullptr, nullptr, got.data(), ws.data(), ws_bytes) ==
           MRA_SUCCESS);
-  mra::ref::Problem rp;
-  rp.nq = nq;
-  rp.nk = nk;
-  rp.dim = D;
-  rp.q = q.data();
-  rp.k = k.data();
-  rp.v = v.data();
+  const mra::ref::Problem rp = ref_problem(nq, nk, D, q, k, v);
   mra::ref::Config rc;
   rc.scales = {s, 1};
   rc.budgets = {2};
@@ -235,14 +230,9 @@ TEST_CASE("the coarse fold of one query block over more key blocks than threads"
 
   // Tolerance: f32 logits of norm |q||k| (about 2 D here) carry D u of it each, exp turns that into a relative
   // weight error, and the sums run over Nk + 2 s_1 terms in f32: 4 (2 D + Nk) u max|v|.
-  double vmax = 0;
-  for (float x : v) vmax = std::fmax(vmax, std::fabs(x));
+  const double vmax = max_abs(v);
   const double u = 0x1.0p-24, atol = 4.0 * double(2 * D + nk) * u * vmax, rtol = 2 * u;
-  const auto cmp = mra::test::compare(got.data(), want.data(), int64_t(got.size()), atol, rtol, {nq, D});
-  INFO(cmp.report);
-  CHECK(cmp.ok);
-  CHECK(mra::test::norm2(want) > 0);
-  MESSAGE(std::string(cfg->name), ": ", cmp.report);
+  check_output(*cfg, got, want, atol, rtol, nq, D);
 }
 
 // Kills block-max-last-warp: block_max (128 threads, 4 warps) gives the row maximum of a level-2 row in
@@ -278,31 +268,13 @@ TEST_CASE("a level-2 row whose maximum lies in the last warp of the row's thread
       k[size_t(j * D + d)] = store(ks.data(), cfg->dtype, size_t(j * D + d), x);
       v[size_t(j * D + d)] = store(vs.data(), cfg->dtype, size_t(j * D + d), float(rng.normal()));
     }
-  mra_problem p{};
-  p.batch = p.heads = 1;
-  p.nq = nq;
-  p.nk = nk;
-  p.dim = D;
-  p.dtype = cfg->dtype;
-  p.levels = 3;
-  p.resolutions[0] = s;
-  p.resolutions[1] = cfg->s2;
-  p.resolutions[2] = 1;
-  p.budgets[0] = blocks;
-  p.budgets[1] = 2 * blocks;
-  p.mode = MRA_MODE_FULL;
+  mra_problem p = mra::test::mra_problem_of(1, 1, nq, nk, D, cfg->dtype, {s, cfg->s2, 1}, {blocks, 2 * blocks});
   size_t ws_bytes = 0;
   REQUIRE(mra_workspace_size(&p, &ws_bytes) == MRA_SUCCESS);
   std::vector<unsigned char> ws(ws_bytes), out(size_t(nq * D) * es, 0x7b);  // 0x7b..: a large finite poison
   REQUIRE(mra_forward_host(&p, qs.data(), ks.data(), vs.data(), nullptr, nullptr, out.data(), ws.data(), ws_bytes) ==
           MRA_SUCCESS);
-  mra::ref::Problem rp;
-  rp.nq = nq;
-  rp.nk = nk;
-  rp.dim = D;
-  rp.q = q.data();
-  rp.k = k.data();
-  rp.v = v.data();
+  const mra::ref::Problem rp = ref_problem(nq, nk, D, q, k, v);
   mra::ref::Config rc;
   rc.scales = {s, cfg->s2, 1};
   rc.budgets = {blocks, 2 * blocks};
@@ -312,13 +284,8 @@ TEST_CASE("a level-2 row whose maximum lies in the last warp of the row's thread
 
   // Tolerance as in the case above, plus the output's rounding to the dtype (rtol) and, in 16 bits, the weights'
   // rounding before the product with V (the tensor-core path): u_T max|v|.
-  double vmax = 0;
-  for (float x : v) vmax = std::fmax(vmax, std::fabs(x));
+  const double vmax = max_abs(v);
   const double u = 0x1.0p-24, ut = cfg->dtype == MRA_DTYPE_F32 ? u : cfg->dtype == MRA_DTYPE_F16 ? 0x1.0p-11 : 0x1.0p-8;
   const double rtol = ut + 2 * u, atol = (ut + 4.0 * double(2 * D + nk) * u) * vmax;
-  const auto cmp = mra::test::compare(got.data(), want.data(), int64_t(got.size()), atol, rtol, {nq, D});
-  INFO(cmp.report);
-  CHECK(cmp.ok);
-  CHECK(mra::test::norm2(want) > 0);
-  MESSAGE(std::string(cfg->name), ": ", cmp.report);
+  check_output(*cfg, got, want, atol, rtol, nq, D);
 }

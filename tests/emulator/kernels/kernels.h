@@ -27,6 +27,7 @@ cudaError_t run_shuffle_modes(int* out);
 cudaError_t run_shuffle_wide_types(double* d, __half2* h, __nv_bfloat16* b);
 cudaError_t run_votes(unsigned threads, unsigned* out);
 cudaError_t run_partial_warp(unsigned* out);
+cudaError_t run_lane_exits_while_warp_waits(int* out);
 cudaError_t run_syncwarp_exchange(int* out);
 
 // atomics.cu

@@ -114,6 +114,35 @@ __global__ void partial_warp(unsigned* out) {
 
 cudaError_t run_partial_warp(unsigned* out) { return simt::launch(partial_warp, dim3(1), dim3(40), 0, nullptr, out); }
 
+// Lane 31 of each warp exits while other lanes of its warp already wait in a warp operation (each
+// __nanosleep lets every other runnable thread run first, so they are waiting when it leaves). Warp 0:
+// lanes 0-30 wait in a full-mask shuffle, which must complete when lane 31 exits (an exited lane counts
+// as arrived), then a full-mask __syncwarp and ballot after the exit. Warp 1: lanes 0-29 wait in a
+// ballot whose mask leaves lane 31 out and includes lane 30, which arrives after lane 31 exited: the
+// exit must neither complete that ballot early nor hold it up.
+__global__ void lane_exits_while_warp_waits(int* out) {
+  const unsigned t = threadIdx.x, lane = t % 32;
+  int* o = out + t * 3;
+  if (lane == 31) {
+    for (int i = 0; i < 8; ++i) __nanosleep(100);
+    return;
+  }
+  if (t < 32) {
+    o[0] = __shfl_sync(0xffffffffu, static_cast<int>(t * 10), (lane + 1) % 32);
+    __syncwarp(0xffffffffu);
+    o[1] = static_cast<int>(__ballot_sync(0xffffffffu, 1));
+  } else {
+    if (lane == 30)
+      for (int i = 0; i < 16; ++i) __nanosleep(100);
+    o[0] = static_cast<int>(__ballot_sync(0x7fffffffu, lane % 3 == 0));
+  }
+  o[2] = 1;
+}
+
+cudaError_t run_lane_exits_while_warp_waits(int* out) {
+  return simt::launch(lane_exits_while_warp_waits, dim3(1), dim3(64), 0, nullptr, out);
+}
+
 // Lanes exchange through shared memory with __syncwarp in between: correct on sm_70+ only because of
 // the __syncwarp calls.
 __global__ void syncwarp_exchange(int* out) {

@@ -15,20 +15,15 @@
 #include <vector>
 
 #include "cli.h"
+#include "contract.h"
 #include "inputs.h"
 #include "mra/reference.h"
 
 namespace {
 
-void require(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "fuzz_cli: contract violated: %s\n", what);
-  std::abort();
-}
+using fuzz::require;
 
-void one_line(const std::string& message) {
-  require(!message.empty() && message.find('\n') == std::string::npos, "an error message is empty or spans lines");
-}
+void one_line(const std::string& message) { require(fuzz::one_line(message), "an error message is empty or spans lines"); }
 
 // Small lengths around the block sides the scales use, and large ones a real file can have.
 constexpr int64_t kLengths[] = {1, 2, 3, 7, 16, 31, 32, 33, 64, 65, 96, 1000, 4096, 65536, int64_t(1) << 31,

@@ -12,15 +12,12 @@
 #include <string_view>
 #include <vector>
 
+#include "contract.h"
 #include "npy.h"
 
 namespace {
 
-void require(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "fuzz_npy: contract violated: %s\n", what);
-  std::abort();
-}
+using fuzz::require;
 
 int element_size(const std::string& descr) { return std::atoi(descr.c_str() + 2); }
 

@@ -5,26 +5,15 @@
 // tensor read holds exactly the elements its shape promises, from no more bytes than the file has; the writer's
 // file of it reads back bit for bit.
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "contract.h"
 #include "safetensors.h"
 
-namespace {
-
-void require(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "fuzz_safetensors: contract violated: %s\n", what);
-  std::abort();
-}
-
-bool one_line(const std::string& error) { return !error.empty() && error.find('\n') == std::string::npos; }
-
-}  // namespace
+using fuzz::one_line;
+using fuzz::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
@@ -34,23 +23,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(!mra::safetensors::read(bytes, "x").ok(), "read succeeds where list failed");
     return 0;
   }
-  for (const std::string& name : listing.names) {
-    const mra::npy::Parsed p = mra::safetensors::read(bytes, name);
-    if (!p.ok()) {
-      require(one_line(p.error), "an error is not one line");
-      continue;
-    }
-    uint64_t count = 1;
-    for (int64_t d : p.array.shape) count *= static_cast<uint64_t>(d);
-    require(count == p.array.values.size(), "the element count differs from the product of the shape");
-    require(count <= size, "more elements than the file has bytes");
-    std::vector<float> as_float(p.array.values.begin(), p.array.values.end());
-    const std::string again = mra::safetensors::serialize_f32(name, p.array.shape, as_float.data());
-    const mra::npy::Parsed back = mra::safetensors::read(again, name);
-    require(back.ok() && back.array.shape == p.array.shape, "the writer's file does not read back");
-    std::vector<float> round_trip(back.array.values.begin(), back.array.values.end());
-    require(as_float.empty() || std::memcmp(round_trip.data(), as_float.data(), as_float.size() * sizeof(float)) == 0,
-            "float32 values changed through the writer and the reader");
-  }
+  // A tensor's elements are at least one byte each.
+  fuzz::check_members(
+      listing.names, [&](const std::string& name) { return mra::safetensors::read(bytes, name); },
+      [](const std::string& name, const std::vector<int64_t>& shape, const float* values) {
+        return mra::safetensors::read(mra::safetensors::serialize_f32(name, shape, values), name);
+      },
+      size);
   return 0;
 }
