@@ -47,6 +47,12 @@ typedef enum mra_status {
 
 typedef enum mra_dtype { MRA_DTYPE_F32 = 0, MRA_DTYPE_F16 = 1, MRA_DTYPE_BF16 = 2 } mra_dtype;
 
+/* How each level's budget is spent (docs/semantics.md §10). */
+typedef enum mra_policy {
+  MRA_POLICY_GLOBAL = 0, /* the best budget_l blocks of each (batch, head) */
+  MRA_POLICY_ROW = 1     /* every block row of a level refines its own best budget_l blocks */
+} mra_policy;
+
 typedef enum mra_mode {
   MRA_MODE_FULL = 0,   /* MRA-L: coarse components contribute exp(pooled logit) * pooled V */
   MRA_MODE_SPARSE = 1  /* MRA-L-s: only the exact entries inside refined blocks contribute */
@@ -58,11 +64,16 @@ typedef struct mra_problem {
   mra_dtype dtype;
   int32_t levels;                           /* L >= 2 */
   int64_t resolutions[MRA_MAX_LEVELS];      /* s_1 > ... > s_L = 1; entries past L are ignored */
-  int64_t budgets[MRA_MAX_LEVELS - 1];      /* budget_l, blocks refined per (batch, head), l = 1 .. L-1 */
+  int64_t budgets[MRA_MAX_LEVELS - 1];      /* budget_l, l = 1 .. L-1: blocks refined per (batch, head), or per
+                                               block row under MRA_POLICY_ROW */
   mra_mode mode;
   int64_t prior_first;                      /* f: the first f block rows and columns are preferred */
   int64_t prior_diagonal;                   /* g: blocks with |r - c| <= g/2 are preferred */
   double scale;                             /* logit scale; 0 selects 1/sqrt(dim) */
+  /* Appended fields: zero keeps the behaviour of a problem written before them. */
+  int32_t causal;                           /* 1: query i sees key j only when j <= i + nk - nq (§9); needs
+                                               MRA_POLICY_ROW. Not generated yet: MRA_ERROR_UNSUPPORTED_CONFIG */
+  mra_policy policy;                        /* MRA_POLICY_GLOBAL (0) or MRA_POLICY_ROW */
 } mra_problem;
 
 /* A readable name of a status ("success", "bad argument", ...); never NULL. */

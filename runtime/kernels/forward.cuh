@@ -9,9 +9,12 @@
 //                       row; each pass a histogram of the next digit of the rank value, after the pick of the
 //                       previous pass's digit (done by every CTA from the histogram: no launch of its own)
 //   coarse_count_kernel level 1: the last pick; per row, the pairs above the threshold and the ties
+//   coarse_row_select_kernel  instead of the two above under policy row (§10): the row maxima and each row's own
+//                       radix select
 //   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
+//   / select_row_kernel (policy row: the top budget_l keys of every block row)
 //   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
@@ -99,16 +102,23 @@ mra_status forward(const KernelArgs& a) {
     // and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
     const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
     cudaError_t e = cudaSuccess;
-    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-      e = per_slice(coarse_rank_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
-    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel
+      e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    } else {
+      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+        e = per_slice(coarse_rank_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
+      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    }
     if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     if (auto s = launched(e)) return s;
     for (int li = 1; li < Cfg::steps; ++li) {
       const Level& up = a.layout.level[li - 1];
       e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
                     unsigned(kRowThreads), 0, li);
-      if (e == cudaSuccess) e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      if (e == cudaSuccess && a.layout.by_row)
+        e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      else if (e == cudaSuccess)
+        e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
       if (auto s = launched(e)) return s;
     }
   }

@@ -45,6 +45,11 @@ struct SelectState {
   uint64_t threshold, ties, done, candidates;
 };
 
+// Policy row (§10), level 1: a block row's own threshold and quota of ties, in SelectState's terms.
+struct RowPick {
+  uint64_t threshold, ties;
+};
+
 struct Level {
   int32_t side = 0, nq = 0, nk = 0;  // block side s_l, ceil(Nq / s_l), ceil(Nk / s_l)
   int64_t slots = 0;                 // candidate pairs per slice (capacity)
@@ -59,12 +64,14 @@ struct Level {
   size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1
   size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1
   size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
+  size_t rowpick = 0;                     // RowPick [slices, nq], policy row only        level 1
   size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
   size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
 };
 
 struct Layout {
   int32_t steps = 0;           // L - 1
+  int32_t by_row = 0;          // policy row (§10): every block row spends its own budget
   Level level[kMaxSteps];
   size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
   size_t slice_bad = 0;        // i32 [slices]
@@ -95,12 +102,17 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.levels < 2 || p.levels > MRA_MAX_LEVELS) return MRA_ERROR_BAD_ARGUMENT;
   // A C caller can store any int in an enum field; reading it as the enum type would be undefined, so the
   // fields are read as the ints they are.
-  static_assert(sizeof(mra_dtype) == sizeof(int) && sizeof(mra_mode) == sizeof(int));
-  int dtype = 0, mode = 0;
+  static_assert(sizeof(mra_dtype) == sizeof(int) && sizeof(mra_mode) == sizeof(int) && sizeof(mra_policy) == sizeof(int));
+  int dtype = 0, mode = 0, policy = 0;
   std::memcpy(&dtype, &p.dtype, sizeof dtype);
   std::memcpy(&mode, &p.mode, sizeof mode);
+  std::memcpy(&policy, &p.policy, sizeof policy);
   if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
   if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
+  if (policy != MRA_POLICY_GLOBAL && policy != MRA_POLICY_ROW) return MRA_ERROR_BAD_ARGUMENT;
+  // Causal attention (§9) needs policy row (§9.4) and is not in the generated kernels yet.
+  if (p.causal != 0 && (p.causal != 1 || policy != MRA_POLICY_ROW)) return MRA_ERROR_BAD_ARGUMENT;
+  if (p.causal) return MRA_ERROR_UNSUPPORTED_CONFIG;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
     return MRA_ERROR_BAD_ARGUMENT;
   if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
@@ -112,6 +124,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
 
   Layout L;
   L.steps = p.levels - 1;
+  L.by_row = policy == MRA_POLICY_ROW;
   const int64_t slices = p.batch * p.heads;
   Carver carve;
   auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
@@ -124,7 +137,10 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     const int64_t rho = li == 0 ? 0 : p.resolutions[li - 1] / s;
     const int64_t slots = li == 0 ? nq * nk : rho * rho * prev_cap;
     if (li > 0 && slots >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
-    const int64_t cap = p.budgets[li] < slots ? p.budgets[li] : slots;
+    // Policy row: at most budget_l per block row, and no row has more than nk candidates (< 2^26 each).
+    const int64_t per_row = p.budgets[li] < nk ? p.budgets[li] : nk;
+    const int64_t most = L.by_row ? per_row * nq : p.budgets[li];
+    const int64_t cap = most < slots ? most : slots;
     if (cap >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
     v.side = static_cast<int32_t>(s);
     v.nq = static_cast<int32_t>(nq);
@@ -146,6 +162,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
       v.state = take(slices * kPasses, sizeof(SelectState));
       v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
+      v.rowpick = take(L.by_row ? slices * nq : 0, sizeof(RowPick));
       if (mode == MRA_MODE_FULL) {
         v.cmax = take(slices * nq, sizeof(float));
         v.cden = take(slices * nq, sizeof(float));

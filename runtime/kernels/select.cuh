@@ -261,6 +261,89 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
     if (hist[i]) atomicAdd(reinterpret_cast<unsigned long long*>(&global[i]), (unsigned long long)hist[i]);
 }
 
+// Policy row (§10), level 1: every block row's own top budget_1, by a radix select per row over the same rank
+// values, kRowDigit bits per pass from the top, each pass a sweep of the band's logits into a per-row histogram
+// in shared memory, after a first sweep for the row maxima. Writes per row the threshold (its budget-th largest
+// value) and the quota of ties at it (RowPick), and the number it takes as rowcount's "above" (ties 0), so that
+// coarse_write_kernel's offsets and columns follow unchanged. A poisoned slice (§2.7) takes nothing. Grid
+// (bands, slices).
+inline constexpr int kRowDigit = 6, kRowBins = 1 << kRowDigit;
+inline constexpr int kRowPasses = (kRankBits + kRowDigit - 1) / kRowDigit;
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_row_select_kernel(Params p) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const int tid = threadIdx.x;
+  __shared__ uint32_t hist[kBandRows][kRowBins];
+  __shared__ uint64_t prefix[kBandRows];
+  __shared__ uint32_t rest[kBandRows], taken[kBandRows];
+  int any_bad = 0;
+  const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (lv.nq + lv.nk);
+  for (int32_t i = tid; i < lv.nq + lv.nk; i += blockDim.x) any_bad |= block_bad[i];
+  const bool bad = __syncthreads_or(any_bad) != 0;
+  if (blockIdx.x == 0 && tid == 0) {
+    at<int32_t>(p, p.layout.slice_bad)[slice] = bad;
+    // The slice's state as coarse_write_kernel reads it: no tie quota beyond the rows' own.
+    at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1] = SelectState{0, 0, 1, 0};
+  }
+  if (tid < kBandRows) {
+    prefix[tid] = 0;
+    rest[tid] = bad ? 0u : ~0u;  // ~0: not counted yet (pass 0 counts the row's candidates)
+    taken[tid] = 0;
+  }
+  float rmax[kMicro];
+  band_row_max<Cfg>(p, slice, row0, rmax);
+  for (int pass = 0; pass < kRowPasses && !bad; ++pass) {
+    const int high = kRankBits - kRowDigit * pass, shift = high > kRowDigit ? high - kRowDigit : 0;
+    for (int e = tid; e < kBandRows * kRowBins; e += blockDim.x) hist[e / kRowBins][e % kRowBins] = 0;
+    __syncthreads();
+    coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+      for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t r, int32_t, uint64_t v) {
+        const int i = r - row0;
+        if (rest[i] != 0 && (v >> high) == (prefix[i] >> high)) atomicAdd(&hist[i][(v >> shift) & (kRowBins - 1)], 1u);
+      });
+    });
+    __syncthreads();
+    if (tid < kBandRows && rest[tid] != 0) {
+      const uint32_t* h = hist[tid];
+      if (rest[tid] == ~0u) {  // pass 0: settle the rows that need no search
+        uint32_t total = 0;
+        for (int d = 0; d < kRowBins; ++d) total += h[d];
+        const uint64_t budget = uint64_t(lv.budget);
+        if (budget >= total) {
+          taken[tid] = total;  // every candidate: value >= threshold 0, ties without limit
+          prefix[tid] = 0;
+          rest[tid] = 0;
+        } else {
+          taken[tid] = uint32_t(budget);
+          rest[tid] = uint32_t(budget);
+        }
+      }
+      if (rest[tid] != 0) {  // the bin holding the rest-th largest value still in play
+        uint32_t above = 0;
+        int digit = kRowBins - 1;
+        while (above + h[digit] < rest[tid]) above += h[digit--];
+        prefix[tid] |= uint64_t(digit) << shift;
+        rest[tid] -= above;
+        if (shift == 0) taken[tid] |= 0x80000000u;  // searched to the last digit: prefix is the threshold
+      }
+    }
+    __syncthreads();
+  }
+  if (tid < kBandRows && row0 + tid < lv.nq) {
+    const int32_t r = row0 + tid;
+    const bool searched = (taken[tid] & 0x80000000u) != 0;
+    const uint32_t n = taken[tid] & 0x7fffffffu;
+    // Unsearched rows take all their candidates (threshold 0, any number of ties) or none (budget 0, poisoned).
+    RowPick* pick = at<RowPick>(p, lv.rowpick) + slice * lv.nq + r;
+    *pick = searched ? RowPick{prefix[tid], rest[tid]} : n > 0 ? RowPick{0, ~uint64_t(0)} : RowPick{~uint64_t(0), 0};
+    uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+    rowcount[2 * r] = n;
+    rowcount[2 * r + 1] = 0;
+  }
+}
+
 // The refined pairs of one band: rank value above the threshold, or equal to it within the tie quota.
 // Pass 1 (`count`, after the last pick): per row, how many are above and how many tie. Grid (bands, slices).
 template <class Cfg>
@@ -341,6 +424,9 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   __shared__ uint64_t band_tb[kBandRows];
   band_offsets<Cfg>(p, slice, row0, st, band_ptr, band_tb);
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  // The threshold and the tie quota of row r: the slice's (§2.4), or the row's own under policy row (§10).
+  const RowPick* picks = at<RowPick>(p, lv.rowpick) + slice * lv.nq;
+  const auto pick = [&](int32_t r) { return p.layout.by_row ? picks[r] : RowPick{st.threshold, st.ties}; };
   __shared__ uint8_t verdict[kBandRows][kBandCols];  // 0: not refined, 1: above the threshold, 2: a tie
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
   // Per row of the warp, the same in every lane: columns written and ties seen so far (each < nk < 2^26).
@@ -353,8 +439,9 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
     for (int i = 0; i < kMicro; ++i)
       MRA_UNROLL
       for (int j = 0; j < kMicro; ++j) verdict[ty + W * i][tx + W * j] = 0;
-    for_each_candidate(p, row0, c0, logit, rmax, [&](int i, int j, int32_t, int32_t, uint64_t v) {
-      verdict[ty + W * i][tx + W * j] = v > st.threshold ? 1 : v == st.threshold ? 2 : 0;
+    for_each_candidate(p, row0, c0, logit, rmax, [&](int i, int j, int32_t r, int32_t, uint64_t v) {
+      const uint64_t threshold = pick(r).threshold;
+      verdict[ty + W * i][tx + W * j] = v > threshold ? 1 : v == threshold ? 2 : 0;
     });
     __syncthreads();
     MRA_UNROLL
@@ -367,7 +454,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
         const unsigned lower = (1u << lane) - 1u;
         const unsigned tie_mask = __ballot_sync(0xffffffffu, v == 2);
         const uint64_t tie_rank = band_tb[i] + seen_ties[k] + uint64_t(__popc(tie_mask & lower));
-        const bool take = v == 1 || (v == 2 && tie_rank < st.ties);
+        const bool take = v == 1 || (v == 2 && tie_rank < pick(r).ties);
         const unsigned take_mask = __ballot_sync(0xffffffffu, take);
         if (take) col[band_ptr[i] + int64_t(written[k]) + __popc(take_mask & lower)] = c0 + h + lane;
         seen_ties[k] += uint32_t(__popc(tie_mask));
@@ -516,6 +603,107 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li
     const int32_t start = up_row[lo], n = up_row[lo + 1] - start;
     const int64_t u = (s - int64_t(rho) * rho * start) % (int64_t(rho) * n);
     col[t] = up_col[start + int32_t(u / rho)] * rho + int32_t(u % rho);
+  }
+}
+
+// Stage 2c under policy row (§10, level l >= 2): every block row of the level keeps its own top
+// min(budget_l, candidates) keys. One CTA per slice (grid (slices)), one warp per row at a time: first the counts,
+// turned into the CSR row offsets by a scan over the rows; then per row a radix select of 8 bits per pass over its
+// contiguous slot range (refine_keys_kernel) finds its take-th largest key (keys are distinct, so exactly `take`
+// keys are >= it), and the chosen slots are written in slot order (= column order) as key-block columns.
+// Exclusive prefix sum over the CTA (kSelectThreads values), in a fixed order; returns the CTA total too.
+__device__ inline uint64_t block_exclusive_scan(uint64_t x, uint64_t* buf, uint64_t* total) {
+  const int tid = threadIdx.x;
+  buf[tid] = x;
+  __syncthreads();
+  for (int o = 1; o < kSelectThreads; o *= 2) {
+    const uint64_t add = tid >= o ? buf[tid - o] : 0;
+    __syncthreads();
+    buf[tid] += add;
+    __syncthreads();
+  }
+  const uint64_t inclusive = buf[tid];
+  *total = buf[kSelectThreads - 1];
+  __syncthreads();
+  return inclusive - x;
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(kSelectThreads) select_row_kernel(Params p, int li) {
+  constexpr int kWarps = kSelectThreads / 32;
+  const Level& lv = p.layout.level[li];
+  const Level& up = p.layout.level[li - 1];
+  const int32_t rho = up.side / lv.side;
+  const int64_t slice = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
+  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+  const int32_t* up_col = at<int32_t>(p, up.col) + slice * up.cap;
+  __shared__ uint32_t hist[kWarps][256];
+  __shared__ uint64_t buf[kSelectThreads];
+  // Row r's candidates: the rho * n slots from `first` (n refined pairs in its parent row, from `start`).
+  struct Range {
+    int64_t first;
+    int32_t start, count;
+  };
+  const auto range = [&](int32_t r) {
+    const int32_t start = up_row[r / rho], n = up_row[r / rho + 1] - start;
+    return Range{int64_t(rho) * rho * start + int64_t(r % rho) * rho * n, start, rho * n};
+  };
+  for (int32_t r = warp; r < lv.nq; r += kWarps) {
+    const Range g = range(r);
+    uint32_t n = 0;
+    for (int32_t u = lane; u < g.count; u += 32) n += keys[g.first + u] != 0;
+    for (int o = 16; o > 0; o /= 2) n += __shfl_xor_sync(0xffffffffu, n, o);
+    if (lane == 0) rowptr[r] = int32_t(uint64_t(n) < uint64_t(lv.budget) ? n : uint32_t(lv.budget));
+  }
+  __syncthreads();
+  uint64_t before = 0;
+  for (int32_t r0 = 0; r0 < lv.nq; r0 += kSelectThreads) {
+    const int32_t r = r0 + tid;
+    uint64_t total;
+    const uint64_t offset = before + block_exclusive_scan(r < lv.nq ? uint64_t(rowptr[r]) : 0, buf, &total);
+    if (r < lv.nq) rowptr[r] = int32_t(offset);
+    before += total;
+  }
+  if (tid == 0) rowptr[lv.nq] = int32_t(before);
+  __syncthreads();
+  for (int32_t r = warp; r < lv.nq; r += kWarps) {
+    const Range g = range(r);
+    const int32_t begin = rowptr[r], take = rowptr[r + 1] - begin;
+    if (take == 0) continue;  // uniform over the warp
+    uint64_t prefix = 0, prefix_mask = 0;
+    uint32_t rest = uint32_t(take);
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      for (int i = lane; i < 256; i += 32) hist[warp][i] = 0;
+      __syncwarp();
+      for (int32_t u = lane; u < g.count; u += 32) {
+        const uint64_t key = keys[g.first + u];
+        if (key != 0 && (key & prefix_mask) == prefix) atomicAdd(&hist[warp][(key >> shift) & 255u], 1u);
+      }
+      __syncwarp();
+      uint32_t digit = 255, above = 0;
+      if (lane == 0)
+        for (; digit > 0 && above + hist[warp][digit] < rest; --digit) above += hist[warp][digit];
+      digit = __shfl_sync(0xffffffffu, digit, 0);
+      above = __shfl_sync(0xffffffffu, above, 0);
+      prefix |= uint64_t(digit) << shift;
+      prefix_mask |= uint64_t(255) << shift;
+      rest -= above;
+      __syncwarp();
+    }
+    // prefix is the take-th largest key of the row: the chosen ones are the keys >= it.
+    int32_t written = 0;
+    for (int32_t u0 = 0; u0 < g.count; u0 += 32) {
+      const int32_t u = u0 + lane;
+      const uint64_t key = u < g.count ? keys[g.first + u] : 0;
+      const bool chosen = key != 0 && key >= prefix;
+      const unsigned ballot = __ballot_sync(0xffffffffu, chosen);
+      if (chosen) col[begin + written + __popc(ballot & ((1u << lane) - 1u))] = up_col[g.start + u / rho] * rho + u % rho;
+      written += __popc(ballot);
+    }
   }
 }
 

@@ -132,6 +132,31 @@ TEST_CASE("api.unsupported_configurations") {
   CHECK(status([](mra_problem&) {}) == MRA_SUCCESS);
 }
 
+TEST_CASE("api.policy_and_causal") {
+  auto status = [](auto change) {
+    mra_problem p = small_problem();
+    change(p);
+    return size_of(p);
+  };
+  CHECK(status([](mra_problem& p) { p.policy = MRA_POLICY_ROW; }) == MRA_SUCCESS);
+  CHECK(status([](mra_problem& p) { p.policy = static_cast<mra_policy>(2); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(status([](mra_problem& p) { p.causal = 2; }) == MRA_ERROR_BAD_ARGUMENT);
+  // §9.4: causal attention is defined with the row policy only.
+  CHECK(status([](mra_problem& p) { p.causal = 1; }) == MRA_ERROR_BAD_ARGUMENT);
+  // Causal attention with policy row is valid, but not generated yet.
+  CHECK(status([](mra_problem& p) {
+          p.causal = 1;
+          p.policy = MRA_POLICY_ROW;
+        }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  // Policy row sizes the refined lists by rows: at most min(budget, key blocks) per block row.
+  mra_problem global = small_problem(), row = small_problem();
+  row.policy = MRA_POLICY_ROW;
+  size_t global_bytes = 0, row_bytes = 0;
+  REQUIRE(mra_workspace_size(&global, &global_bytes) == MRA_SUCCESS);
+  REQUIRE(mra_workspace_size(&row, &row_bytes) == MRA_SUCCESS);
+  CHECK(row_bytes >= global_bytes);
+}
+
 TEST_CASE("api.backward_bad_arguments") {
   // mra_backward_host: one status per bad argument, checked before anything runs, so nothing is written.
   const mra_problem p = mra::test::mra_problem_of(1, 1, 40, 40, 64, MRA_DTYPE_F32, {32, 1}, {1});

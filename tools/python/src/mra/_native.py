@@ -36,7 +36,8 @@ class Problem(ctypes.Structure):
                 ("nk", ctypes.c_int64), ("dim", ctypes.c_int64), ("dtype", ctypes.c_int),
                 ("levels", ctypes.c_int32), ("resolutions", ctypes.c_int64 * MAX_LEVELS),
                 ("budgets", ctypes.c_int64 * (MAX_LEVELS - 1)), ("mode", ctypes.c_int),
-                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64), ("scale", ctypes.c_double)]
+                ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64), ("scale", ctypes.c_double),
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int)]
 
 
 class ReferenceProblem(ctypes.Structure):
