@@ -17,6 +17,24 @@ const ConfigInfo kConfigs[] = {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// §8 rule 4: the bytes from out's first to its last element share nothing with those of q, k or v.
+bool output_apart(const mra_problem& p, const void* q, const void* k, const void* v, const void* out) {
+  const int64_t elem = p.dtype == MRA_DTYPE_F32 ? 4 : 2, hkv = kern::kv_heads(p);
+  struct Range {
+    uintptr_t first, end;
+  };
+  const auto range = [&](const void* base, const int64_t (&s)[4], int64_t heads, int64_t n) {
+    const int64_t last = kern::max_offset(kern::row_strides(s, heads, n, p.dim), p.batch, heads, n, p.dim);
+    const auto first = reinterpret_cast<uintptr_t>(base);
+    return Range{first, first + uintptr_t(last + 1) * uintptr_t(elem)};
+  };
+  const Range o = range(out, p.strides.out, p.heads, p.nq);
+  for (const Range r : {range(q, p.strides.q, p.heads, p.nq), range(k, p.strides.k, hkv, p.nk),
+                        range(v, p.strides.v, hkv, p.nk)})
+    if (o.first < r.end && r.first < o.end) return false;
+  return true;
+}
+
 // The cudaError_t behind the calling thread's last MRA_ERROR_LAUNCH_FAILED (mra_last_cuda_error); per thread,
 // as the CUDA runtime keeps its own last error, so that concurrent callers do not see each other's.
 thread_local int t_last_cuda_error = 0;
@@ -34,6 +52,7 @@ mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const
   if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out) || !aligned16(workspace))
     return MRA_ERROR_BAD_ARGUMENT;
   if (workspace_bytes < layout.bytes) return MRA_ERROR_BAD_ARGUMENT;
+  if (!output_apart(*p, q, k, v, out)) return MRA_ERROR_BAD_ARGUMENT;
   const kern::KernelArgs args{*p,        layout,    q,      k,     v,        query_mask, key_mask,
                               out,       workspace, stages, stream, cuda_error};
   return entries[index](&args);
@@ -64,7 +83,8 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
 
 // codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
 // of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
-bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32; }
+// They read contiguous tensors with one K/V head per head: grouped K/V heads and strides (§8) are not in them yet.
+bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && kern::plain_layout(p); }
 
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream) {

@@ -4,8 +4,10 @@
  * (the same generated kernels run on host memory through the CUDA-on-CPU emulation in runtime/simt/).
  * Semantics: docs/semantics.md; kernels, tolerances and configurations: docs/kernels.md.
  *
- * Tensors are contiguous row-major: q [B, H, Nq, D], k and v [B, H, Nk, D], out [B, H, Nq, D], all of the
- * problem's dtype and 16-byte aligned; masks are uint8 [B, Nq] and [B, Nk] or NULL (every token real).
+ * Tensors are, by default, contiguous row-major: q [B, H, Nq, D], k and v [B, Hkv, Nk, D], out [B, H, Nq, D]
+ * (Hkv = heads_kv, or H when it is 0; query head h reads K/V head h / (H / Hkv)), all of the problem's dtype and
+ * 16-byte aligned; `strides` gives any of them other element strides, e.g. [B, N, H, D], read and written in
+ * place without copies (docs/semantics.md §8). Masks are uint8 [B, Nq] and [B, Nk] or NULL (every token real).
  * The mask rule, the same for the kernels and the reference (mra::ref): a byte 0 is padding, any other byte
  * is a real token (C's truth, so a bool array or a 0/1 array can be passed as it is). The API cannot read
  * device memory to check more; mra-ref, which reads mask *files*, refuses values other than 0 and 1 there.
@@ -38,8 +40,10 @@ extern "C" {
 
 typedef enum mra_status {
   MRA_SUCCESS = 0,
-  MRA_ERROR_BAD_ARGUMENT = 1,      /* a null or misaligned pointer, a workspace that is too small */
-  MRA_ERROR_BAD_SHAPE = 2,         /* sizes that are zero, negative or beyond the kernels' index range */
+  MRA_ERROR_BAD_ARGUMENT = 1,      /* a null or misaligned pointer, a workspace that is too small, a stride
+                                      breaking a rule of mra_strides, an output overlapping an input */
+  MRA_ERROR_BAD_SHAPE = 2,         /* sizes that are zero, negative or beyond the kernels' index range,
+                                      heads_kv not dividing heads */
   MRA_ERROR_UNSUPPORTED_CONFIG = 3, /* no generated configuration for (resolutions, dim, dtype) */
   MRA_ERROR_LAUNCH_FAILED = 4      /* the CUDA runtime (or its emulation) refused a launch: see
                                       mra_last_cuda_error() for its cudaError_t */
@@ -58,7 +62,17 @@ typedef enum mra_mode {
   MRA_MODE_SPARSE = 1  /* MRA-L-s: only the exact entries inside refined blocks contribute */
 } mra_mode;
 
-/* One attention problem and its MRA configuration (docs/semantics.md §0, §2). */
+/* Element strides of q, k, v and out, each per dimension of its logical [B, H, N, D] shape (for k and v, H is
+ * heads_kv); all four zero means contiguous. Otherwise (docs/semantics.md §8): the D stride is 1, the others are
+ * non-negative multiples of 16 bytes (4 elements for f32, 8 for f16 and bf16), out's elements are distinct and
+ * out shares no memory with q, k or v; else MRA_ERROR_BAD_ARGUMENT. FlashAttention's [B, N, H, D]:
+ * {N*H*D, D, H*D, 1}. */
+typedef struct mra_strides {
+  int64_t q[4], k[4], v[4], out[4];
+} mra_strides;
+
+/* One attention problem and its MRA configuration (docs/semantics.md §0, §2, §8). Fields are only ever appended,
+ * and zero keeps the behaviour from before them, so a zero-initialised problem stays valid. */
 typedef struct mra_problem {
   int64_t batch, heads, nq, nk, dim;
   mra_dtype dtype;
@@ -70,6 +84,8 @@ typedef struct mra_problem {
   int64_t prior_first;                      /* f: the first f block rows and columns are preferred */
   int64_t prior_diagonal;                   /* g: blocks with |r - c| <= g/2 are preferred */
   double scale;                             /* logit scale; 0 selects 1/sqrt(dim) */
+  int64_t heads_kv;                         /* K/V heads, dividing heads (else MRA_ERROR_BAD_SHAPE); 0 = heads */
+  mra_strides strides;                      /* element strides; all zero: contiguous */
   /* Appended fields: zero keeps the behaviour of a problem written before them. */
   int32_t causal;                           /* 1: query i sees key j only when j <= i + nk - nq (§9); needs
                                                MRA_POLICY_ROW. Not generated yet: MRA_ERROR_UNSUPPORTED_CONFIG */
@@ -95,7 +111,8 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
 
 /* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
  * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
- * docs/kernels.md, "Backward"). */
+ * docs/kernels.md, "Backward"), and for grouped K/V heads or non-contiguous strides (docs/semantics.md §8: not in
+ * the backward kernels yet). */
 mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
 
 /* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's

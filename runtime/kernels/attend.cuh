@@ -79,10 +79,10 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
   const bool tile_real = __syncthreads_or(any_real) != 0;
   const bool bad = at<int32_t>(p, p.layout.slice_bad)[slice] != 0;
   if (tile_real && !bad) return false;
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  const Rows<T> out = out_rows<T>(p, slice);
   for (int e = tid; e < BM * D; e += NT) {
     const int32_t i = row0 + e / D;
-    if (i < p.nq) out[int64_t(i) * D + e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
+    if (i < p.nq) out.row(i)[e % D] = from_float<T>(bad && is_real(p.qmask, b, p.nq, i) ? quiet_nan() : 0.f);
   }
   for (int i = tid; i < BM; i += NT)
     if (row0 + i < p.nq) save_row_stats(p, slice, row0 + i, -INFINITY, 0.f);
@@ -228,13 +228,12 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
 
   // Load stage: the query tile (its own cp.async group), then the first stages - 1 key tiles, so the copies
   // run under the coarse components.
-  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
-  const T* k = slice_rows<T>(p.k, slice, p.nk, D);
-  const T* v = slice_rows<T>(p.v, slice, p.nk, D);
+  // K and V are those of the slice's K/V head; every tensor is read through its strides (§8).
+  const Rows<const T> q = q_rows<T>(p, slice), k = k_rows<T>(p, slice), v = v_rows<T>(p, slice);
   for (int e = tid; e < 16 * Cfg::slabs * CHUNKS; e += NT) {
     const int i = e / CHUNKS, c = e % CHUNKS * 8;
     const bool real = i < BM && row0 + i < p.nq;
-    simt::cp_async_16_zfill(qs + i * P + c, real ? q + int64_t(row0 + i) * D + c : q, real ? 16u : 0u);
+    simt::cp_async_16_zfill(qs + i * P + c, real ? q.row(row0 + i) + c : q.row0, real ? 16u : 0u);
   }
   simt::cp_async_commit();
 
@@ -269,14 +268,16 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
       for (int rr = 0; rr < RPT; ++rr) {
         const int n = tid / TPR + rr * (NT / TPR), c0 = tid % TPR * CPT * 8;
         const int32_t j = key_of(it * BN + n);
-        const int64_t off = j >= 0 ? int64_t(j) * D + c0 : 0;
+        // A slot without a key copies nothing (zero fill) from the tensor's first row.
+        const T* krow = j >= 0 ? k.row(j) + c0 : k.row0;
+        const T* vrow = j >= 0 ? v.row(j) + c0 : v.row0;
         const unsigned bytes = j >= 0 ? 16u : 0u;
         T* kd = ks + (slot * BN + n) * P + c0;
         T* vd = vs + (slot * BN + n) * P + c0;
         MRA_UNROLL
         for (int cc = 0; cc < CPT; ++cc) {
-          simt::cp_async_16_zfill(kd + 8 * cc, k + off + (j >= 0 ? 8 * cc : 0), bytes);
-          simt::cp_async_16_zfill(vd + 8 * cc, v + off + (j >= 0 ? 8 * cc : 0), bytes);
+          simt::cp_async_16_zfill(kd + 8 * cc, krow + (j >= 0 ? 8 * cc : 0), bytes);
+          simt::cp_async_16_zfill(vd + 8 * cc, vrow + (j >= 0 ? 8 * cc : 0), bytes);
         }
       }
     }
@@ -409,7 +410,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   simt::cp_async_wait<0>();
 
   // Output: l summed over the quad, rows past the tile or masked written as 0 (§1).
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  const Rows<T> out = out_rows<T>(p, slice);
   MRA_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int i = warp * 16 + g + 8 * h;
@@ -422,7 +423,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     for (int nt = 0; nt < D / 8; ++nt)
       MRA_UNROLL
       for (int e = 0; e < 2; ++e)
-        out[int64_t(row) * D + nt * 8 + 2 * t + e] = from_float<T>(real ? o[nt][2 * h + e] / lsum : 0.f);
+        out.row(row)[nt * 8 + 2 * t + e] = from_float<T>(real ? o[nt][2 * h + e] / lsum : 0.f);
   }
 }
 
@@ -473,11 +474,11 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
   if (tile_skipped<Cfg>(p, slice, b, row0)) return;
 
   // Query tile -> shared memory.
-  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
+  const Rows<const T> q = q_rows<T>(p, slice);
   for (int e = tid; e < BM * (D / Cfg::vec); e += NT) {
     const int i = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
     float x[Cfg::vec] = {};
-    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q + int64_t(row0 + i) * D + d, x);
+    if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q.row(row0 + i) + d, x);
     for (int t = 0; t < Cfg::vec; ++t) qs[i * P + d + t] = x[t];
   }
   coarse_components<Cfg>(p, slice, b, row0, cs);
@@ -499,8 +500,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
   const int32_t* fin_col = at<int32_t>(p, fin.col) + slice * fin.cap;
   const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
-  const T* k = slice_rows<T>(p.k, slice, p.nk, D);
-  const T* v = slice_rows<T>(p.v, slice, p.nk, D);
+  // K and V of the slice's K/V head, through their strides (§8).
+  const Rows<const T> k = k_rows<T>(p, slice), v = v_rows<T>(p, slice);
   for (int32_t u0 = 0; u0 < keys_total; u0 += BN) {
     for (int e = tid; e < BN; e += NT) {
       const int32_t u = u0 + e;
@@ -517,8 +518,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       const int n = e / (D / Cfg::vec), d = e % (D / Cfg::vec) * Cfg::vec;
       float x[Cfg::vec] = {}, y[Cfg::vec] = {};
       if (key[n] >= 0) {
-        load_widen<T, Cfg::vec>(k + int64_t(key[n]) * D + d, x);
-        load_widen<T, Cfg::vec>(v + int64_t(key[n]) * D + d, y);
+        load_widen<T, Cfg::vec>(k.row(key[n]) + d, x);
+        load_widen<T, Cfg::vec>(v.row(key[n]) + d, y);
       }
       for (int t = 0; t < Cfg::vec; ++t) {
         ks[n * P + d + t] = x[t];
@@ -585,7 +586,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
 
   // Output: l summed over the group (xor order: the same bits in every lane), rows past Nq skipped, masked or
   // empty rows 0 (§1).
-  T* out = static_cast<T*>(p.out) + slice * int64_t(p.nq) * D;
+  const Rows<T> out = out_rows<T>(p, slice);
   MRA_UNROLL
   for (int a = 0; a < TM; ++a) {
     float lsum = l[a];
@@ -595,7 +596,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
     if (kg == 0) save_row_stats(p, slice, row, real ? m[a] : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
-    for (int e = 0; e < TD; ++e) out[int64_t(row) * D + kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
+    for (int e = 0; e < TD; ++e) out.row(row)[kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
   }
 }
 

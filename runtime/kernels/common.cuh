@@ -94,6 +94,10 @@ struct Params {
   // Kernels with one slice per grid row see slices slice0 + blockIdx.y: CUDA caps gridDim.y at 65535, so a
   // larger batch * heads is launched in several parts (forward()).
   int32_t slice0;
+  // §8: query heads per K/V head (slice (b, h) reads K/V head h / group), and the element strides of every
+  // tensor (the D stride is 1); k and v index the K/V heads.
+  int32_t group;
+  RowStrides q_strides, k_strides, v_strides, out_strides;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -125,9 +129,42 @@ __host__ __device__ inline float float_of(uint32_t u) {
 __host__ __device__ inline bool finite(float x) { return (bits_of(x) & 0x7f800000u) != 0x7f800000u; }
 __host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
 
+// The rows of slice `slice` of a contiguous [B, H, n, dim] tensor: the backward's addressing, which takes neither
+// strides nor grouped K/V heads yet (the API refuses them there, api.cpp).
 template <class T>
 __device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {
   return static_cast<const T*>(base) + slice * int64_t(n) * dim;
+}
+
+// The rows of one slice's tensor (§8): row i starts at row0 + i * stride, its D elements contiguous.
+template <class T>
+struct Rows {
+  T* row0;
+  int64_t stride;
+  __device__ T* row(int64_t i) const { return row0 + i * stride; }
+};
+
+// T is const for the inputs; Void is `const void` or `void` alike.
+template <class T, class Void>
+__device__ inline Rows<T> rows_of(Void* base, const RowStrides& s, int64_t b, int64_t h) {
+  return {static_cast<T*>(base) + b * s.batch + h * s.head, s.row};
+}
+// q and out of slice (b, h); k and v of its K/V head.
+template <class T>
+__device__ inline Rows<const T> q_rows(const Params& p, int64_t slice) {
+  return rows_of<const T>(p.q, p.q_strides, slice / p.heads, slice % p.heads);
+}
+template <class T>
+__device__ inline Rows<const T> k_rows(const Params& p, int64_t slice) {
+  return rows_of<const T>(p.k, p.k_strides, slice / p.heads, slice % p.heads / p.group);
+}
+template <class T>
+__device__ inline Rows<const T> v_rows(const Params& p, int64_t slice) {
+  return rows_of<const T>(p.v, p.v_strides, slice / p.heads, slice % p.heads / p.group);
+}
+template <class T>
+__device__ inline Rows<T> out_rows(const Params& p, int64_t slice) {
+  return rows_of<T>(p.out, p.out_strides, slice / p.heads, slice % p.heads);
 }
 
 template <class T>

@@ -58,6 +58,12 @@ inline Params make_params(const KernelArgs& a) {
   p.out = a.out;
   p.ws = static_cast<unsigned char*>(a.workspace);
   p.layout = a.layout;
+  const int64_t hkv = kv_heads(pr);
+  p.group = int32_t(pr.heads / hkv);
+  p.q_strides = row_strides(pr.strides.q, pr.heads, pr.nq, pr.dim);
+  p.k_strides = row_strides(pr.strides.k, hkv, pr.nk, pr.dim);
+  p.v_strides = row_strides(pr.strides.v, hkv, pr.nk, pr.dim);
+  p.out_strides = row_strides(pr.strides.out, pr.heads, pr.nq, pr.dim);
   return p;
 }
 

@@ -82,6 +82,66 @@ struct Layout {
   uint32_t slices_per_launch = kMaxGridY;
 };
 
+// §8: the element strides of B, H and N in force for one tensor (the D stride is 1): the given ones, or the
+// contiguous ones when all four are zero.
+struct RowStrides {
+  int64_t batch, head, row;
+};
+inline bool all_zero(const int64_t (&s)[4]) { return s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0; }
+inline RowStrides row_strides(const int64_t (&s)[4], int64_t heads, int64_t n, int64_t dim) {
+  return all_zero(s) ? RowStrides{heads * n * dim, n * dim, dim} : RowStrides{s[0], s[1], s[2]};
+}
+inline int64_t kv_heads(const mra_problem& p) { return p.heads_kv != 0 ? p.heads_kv : p.heads; }
+
+// Whether `p` is the plain case: one K/V head per head and every tensor contiguous (strides all zero or equal to
+// the contiguous ones).
+inline bool plain_layout(const mra_problem& p) {
+  const auto contiguous = [&](const int64_t (&s)[4], int64_t n) {
+    const RowStrides r = row_strides(s, p.heads, n, p.dim);
+    return (all_zero(s) || s[3] == 1) && r.batch == p.heads * n * p.dim && r.head == n * p.dim && r.row == p.dim;
+  };
+  return kv_heads(p) == p.heads && contiguous(p.strides.q, p.nq) && contiguous(p.strides.k, p.nk) &&
+         contiguous(p.strides.v, p.nk) && contiguous(p.strides.out, p.nq);
+}
+
+// The largest element offset of a tensor with extents (batch, heads, n, dim) and strides `s` (checked).
+inline int64_t max_offset(const RowStrides& s, int64_t batch, int64_t heads, int64_t n, int64_t dim) {
+  return s.batch * (batch - 1) + s.head * (heads - 1) + s.row * (n - 1) + (dim - 1);
+}
+
+// §8's rules for one tensor's strides (sizes already bounded by make_layout): D stride 1, the others
+// non-negative multiples of 16 bytes (the kernels' vector loads) with every offset below 2^62 elements.
+inline bool strides_ok(const int64_t (&s)[4], int64_t elem_bytes, int64_t batch, int64_t heads, int64_t n) {
+  if (all_zero(s)) return true;
+  if (s[3] != 1) return false;
+  const int64_t extent[3] = {batch, heads, n};
+  int64_t span = 0;
+  for (int d = 0; d < 3; ++d) {
+    if (s[d] < 0 || (s[d] * elem_bytes) % 16 != 0 || s[d] > (int64_t(1) << 60) / elem_bytes) return false;
+    span += s[d] * (extent[d] - 1);  // each term below 2^60 * 2^30 / 16: no overflow in three terms
+    if (span >= (int64_t(1) << 62) / elem_bytes) return false;
+  }
+  return true;
+}
+
+// §8 rule 3: out's elements are distinct when, over its dimensions of extent > 1 sorted by stride, each stride
+// exceeds the largest offset the smaller ones reach.
+inline bool output_distinct(const RowStrides& s, int64_t batch, int64_t heads, int64_t n, int64_t dim) {
+  int64_t stride[4] = {1, s.row, s.head, s.batch}, extent[4] = {dim, n, heads, batch};
+  for (int i = 1; i < 4; ++i)  // insertion sort by stride, extents alongside
+    for (int j = i; j > 0 && stride[j] < stride[j - 1]; --j) {
+      const int64_t ts = stride[j], te = extent[j];
+      stride[j] = stride[j - 1], extent[j] = extent[j - 1];
+      stride[j - 1] = ts, extent[j - 1] = te;
+    }
+  int64_t reach = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (extent[i] == 1) continue;
+    if (stride[i] <= reach) return false;
+    reach += stride[i] * (extent[i] - 1);
+  }
+  return true;
+}
 // Hands out consecutive 256-byte aligned regions of a workspace: take() returns a region's offset, `bytes` is
 // the size so far.
 struct Carver {
@@ -116,6 +176,14 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
     return MRA_ERROR_BAD_ARGUMENT;
   if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
+  // §8: grouped K/V heads and strides.
+  if (p.heads_kv < 0 || p.heads % kv_heads(p) != 0) return MRA_ERROR_BAD_SHAPE;
+  const int64_t elem = dtype == MRA_DTYPE_F32 ? 4 : 2, hkv = kv_heads(p);
+  if (!strides_ok(p.strides.q, elem, p.batch, p.heads, p.nq) || !strides_ok(p.strides.k, elem, p.batch, hkv, p.nk) ||
+      !strides_ok(p.strides.v, elem, p.batch, hkv, p.nk) || !strides_ok(p.strides.out, elem, p.batch, p.heads, p.nq))
+    return MRA_ERROR_BAD_ARGUMENT;
+  if (!output_distinct(row_strides(p.strides.out, p.heads, p.nq, p.dim), p.batch, p.heads, p.nq, p.dim))
+    return MRA_ERROR_BAD_ARGUMENT;
   for (int l = 0; l + 1 < p.levels; ++l) {
     const int64_t s = p.resolutions[l], t = p.resolutions[l + 1];
     if (t <= 0 || s <= t || s % t != 0 || s > (int64_t(1) << 20)) return MRA_ERROR_BAD_ARGUMENT;

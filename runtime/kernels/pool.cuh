@@ -21,8 +21,9 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   const int32_t n = is_q ? p.nq : p.nk;
   const int32_t t0 = blk * lv.side, t1 = t0 + lv.side < n ? t0 + lv.side : n;
   const uint8_t* mask = is_q ? p.qmask : p.kmask;
-  const T* x = slice_rows<T>(is_q ? p.q : p.k, slice, n, D);
-  const T* vv = slice_rows<T>(p.v, slice, p.nk, D);
+  // Keys and values are those of the slice's K/V head (§8): each query head of a group pools them again.
+  const Rows<const T> x = is_q ? q_rows<T>(p, slice) : k_rows<T>(p, slice);
+  const Rows<const T> vv = v_rows<T>(p, slice);
   const int d = threadIdx.x;
 
   __shared__ int any_bad;
@@ -38,11 +39,11 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   bool bad = false;
   for (int32_t i = t0; i < t1; ++i) {
     if (!is_real(mask, b, n, i)) continue;
-    const float a = to_float(x[int64_t(i) * D + d]);
+    const float a = to_float(x.row(i)[d]);
     sx += a;
     bad |= !finite(a);
     if (!is_q) {
-      const float c = to_float(vv[int64_t(i) * D + d]);
+      const float c = to_float(vv.row(i)[d]);
       sv += c;
       bad |= !finite(c);
     }

@@ -809,6 +809,116 @@ TEST_CASE("grad: with every block selected the gradients of exact attention; err
                 "--dout", "overflows float32", fresh);
 }
 
+namespace {
+
+// [B, A, C, D] -> [B, C, A, D]: between [B, H, N, D] and [B, N, H, D], written here independently of mra-ref.
+std::vector<double> swap_middle(const std::vector<double>& x, int64_t B, int64_t A, int64_t C, int64_t D) {
+  std::vector<double> out(x.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < A; ++i)
+      for (int64_t j = 0; j < C; ++j)
+        for (int64_t d = 0; d < D; ++d)
+          out[static_cast<size_t>(((b * C + j) * A + i) * D + d)] = x[static_cast<size_t>(((b * A + i) * C + j) * D + d)];
+  return out;
+}
+
+// [B, Hkv, N, D] -> [B, Hkv * group, N, D]: each K/V head copied to the query heads of its group.
+std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t hkv, int64_t n, int64_t D,
+                                 int64_t group) {
+  std::vector<double> out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < hkv * group; ++h) {
+      const auto first = x.begin() + ((b * hkv + h / group) * n) * D;
+      out.insert(out.end(), first, first + n * D);
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("grouped K/V heads (K and V with fewer heads than Q) and --layout bnhd") {
+  TempDir dir;
+  // Q with 4 heads, K and V with 2 (GQA); D = 32 and scales 16,1 have a generated kernel.
+  const Problem p = write_problem(dir, {2, 4, 40, 32}, {2, 2, 40, 32});
+  const std::vector<double> k_full = repeat_heads(p.k, 2, 2, 40, 32, 2), v_full = repeat_heads(p.v, 2, 2, 40, 32, 2);
+  const std::string kf = dir.file("k_full.npy"), vf = dir.file("v_full.npy");
+  write_bytes(kf, npy_of("<f4", {2, 4, 40, 32}, k_full));
+  write_bytes(vf, npy_of("<f4", {2, 4, 40, 32}, v_full));
+  const std::vector<std::string> expanded{"--q", p.q_path, "--k", kf, "--v", vf};
+  const std::vector<std::string> config{"--scales", "16,1", "--budget", "3"};
+  const std::string out = dir.file("out.npy"), want = dir.file("want.npy"), emu = dir.file("emu.npy");
+
+  // exact against the oracle on the copied heads; attend equal to attend on the copied heads, value for value.
+  REQUIRE(run(dir, std::vector<std::string>{"exact"} + inputs(p) + std::vector<std::string>{"-o", out}).status == 0);
+  CHECK(relative_error(load_ok(out).values, oracle(p.q, k_full, v_full, 2, 4, 40, 40, 32)) < 1e-6);
+  const Result a = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + std::vector<std::string>{"-o", out});
+  INFO(a.err);
+  REQUIRE(a.status == 0);
+  REQUIRE(run(dir, std::vector<std::string>{"attend"} + expanded + config + std::vector<std::string>{"-o", want}).status == 0);
+  const mra::npy::Array got = load_ok(out), expected = load_ok(want);
+  CHECK(got.shape == std::vector<int64_t>{2, 4, 40, 32});
+  CHECK(got.values == expected.values);
+  CHECK(relative_error(got.values, oracle(p.q, k_full, v_full, 2, 4, 40, 40, 32)) > 1e-3);  // not every block
+  // The generated kernels read the shared K/V heads in place.
+  const Result e = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config +
+                                std::vector<std::string>{"--backend", "emulated", "-o", emu});
+  INFO(e.err);
+  REQUIRE(e.status == 0);
+  CHECK(relative_error(load_ok(emu).values, got.values) < 1e-5);
+
+  // The same problem in [B, N, H, D] files: outputs and gradients in that layout, the same numbers.
+  const std::string qt = dir.file("qt.npy"), kt = dir.file("kt.npy"), vt = dir.file("vt.npy");
+  write_bytes(qt, npy_of("<f4", {2, 40, 4, 32}, swap_middle(p.q, 2, 4, 40, 32)));
+  write_bytes(kt, npy_of("<f4", {2, 40, 2, 32}, swap_middle(p.k, 2, 2, 40, 32)));
+  write_bytes(vt, npy_of("<f4", {2, 40, 2, 32}, swap_middle(p.v, 2, 2, 40, 32)));
+  const std::vector<std::string> bnhd{"--q", qt, "--k", kt, "--v", vt, "--layout", "bnhd"};
+  const std::string outt = dir.file("outt.npy");
+  REQUIRE(run(dir, std::vector<std::string>{"attend"} + bnhd + config + std::vector<std::string>{"-o", outt}).status == 0);
+  const mra::npy::Array t = load_ok(outt);
+  CHECK(t.shape == std::vector<int64_t>{2, 40, 4, 32});
+  CHECK(t.values == swap_middle(got.values, 2, 4, 40, 32));
+  const std::vector<double> dout = sample(2 * 4 * 40 * 32, 9);
+  const std::string dout_path = dir.file("dout.npy"), doutt = dir.file("doutt.npy");
+  write_bytes(dout_path, npy_of("<f4", {2, 4, 40, 32}, dout));
+  write_bytes(doutt, npy_of("<f4", {2, 40, 4, 32}, swap_middle(dout, 2, 4, 40, 32)));
+  const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+  const std::string dqt = dir.file("dqt.npy"), dkt = dir.file("dkt.npy"), dvt = dir.file("dvt.npy");
+  REQUIRE(run(dir, std::vector<std::string>{"grad"} + inputs(p) + config +
+                       std::vector<std::string>{"--dout", dout_path, "--dq", dq, "--dk", dk, "--dv", dv}).status == 0);
+  REQUIRE(run(dir, std::vector<std::string>{"grad"} + bnhd + config +
+                       std::vector<std::string>{"--dout", doutt, "--dq", dqt, "--dk", dkt, "--dv", dvt}).status == 0);
+  const mra::npy::Array gk = load_ok(dk), gkt = load_ok(dkt);
+  CHECK(gk.shape == std::vector<int64_t>{2, 2, 40, 32});
+  CHECK(gkt.shape == std::vector<int64_t>{2, 40, 2, 32});
+  CHECK(gkt.values == swap_middle(gk.values, 2, 2, 40, 32));
+  CHECK(load_ok(dqt).values == swap_middle(load_ok(dq).values, 2, 4, 40, 32));
+  CHECK(load_ok(dvt).values == swap_middle(load_ok(dv).values, 2, 2, 40, 32));
+  // dk of a shared head is the sum of what each query head of its group sends it: with the copied heads the
+  // gradients come per copy, and the pair of copies adds up to the shared head's.
+  const std::string dkf = dir.file("dkf.npy");
+  REQUIRE(run(dir, std::vector<std::string>{"grad"} + expanded + config +
+                       std::vector<std::string>{"--dout", dout_path, "--dq", dir.file("dqf.npy"), "--dk", dkf, "--dv",
+                                                dir.file("dvf.npy")}).status == 0);
+  const std::vector<double> per_copy = load_ok(dkf).values;
+  std::vector<double> summed(gk.values.size());
+  for (size_t i = 0; i < summed.size(); ++i) {
+    const size_t b = i / (2 * 40 * 32), hk = i / (40 * 32) % 2, rest = i % (40 * 32);
+    summed[i] = per_copy[((b * 4 + 2 * hk) * 40 * 32) + rest] + per_copy[((b * 4 + 2 * hk + 1) * 40 * 32) + rest];
+  }
+  CHECK(relative_error(gk.values, summed) < 1e-6);
+
+  // Errors: K/V heads that do not divide Q's, an unknown layout, bnhd without a head dimension.
+  const Problem three = write_problem(dir, {1, 4, 20, 8}, {1, 3, 20, 8}, "<f4", "three-");
+  const std::string fresh = dir.file("fresh.npy");
+  check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(three) + std::vector<std::string>{"-o", fresh}),
+                three.k_path, "has 3 heads, which do not divide Q's 4", fresh);
+  check_failure(dir, run(dir, std::vector<std::string>{"exact"} + inputs(p) + std::vector<std::string>{"--layout", "nhd", "-o", fresh}),
+                "--layout", "expected bhnd", fresh);
+  const Problem flat = write_problem(dir, {20, 8}, {20, 8}, "<f4", "flat-");
+  check_failure(dir, run(dir, std::vector<std::string>{"exact"} + inputs(flat) + std::vector<std::string>{"--layout", "bnhd", "-o", fresh}),
+                "--layout", "bnhd needs inputs shaped [N, H, D] or [B, N, H, D]", fresh);
+}
+
 TEST_CASE("grad --backend emulated: the backward kernels give the reference's gradients") {
   TempDir dir;
   // D = 32 with scales 16,4,1 is a generated configuration with backward kernels; 40 and 37 are not multiples of 16.

@@ -175,7 +175,13 @@ TEST_CASE("errors: Q and K disagree") {
   refused(dir, with_inputs("attend", {}), "k.npy", "shape [1, 64, 8] does not have the rank of Q's [64, 8]");
   replace(dir, "k.npy", npy("<f4", "(128, 4)", kData));
   refused(dir, with_inputs("attend", {}), "k.npy",
-          "shape [128, 4] does not match Q's [64, 8] (batch, heads and head dimension must agree)");
+          "shape [128, 4] does not match Q's [64, 8] (batch and head dimension must agree)");
+  // Fewer K/V heads than Q's are grouped K/V heads when they divide Q's (docs/semantics.md §8), an error otherwise.
+  replace(dir, "q.npy", npy("<f4", "(4, 16, 8)", kData));
+  replace(dir, "k.npy", npy("<f4", "(3, 16, 8)", std::string(kData).substr(0, 3 * 16 * 8 * 4)));
+  replace(dir, "v.npy", npy("<f4", "(3, 16, 8)", std::string(kData).substr(0, 3 * 16 * 8 * 4)));
+  refused(dir, with_inputs("attend", {}), "k.npy",
+          "shape [3, 16, 8] has 3 heads, which do not divide Q's 4 (grouped K/V heads need heads_kv dividing heads)");
 }
 
 TEST_CASE("errors: V differs from K") {

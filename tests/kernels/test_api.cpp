@@ -132,6 +132,74 @@ TEST_CASE("api.unsupported_configurations") {
   CHECK(status([](mra_problem&) {}) == MRA_SUCCESS);
 }
 
+// docs/semantics.md §8: grouped K/V heads and strides. Each rule broken alone gets its status; the layouts the
+// section lists pass.
+TEST_CASE("api.grouped_heads_and_strides") {
+  auto status = [](auto change) {
+    mra_problem p = small_problem();  // bf16, B 2, H 3, Nq 100, Nk 70, D 64
+    change(p);
+    return size_of(p);
+  };
+  auto set = [](int64_t (&s)[4], int64_t b, int64_t h, int64_t n, int64_t d) {
+    s[0] = b, s[1] = h, s[2] = n, s[3] = d;
+  };
+  CHECK(status([](mra_problem& p) { p.heads_kv = 1; }) == MRA_SUCCESS);  // MQA
+  CHECK(status([](mra_problem& p) { p.heads_kv = 3; }) == MRA_SUCCESS);
+  CHECK(status([](mra_problem& p) { p.heads_kv = 2; }) == MRA_ERROR_BAD_SHAPE);  // does not divide 3
+  CHECK(status([](mra_problem& p) { p.heads_kv = 6; }) == MRA_ERROR_BAD_SHAPE);
+  CHECK(status([](mra_problem& p) { p.heads_kv = -1; }) == MRA_ERROR_BAD_SHAPE);
+  // FlashAttention's [B, N, H, D] for every tensor, K/V with one head.
+  CHECK(status([&](mra_problem& p) {
+          p.heads_kv = 1;
+          set(p.strides.q, 100 * 3 * 64, 64, 3 * 64, 1);
+          set(p.strides.out, 100 * 3 * 64, 64, 3 * 64, 1);
+          set(p.strides.k, 70 * 64, 64, 64, 1);
+          set(p.strides.v, 0, 64, 64, 1);  // one V for both batch elements
+        }) == MRA_SUCCESS);
+  CHECK(status([&](mra_problem& p) { set(p.strides.q, 100 * 3 * 64, 64, 3 * 64, 2); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(status([&](mra_problem& p) { set(p.strides.k, 70 * 64, -64, 64, 1); }) == MRA_ERROR_BAD_ARGUMENT);
+  // Rows must start 16-byte aligned: 68 bf16 elements are 136 bytes; 72 are 144.
+  CHECK(status([&](mra_problem& p) { set(p.strides.v, 3 * 70 * 72, 70 * 72, 68, 1); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(status([&](mra_problem& p) { set(p.strides.v, 3 * 70 * 72, 70 * 72, 72, 1); }) == MRA_SUCCESS);
+  CHECK(status([&](mra_problem& p) { set(p.strides.k, int64_t(1) << 61, 64, 64, 1); }) == MRA_ERROR_BAD_ARGUMENT);
+  // An output whose elements overlap: every head on the same rows, or rows closer than D.
+  CHECK(status([&](mra_problem& p) { set(p.strides.out, 100 * 64, 0, 64, 1); }) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(status([&](mra_problem& p) { set(p.strides.out, 3 * 100 * 64, 100 * 64, 32, 1); }) == MRA_ERROR_BAD_ARGUMENT);
+  // f32 rows: multiples of 4 elements.
+  CHECK(status([&](mra_problem& p) {
+          p.dtype = MRA_DTYPE_F32;
+          set(p.strides.q, 3 * 100 * 66, 100 * 66, 66, 1);
+        }) == MRA_ERROR_BAD_ARGUMENT);
+
+  // An output sharing memory with an input is refused by the forward call, which has the pointers.
+  mra_problem p = small_problem();
+  size_t bytes = 0;
+  REQUIRE(mra_workspace_size(&p, &bytes) == MRA_SUCCESS);
+  const size_t q_bytes = size_t(2 * 3 * 100 * 64 * 2), kv_bytes = size_t(2 * 3 * 70 * 64 * 2);
+  std::vector<float> buf((q_bytes * 2 + kv_bytes * 2 + bytes) / 4 + 16);
+  auto* base = reinterpret_cast<unsigned char*>(buf.data());
+  base += (16 - reinterpret_cast<uintptr_t>(base) % 16) % 16;
+  unsigned char *q = base, *k = q + q_bytes, *v = k + kv_bytes, *out = v + kv_bytes, *ws = out + q_bytes;
+  CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, q + 16, ws, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, v + kv_bytes - 16, ws, bytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, out, ws, bytes) == MRA_SUCCESS);
+
+  // The backward kernels read contiguous tensors with one K/V head per head: anything else is refused, and the
+  // contiguous strides spelled out are the default.
+  auto backward = [](auto change) {
+    mra_problem f = mra::test::mra_problem_of(2, 3, 100, 70, 64, MRA_DTYPE_F32, {32, 1}, {10});
+    change(f);
+    size_t b = 0;
+    return mra_backward_workspace_size(&f, &b);
+  };
+  CHECK(backward([](mra_problem&) {}) == MRA_SUCCESS);
+  CHECK(backward([&](mra_problem& f) { set(f.strides.q, 3 * 100 * 64, 100 * 64, 64, 1); }) == MRA_SUCCESS);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 3; }) == MRA_SUCCESS);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 1; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(backward([&](mra_problem& f) { set(f.strides.out, 100 * 3 * 64, 64, 3 * 64, 1); }) ==
+        MRA_ERROR_UNSUPPORTED_CONFIG);
+}
+
 TEST_CASE("api.policy_and_causal") {
   auto status = [](auto change) {
     mra_problem p = small_problem();

@@ -27,6 +27,7 @@
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/strided.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "kernels/order.h"
@@ -48,9 +49,16 @@ constexpr double kU32 = 0x1.0p-24;  // unit roundoff of f32
 constexpr double kNaiveMultiple = 2.0;
 constexpr double kFloorUlps = 4.0;
 
+// How q, k, v and out lie in memory (docs/semantics.md §8): contiguous [B, H, N, D]; FlashAttention's
+// [B, N, H, D]; or q, k, v with rows padded beyond D and gaps between heads (strides multiples of 16 bytes) and
+// out in [B, N, H, D], so that no tensor shares another's strides.
+enum class Storage { contiguous, bnhd, padded };
+
 struct Case {
   std::string what;
   int64_t batch = 1, heads = 1, nq = 0, nk = 0;
+  int64_t heads_kv = 0;  // §8: K/V heads (0: heads); k and v then hold [batch, heads_kv, nk, D]
+  Storage storage = Storage::contiguous;
   std::vector<float> q, k, v;
   std::vector<uint8_t> qmask, kmask;  // empty: all real
   ref::Config config;
@@ -120,6 +128,21 @@ void poison(unsigned char* out, size_t n, mra_dtype t) {
   }
 }
 
+// The elements of a contiguous [B, H, N, D] tensor (`bytes`, `es` bytes each) placed with strides `s` into a
+// buffer of the strides' span; positions no index reaches hold 0xff bytes (NaN in every dtype), so a kernel
+// reading one would show it. Strides all zero: the bytes as they are.
+std::vector<unsigned char> restride(const std::vector<unsigned char>& bytes, size_t es,
+                                    const mra::test::Strides4& extent, const mra::test::Strides4& s) {
+  if (s == mra::test::Strides4{}) return bytes;
+  std::vector<unsigned char> out(size_t(mra::test::span_of(s, extent)) * es, 0xff);
+  size_t t = 0;
+  for (int64_t b = 0; b < extent[0]; ++b)
+    for (int64_t h = 0; h < extent[1]; ++h)
+      for (int64_t i = 0; i < extent[2]; ++i, t += size_t(extent[3]))
+        std::memcpy(&out[size_t(b * s[0] + h * s[1] + i * s[2]) * es], &bytes[t * es], size_t(extent[3]) * es);
+  return out;
+}
+
 // A 16-byte aligned byte buffer.
 struct Buffer {
   std::vector<uint64_t> words;
@@ -165,9 +188,26 @@ class Runner {
     problem_.prior_first = c.config.prior_first;
     problem_.prior_diagonal = c.config.prior_diagonal;
     problem_.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
-    qs_ = to_storage(c.q, cfg.dtype);
-    ks_ = to_storage(c.k, cfg.dtype);
-    vs_ = to_storage(c.v, cfg.dtype);
+    problem_.heads_kv = c.heads_kv;
+    const int64_t hkv = c.heads_kv ? c.heads_kv : c.heads, es = int64_t(elem_size(cfg.dtype));
+    q_extent_ = {c.batch, c.heads, c.nq, cfg.dim};
+    kv_extent_ = {c.batch, hkv, c.nk, cfg.dim};
+    if (c.storage == Storage::bnhd) {
+      q_strides_ = out_strides_ = mra::test::bnhd_strides(c.heads, c.nq, cfg.dim);
+      kv_strides_ = mra::test::bnhd_strides(hkv, c.nk, cfg.dim);
+    } else if (c.storage == Storage::padded) {  // rows and heads 16-byte aligned, as §8 requires of the kernels
+      q_strides_ = mra::test::padded_strides(c.heads, c.nq, cfg.dim, 3, 40, 16 / es);
+      kv_strides_ = mra::test::padded_strides(hkv, c.nk, cfg.dim, 5, 24, 16 / es);
+      out_strides_ = mra::test::bnhd_strides(c.heads, c.nq, cfg.dim);
+    }
+    for (int d = 0; d < 4; ++d) {
+      problem_.strides.q[d] = q_strides_[size_t(d)];
+      problem_.strides.out[d] = out_strides_[size_t(d)];
+      problem_.strides.k[d] = problem_.strides.v[d] = kv_strides_[size_t(d)];
+    }
+    qs_ = restride(to_storage(c.q, cfg.dtype), size_t(es), q_extent_, q_strides_);
+    ks_ = restride(to_storage(c.k, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
+    vs_ = restride(to_storage(c.v, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
     p_.batch = c.batch;
     p_.heads = c.heads;
     p_.nq = c.nq;
@@ -178,6 +218,14 @@ class Runner {
     p_.v = c.v.data();
     p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
     p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    p_.heads_kv = c.heads_kv;
+    // The plain f32 implementation knows one K/V head per head: it gets the K/V heads copied to their groups.
+    k_full_ = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
+    v_full_ = mra::test::repeat_heads(c.v, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
+    pn_ = p_;
+    pn_.heads_kv = 0;
+    pn_.k = k_full_.data();
+    pn_.v = v_full_.data();
     for (auto [from, to] : {std::pair{&c.q, &qa_}, {&c.k, &ka_}, {&c.v, &va_}}) {
       *to = *from;
       for (float& x : *to) x = std::fabs(x);
@@ -200,25 +248,35 @@ class Runner {
   }
 
   const ref::Problem& problem() const { return p_; }
+  // The same problem with one K/V head per query head (copies), for the plain f32 implementation.
+  const ref::Problem& naive_problem() const { return pn_; }
   // The same problem on |q|, |k|, |v|: its pooled values bound the rounding errors of the pooled values.
   const ref::Problem& abs_problem() const { return pa_; }
   size_t out_elems() const { return size_t(c_.batch * c_.heads * c_.nq * cfg_.dim); }
 
-  // Runs the given stages on `ws` into a poisoned output; returns the output rounded to float.
+  // Runs the given stages on `ws` into a poisoned output (stored with its strides); returns the output rounded
+  // to float, contiguous. An element of the output's buffer that no index reaches must keep its poison.
   std::vector<float> run(Buffer& ws, unsigned stages) {
-    Buffer q(qs_.size()), k(ks_.size()), v(vs_.size()), out(out_elems() * elem_size(cfg_.dtype));
+    const size_t es = elem_size(cfg_.dtype);
+    const bool strided = out_strides_ != mra::test::Strides4{};
+    const size_t out_span = strided ? size_t(mra::test::span_of(out_strides_, q_extent_)) : out_elems();
+    Buffer q(qs_.size()), k(ks_.size()), v(vs_.size()), out(out_span * es);
     std::memcpy(q.data(), qs_.data(), qs_.size());
     std::memcpy(k.data(), ks_.data(), ks_.size());
     std::memcpy(v.data(), vs_.data(), vs_.size());
-    poison(out.data(), out_elems(), cfg_.dtype);
+    poison(out.data(), out_span, cfg_.dtype);
     const mra::test::Tensors t{q.data(), k.data(), v.data(), qs_.size(), ks_.size(), p_.query_mask, p_.key_mask};
     std::string error;
-    const mra_status s = mra::test::run_stages(problem_, t, out.data(), out_elems() * elem_size(cfg_.dtype),
-                                               ws.data(), ws_bytes_, stages, &error);
+    const mra_status s =
+        mra::test::run_stages(problem_, t, out.data(), out_span * es, ws.data(), ws_bytes_, stages, &error);
     INFO("run failed: ", error);
     REQUIRE(s == MRA_SUCCESS);
-    std::vector<unsigned char> bytes(out.data(), out.data() + out_elems() * elem_size(cfg_.dtype));
-    return from_storage(bytes, cfg_.dtype, out_elems());
+    const std::vector<float> all = from_storage({out.data(), out.data() + out_span * es}, cfg_.dtype, out_span);
+    if (!strided) return all;
+    std::vector<unsigned char> one(es);
+    poison(one.data(), 1, cfg_.dtype);
+    CHECK(mra::test::written_outside(all, q_extent_, out_strides_, from_storage(one, cfg_.dtype, 1)[0]) == 0);
+    return mra::test::gather(all, q_extent_, out_strides_);
   }
 
   const Layout& layout() const { return layout_; }
@@ -233,6 +291,9 @@ class Runner {
   Layout layout_;
   size_t ws_bytes_ = 0;
   std::vector<unsigned char> qs_, ks_, vs_;
+  std::vector<float> k_full_, v_full_;
+  ref::Problem pn_;
+  mra::test::Strides4 q_extent_{}, kv_extent_{}, q_strides_{}, kv_strides_{}, out_strides_{};
 };
 
 // The reference's pooling of every coarse level, of the inputs and of their absolute values (which bound the
@@ -549,7 +610,7 @@ Expected expected_output(const Runner& run, const Case& c, const Config& cfg, co
                          const ref::Selection& sel) {
   Expected e{std::vector<float>(run.out_elems()), cap, cap, 0};
   ref::attend(run.problem(), c.config, sel, e.out.data());
-  const std::vector<float> naive = mra::test::naive_attention_f32(run.problem(), c.config, sel, p_rounding(cfg.dtype));
+  const std::vector<float> naive = mra::test::naive_attention_f32(run.naive_problem(), c.config, sel, p_rounding(cfg.dtype));
   double vmax = 0;
   for (float x : c.v)
     if (std::isfinite(x)) vmax = std::max(vmax, double(std::fabs(x)));
@@ -769,6 +830,30 @@ uint64_t seed_of(const std::string& name) {
   return seed;
 }
 
+// §8: structured inputs with `heads_kv` K/V heads (the first heads_kv heads of a structured draw, so every group
+// sees structure) and 4 query heads, stored as `storage`; masks and priors as the structured case.
+Case grouped_case(const Config& cfg, Rng& rng, int64_t heads_kv, Storage storage, int64_t nq, int64_t nk,
+                  int64_t blocks_per_row) {
+  Case c;
+  c.batch = 2;
+  c.heads = 4;
+  c.heads_kv = heads_kv;
+  c.storage = storage;
+  c.nq = nq;
+  c.nk = nk;
+  auto st = mra::synthetic::structured(2, 4, nq, nk, cfg.dim, rng.seed() + 7);
+  c.q = st.q;
+  for (int64_t b = 0; b < 2; ++b) {
+    const auto first = size_t(b * 4 * nk * cfg.dim), count = size_t(heads_kv * nk * cfg.dim);
+    c.k.insert(c.k.end(), st.k.begin() + first, st.k.begin() + first + count);
+    c.v.insert(c.v.end(), st.v.begin() + first, st.v.begin() + first + count);
+  }
+  c.qmask = mra::test::padding_mask(2, nq, {0, 5});
+  c.kmask = mra::test::random_mask(rng, 2, nk, 0.9);
+  c.config = mra_config(cfg, nq, nk, blocks_per_row, ref::Mode::full, 1, 3);
+  return c;
+}
+
 void small_cases(const Config& cfg) {
   const int64_t s1 = cfg.sides[0];
   Rng rng(seed_of(cfg.name));
@@ -868,6 +953,16 @@ void small_cases(const Config& cfg) {
     c.k[size_t((c.nk - 1) * cfg.dim + 3)] = INFINITY;      // head 0, padded key: never read
     c.bad_slices = {1};
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
+    check_case(cfg, c);
+  }
+  SUBCASE("grouped K/V heads (GQA, 4 heads on 2) in FlashAttention's [B, N, H, D] layout") {
+    Case c = grouped_case(cfg, rng, 2, Storage::bnhd, 3 * s1 + 5, 4 * s1 - 3, 2);
+    c.what = "GQA [B, N, H, D]";
+    check_case(cfg, c);
+  }
+  SUBCASE("one K/V head (MQA), padded rows and heads") {
+    Case c = grouped_case(cfg, rng, 1, Storage::padded, 2 * s1 + 3, 3 * s1 + 1, 1);
+    c.what = "MQA padded";
     check_case(cfg, c);
   }
 }
@@ -1052,6 +1147,26 @@ TEST_CASE("long context: level-1 selection over many bands and column tiles") {
   run_long("mra_fwd_r32x1_d64_f32", 2500, 6, 2);
   run_long("mra_fwd_r16x4x1_d32_bf16", 2051, 4, 0);
   run_long("mra_fwd_r16x4x1_d32_bf16", 1500, 2, 2);
+}
+
+// §8 at production size, one configuration per dtype (those this build has): 4 query heads on 2 K/V heads in
+// [B, N, H, D], 300 key blocks, 40 blocks per row with priors (a heavy row, as "long keys" above).
+TEST_CASE("grouped K/V heads and strides: production sizes") {
+  for (const char* name : {"mra_fwd_r32x1_d64_f32", "mra_fwd_r32x1_d64_f16", "mra_fwd_r16x4x1_d32_bf16"}) {
+    std::string why;
+    const std::optional<Config> cfg = built(name);
+    if (!cfg || !mra::test::available(&why)) {
+      MESSAGE(name, " not built or no backend (", why, "): GQA production case skipped");
+      continue;
+    }
+    Rng rng(seed_of(std::string(name) + " gqa production"));
+    INFO("seed ", rng.seed());
+    const int64_t s1 = cfg->sides[0];
+    Case c = grouped_case(*cfg, rng, 2, Storage::bnhd, 2 * s1 + 5, 300 * s1 - 37, 40);
+    c.what = "production: GQA 4 on 2, [B, N, H, D]";
+    c.production = true;
+    check_case(*cfg, c);
+  }
 }
 
 TEST_CASE("long context: N = 65536 end to end") { run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0); }

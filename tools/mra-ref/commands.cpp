@@ -41,6 +41,7 @@ class Emulated {
       throw Failure(kSubject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
     p_.batch = in.batch;
     p_.heads = in.heads;
+    p_.heads_kv = in.heads_kv;
     p_.nq = in.nq;
     p_.nk = in.nk;
     p_.dim = in.dim;
@@ -138,11 +139,24 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-// Slice (b, h) of `p` as a problem of its own, restricted to the queries [first, first + count).
+// Float32 files: a gradient beyond float32 is refused rather than written as infinity. `from` goes to
+// to[first ...]; the message names the element's index in `shape`.
+void store_f32(const std::vector<double>& from, std::vector<float>& to, size_t first, const std::vector<int64_t>& shape,
+               const char* what) {
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (std::fabs(from[i]) > std::numeric_limits<float>::max())
+      throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
+                                  index_string(shape, first + i));
+    to[first + i] = static_cast<float>(from[i]);
+  }
+}
+
+// Slice (b, h) of `p` (contiguous) as a problem of its own, restricted to the queries [first, first + count);
+// its K and V are those of h's K/V head (§8).
 ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, int64_t count) {
-  const int64_t bh = b * p.heads + h;
-  return ref::Problem::of(1, 1, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim, p.k + bh * p.nk * p.dim,
-                          p.v + bh * p.nk * p.dim, p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
+  const int64_t bh = b * p.heads + h, bkv = b * p.kv_heads() + p.kv_head(h);
+  return ref::Problem::of(1, 1, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim, p.k + bkv * p.nk * p.dim,
+                          p.v + bkv * p.nk * p.dim, p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
                           p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale, p.causal);
 }
 
@@ -210,7 +224,7 @@ int run_attend(const Options& options, const std::string&) {
         coverage.total_entries += c.total_entries;
       }
   }
-  destination.write_f32(in.q_shape, out);
+  destination.write_f32(in.q_shape, in.file_order(out, in.heads, in.nq));
   checked_print(destination.report(), "wrote " + out_path + " " + shape_string(in.q_shape) + ": scales " +
                                           join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
@@ -241,9 +255,9 @@ int run_grad(const Options& options, const std::string&) {
   const std::vector<float> dout = load_upstream(options, in);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
-  std::vector<int64_t> k_shape = in.q_shape;
-  k_shape[k_shape.size() - 2] = in.nk;
+  // dk and dv per K/V head: the reference's are summed over the group (§8) in double before the one rounding.
   std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
+  std::vector<double> dk_sum(in.k.size()), dv_sum(in.v.size());
   if (backend == "emulated") {
     // The kernels' forward, then their backward on its saved state. The inputs are finite (load_inputs refuses
     // others), so a non-finite gradient can only be one beyond float32: refused as the reference's is.
@@ -267,25 +281,23 @@ int run_grad(const Options& options, const std::string&) {
       const ref::Problem slice = part(p, b, h, 0, in.nq);
       const ref::Gradients g = ref::attend_backward(slice, config, ref::select(slice, config),
                                                     dout.data() + bh * in.nq * in.dim);
-      // Float32 files: a gradient beyond float32 is refused rather than written as infinity.
-      const auto store = [&](const std::vector<double>& from, std::vector<float>& to, int64_t n, const char* what) {
-        for (size_t i = 0; i < from.size(); ++i) {
-          if (std::fabs(from[i]) > std::numeric_limits<float>::max())
-            throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
-                                        index_string({in.batch, in.heads, n, in.dim}, size_t(bh * n * in.dim) + i));
-          to[size_t(bh * n * in.dim) + i] = static_cast<float>(from[i]);
-        }
-      };
-      store(g.dq, dq, in.nq, "dq");
-      store(g.dk, dk, in.nk, "dk");
-      store(g.dv, dv, in.nk, "dv");
+      store_f32(g.dq, dq, size_t(bh * in.nq * in.dim), {in.batch, in.heads, in.nq, in.dim}, "dq");
+      const size_t kv_first = size_t((b * in.heads_kv + p.kv_head(h)) * in.nk * in.dim);
+      for (size_t i = 0; i < g.dk.size(); ++i) {
+        dk_sum[kv_first + i] += g.dk[i];
+        dv_sum[kv_first + i] += g.dv[i];
+      }
     }
-  destinations[0]->write_f32(in.q_shape, dq);
-  destinations[1]->write_f32(k_shape, dk);
-  destinations[2]->write_f32(k_shape, dv);
+  if (backend == "reference") {
+    store_f32(dk_sum, dk, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dk");
+    store_f32(dv_sum, dv, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dv");
+  }
+  destinations[0]->write_f32(in.q_shape, in.file_order(dq, in.heads, in.nq));
+  destinations[1]->write_f32(in.k_shape, in.file_order(dk, in.heads_kv, in.nk));
+  destinations[2]->write_f32(in.k_shape, in.file_order(dv, in.heads_kv, in.nk));
   checked_print(destinations[0]->report(),
                 "wrote " + paths[0] + " " + shape_string(in.q_shape) + ", " + paths[1] + " and " + paths[2] + " " +
-                    shape_string(k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
+                    shape_string(in.k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
                     join(config.scales, ",") + ", budgets " + join(config.budgets, ",") + ", mode " +
                     (config.mode == ref::Mode::full ? "full" : "sparse") + ", backend " + backend + "\n");
   return 0;
@@ -309,7 +321,7 @@ int run_exact(const Options& options, const std::string&) {
         const int64_t first = t * kRows, count = std::min(kRows, in.nq - first);
         ref::exact_attention(part(p, b, h, first, count), out.data() + ((b * in.heads + h) * in.nq + first) * in.dim);
       }
-  destination.write_f32(in.q_shape, out);
+  destination.write_f32(in.q_shape, in.file_order(out, in.heads, in.nq));
   checked_print(destination.report(),
                 "wrote " + options.require("-o") + " " + shape_string(in.q_shape) + ": exact attention\n");
   return 0;

@@ -51,13 +51,26 @@ Tensor load_tensor(const std::string& spec, const std::string& default_name) {
   return t;
 }
 
-// Splits a rank-2..4 shape into batch, heads, sequence length and head dimension.
-void split_shape(const std::vector<int64_t>& s, int64_t& batch, int64_t& heads, int64_t& n, int64_t& dim) {
+// Splits a rank-2..4 shape into batch, heads, sequence length and head dimension; `bnhd`: the shape is
+// [B, N, H, D] or [N, H, D].
+void split_shape(const std::vector<int64_t>& s, bool bnhd, int64_t& batch, int64_t& heads, int64_t& n,
+                 int64_t& dim) {
   const size_t r = s.size();
   batch = r == 4 ? s[0] : 1;
-  heads = r >= 3 ? s[r - 3] : 1;
-  n = s[r - 2];
+  heads = r >= 3 ? s[r - (bnhd ? 2 : 3)] : 1;
+  n = s[r - (bnhd ? 3 : 2)];
   dim = s[r - 1];
+}
+
+// [B, A, C, D] -> [B, C, A, D]: the swap of the two middle axes, between the layouts [B, N, H, D] and
+// [B, H, N, D] in either direction.
+std::vector<float> swap_middle(const std::vector<float>& x, int64_t batch, int64_t a, int64_t c, int64_t dim) {
+  std::vector<float> out(x.size());
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < a; ++i)
+      for (int64_t j = 0; j < c; ++j)
+        std::copy_n(x.begin() + ((b * a + i) * c + j) * dim, dim, out.begin() + ((b * c + j) * a + i) * dim);
+  return out;
 }
 
 // A mask over `n` tokens, [n] (shared by every batch) or [batch, n], values 0 or 1 in any dtype; returned as
@@ -141,8 +154,12 @@ void check_range(const Inputs& in, const std::string& q_path, const std::string&
   const auto [kn, ki] = largest_row(in.k, in.dim);
   const double bound = std::max(scale, 1.0) * qn * kn;
   if (bound <= kRangeLimit) return;
-  std::vector<int64_t> q_rows(in.q_shape.begin(), in.q_shape.end() - 1), k_rows = q_rows;
-  k_rows.back() = in.nk;
+  // Row indices as [b, h, n] of the tensors held ([B, H, N, D] whatever the files' layout), at the files' rank.
+  const auto rows_of = [&](int64_t heads, int64_t n) {
+    const std::vector<int64_t> all{in.batch, heads, n};
+    return std::vector<int64_t>(all.end() - int64_t(in.q_shape.size() - 1), all.end());
+  };
+  const std::vector<int64_t> q_rows = rows_of(in.heads, in.nq), k_rows = rows_of(in.heads_kv, in.nk);
   const std::string rows = " (largest rows: q " + index_string(q_rows, qi) + " of norm " + number(qn) + ", k " +
                            index_string(k_rows, ki) + " of norm " + number(kn) + ")";
   if (scale > 1.0 && qn * kn <= kRangeLimit)
@@ -162,9 +179,15 @@ npy::Array load_array(const std::string& spec_text, const std::string& default_n
 }
 
 ref::Problem Inputs::problem() const {
-  return ref::Problem::of(batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
-                          query_mask.empty() ? nullptr : query_mask.data(),
-                          key_mask.empty() ? nullptr : key_mask.data(), scale, causal);
+  ref::Problem p = ref::Problem::of(batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
+                                    query_mask.empty() ? nullptr : query_mask.data(),
+                                    key_mask.empty() ? nullptr : key_mask.data(), scale, causal);
+  p.heads_kv = heads_kv;
+  return p;
+}
+
+std::vector<float> Inputs::file_order(const std::vector<float>& x, int64_t h, int64_t n) const {
+  return bnhd ? swap_middle(x, batch, h, n, dim) : x;
 }
 
 Inputs load_inputs(const Options& options) {
@@ -175,24 +198,38 @@ Inputs load_inputs(const Options& options) {
     if (!s && (name == "q" || name == "k" || name == "v")) throw Failure(flag, "required");
     return s;
   };
+  Inputs in;
+  const std::string layout = options.get("--layout").value_or("bhnd");
+  if (layout != "bhnd" && layout != "bnhd")
+    throw Failure("--layout", "expected bhnd ([B, H, N, D]) or bnhd ([B, N, H, D]), got '" + layout + "'");
+  in.bnhd = layout == "bnhd";
   Tensor q = load_tensor(*spec("--q", "q"), "q");
   Tensor k = load_tensor(*spec("--k", "k"), "k");
   Tensor v = load_tensor(*spec("--v", "v"), "v");
+  if (in.bnhd && q.shape.size() < 3)
+    throw Failure("--layout", "bnhd needs inputs shaped [N, H, D] or [B, N, H, D], Q is " + shape_string(q.shape));
   if (k.shape.size() != q.shape.size())
     throw Failure(k.path, "shape " + shape_string(k.shape) + " does not have the rank of Q's " + shape_string(q.shape));
-  Inputs in;
-  int64_t kb = 0, kh = 0, kd = 0;
-  split_shape(q.shape, in.batch, in.heads, in.nq, in.dim);
-  split_shape(k.shape, kb, kh, in.nk, kd);
-  if (kb != in.batch || kh != in.heads || kd != in.dim)
+  int64_t kb = 0, kd = 0;
+  split_shape(q.shape, in.bnhd, in.batch, in.heads, in.nq, in.dim);
+  split_shape(k.shape, in.bnhd, kb, in.heads_kv, in.nk, kd);
+  if (kb != in.batch || kd != in.dim)
     throw Failure(k.path, "shape " + shape_string(k.shape) + " does not match Q's " + shape_string(q.shape) +
-                              " (batch, heads and head dimension must agree)");
+                              " (batch and head dimension must agree)");
+  // Fewer K/V heads than query heads: grouped K/V heads (GQA; MQA with one), each shared by heads / heads_kv
+  // consecutive query heads (docs/semantics.md §8).
+  if (in.heads_kv > in.heads || in.heads % in.heads_kv != 0)
+    throw Failure(k.path, "shape " + shape_string(k.shape) + " has " + std::to_string(in.heads_kv) +
+                              " heads, which do not divide Q's " + std::to_string(in.heads) +
+                              " (grouped K/V heads need heads_kv dividing heads)");
   if (v.shape != k.shape)
     throw Failure(v.path, "shape " + shape_string(v.shape) + " differs from K's " + shape_string(k.shape));
   in.q_shape = q.shape;
-  in.q = std::move(q.data);
-  in.k = std::move(k.data);
-  in.v = std::move(v.data);
+  in.k_shape = k.shape;
+  // Held as [B, H, N, D] whatever the files' layout; results go back to it (file_order).
+  in.q = in.bnhd ? swap_middle(q.data, in.batch, in.nq, in.heads, in.dim) : std::move(q.data);
+  in.k = in.bnhd ? swap_middle(k.data, in.batch, in.nk, in.heads_kv, in.dim) : std::move(k.data);
+  in.v = in.bnhd ? swap_middle(v.data, in.batch, in.nk, in.heads_kv, in.dim) : std::move(v.data);
 
   // --mask is the one sequence of self-attention and masks queries and keys alike (as the official MRA does);
   // cross-attention names each side. Nothing depends silently on whether Nq equals Nk.
@@ -226,7 +263,7 @@ std::vector<float> load_upstream(const Options& options, const Inputs& in) {
   if (t.shape != in.q_shape)
     throw Failure(t.path, "shape " + shape_string(t.shape) + " differs from Q's " + shape_string(in.q_shape) +
                               " (dout is the gradient of the output, shaped like Q)");
-  return std::move(t.data);
+  return in.bnhd ? swap_middle(t.data, in.batch, in.nq, in.heads, in.dim) : std::move(t.data);
 }
 
 ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {

@@ -16,14 +16,19 @@ namespace mra::cli {
 // Q, K, V and masks as the reference wants them, owning their storage.
 struct Inputs {
   std::vector<int64_t> q_shape;  // Q's shape as the file gave it: the output has the same
+  std::vector<int64_t> k_shape;  // K's (and V's) shape as the file gave it: dk and dv have the same
   int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
-  std::vector<float> q, k, v;
+  int64_t heads_kv = 1;          // K/V heads: fewer than `heads` (dividing it) is grouped attention (§8)
+  bool bnhd = false;             // --layout bnhd: the files are [B, N, H, D] (or [N, H, D])
+  std::vector<float> q, k, v;    // [B, H, N, D] (K and V: [B, heads_kv, N, D]), whatever the files' layout
   std::vector<uint8_t> query_mask, key_mask;  // [batch, n] each, or empty when every token is real
   double scale = 0.0;                         // 0: the reference's default 1/sqrt(dim)
   bool causal = false;                        // --causal (docs/semantics.md §9)
 
   // Points into this object: valid while it lives and is not moved.
   ref::Problem problem() const;
+  // A [B, heads, n, D] result in the files' layout (--layout), ready to be written.
+  std::vector<float> file_order(const std::vector<float>& x, int64_t heads, int64_t n) const;
 };
 
 // The array a file argument names (files.h: FILE.npy, FILE.npz[:NAME], FILE.safetensors[:NAME]), `default_name`
@@ -31,7 +36,8 @@ struct Inputs {
 // `subject` receives them.
 npy::Array load_array(const std::string& spec, const std::string& default_name, std::string* subject = nullptr);
 
-// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale], [--causal]; refuses inputs whose float32
+// --q --k --v [--mask | --key-mask, --query-mask] or --inputs FILE, [--scale], [--causal], [--layout bhnd|bnhd];
+// K and V with fewer heads than Q are grouped K/V heads (docs/semantics.md §8). Refuses inputs whose float32
 // intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 

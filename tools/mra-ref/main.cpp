@@ -27,9 +27,14 @@ constexpr std::string_view kInputs =
     "\nInputs:\n"
     "  --q Q.npy --k K.npy --v V.npy   float16/32/64 .npy (versions 1-3, little-endian, C order), shaped\n"
     "                                  [N, D], [H, N, D] or [B, H, N, D]; all three of one rank, K and V of one\n"
-    "                                  shape, Q with the B, H and D of K (Nq may differ from Nk). Every value\n"
-    "                                  must be finite, and small enough that float32 logits and sums cannot\n"
-    "                                  overflow (docs/errors.md).\n"
+    "                                  shape, Q with the B and D of K (Nq may differ from Nk). K and V with\n"
+    "                                  fewer heads than Q are grouped K/V heads (GQA; MQA with one): their\n"
+    "                                  count must divide Q's, and query head h uses K/V head h / (H / Hkv)\n"
+    "                                  (docs/semantics.md §8). Every value must be finite, and small enough\n"
+    "                                  that float32 logits and sums cannot overflow (docs/errors.md).\n"
+    "  --layout bhnd|bnhd              the order of the files' dimensions: bhnd [B, H, N, D] (default) or\n"
+    "                                  bnhd [B, N, H, D] (FlashAttention's; [N, H, D] without B), for every\n"
+    "                                  input and output (dout, dq, dk, dv too).\n"
     "  --mask M.npy                    self-attention mask [N] or [B, N]: bool, integer or float, 1 = real\n"
     "                                  token, 0 = padding; masks queries and keys alike and needs Nq == Nk.\n"
     "  --key-mask M.npy                key mask [Nk] or [B, Nk] (cross-attention; not with --mask).\n"
@@ -83,11 +88,12 @@ struct Command {
   int (*run)(const Options&, const std::string&);
 };
 
-const std::vector<std::string> kInputFlags{"--q", "--k", "--v", "--mask", "--key-mask", "--query-mask", "--scale", "--inputs"};
+const std::vector<std::string> kInputFlags{"--q",     "--k",     "--v",      "--mask", "--key-mask",
+                                           "--query-mask", "--scale", "--inputs", "--layout"};
 const std::vector<std::string> kMraFlags{"--q",           "--k",          "--v",           "--mask",
                                          "--key-mask",    "--query-mask", "--scale",       "--scales",
                                          "--budget",      "--blocks-per-row", "--mode",    "--prior-first",
-                                         "--prior-diagonal", "--policy", "--inputs"};
+                                         "--prior-diagonal", "--policy", "--inputs",  "--layout"};
 
 std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
   flags.insert(flags.end(), more.begin(), more.end());

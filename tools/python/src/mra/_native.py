@@ -37,6 +37,7 @@ class Problem(ctypes.Structure):
                 ("levels", ctypes.c_int32), ("resolutions", ctypes.c_int64 * MAX_LEVELS),
                 ("budgets", ctypes.c_int64 * (MAX_LEVELS - 1)), ("mode", ctypes.c_int),
                 ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64), ("scale", ctypes.c_double),
+                ("heads_kv", ctypes.c_int64), ("strides", ctypes.c_int64 * 16),
                 ("causal", ctypes.c_int32), ("policy", ctypes.c_int)]
 
 
