@@ -4,7 +4,7 @@
 //
 // Tuning: 32 threads and 16 query rows per attention CTA, key tile 32, vector width 8,
 // a ring of 3 K/V tiles (f16/bf16),
-// at most 128 registers per thread (16 CTAs per SM by the register file).
+// at most 168 registers per thread (12 CTAs per SM by the register file).
 // Built by generated/CMakeLists.txt twice: by nvcc (entry mra_fwd_r256x16x1_d64_bf16) and as C++ against runtime/simt
 // (entry mra_fwd_r256x16x1_d64_bf16_emulated). The kernels themselves are in runtime/kernels/.
 #include "kernels/forward.cuh"
@@ -12,7 +12,7 @@
 namespace mra::kern {
 
 using mra_fwd_r256x16x1_d64_bf16 = Config<Resolutions<256, 16, 1>, 64, __nv_bfloat16,
-                         Tuning<32, 16, 32, 8, 16, 3>>;
+                         Tuning<32, 16, 32, 8, 12, 3>>;
 
 }  // namespace mra::kern
 

@@ -4,7 +4,7 @@
 //
 // Tuning: 64 threads and 32 query rows per attention CTA, key tile 32, vector width 8,
 // a ring of 3 K/V tiles (f16/bf16),
-// at most 128 registers per thread (8 CTAs per SM by the register file).
+// at most 200 registers per thread (5 CTAs per SM by the register file).
 // Built by generated/CMakeLists.txt twice: by nvcc (entry mra_fwd_r32x1_d128_f16) and as C++ against runtime/simt
 // (entry mra_fwd_r32x1_d128_f16_emulated). The kernels themselves are in runtime/kernels/.
 #include "kernels/forward.cuh"
@@ -12,7 +12,7 @@
 namespace mra::kern {
 
 using mra_fwd_r32x1_d128_f16 = Config<Resolutions<32, 1>, 128, __half,
-                         Tuning<64, 32, 32, 8, 8, 3>>;
+                         Tuning<64, 32, 32, 8, 5, 3>>;
 
 }  // namespace mra::kern
 

@@ -4,7 +4,7 @@
 //
 // Tuning: 32 threads and 8 query rows per attention CTA, key tile 64, vector width 8,
 // a ring of 3 K/V tiles (f16/bf16),
-// at most 128 registers per thread (16 CTAs per SM by the register file).
+// at most 168 registers per thread (12 CTAs per SM by the register file).
 // Built by generated/CMakeLists.txt twice: by nvcc (entry mra_fwd_r64x8x1_d32_f16) and as C++ against runtime/simt
 // (entry mra_fwd_r64x8x1_d32_f16_emulated). The kernels themselves are in runtime/kernels/.
 #include "kernels/forward.cuh"
@@ -12,7 +12,7 @@
 namespace mra::kern {
 
 using mra_fwd_r64x8x1_d32_f16 = Config<Resolutions<64, 8, 1>, 32, __half,
-                         Tuning<32, 8, 64, 8, 16, 3>>;
+                         Tuning<32, 8, 64, 8, 12, 3>>;
 
 }  // namespace mra::kern
 

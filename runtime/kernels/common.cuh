@@ -27,10 +27,14 @@
 #endif
 
 // Loops over per-thread register arrays must be unrolled, or the arrays move to local memory.
+// MRA_NO_UNROLL keeps a long loop (one whole sweep per iteration) rolled, where nvcc would otherwise unroll it
+// and run out of registers.
 #if defined(__CUDACC__)
 #define MRA_UNROLL _Pragma("unroll")
+#define MRA_NO_UNROLL _Pragma("unroll 1")
 #else
 #define MRA_UNROLL _Pragma("GCC unroll 16")
+#define MRA_NO_UNROLL
 #endif
 
 namespace mra::kern {

@@ -65,6 +65,7 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit
   }
   for (int32_t c0 = 0; c0 < lv.nk; c0 += kBandCols) {
     float acc[kMicro][kMicro] = {};
+    MRA_NO_UNROLL  // at D = 32 nvcc unrolled both slabs and spilled (coarse_row_select_kernel, sm_80)
     for (int d0 = 0; d0 < D; d0 += kGemmK) {
       for (int e = threadIdx.x; e < kBandRows * kGemmK; e += blockDim.x) {
         const int i = e / kGemmK, d = e % kGemmK;
@@ -270,7 +271,9 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
 inline constexpr int kRowDigit = 6, kRowBins = 1 << kRowDigit;
 inline constexpr int kRowPasses = (kRankBits + kRowDigit - 1) / kRowDigit;
 template <class Cfg>
-__global__ void __launch_bounds__(kGemmThreads) coarse_row_select_kernel(Params p) {
+// Two CTAs per SM: without a minimum, ptxas 13.0 held this kernel to 64 registers on sm_80 and spilled 12/32 bytes
+// (r32x1_d64_f32); at 2 x 256 threads it may use 128 and takes 80, no spill.
+__global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
