@@ -17,21 +17,48 @@ const ConfigInfo kConfigs[] = {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-// §8 rule 4: the bytes from out's first to its last element share nothing with those of q, k or v.
+// The bytes from the first to the last element of a tensor of `heads` heads and `n` rows with strides `s`.
+struct Range {
+  uintptr_t first, end;
+};
+Range range_of(const mra_problem& p, const void* base, const int64_t (&s)[4], int64_t heads, int64_t n) {
+  const int64_t elem = p.dtype == MRA_DTYPE_F32 ? 4 : 2;
+  const int64_t last = kern::max_offset(kern::row_strides(s, heads, n, p.dim), p.batch, heads, n, p.dim);
+  const auto first = reinterpret_cast<uintptr_t>(base);
+  return Range{first, first + uintptr_t(last + 1) * uintptr_t(elem)};
+}
+bool overlap(Range a, Range b) { return a.first < b.end && b.first < a.end; }
+
+// §8 rule 4: out shares no byte range with q, k or v.
 bool output_apart(const mra_problem& p, const void* q, const void* k, const void* v, const void* out) {
-  const int64_t elem = p.dtype == MRA_DTYPE_F32 ? 4 : 2, hkv = kern::kv_heads(p);
-  struct Range {
-    uintptr_t first, end;
+  const int64_t hkv = kern::kv_heads(p);
+  const Range o = range_of(p, out, p.strides.out, p.heads, p.nq);
+  for (const Range r : {range_of(p, q, p.strides.q, p.heads, p.nq), range_of(p, k, p.strides.k, hkv, p.nk),
+                        range_of(p, v, p.strides.v, hkv, p.nk)})
+    if (overlap(o, r)) return false;
+  return true;
+}
+
+// §8 for the backward: dq, dk and dv, written with the strides of q, k and v, have distinct elements (rule 3) and
+// share no byte range with each other or with q, k, v, out and dout (rule 4).
+bool gradients_apart(const mra_problem& p, const BackwardCall& c) {
+  const int64_t hkv = kern::kv_heads(p);
+  const auto distinct = [&](const int64_t (&s)[4], int64_t heads, int64_t n) {
+    return kern::output_distinct(kern::row_strides(s, heads, n, p.dim), p.batch, heads, n, p.dim);
   };
-  const auto range = [&](const void* base, const int64_t (&s)[4], int64_t heads, int64_t n) {
-    const int64_t last = kern::max_offset(kern::row_strides(s, heads, n, p.dim), p.batch, heads, n, p.dim);
-    const auto first = reinterpret_cast<uintptr_t>(base);
-    return Range{first, first + uintptr_t(last + 1) * uintptr_t(elem)};
-  };
-  const Range o = range(out, p.strides.out, p.heads, p.nq);
-  for (const Range r : {range(q, p.strides.q, p.heads, p.nq), range(k, p.strides.k, hkv, p.nk),
-                        range(v, p.strides.v, hkv, p.nk)})
-    if (o.first < r.end && r.first < o.end) return false;
+  if (!distinct(p.strides.q, p.heads, p.nq) || !distinct(p.strides.k, hkv, p.nk) || !distinct(p.strides.v, hkv, p.nk))
+    return false;
+  const Range grads[3] = {range_of(p, c.dq, p.strides.q, p.heads, p.nq), range_of(p, c.dk, p.strides.k, hkv, p.nk),
+                          range_of(p, c.dv, p.strides.v, hkv, p.nk)};
+  const Range inputs[5] = {range_of(p, c.q, p.strides.q, p.heads, p.nq), range_of(p, c.k, p.strides.k, hkv, p.nk),
+                           range_of(p, c.v, p.strides.v, hkv, p.nk), range_of(p, c.out, p.strides.out, p.heads, p.nq),
+                           range_of(p, c.dout, p.strides.out, p.heads, p.nq)};
+  for (int t = 0; t < 3; ++t) {
+    for (const Range r : inputs)
+      if (overlap(grads[t], r)) return false;
+    for (int u = 0; u < t; ++u)
+      if (overlap(grads[t], grads[u])) return false;
+  }
   return true;
 }
 
@@ -59,7 +86,7 @@ mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const
 }
 
 // The backward's checks beyond the forward's: every tensor pointer present and 16-byte aligned, both workspaces
-// large enough, and a configuration with generated backward kernels.
+// large enough, a configuration with generated backward kernels, and gradients that can be written (§8).
 mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                             cudaStream_t stream, int* cuda_error) {
   if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
@@ -72,6 +99,7 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
     if (ptr == nullptr || !aligned16(ptr)) return MRA_ERROR_BAD_ARGUMENT;
   const kern::BackLayout back = kern::make_back_layout(*p, layout);
   if (c.forward_workspace_bytes < layout.bytes || c.workspace_bytes < back.bytes) return MRA_ERROR_BAD_ARGUMENT;
+  if (!gradients_apart(*p, c)) return MRA_ERROR_BAD_ARGUMENT;
   const kern::GradArgs grad{c.out, c.dout, c.dq, c.dk, c.dv, c.workspace, back};
   kern::KernelArgs args{*p,     layout,  c.q,   c.k,    c.v,        c.query_mask, c.key_mask,
                         nullptr, const_cast<void*>(c.forward_workspace), kern::kStageBackward, stream, cuda_error};
@@ -83,8 +111,7 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
 
 // codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
 // of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
-// They read contiguous tensors with one K/V head per head: grouped K/V heads and strides (§8) are not in them yet.
-bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && kern::plain_layout(p); }
+bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32; }
 
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream) {

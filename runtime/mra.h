@@ -111,12 +111,16 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
 
 /* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
  * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
- * docs/kernels.md, "Backward"), and for grouped K/V heads or non-contiguous strides (docs/semantics.md §8: not in
- * the backward kernels yet). */
+ * docs/kernels.md, "Backward"). */
 mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
 
 /* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's
- * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. `out` is the output and
+ * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. Strides (§8): dout is read with out's
+ * strides, and dq, dk, dv are written with the strides of q, k and v (a packed or [B, N, H, D] layout gives
+ * gradients in the same layout); their elements must be distinct (so not for a k or v given with a stride 0) and
+ * share no byte range with each other, q, k, v, out or dout, else MRA_ERROR_BAD_ARGUMENT (conservative, as for out:
+ * dq, dk and dv interleaved in one packed buffer are refused; give each its own). Grouped K/V heads: dk
+ * and dv of a K/V head are the sums over the query heads of its group, in head order. `out` is the output and
  * `forward_workspace` the workspace of an mra_forward of the same problem, inputs and masks, left unchanged since
  * (the saved state: it must live, unmodified, until this backward has run on the stream; the forward's
  * workspace may be reused only after that). `workspace` holds mra_backward_workspace_size() bytes and is

@@ -9,12 +9,14 @@
 //   grad_coarse_rows_kernel  ... per query block: what its queries receive through q̄ from every coarse pair of the row
 //   grad_coarse_cols_kernel  ... per key block: what its keys receive through k̄ and V from every coarse pair of the column
 //   grad_dq_kernel           per query tile: the exact entries of its refined key blocks, plus the coarse part -> dq
-//   grad_dkv_kernel          per key tile: the exact entries of the query blocks that refined it, plus the coarse
-//                            part -> dk, dv
+//   grad_dkv_kernel          per key tile of a K/V head: for each query head of its group in head order, the exact
+//                            entries of the query blocks that refined it, plus the coarse part -> dk, dv
 // A coarse pair (l, r, c) weighs exp(λ − m_i) / Z_i in row i; since λ ≤ mmin(r) ≤ m_i, that is exp(λ − mmin)·e_i,
 // so its dλ = exp(λ − mmin) (Ū·V(c) − ck(c) δ̄) and its dV = exp(λ − mmin) Ū need O(D) per pair, not O(s D).
 // Every gradient element is written once, by one thread, as a sum in a fixed order: no atomics on floats, and the
-// result is bitwise reproducible. f32 accumulation; every configuration whose generated file instantiates
+// result is bitwise reproducible; a K/V head shared by a group of query heads (§8) sums their gradients in one
+// thread, in head order. Every tensor is read and written through its strides: dout with out's, dq, dk and dv
+// with those of q, k and v (§8). f32 accumulation; every configuration whose generated file instantiates
 // backward<Cfg> (codegen: f32 storage for now) has it.
 #pragma once
 
@@ -26,6 +28,12 @@ inline namespace MRA_KERNEL_NAMESPACE {
 template <class T>
 __device__ inline T* in_grad_ws(const GradArgs& g, size_t offset) {
   return reinterpret_cast<T*>(static_cast<unsigned char*>(g.workspace) + offset);
+}
+
+// dout (or out) of slice (b, h): read with out's strides (§8).
+template <class T>
+__device__ inline Rows<const T> dout_rows(const Params& p, const void* base, int64_t slice) {
+  return rows_of<const T>(base, p.out_strides, slice / p.heads, slice % p.heads);
 }
 
 // The saved state of query row i: (m_i, Z_i), Z_i = 0 when the row has no term (§7.4).
@@ -46,17 +54,16 @@ __global__ void __launch_bounds__(kDeltaThreads) grad_delta_kernel(Params p, Gra
   constexpr int D = Cfg::dim;
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
-  const T* out = slice_rows<T>(g.out, slice, p.nq, D);
-  const T* dout = slice_rows<T>(g.dout, slice, p.nq, D);
+  const Rows<const T> out = dout_rows<T>(p, g.out, slice), dout = dout_rows<T>(p, g.dout, slice);
   float* delta = in_grad_ws<float>(g, g.layout.delta) + slice * p.nq;
   int bad = 0;
   for (int32_t i = threadIdx.x; i < p.nq; i += blockDim.x) {
     float d = 0.f;
     if (is_real(p.qmask, b, p.nq, i))
       for (int e = 0; e < D; ++e) {
-        const float x = to_float(dout[int64_t(i) * D + e]);
+        const float x = to_float(dout.row(i)[e]);
         bad |= !finite(x);
-        d += x * to_float(out[int64_t(i) * D + e]);
+        d += x * to_float(out.row(i)[e]);
       }
     delta[i] = d;
   }
@@ -75,7 +82,7 @@ __global__ void __launch_bounds__(Cfg::dim) grad_block_kernel(Params p, GradArgs
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads), r = int32_t(blockIdx.x), d = int(threadIdx.x);
   const int32_t i0 = r * lv.side, i1 = i0 + lv.side < p.nq ? i0 + lv.side : p.nq;
-  const T* dout = slice_rows<T>(g.dout, slice, p.nq, D);
+  const Rows<const T> dout = dout_rows<T>(p, g.dout, slice);
   const float* delta = in_grad_ws<float>(g, g.layout.delta) + slice * p.nq;
   float mmin = INFINITY;
   for (int32_t i = i0; i < i1; ++i) {
@@ -87,7 +94,7 @@ __global__ void __launch_bounds__(Cfg::dim) grad_block_kernel(Params p, GradArgs
     const float* rs = row_stats(p, slice, i);
     if (!is_real(p.qmask, b, p.nq, i) || !(rs[1] > 0.f)) continue;
     const float e = expf(mmin - rs[0]) / rs[1];
-    u += e * to_float(dout[int64_t(i) * D + d]);
+    u += e * to_float(dout.row(i)[d]);
     db += e * delta[i];
   }
   const int64_t at_r = slice * lv.nq + r;
@@ -248,12 +255,13 @@ struct GradSmem {
 
 // Loads rows id[t] (t < n; zeros where id[t] < 0) of x and y into the pitched tiles xs, ys.
 template <class T, int D>
-__device__ inline void load_rows(const T* x, const T* y, const int32_t* id, int n, float* xs, float* ys) {
+__device__ inline void load_rows(const Rows<const T>& x, const Rows<const T>& y, const int32_t* id, int n, float* xs,
+                                 float* ys) {
   for (int e = threadIdx.x; e < n * D; e += blockDim.x) {
     const int t = e / D, d = e % D;
     const bool real = id[t] >= 0;
-    xs[t * (D + 1) + d] = real ? to_float(x[int64_t(id[t]) * D + d]) : 0.f;
-    ys[t * (D + 1) + d] = real ? to_float(y[int64_t(id[t]) * D + d]) : 0.f;
+    xs[t * (D + 1) + d] = real ? to_float(x.row(id[t])[d]) : 0.f;
+    ys[t * (D + 1) + d] = real ? to_float(y.row(id[t])[d]) : 0.f;
   }
 }
 
@@ -292,7 +300,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads), row0 = int32_t(blockIdx.x) * BM;
   const bool bad = grad_poisoned(p, g, slice);
-  T* dq = static_cast<T*>(g.dq) + slice * int64_t(p.nq) * D;
+  const Rows<T> dq = rows_of<T>(g.dq, p.q_strides, slice / p.heads, slice % p.heads);
 
   // Load: the tile's query rows (id -1: past Nq or masked), their dout and saved state.
   for (int t = tid; t < BM; t += NT) {
@@ -300,7 +308,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
     id[t] = i < p.nq && is_real(p.qmask, b, p.nq, i) ? i : -1;
   }
   __syncthreads();
-  load_rows<T, D>(slice_rows<T>(p.q, slice, p.nq, D), slice_rows<T>(g.dout, slice, p.nq, D), id, BM, qs, gs);
+  load_rows<T, D>(q_rows<T>(p, slice), dout_rows<T>(p, g.dout, slice), id, BM, qs, gs);
   load_row_state(p, g, slice, id, BM, rs);
   float acc[E];
   MRA_UNROLL
@@ -312,8 +320,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
   const int32_t* fin_row = at<int32_t>(p, fin.rowptr) + slice * (fin.nq + 1);
   const int32_t* fin_col = at<int32_t>(p, fin.col) + slice * fin.cap;
   const int32_t first = fin_row[R], keys_total = bad ? 0 : (fin_row[R + 1] - first) * Cfg::finest;
-  const T* k = slice_rows<T>(p.k, slice, p.nk, D);
-  const T* v = slice_rows<T>(p.v, slice, p.nk, D);
+  const Rows<const T> k = k_rows<T>(p, slice), v = v_rows<T>(p, slice);
   int32_t* key = id + BM;
   for (int32_t u0 = 0; u0 < keys_total; u0 += BN) {
     __syncthreads();  // the previous tile's ds and K are consumed
@@ -359,14 +366,16 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
     float value = 0.f;
     if (real && bad) value = quiet_nan();
     else if (real) value = p.scale * acc[e] + coarse_sum(p, g, slice, i, d, D, &BackLevel::gq, true);
-    dq[int64_t(i) * D + d] = from_float<T>(value);
+    dq.row(i)[d] = from_float<T>(value);
   }
 }
 
-// Stage 6: dk and dv of a tile of KB keys inside one finest key block C. The query blocks R with (R, C) refined at
-// the last step are found NT at a time in block order; each one's rows, QB at a time, give P_ij and ds_ij, and
-// dv_j += Σ_i P_ij dout_i, dk_j += Σ_i ds_ij q_i, in row order. Then σ dk, plus the coarse levels' gk and gv.
-// Grid (ceil(Nk / KB), slices). A masked key gets 0, a real key of a poisoned slice NaN.
+// Stage 6: dk and dv of a tile of KB keys of one K/V head, inside one finest key block C. For each query head of the
+// head's group in head order (§8: a shared K/V head's gradients are the sums over its group), the query blocks R
+// with (R, C) refined at the last step are found NT at a time in block order; each one's rows, QB at a time, give
+// P_ij and ds_ij, and dv_j += Σ_i P_ij dout_i, dk_j += Σ_i ds_ij q_i, in row order. Then σ dk, plus the coarse
+// levels' gk and gv of every head of the group, in head order. Grid (ceil(Nk / KB), batch * K/V heads). A masked
+// key gets 0, a real key NaN when a query head of the group has a poisoned slice.
 template <class Cfg>
 struct DkvShape {
   static constexpr int KB = Cfg::finest < 32 ? Cfg::finest : 32;  // keys per CTA (divides the finest side)
@@ -388,9 +397,10 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
   int32_t* id = reinterpret_cast<int32_t*>(smem + S::id);
   int32_t* flag = reinterpret_cast<int32_t*>(smem + S::words);
   const int tid = threadIdx.x;
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const int32_t b = int32_t(slice / p.heads), j0 = int32_t(blockIdx.x) * KB, C = j0 / F;
-  const bool bad = grad_poisoned(p, g, slice);
+  // Grid row: (batch b, K/V head hkv); its group's query heads are the slices first .. first + group - 1.
+  const int32_t heads_kv = p.heads / p.group, kv = p.slice0 + int32_t(blockIdx.y);
+  const int32_t b = kv / heads_kv, hkv = kv % heads_kv, j0 = int32_t(blockIdx.x) * KB, C = j0 / F;
+  const int64_t first = int64_t(b) * p.heads + int64_t(hkv) * p.group;
   const Level& fin = p.layout.level[Cfg::steps - 1];
 
   int32_t* key = id;        // [KB]
@@ -400,56 +410,60 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
     key[t] = j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : -1;
   }
   __syncthreads();
-  load_rows<T, D>(slice_rows<T>(p.k, slice, p.nk, D), slice_rows<T>(p.v, slice, p.nk, D), key, KB, ks, vs);
+  load_rows<T, D>(k_rows<T>(p, first), v_rows<T>(p, first), key, KB, ks, vs);
   __syncthreads();
   float acck[E], accv[E];
   MRA_UNROLL
   for (int e = 0; e < E; ++e) acck[e] = accv[e] = 0.f;
-  const T* q = slice_rows<T>(p.q, slice, p.nq, D);
-  const T* dout = slice_rows<T>(g.dout, slice, p.nq, D);
-  for (int32_t R0 = 0; !bad && R0 < fin.nq; R0 += NT) {
-    flag[tid] = R0 + tid < fin.nq && refined(p, slice, Cfg::steps - 1, R0 + tid, C);
-    __syncthreads();
-    for (int t = 0; t < NT && R0 + t < fin.nq; ++t) {
-      if (!flag[t]) continue;  // uniform: every thread reads the same flag
-      const int32_t rfirst = (R0 + t) * F;
-      for (int32_t i0 = rfirst; i0 < rfirst + F && i0 < p.nq; i0 += QB) {
-        for (int x = tid; x < QB; x += NT) {
-          const int32_t i = i0 + x;
-          qid[x] = i < p.nq && i < rfirst + F && is_real(p.qmask, b, p.nq, i) ? i : -1;
-        }
-        __syncthreads();
-        load_rows<T, D>(q, dout, qid, QB, qs, gs);
-        load_row_state(p, g, slice, qid, QB, rs);
-        __syncthreads();
-        for (int e = tid; e < KB * QB; e += NT) {
-          const int n = e / QB, x = e % QB;
-          const float w = exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P);
-          pw[n * QB + x] = w;
-          ds[n * QB + x] = w * (dot<D>(gs + x * P, vs + n * P) - rs[3 * x + 2]);
-        }
-        __syncthreads();
-        MRA_UNROLL
-        for (int e = 0; e < E; ++e) {
-          const int y = tid + NT * e, n = y / D, d = y % D;
-          if (y >= KB * D) continue;
-          float ak = acck[e], av = accv[e];
-          for (int x = 0; x < QB; ++x) {
-            av += pw[n * QB + x] * gs[x * P + d];
-            ak += ds[n * QB + x] * qs[x * P + d];
+  bool bad = false;  // uniform: every thread reads the same flags
+  for (int32_t m = 0; m < p.group; ++m) {
+    const int64_t slice = first + m;
+    bad = bad || grad_poisoned(p, g, slice);
+    const Rows<const T> q = q_rows<T>(p, slice), dout = dout_rows<T>(p, g.dout, slice);
+    for (int32_t R0 = 0; !bad && R0 < fin.nq; R0 += NT) {
+      flag[tid] = R0 + tid < fin.nq && refined(p, slice, Cfg::steps - 1, R0 + tid, C);
+      __syncthreads();
+      for (int t = 0; t < NT && R0 + t < fin.nq; ++t) {
+        if (!flag[t]) continue;  // uniform: every thread reads the same flag
+        const int32_t rfirst = (R0 + t) * F;
+        for (int32_t i0 = rfirst; i0 < rfirst + F && i0 < p.nq; i0 += QB) {
+          for (int x = tid; x < QB; x += NT) {
+            const int32_t i = i0 + x;
+            qid[x] = i < p.nq && i < rfirst + F && is_real(p.qmask, b, p.nq, i) ? i : -1;
           }
-          acck[e] = ak;
-          accv[e] = av;
+          __syncthreads();
+          load_rows<T, D>(q, dout, qid, QB, qs, gs);
+          load_row_state(p, g, slice, qid, QB, rs);
+          __syncthreads();
+          for (int e = tid; e < KB * QB; e += NT) {
+            const int n = e / QB, x = e % QB;
+            const float w = exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P);
+            pw[n * QB + x] = w;
+            ds[n * QB + x] = w * (dot<D>(gs + x * P, vs + n * P) - rs[3 * x + 2]);
+          }
+          __syncthreads();
+          MRA_UNROLL
+          for (int e = 0; e < E; ++e) {
+            const int y = tid + NT * e, n = y / D, d = y % D;
+            if (y >= KB * D) continue;
+            float ak = acck[e], av = accv[e];
+            for (int x = 0; x < QB; ++x) {
+              av += pw[n * QB + x] * gs[x * P + d];
+              ak += ds[n * QB + x] * qs[x * P + d];
+            }
+            acck[e] = ak;
+            accv[e] = av;
+          }
+          __syncthreads();
         }
-        __syncthreads();
       }
+      __syncthreads();  // flags are rewritten by the next chunk
     }
-    __syncthreads();  // flags are rewritten by the next chunk
   }
 
-  // Output: σ dk and dv of the exact part, plus the coarse part of every level.
-  T* dk = static_cast<T*>(g.dk) + slice * int64_t(p.nk) * D;
-  T* dv = static_cast<T*>(g.dv) + slice * int64_t(p.nk) * D;
+  // Output: σ dk and dv of the exact part, plus the coarse part of every level and every head of the group; written
+  // with k's and v's strides.
+  const Rows<T> dk = rows_of<T>(g.dk, p.k_strides, b, hkv), dv = rows_of<T>(g.dv, p.v_strides, b, hkv);
   MRA_UNROLL
   for (int e = 0; e < E; ++e) {
     const int y = tid + NT * e, n = y / D, d = y % D;
@@ -459,11 +473,15 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
     float gk = 0.f, gv = 0.f;
     if (real && bad) gk = gv = quiet_nan();
     else if (real) {
-      gk = p.scale * acck[e] + coarse_sum(p, g, slice, j, d, D, &BackLevel::gk, false);
-      gv = accv[e] + coarse_sum(p, g, slice, j, d, D, &BackLevel::gv, false);
+      gk = p.scale * acck[e];
+      gv = accv[e];
+      for (int32_t m = 0; m < p.group; ++m) {
+        gk += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gk, false);
+        gv += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gv, false);
+      }
     }
-    dk[int64_t(j) * D + d] = from_float<T>(gk);
-    dv[int64_t(j) * D + d] = from_float<T>(gv);
+    dk.row(j)[d] = from_float<T>(gk);
+    dv.row(j)[d] = from_float<T>(gv);
   }
 }
 
@@ -488,8 +506,10 @@ mra_status backward(const KernelArgs& a) {
   if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
   constexpr int KB = DkvShape<Cfg>::KB;
   const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
+  const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // grid rows: (batch, K/V head)
   if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
-  return per_slice(grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads), DkvShape<Cfg>::bytes);
+  return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads),
+                                     DkvShape<Cfg>::bytes, g));
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

@@ -133,13 +133,6 @@ __host__ __device__ inline float float_of(uint32_t u) {
 __host__ __device__ inline bool finite(float x) { return (bits_of(x) & 0x7f800000u) != 0x7f800000u; }
 __host__ __device__ inline float quiet_nan() { return float_of(0x7fc00000u); }
 
-// The rows of slice `slice` of a contiguous [B, H, n, dim] tensor: the backward's addressing, which takes neither
-// strides nor grouped K/V heads yet (the API refuses them there, api.cpp).
-template <class T>
-__device__ inline const T* slice_rows(const void* base, int64_t slice, int32_t n, int dim) {
-  return static_cast<const T*>(base) + slice * int64_t(n) * dim;
-}
-
 // The rows of one slice's tensor (§8): row i starts at row0 + i * stride, its D elements contiguous.
 template <class T>
 struct Rows {

@@ -75,11 +75,12 @@ inline mra_status launched(const KernelArgs& a, cudaError_t e) {
 }
 
 // Launches `kernel` with grid (x, slices), in parts of at most layout.slices_per_launch (kMaxGridY) slices, each
-// part seeing its first slice as p.slice0.
+// part seeing its first slice as p.slice0. Slices are (batch, head) pairs, or (batch, K/V head) pairs for the
+// backward's dk/dv kernel (backward.cuh).
 template <class Kernel, class... Extra>
-cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsigned x, unsigned threads, size_t smem,
-                             Extra... extra) {
-  const unsigned slices = unsigned(a.problem.batch * a.problem.heads), part = a.layout.slices_per_launch;
+cudaError_t launch_in_parts(const KernelArgs& a, Params p, unsigned slices, Kernel kernel, unsigned x, unsigned threads,
+                            size_t smem, Extra... extra) {
+  const unsigned part = a.layout.slices_per_launch;
   cudaError_t e = cudaSuccess;
   for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
     p.slice0 = int32_t(first);
@@ -87,6 +88,13 @@ cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsig
                      extra...);
   }
   return e;
+}
+
+// launch_in_parts over every (batch, head) slice.
+template <class Kernel, class... Extra>
+cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsigned x, unsigned threads, size_t smem,
+                             Extra... extra) {
+  return launch_in_parts(a, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
 }
 
 template <class Cfg>

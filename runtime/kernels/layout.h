@@ -93,17 +93,6 @@ inline RowStrides row_strides(const int64_t (&s)[4], int64_t heads, int64_t n, i
 }
 inline int64_t kv_heads(const mra_problem& p) { return p.heads_kv != 0 ? p.heads_kv : p.heads; }
 
-// Whether `p` is the plain case: one K/V head per head and every tensor contiguous (strides all zero or equal to
-// the contiguous ones).
-inline bool plain_layout(const mra_problem& p) {
-  const auto contiguous = [&](const int64_t (&s)[4], int64_t n) {
-    const RowStrides r = row_strides(s, p.heads, n, p.dim);
-    return (all_zero(s) || s[3] == 1) && r.batch == p.heads * n * p.dim && r.head == n * p.dim && r.row == p.dim;
-  };
-  return kv_heads(p) == p.heads && contiguous(p.strides.q, p.nq) && contiguous(p.strides.k, p.nk) &&
-         contiguous(p.strides.v, p.nk) && contiguous(p.strides.out, p.nq);
-}
-
 // The largest element offset of a tensor with extents (batch, heads, n, dim) and strides `s` (checked).
 inline int64_t max_offset(const RowStrides& s, int64_t batch, int64_t heads, int64_t n, int64_t dim) {
   return s.batch * (batch - 1) + s.head * (heads - 1) + s.row * (n - 1) + (dim - 1);

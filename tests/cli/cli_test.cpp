@@ -942,6 +942,23 @@ TEST_CASE("grad --backend emulated: the backward kernels give the reference's gr
     }
     for (size_t t = 0; t < 3; ++t) CHECK(relative_error(got[1][t], got[0][t]) < 1e-5);
   }
+  // GQA (Q with 4 heads, K and V with 2): the kernels sum each K/V head's group as the reference does (§8).
+  const Problem g = write_problem(dir, {1, 4, 40, 32}, {1, 2, 37, 32}, "<f4", "gqa-");
+  const std::string gdout = dir.file("gqa-dout.npy");
+  write_bytes(gdout, npy_of("<f4", {1, 4, 40, 32}, sample(4 * 40 * 32, 8)));
+  std::vector<std::vector<double>> grouped[2];
+  for (int e = 0; e < 2; ++e) {
+    const std::string dq = dir.file("gdq.npy"), dk = dir.file("gdk.npy"), dv = dir.file("gdv.npy");
+    const Result r = run(dir, std::vector<std::string>{"grad"} + inputs(g) +
+                                  std::vector<std::string>{"--dout", gdout, "--scales", "16,4,1", "--budget", "3,10",
+                                                           "--backend", e ? "emulated" : "reference", "--dq", dq,
+                                                           "--dk", dk, "--dv", dv});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    for (const std::string& f : {dq, dk, dv}) grouped[e].push_back(load_ok(f).values);
+  }
+  REQUIRE(grouped[1][1].size() == 2 * 37 * 32);
+  for (size_t t = 0; t < 3; ++t) CHECK(relative_error(grouped[1][t], grouped[0][t]) < 1e-5);
   const std::string out = dir.file("unsupported.npy");
   const Result u = run(dir, std::vector<std::string>{"grad"} + inputs(p) +
                                 std::vector<std::string>{"--dout", dout_path, "--scales", "8,1", "--backend", "emulated",

@@ -1,5 +1,5 @@
-// tests/kernels/naive_f32.h: MRA attention (docs/semantics.md §2.2, §2.6) written the plain way in f32, to
-// calibrate the kernels' output tolerance (docs/kernels.md, "Tolerances").
+// tests/kernels/naive_f32.h: MRA attention (docs/semantics.md §2.2, §2.6) and its backward (§7) written the plain
+// way in f32, to calibrate the kernels' tolerances (docs/kernels.md, "Tolerances" and "Backward").
 //
 // It does in f32 what the kernels do in f32, on the same stored (dtype-rounded) inputs: pooled sums and means,
 // dot products, exponentials and the weighted sums, each a plain sequential loop, and a two-pass softmax per
@@ -23,5 +23,17 @@ namespace mra::test {
 // the unrounded weight, as in the kernel.
 std::vector<float> naive_attention_f32(const mra::ref::Problem& p, const mra::ref::Config& c,
                                        const mra::ref::Selection& s, float (*round_p)(float));
+
+// The backward of docs/semantics.md §7.3 written the same plain way in f32, to calibrate the backward kernels'
+// tolerance (docs/kernels.md, "Backward"): per row the forward again (two-pass softmax, out_i, δ_i = dout_i·out_i),
+// then every term's weight P and its gradient, exact entries straight to dq, dk, dv, coarse pairs summed over their
+// rows and spread over the real tokens of their blocks at the end. Contiguous inputs with one K/V head per query
+// head (a grouped problem is given expanded, and the caller sums dk, dv over each group). A slice whose real q, k,
+// v or dout is not finite gives NaN on its real tokens (§7.5).
+struct GradientsF32 {
+  std::vector<float> dq, dk, dv;
+};
+GradientsF32 naive_backward_f32(const mra::ref::Problem& p, const mra::ref::Config& c, const mra::ref::Selection& s,
+                                const float* dout);
 
 }  // namespace mra::test

@@ -184,8 +184,7 @@ TEST_CASE("api.grouped_heads_and_strides") {
   CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, v + kv_bytes - 16, ws, bytes) == MRA_ERROR_BAD_ARGUMENT);
   CHECK(mra_forward_host(&p, q, k, v, nullptr, nullptr, out, ws, bytes) == MRA_SUCCESS);
 
-  // The backward kernels read contiguous tensors with one K/V head per head: anything else is refused, and the
-  // contiguous strides spelled out are the default.
+  // The backward kernels take grouped K/V heads and strides as the forward does (§8).
   auto backward = [](auto change) {
     mra_problem f = mra::test::mra_problem_of(2, 3, 100, 70, 64, MRA_DTYPE_F32, {32, 1}, {10});
     change(f);
@@ -195,9 +194,9 @@ TEST_CASE("api.grouped_heads_and_strides") {
   CHECK(backward([](mra_problem&) {}) == MRA_SUCCESS);
   CHECK(backward([&](mra_problem& f) { set(f.strides.q, 3 * 100 * 64, 100 * 64, 64, 1); }) == MRA_SUCCESS);
   CHECK(backward([](mra_problem& f) { f.heads_kv = 3; }) == MRA_SUCCESS);
-  CHECK(backward([](mra_problem& f) { f.heads_kv = 1; }) == MRA_ERROR_UNSUPPORTED_CONFIG);
-  CHECK(backward([&](mra_problem& f) { set(f.strides.out, 100 * 3 * 64, 64, 3 * 64, 1); }) ==
-        MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 1; }) == MRA_SUCCESS);
+  CHECK(backward([&](mra_problem& f) { set(f.strides.out, 100 * 3 * 64, 64, 3 * 64, 1); }) == MRA_SUCCESS);
+  CHECK(backward([](mra_problem& f) { f.heads_kv = 2; }) == MRA_ERROR_BAD_SHAPE);
 }
 
 TEST_CASE("api.policy_and_causal") {
@@ -258,6 +257,20 @@ TEST_CASE("api.backward_bad_arguments") {
   bad = p;
   bad.dim = 48;  // no configuration at all
   CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  // §8 for the gradients (written with q's, k's and v's strides): a gradient overlapping an input or another
+  // gradient, or whose strides repeat an element, is refused.
+  CHECK(call(&p, dout.data(), q.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), out.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dout.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(call(&p, dout.data(), dk.data() + 2, fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(mra_backward_host(&p, q.data(), k.data(), v.data(), nullptr, nullptr, out.data(), dout.data(), dq.data(),
+                          dk.data(), dk.data(), fws.data(), fbytes, gws.data(), gbytes) == MRA_ERROR_BAD_ARGUMENT);
+  bad = p;
+  bad.batch = 2;  // one K shared by both batch elements (batch stride 0): readable, but dk would repeat elements
+  bad.strides.k[0] = 0, bad.strides.k[1] = 40 * 64, bad.strides.k[2] = 64, bad.strides.k[3] = 1;
+  REQUIRE(mra_workspace_size(&bad, &fbytes) == MRA_SUCCESS);
+  CHECK(mra_backward_workspace_size(&bad, &gbytes) == MRA_SUCCESS);
+  CHECK(call(&bad, dout.data(), dq.data(), fbytes, gbytes) == MRA_ERROR_BAD_ARGUMENT);
   bool untouched = true;
   for (uint64_t w : dq) untouched &= w == ~uint64_t(0);
   CHECK(untouched);

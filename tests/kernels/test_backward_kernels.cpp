@@ -5,12 +5,13 @@
 // with nvcc, skipped without a GPU; tools/gpu-check.sh) runs the same cases on a GPU (backend_cuda.cpp).
 //   ctest --test-dir build -L backward        or        build/tests/kernels/test_backward_kernels
 //
-// Tolerance (docs/kernels.md, "Backward"): per tensor, |x - ref| <= atol + rtol |ref| with rtol = K u and
-// atol = K u max|ref|, u = 2^-24 and K = 4 (D + max(Nq, Nk)): a worst-case bound, not a calibration. An f32 dot
-// product of length D (the logits, dout·v) and a sum of at most max(Nq, Nk) products (a gradient element sums over
-// the keys of a row or the queries of a column) carry at most their length times u of the sum of the magnitudes,
-// which the weights P (summing to 1 per row) keep near max|ref|. The measured use is printed: at most 2.7 % in
-// these cases; the mutants of docs/kernels.md ("Backward") change the gradients by far more than the tolerance.
+// Tolerance (docs/kernels.md, "Backward"), calibrated as the forward's ("Tolerances"): naive_backward_f32 computes
+// the same gradients the plain way in f32 on the same inputs and selection; its largest error E against the double
+// reference, per tensor, is what f32 arithmetic alone costs on the case. A kernel gradient passes when every element
+// has |x - ref| <= atol + rtol |ref| with atol = min(2 E + 4 u max|ref|, K u max|ref|) and rtol = 3 u (u = 2^-24):
+// the multiple 2 and the 4 u floor as in the forward, and the worst-case bound of before (K = 4 (D + max(Nq, Nk)):
+// f32 dot products of length D, sums of at most max(Nq, Nk) products) as the outer cap, which E must respect too.
+// The fraction used is printed per tensor; docs/kernels.md lists the worst and the mutants it kills.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -21,8 +22,10 @@
 #include <vector>
 
 #include "backend.h"
+#include "naive_f32.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/strided.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -31,6 +34,7 @@ namespace {
 
 namespace ref = mra::ref;
 using mra::test::Rng;
+using mra::test::Strides4;
 
 constexpr double kU32 = 0x1.0p-24;
 
@@ -50,6 +54,10 @@ struct Case {
   int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
   double scale = 0.0;  // 0: the default 1/sqrt(D)
   std::vector<int64_t> sides;
+  int64_t heads_kv = 0;       // §8: K/V heads (0: heads); k and v then hold [batch, heads_kv, nk, D]
+  // §8: q and dq, out and dout, k, v, dk and dv stored with these strides (all zero: contiguous). out's span must
+  // be q's (the CUDA backend copies both with q's size).
+  Strides4 q_strides{}, out_strides{}, kv_strides{};
   std::vector<float> q, k, v, dout;
   std::vector<uint8_t> qmask, kmask;
   ref::Config config;
@@ -92,6 +100,12 @@ mra_problem problem_of(const Case& c) {
   p.prior_diagonal = c.config.prior_diagonal;
   p.scale = c.scale;
   p.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
+  p.heads_kv = c.heads_kv;
+  for (int d = 0; d < 4; ++d) {
+    p.strides.q[d] = c.q_strides[size_t(d)];
+    p.strides.out[d] = c.out_strides[size_t(d)];
+    p.strides.k[d] = p.strides.v[d] = c.kv_strides[size_t(d)];
+  }
   return p;
 }
 
@@ -115,10 +129,38 @@ struct Grads {
   std::vector<float> dq, dk, dv;
   ref::Gradients want;
   ref::Selection used;  // the forward kernels' selection, which the reference backward was given
+  mra::test::GradientsF32 naive;  // the plain f32 backward (naive_f32.h) on the same selection: the calibration
 };
 
-// Forward, then backward, on the test's backend; the reference backward on the kernels' selection (unless
-// `reference` is false).
+int64_t kv_heads_of(const Case& c) { return c.heads_kv ? c.heads_kv : c.heads; }
+
+// A contiguous [B, H, N, D] tensor (or none) stored with strides s (contiguous when s is all zero) in a 16-byte
+// aligned buffer; elements no index reaches hold 3.4e38 (bytes 0x7f), like the outputs before they are written.
+struct Stored {
+  Strides4 extent, strides;
+  size_t elems;
+  Buffer buf;
+  float fill;
+  Stored(const std::vector<float>& x, Strides4 extent_, Strides4 s)
+      : extent(extent_),
+        strides(s == Strides4{} ? Strides4{extent_[1] * extent_[2] * extent_[3], extent_[2] * extent_[3], extent_[3], 1}
+                                : s),
+        elems(size_t(mra::test::span_of(strides, extent))),
+        buf(elems * 4, 0x7f),
+        fill(buf.f()[0]) {
+    if (!x.empty()) std::ranges::copy(mra::test::scatter(x, extent, strides, fill), buf.f());
+  }
+  // The [B, H, N, D] tensor back; CHECKs that nothing outside its elements was written.
+  std::vector<float> gathered(const char* name, const std::string& what) {
+    const std::vector<float> all(buf.f(), buf.f() + elems);
+    CHECK_MESSAGE(mra::test::written_outside(all, extent, strides, fill) == 0, what, ": ", std::string(name),
+                  " written outside its elements");
+    return mra::test::gather(all, extent, strides);
+  }
+};
+
+// Forward, then backward, on the test's backend, with the case's K/V heads and strides; the reference backward on
+// the kernels' selection (unless `reference` is false), from contiguous copies of the inputs.
 Grads run_backward(Case& c, bool reference = true) {
   const mra_problem p = problem_of(c);
   mra::kern::Layout L;
@@ -126,39 +168,78 @@ Grads run_backward(Case& c, bool reference = true) {
   size_t fbytes = 0, gbytes = 0;
   REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
   REQUIRE(mra_backward_workspace_size(&p, &gbytes) == MRA_SUCCESS);
-  const size_t qn = c.q.size(), kn = c.k.size();
-  Buffer out(qn * 4, 0x7f), fws(fbytes, 0xff);
-  Buffer dq(qn * 4, 0x7f), dk(kn * 4, 0x7f), dv(kn * 4, 0x7f);  // 3.4e38: an unwritten element fails
+  const int64_t hkv = kv_heads_of(c);
+  const Strides4 qx{c.batch, c.heads, c.nq, c.dim}, kx{c.batch, hkv, c.nk, c.dim};
+  // out, dout and dq share q's strides, dk and dv those of k and v (runtime/mra.h).
+  Stored q(c.q, qx, c.q_strides), k(c.k, kx, c.kv_strides), v(c.v, kx, c.kv_strides);
+  Stored dout(c.dout, qx, c.out_strides), out({}, qx, c.out_strides), dq({}, qx, c.q_strides);
+  REQUIRE(out.elems == q.elems);
+  Stored dk({}, kx, c.kv_strides), dv({}, kx, c.kv_strides);  // 3.4e38: an unwritten element fails
+  Buffer fws(fbytes, 0xff);
   const uint8_t* qm = c.qmask.empty() ? nullptr : c.qmask.data();
   const uint8_t* km = c.kmask.empty() ? nullptr : c.kmask.data();
-  const mra::test::Tensors t{c.q.data(), c.k.data(), c.v.data(), qn * 4, kn * 4, qm, km};
+  const size_t qn = q.elems * 4, kn = k.elems * 4;
+  const mra::test::Tensors t{q.buf.data(), k.buf.data(), v.buf.data(), qn, kn, qm, km};
   std::string error;
-  const mra_status s = mra::test::run_backward(p, t, {c.dout.data(), out.data(), dq.data(), dk.data(), dv.data()},
-                                               fws.data(), fbytes, gbytes, &error);
+  const mra_status s = mra::test::run_backward(p, t, {dout.buf.data(), out.buf.data(), dq.buf.data(), dk.buf.data(),
+                                                      dv.buf.data()}, fws.data(), fbytes, gbytes, &error);
   INFO(c.what, "; ", error);
   REQUIRE(s == MRA_SUCCESS);
-  Grads g{std::vector<float>(dq.f(), dq.f() + qn), std::vector<float>(dk.f(), dk.f() + kn),
-          std::vector<float>(dv.f(), dv.f() + kn), {}, kernel_selection(c, L, fws)};
-  const ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(), qm, km,
-                                           c.scale);
-  if (reference) g.want = ref::attend_backward(rp, c.config, g.used, c.dout.data());
+  Grads g{dq.gathered("dq", c.what), dk.gathered("dk", c.what), dv.gathered("dv", c.what), {},
+          kernel_selection(c, L, fws), {}};
+  ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(), qm, km,
+                                     c.scale);
+  rp.heads_kv = c.heads_kv;
+  if (!reference) return g;
+  g.want = ref::attend_backward(rp, c.config, g.used, c.dout.data());
+  // The naive backward takes one K/V head per query head: K and V copied per head, then dk and dv of each group
+  // summed in f32 in head order.
+  const int64_t group = c.heads / hkv;
+  const std::vector<float> k_all = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, c.dim, group);
+  const std::vector<float> v_all = mra::test::repeat_heads(c.v, c.batch, hkv, c.nk, c.dim, group);
+  const ref::Problem expanded = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), k_all.data(),
+                                                 v_all.data(), qm, km, c.scale);
+  mra::test::GradientsF32 per_head = mra::test::naive_backward_f32(expanded, c.config, g.used, c.dout.data());
+  g.naive.dq = std::move(per_head.dq);
+  g.naive.dk.assign(c.k.size(), 0.f);
+  g.naive.dv.assign(c.v.size(), 0.f);
+  const size_t row = size_t(c.nk * c.dim);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (size_t e = 0; e < row; ++e) {
+        const size_t to = size_t(b * hkv + h / group) * row + e, from = size_t(b * c.heads + h) * row + e;
+        g.naive.dk[to] += per_head.dk[from];
+        g.naive.dv[to] += per_head.dv[from];
+      }
   return g;
 }
 
-// One tensor against the reference with the tolerance of the file's header; returns the fraction used.
-double check_tensor(const char* name, const std::vector<float>& got, const std::vector<double>& want, const Case& c,
-                    int64_t n) {
+// One tensor against the reference with the calibrated tolerance of the file's header.
+void check_tensor(const char* name, const std::vector<float>& got, const std::vector<double>& want,
+                    const std::vector<float>& naive, const Case& c, int64_t n) {
   std::vector<float> ref32(want.begin(), want.end());
-  double max_ref = 0.0;
-  for (double x : want)
-    if (std::isfinite(x)) max_ref = std::max(max_ref, std::fabs(x));
-  const double kmul = 4.0 * double(c.dim + std::max(c.nq, c.nk));
+  double max_ref = 0.0, naive_err = 0.0;
+  for (size_t e = 0; e < want.size(); ++e) {
+    if (!std::isfinite(want[e])) continue;
+    max_ref = std::max(max_ref, std::fabs(want[e]));
+    if (std::isfinite(naive[e])) naive_err = std::max(naive_err, std::fabs(double(naive[e]) - want[e]));
+  }
+  // The outer cap: the worst-case bound, K u of max|ref| and of |ref|.
+  const double kmul = 4.0 * double(c.dim + std::max(c.nq, c.nk)), cap = kmul * kU32 * max_ref;
+  CHECK_MESSAGE(naive_err <= cap, c.what, ": ", std::string(name), ": the naive f32 backward's error ", naive_err,
+                " must be within the worst-case bound ", cap);
+  const double atol = std::min(2.0 * naive_err + 4.0 * kU32 * max_ref, cap), rtol = 3.0 * kU32;
+  const int64_t heads = std::string(name) == "dq" ? c.heads : kv_heads_of(c);
   const mra::test::Comparison cmp =
-      mra::test::compare(got.data(), ref32.data(), int64_t(got.size()), kmul * kU32 * max_ref, kmul * kU32,
-                         {c.batch, c.heads, n, c.dim});
-  MESSAGE(c.what, ": ", std::string(name), " ", cmp.report);
+      mra::test::compare(got.data(), ref32.data(), int64_t(got.size()), atol, rtol, {c.batch, heads, n, c.dim});
+  MESSAGE(c.what, ": ", std::string(name), " (naive f32 error ", naive_err, ") ", cmp.report);
   CHECK_MESSAGE(cmp.ok, c.what, ": ", std::string(name), " ", cmp.report);
-  return cmp.tolerance_used;
+}
+
+void check_all(const Grads& g, const Case& c) {
+  check_tensor("dq", g.dq, g.want.dq, g.naive.dq, c, c.nq);
+  check_tensor("dk", g.dk, g.want.dk, g.naive.dk, c, c.nk);
+  check_tensor("dv", g.dv, g.want.dv, g.naive.dv, c, c.nk);
 }
 
 Grads check_case(Case& c) {
@@ -166,9 +247,7 @@ Grads check_case(Case& c) {
   // A vacuous pass on all-zero gradients is no pass.
   CHECK(mra::test::norm2(std::vector<float>(g.want.dq.begin(), g.want.dq.end())) > 0.0);
   CHECK(mra::test::norm2(std::vector<float>(g.want.dv.begin(), g.want.dv.end())) > 0.0);
-  check_tensor("dq", g.dq, g.want.dq, c, c.nq);
-  check_tensor("dk", g.dk, g.want.dk, c, c.nk);
-  check_tensor("dv", g.dv, g.want.dv, c, c.nk);
+  check_all(g, c);
   return g;
 }
 
@@ -275,9 +354,7 @@ TEST_CASE("backward.non-finite and padding") {
   }
   CHECK(nan_slices_ok == 4);
   // The reference agrees element by element, NaN where it has NaN.
-  check_tensor("dq", g.dq, g.want.dq, c, c.nq);
-  check_tensor("dk", g.dk, g.want.dk, c, c.nk);
-  check_tensor("dv", g.dv, g.want.dv, c, c.nk);
+  check_all(g, c);
 }
 
 TEST_CASE("backward.deterministic") {
@@ -292,4 +369,79 @@ TEST_CASE("backward.deterministic") {
   CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4) == 0);
   CHECK(std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4) == 0);
   CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);
+}
+
+namespace {
+
+enum class Storage { bnhd, padded };
+
+// §8: the case with `heads_kv` K/V heads (k and v drawn again with that many) and every tensor stored in
+// `storage`: FlashAttention's [B, N, H, D], or rows padded by 12 elements with gaps between heads.
+void group_and_stride(Case& c, int64_t heads_kv, Storage storage, uint64_t seed) {
+  Rng rng(seed);
+  c.heads_kv = heads_kv;
+  c.k = mra::test::noise(rng, c.batch, heads_kv, c.nk, c.dim);
+  c.v = mra::test::noise(rng, c.batch, heads_kv, c.nk, c.dim);
+  const bool bnhd = storage == Storage::bnhd;
+  c.q_strides = c.out_strides = bnhd ? mra::test::bnhd_strides(c.heads, c.nq, c.dim)
+                                     : mra::test::padded_strides(c.heads, c.nq, c.dim, 12, 20, 4);
+  c.kv_strides = bnhd ? mra::test::bnhd_strides(heads_kv, c.nk, c.dim)
+                      : mra::test::padded_strides(heads_kv, c.nk, c.dim, 12, 20, 4);
+  c.what += ", " + std::to_string(c.heads) + " heads on " + std::to_string(heads_kv) +
+            (bnhd ? ", [B, N, H, D]" : ", padded rows");
+}
+
+}  // namespace
+
+TEST_CASE("backward.grouped K/V heads and strides") {
+  // §8: dk and dv of a K/V head are the sums over the query heads of its group; q, out and dout are read and dq
+  // written with q's strides, k, v, dk and dv with k's; nothing outside the gradients' elements is written.
+  // GQA and MQA, 2 and 3 levels, both modes, masks, partial blocks, [B, N, H, D] and padded rows.
+  struct Shape {
+    uint64_t seed;
+    std::vector<int64_t> sides;
+    int64_t dim, batch, heads, heads_kv, nq, nk;
+    ref::Mode mode;
+    double keep;
+    Storage storage;
+  };
+  for (const Shape& s : {Shape{300, {32, 1}, 64, 2, 4, 2, 70, 45, ref::Mode::full, 0.8, Storage::bnhd},
+                         Shape{301, {32, 1}, 64, 1, 4, 1, 64, 100, ref::Mode::sparse, 1.0, Storage::padded},
+                         Shape{302, {16, 4, 1}, 32, 2, 4, 2, 50, 37, ref::Mode::full, 0.75, Storage::bnhd},
+                         Shape{303, {16, 4, 1}, 32, 1, 4, 1, 64, 64, ref::Mode::full, 1.0, Storage::padded},
+                         Shape{304, {16, 4, 1}, 32, 1, 2, 2, 48, 40, ref::Mode::sparse, 0.8, Storage::bnhd}}) {
+    Case c = random_case(s.seed, s.sides, s.dim, s.batch, s.heads, s.nq, s.nk, s.mode, s.keep);
+    group_and_stride(c, s.heads_kv, s.storage, s.seed + 1000);
+    check_case(c);
+  }
+  // q (and dq) contiguous, out and dout in [B, N, H, D], k and v padded: every tensor with strides of its own.
+  Case c = random_case(305, {32, 1}, 64, 2, 4, 45, 70, ref::Mode::full, 0.8);
+  group_and_stride(c, 2, Storage::padded, 1305);
+  c.q_strides = {};
+  c.out_strides = mra::test::bnhd_strides(c.heads, c.nq, c.dim);
+  c.what += "; q contiguous, out [B, N, H, D]";
+  check_case(c);
+}
+
+TEST_CASE("backward.grouped K/V heads: a poisoned query head") {
+  // §7.5 with §8: an Inf in dout of a real query of head 3 (batch 0) makes dq of that slice and dk, dv of its K/V
+  // head (1 of 2) NaN on real tokens; the other query head of the group and the other K/V head are finite.
+  Case c = random_case(310, {32, 1}, 64, 2, 4, 70, 45, ref::Mode::full, 0.8);
+  group_and_stride(c, 2, Storage::bnhd, 1310);
+  int64_t i = 0;
+  while (!c.qmask[size_t(i)]) ++i;
+  c.dout[size_t(((0 * 4 + 3) * c.nq + i) * c.dim + 7)] = INFINITY;
+  const Grads g = run_backward(c);
+  int64_t nan_dk = 0, real_keys = 0;
+  for (float x : g.dk) nan_dk += std::isnan(x);
+  for (int64_t j = 0; j < c.nk; ++j) real_keys += c.kmask[size_t(j)] != 0;
+  CHECK(nan_dk == real_keys * c.dim);  // exactly the real keys of (batch 0, K/V head 1)
+  bool all_nan = true;  // on the real keys of (batch 0, K/V head 1)
+  for (int64_t j = 0; j < c.nk; ++j)
+    for (int64_t d = 0; c.kmask[size_t(j)] && d < c.dim; ++d) {
+      const size_t t = size_t(((0 * 2 + 1) * c.nk + j) * c.dim + d);
+      all_nan &= std::isnan(g.dk[t]) && std::isnan(g.dv[t]);
+    }
+  CHECK(all_nan);
+  check_all(g, c);
 }

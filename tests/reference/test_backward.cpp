@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/strided.h"
 #include "mra/reference.h"
 #include "oracle.h"
 
@@ -40,13 +41,18 @@ float quantized(Rng& rng, double amplitude) {
 struct Case {
   int64_t batch = 1, heads = 1, nq = 1, nk = 1, dim = 1;
   double scale = 0.0;
+  int64_t heads_kv = 0;            // §8: K/V heads (0: heads)
+  mra::ref::Layout layout{};       // §8: q, k, v stored with these strides (out and dout contiguous); 0: contiguous
   std::vector<float> q, k, v, dout;
   std::vector<uint8_t> qmask, kmask;
   Config config;
   std::string text;  // what the case is, for failure messages
   Problem problem() const {
-    return Problem{batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
-                   qmask.empty() ? nullptr : qmask.data(), kmask.empty() ? nullptr : kmask.data(), scale};
+    Problem p{batch, heads, nq, nk, dim, q.data(), k.data(), v.data(),
+              qmask.empty() ? nullptr : qmask.data(), kmask.empty() ? nullptr : kmask.data(), scale};
+    p.heads_kv = heads_kv;
+    p.layout = layout;
+    return p;
   }
 };
 
@@ -112,6 +118,36 @@ std::vector<float> finite_differences(Case& t, const Selection& s, std::vector<f
 }
 
 std::vector<float> to_float(const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); }
+
+Strides4 contiguous(const Strides4& extent) {
+  return {extent[1] * extent[2] * extent[3], extent[2] * extent[3], extent[3], 1};
+}
+
+// One input of a case (its storage x, with extent [B, H, N, D] and strides) and the backward's gradient of it.
+struct Tensor {
+  const char* name;
+  std::vector<float>* x;
+  const std::vector<double>* grad;
+  Strides4 extent, strides;
+};
+
+// The gradient against central differences along every element of x's storage, read back in [B, H, N, D] order
+// through its strides (padded coordinates included: there both must be 0). Keeps the worst use of the tolerance.
+void check_finite_differences(Case& t, const Selection& s, const Tensor& x, double& worst, double& worst_abs,
+                              std::string& worst_case) {
+  const std::vector<float> fd = gather(finite_differences(t, s, *x.x), x.extent, x.strides);
+  const std::vector<float> grad = to_float(*x.grad);
+  REQUIRE(grad.size() == fd.size());
+  const Comparison cmp = compare(grad.data(), fd.data(), int64_t(fd.size()), kAtol, kRtol,
+                                 {x.extent[0], x.extent[1], x.extent[2], x.extent[3]});
+  INFO(x.name << " against finite differences: " << cmp.report);
+  CHECK(cmp.ok);
+  if (cmp.tolerance_used > worst) {
+    worst = cmp.tolerance_used;
+    worst_case = t.text + ", " + x.name + ": " + cmp.report;
+  }
+  worst_abs = std::fmax(worst_abs, cmp.max_abs);
+}
 
 // <dout, J dx> by forward mode on the dense oracle: the log-weights are bilinear in (q, k) for a fixed selection,
 // so their derivative along (dq, dk) is W(dq, k) + W(q, dk), and out_i = Σ_j P_ij v_j gives
@@ -180,27 +216,11 @@ TEST_CASE("backward: central finite differences and the adjoint identity on 240 
     const Selection s = mra::ref::select(p, t.config);
     const Gradients g = mra::ref::attend_backward(p, t.config, s, t.dout.data());
 
-    // Finite differences, every coordinate of q, k and v (padded ones included: there both must be 0).
-    struct Tensor {
-      const char* name;
-      std::vector<float>* x;
-      const std::vector<double>* grad;
-      int64_t n;
-    };
-    for (const Tensor& x : {Tensor{"dq", &t.q, &g.dq, t.nq}, Tensor{"dk", &t.k, &g.dk, t.nk},
-                            Tensor{"dv", &t.v, &g.dv, t.nk}}) {
-      const std::vector<float> fd = finite_differences(t, s, *x.x);
-      const std::vector<float> grad = to_float(*x.grad);
-      const Comparison cmp =
-          compare(grad.data(), fd.data(), int64_t(fd.size()), kAtol, kRtol, {t.batch, t.heads, x.n, t.dim});
-      INFO(x.name << " against finite differences: " << cmp.report);
-      CHECK(cmp.ok);
-      if (cmp.tolerance_used > worst_fd) {
-        worst_fd = cmp.tolerance_used;
-        worst_fd_case = t.text + ", " + x.name + ": " + cmp.report;
-      }
-      worst_fd_abs = std::fmax(worst_fd_abs, cmp.max_abs);
-    }
+    // Finite differences, every coordinate of q, k and v.
+    const Strides4 qx{t.batch, t.heads, t.nq, t.dim}, kx{t.batch, t.heads, t.nk, t.dim};
+    for (const Tensor& x : {Tensor{"dq", &t.q, &g.dq, qx, contiguous(qx)}, Tensor{"dk", &t.k, &g.dk, kx, contiguous(kx)},
+                            Tensor{"dv", &t.v, &g.dv, kx, contiguous(kx)}})
+      check_finite_differences(t, s, x, worst_fd, worst_fd_abs, worst_fd_case);
 
     // Adjoint identity along a random direction: <dout, J dx> (dense forward mode) = <J^T dout, dx> (backward).
     std::vector<float> dq(t.q.size()), dk(t.k.size()), dv(t.v.size());
@@ -235,6 +255,46 @@ TEST_CASE("backward: central finite differences and the adjoint identity on 240 
   CHECK(three == kProblems / 2);
   CHECK(sparse == kProblems / 2);
   CHECK(with_coarse >= 20);
+}
+
+TEST_CASE("backward: central finite differences with grouped K/V heads and strided inputs") {
+  // §8: 16 problems of the sweep above redrawn with H = 4 query heads on H_kv = 2 or 1 (GQA, MQA), half of them
+  // with q, k and v stored as [B, N, H, D]. dk and dv are per K/V head: the finite differences along a shared key
+  // see every query head of its group, so they check the group sum; along a strided input's storage element they
+  // check that the gradient lands at the logical index the strides name.
+  const uint64_t seed = 0x51ed270b27a4c1d5ull;
+  Rng rng(seed);
+  double worst = 0.0, worst_abs = 0.0;
+  std::string worst_case;
+  for (int index = 0; index < 16; ++index) {
+    Case t = random_case(rng, index);
+    t.heads = 4;
+    t.heads_kv = index % 4 < 2 ? 2 : 1;
+    const bool strided = (index / 4) % 2 == 1;
+    const Strides4 qx{t.batch, 4, t.nq, t.dim}, kx{t.batch, t.heads_kv, t.nk, t.dim};
+    for (auto* x : {&t.q, &t.k, &t.v, &t.dout}) {
+      x->resize(size_t(x == &t.q || x == &t.dout ? t.batch * 4 * t.nq * t.dim : t.batch * t.heads_kv * t.nk * t.dim));
+      for (float& e : *x) e = quantized(rng, 1.0);
+    }
+    if (strided) {
+      t.layout.q = bnhd_strides(4, t.nq, t.dim);
+      t.layout.k = t.layout.v = bnhd_strides(t.heads_kv, t.nk, t.dim);
+      t.q = scatter(t.q, qx, t.layout.q, 0.f);
+      t.k = scatter(t.k, kx, t.layout.k, 0.f);
+      t.v = scatter(t.v, kx, t.layout.v, 0.f);
+    }
+    t.text += ", H 4 on " + std::to_string(t.heads_kv) + (strided ? ", q k v [B, N, H, D]" : "");
+    INFO("seed " << seed << ", " << t.text);
+    const Problem p = t.problem();
+    const Selection s = mra::ref::select(p, t.config);
+    const Gradients g = mra::ref::attend_backward(p, t.config, s, t.dout.data());
+    for (const Tensor& x : {Tensor{"dq", &t.q, &g.dq, qx, strided ? t.layout.q : contiguous(qx)},
+                            Tensor{"dk", &t.k, &g.dk, kx, strided ? t.layout.k : contiguous(kx)},
+                            Tensor{"dv", &t.v, &g.dv, kx, strided ? t.layout.v : contiguous(kx)}})
+      check_finite_differences(t, s, x, worst, worst_abs, worst_case);
+  }
+  MESSAGE("finite differences, grouped K/V heads and strides: worst " << 100 * worst << "% of tolerance, max abs err "
+                                                                       << worst_abs << "; " << worst_case);
 }
 
 TEST_CASE("backward: padding is never read, empty rows send nothing, a non-finite slice is NaN") {
