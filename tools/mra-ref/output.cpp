@@ -105,6 +105,11 @@ Output::Output(const std::string& path) {
     error_ = "is a socket, not a file";
     return;
   }
+  // A write-protected file is not replaced, as `cp` and `>` would not (the rename alone would let it be).
+  if (exists && S_ISREG(st.st_mode) && ::access(target_.c_str(), W_OK) != 0) {
+    error_ = "cannot write: " + errno_text() + " (a read-only file is not replaced)";
+    return;
+  }
   if (exists && !S_ISREG(st.st_mode)) {
     // A character device or FIFO is written through: replacing it would destroy it (as root, /dev/null too).
     through_ = true;

@@ -7,6 +7,7 @@
 //   anything else (a regular file, a new name, a symbolic link to either): a temporary file in the target's
 //   folder, renamed over the target when complete. An existing file keeps its rwx permission bits (not its
 //   owner or hard links, as after any rename); a symbolic link keeps pointing at the same, now replaced, file.
+//   A file the user may not write (access(2)) is refused, not replaced.
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT remove the temporary before the process ends. Tested by tests/cli and
 // tests/errors (ctest -L cli).
 #pragma once
