@@ -407,6 +407,20 @@ TEST_CASE("errors: an output that names an input, and odd arguments") {
     check_refused(dir, with_inputs("exact", {"-o", "p.npy"}, "-", "-"),
                   "-: standard input is already read by another option", "<q.npy ");
   }
+  SUBCASE("another name of stdout is stdout") {
+    // Into a pipe: the array alone, the summary line on stderr (not appended to the array).
+    const std::string run = "cd " + quote(dir.file("")) + " && " + quote(binary()) +
+                            " exact --q q.npy --k k.npy --v v.npy -o /dev/stdout";
+    REQUIRE(std::system((run + " 2>err.txt | cat >piped.npy").c_str()) == 0);
+    CHECK(is_output_of_shape(read_file(dir.file("piped.npy")), size_t(kN * kD)));
+    CHECK(read_file(dir.file("err.txt")) == "wrote /dev/stdout [64, 32]: exact attention\n");
+    // Appended to a file (>>): the earlier contents stay, the array follows them.
+    write_file(dir.file("log.bin"), "earlier");
+    REQUIRE(std::system((run + " 2>err.txt >>log.bin").c_str()) == 0);
+    const std::string log = read_file(dir.file("log.bin"));
+    CHECK(log.rfind("earlier", 0) == 0);
+    CHECK(is_output_of_shape(log.substr(std::min(log.size(), size_t(7))), size_t(kN * kD)));
+  }
   SUBCASE("the summary line stays one line whatever the output's name") {
     const Result r = mra_ref(dir, with_inputs("exact", {"-o", "a\nb.npy"}));
     CHECK(r.status == 0);
