@@ -39,8 +39,54 @@ bool output_apart(const mra_problem& p, const void* q, const void* k, const void
   return true;
 }
 
+// One tensor's bytes: its first byte, the byte strides and extents of B, H and N, and the bytes of a row (D
+// contiguous elements).
+struct Place {
+  uintptr_t base;
+  int64_t stride[3], extent[3], row_bytes;
+};
+Place place_of(const mra_problem& p, const void* base, const int64_t (&s)[4], int64_t heads, int64_t n) {
+  const int64_t elem = p.dtype == MRA_DTYPE_F32 ? 4 : 2;
+  const kern::RowStrides r = kern::row_strides(s, heads, n, p.dim);
+  return {reinterpret_cast<uintptr_t>(base), {r.batch * elem, r.head * elem, r.row * elem}, {p.batch, heads, n},
+          p.dim * elem};
+}
+
+// Whether two tensors share no byte: their byte ranges are disjoint, or, for a period S (one of their strides) that
+// every stride of either of at least S is a multiple of, each reaches less than S bytes through its strides below
+// S and the two intervals of residues mod S that they occupy are disjoint. The second admits tensors interleaved
+// in one buffer, such as dq, dk and dv in a packed [B, N, 3, H, D] gradient (S: the row stride).
+bool disjoint(const Place& a, const Place& b) {
+  const auto range = [](const Place& x) {
+    int64_t last = x.row_bytes - 1;
+    for (int d = 0; d < 3; ++d) last += x.stride[d] * (x.extent[d] - 1);
+    return Range{x.base, x.base + uintptr_t(last) + 1};
+  };
+  if (!overlap(range(a), range(b))) return true;
+  // The bytes below the period that x reaches from its base; -1 when a stride of at least S is not a multiple of S.
+  const auto low_reach = [](const Place& x, int64_t period) {
+    int64_t reach = x.row_bytes - 1;
+    for (int d = 0; d < 3; ++d) {
+      if (x.extent[d] == 1) continue;
+      if (x.stride[d] < period) reach += x.stride[d] * (x.extent[d] - 1);
+      else if (x.stride[d] % period != 0) return int64_t(-1);
+    }
+    return reach;
+  };
+  for (const Place* x : {&a, &b})
+    for (const int64_t period : x->stride) {
+      if (period <= 0) continue;
+      const int64_t ra = low_reach(a, period), rb = low_reach(b, period);
+      if (ra < 0 || rb < 0 || ra >= period || rb >= period) continue;
+      const auto P = uintptr_t(period);
+      const auto step = int64_t((b.base % P + P - a.base % P) % P);  // b's residues start `step` bytes after a's
+      if (step > ra && period - step > rb) return true;
+    }
+  return false;
+}
+
 // §8 for the backward: dq, dk and dv, written with the strides of q, k and v, have distinct elements (rule 3) and
-// share no byte range with each other or with q, k, v, out and dout (rule 4).
+// share no byte with each other or with q, k, v, out and dout (rule 4, with disjoint()).
 bool gradients_apart(const mra_problem& p, const BackwardCall& c) {
   const int64_t hkv = kern::kv_heads(p);
   const auto distinct = [&](const int64_t (&s)[4], int64_t heads, int64_t n) {
@@ -48,16 +94,16 @@ bool gradients_apart(const mra_problem& p, const BackwardCall& c) {
   };
   if (!distinct(p.strides.q, p.heads, p.nq) || !distinct(p.strides.k, hkv, p.nk) || !distinct(p.strides.v, hkv, p.nk))
     return false;
-  const Range grads[3] = {range_of(p, c.dq, p.strides.q, p.heads, p.nq), range_of(p, c.dk, p.strides.k, hkv, p.nk),
-                          range_of(p, c.dv, p.strides.v, hkv, p.nk)};
-  const Range inputs[5] = {range_of(p, c.q, p.strides.q, p.heads, p.nq), range_of(p, c.k, p.strides.k, hkv, p.nk),
-                           range_of(p, c.v, p.strides.v, hkv, p.nk), range_of(p, c.out, p.strides.out, p.heads, p.nq),
-                           range_of(p, c.dout, p.strides.out, p.heads, p.nq)};
+  const Place grads[3] = {place_of(p, c.dq, p.strides.q, p.heads, p.nq), place_of(p, c.dk, p.strides.k, hkv, p.nk),
+                          place_of(p, c.dv, p.strides.v, hkv, p.nk)};
+  const Place inputs[5] = {place_of(p, c.q, p.strides.q, p.heads, p.nq), place_of(p, c.k, p.strides.k, hkv, p.nk),
+                           place_of(p, c.v, p.strides.v, hkv, p.nk), place_of(p, c.out, p.strides.out, p.heads, p.nq),
+                           place_of(p, c.dout, p.strides.out, p.heads, p.nq)};
   for (int t = 0; t < 3; ++t) {
-    for (const Range r : inputs)
-      if (overlap(grads[t], r)) return false;
+    for (const Place& x : inputs)
+      if (!disjoint(grads[t], x)) return false;
     for (int u = 0; u < t; ++u)
-      if (overlap(grads[t], grads[u])) return false;
+      if (!disjoint(grads[t], grads[u])) return false;
   }
   return true;
 }

@@ -118,8 +118,9 @@ mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes
  * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. Strides (§8): dout is read with out's
  * strides, and dq, dk, dv are written with the strides of q, k and v (a packed or [B, N, H, D] layout gives
  * gradients in the same layout); their elements must be distinct (so not for a k or v given with a stride 0) and
- * share no byte range with each other, q, k, v, out or dout, else MRA_ERROR_BAD_ARGUMENT (conservative, as for out:
- * dq, dk and dv interleaved in one packed buffer are refused; give each its own). Grouped K/V heads: dk
+ * share no byte with each other, q, k, v, out or dout, else MRA_ERROR_BAD_ARGUMENT. Checked as disjoint address
+ * ranges, or rows apart modulo a common stride: dq, dk, dv interleaved in one packed [B, N, H + 2 Hkv, D] buffer
+ * (FlashAttention's packed QKV layout) are accepted. Grouped K/V heads: dk
  * and dv of a K/V head are the sums over the query heads of its group, in head order. `out` is the output and
  * `forward_workspace` the workspace of an mra_forward of the same problem, inputs and masks, left unchanged since
  * (the saved state: it must live, unmodified, until this backward has run on the stream; the forward's

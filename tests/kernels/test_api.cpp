@@ -4,8 +4,10 @@
 //   ctest --test-dir build -L kernels -R api
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -274,4 +276,59 @@ TEST_CASE("api.backward_bad_arguments") {
   bool untouched = true;
   for (uint64_t w : dq) untouched &= w == ~uint64_t(0);
   CHECK(untouched);
+}
+
+TEST_CASE("api.backward_packed_gradients") {
+  // §8: q, k, v packed in one [B, N, H + 2 Hkv, D] buffer (GQA, 2 heads on 1) and dq, dk, dv written with the same
+  // strides into one gradient buffer of that layout, interleaved row by row: accepted (their elements are apart
+  // modulo the row stride), and every gradient equals, bit for bit, that of separate contiguous buffers.
+  constexpr int64_t N = 40, D = 64, H = 2, W = (H + 2) * D;  // elements per packed row
+  mra_problem p = mra::test::mra_problem_of(1, H, N, N, D, MRA_DTYPE_F32, {32, 1}, {1});
+  p.heads_kv = 1;
+  std::mt19937_64 rng(20261130);
+  std::vector<float> packed(size_t(N * W)), dout(size_t(H * N * D));
+  for (auto* x : {&packed, &dout})
+    for (float& e : *x) e = float(int64_t(rng() >> 41) - (int64_t(1) << 22)) * 0x1p-22f;  // 23 random bits in [-1, 1)
+  const auto at = [&](int64_t part) { return packed.data() + part; };  // q at 0, k at H D, v at (H + 1) D
+  size_t fbytes = 0, gbytes = 0;
+  const auto run = [&](const mra_problem& pr, const float* q, const float* k, const float* v, float* dq, float* dk,
+                       float* dv) {
+    REQUIRE(mra_workspace_size(&pr, &fbytes) == MRA_SUCCESS);
+    REQUIRE(mra_backward_workspace_size(&pr, &gbytes) == MRA_SUCCESS);
+    std::vector<float> out(size_t(H * N * D));
+    std::vector<uint64_t> fws(fbytes / 8 + 1), gws(gbytes / 8 + 1);
+    REQUIRE(mra_forward_host(&pr, q, k, v, nullptr, nullptr, out.data(), fws.data(), fbytes) == MRA_SUCCESS);
+    return mra_backward_host(&pr, q, k, v, nullptr, nullptr, out.data(), dout.data(), dq, dk, dv, fws.data(), fbytes,
+                             gws.data(), gbytes);
+  };
+  // Separate contiguous tensors: the expected gradients.
+  std::vector<float> q(size_t(H * N * D)), k(size_t(N * D)), v(size_t(N * D));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < D; ++d) {
+      for (int64_t h = 0; h < H; ++h) q[size_t((h * N + n) * D + d)] = packed[size_t(n * W + h * D + d)];
+      k[size_t(n * D + d)] = packed[size_t(n * W + H * D + d)];
+      v[size_t(n * D + d)] = packed[size_t(n * W + (H + 1) * D + d)];
+    }
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+  REQUIRE(run(p, q.data(), k.data(), v.data(), dq.data(), dk.data(), dv.data()) == MRA_SUCCESS);
+  for (const auto* x : {&dq, &dk, &dv}) CHECK(std::any_of(x->begin(), x->end(), [](float e) { return e != 0.f; }));
+  // Packed: strides [B, H, N, D] = (N W, D, W, 1) for all three (k and v have one head).
+  mra_problem pk = p;
+  for (auto* s : {&pk.strides.q, &pk.strides.k, &pk.strides.v}) (*s)[0] = N * W, (*s)[1] = D, (*s)[2] = W, (*s)[3] = 1;
+  std::vector<float> grads(size_t(N * W), 1.5f);
+  float* g = grads.data();
+  REQUIRE(run(pk, at(0), at(H * D), at((H + 1) * D), g, g + H * D, g + (H + 1) * D) == MRA_SUCCESS);
+  bool same = true;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < D; ++d) {
+      for (int64_t h = 0; h < H; ++h) same &= grads[size_t(n * W + h * D + d)] == dq[size_t((h * N + n) * D + d)];
+      same &= grads[size_t(n * W + H * D + d)] == dk[size_t(n * D + d)];
+      same &= grads[size_t(n * W + (H + 1) * D + d)] == dv[size_t(n * D + d)];
+    }
+  CHECK(same);
+  // dk one head too early: its rows overlap dq's second head, refused before anything is written.
+  std::vector<float> untouched(grads.size(), 1.5f);
+  grads = untouched;
+  CHECK(run(pk, at(0), at(H * D), at((H + 1) * D), g, g + D, g + (H + 1) * D) == MRA_ERROR_BAD_ARGUMENT);
+  CHECK(grads == untouched);
 }
