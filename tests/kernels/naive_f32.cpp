@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/order.h"
+
 namespace mra::test {
 
 using mra::ref::Config;
@@ -91,8 +93,9 @@ struct Coarse {
 
 // The coarse components of finest block row R, level by level (§2.5): candidates of its block row at that level
 // that were not refined.
-std::vector<Coarse> coarse_of_row(const Config& c, const Selection& s, const std::vector<PooledF32>& lv, int64_t b,
-                                  int64_t h, int64_t R, int64_t fin, int64_t D, float scale) {
+std::vector<Coarse> coarse_of_row(const Problem& p, const Config& c, const Selection& s,
+                                  const std::vector<PooledF32>& lv, int64_t b, int64_t h, int64_t R, int64_t fin,
+                                  int64_t D, float scale) {
   std::vector<Coarse> coarse;
   const int64_t steps = int64_t(lv.size());
   for (int64_t l = 0; c.mode == mra::ref::Mode::full && l < steps; ++l) {
@@ -115,6 +118,8 @@ std::vector<Coarse> coarse_of_row(const Config& c, const Selection& s, const std
     for (int64_t col : cols) {
       if (L.k_count[size_t(col)] == 0 || std::binary_search(refined.begin(), refined.end(), r * L.nk + col))
         continue;
+      // Causal attention (§9.3): only a visible pair is a coarse component.
+      if (p.causal && mra::order::causal_place(r, col, L.side, p.nq, p.nk) != mra::order::kVisible) continue;
       coarse.push_back({scale * dot_f32(&L.q_mean[size_t(r * D)], &L.k_mean[size_t(col * D)], D),
                         float(L.k_count[size_t(col)]), &L.v_sum[size_t(col * D)], l, r, col});
     }
@@ -134,16 +139,20 @@ std::vector<int64_t> keys_of_row(const Problem& p, const Selection& s, const Poo
   return keys;
 }
 
-// Row i's two-pass softmax over its terms (exact maximum first): the exact logits into `logit`, the maximum m, the
-// denominator den and out_i = num / den into o[0, D). False, and o untouched, when the row has no term.
-bool row_forward(const float* qi, const std::vector<Coarse>& coarse, const std::vector<int64_t>& keys, const float* k,
-                 const float* v, int64_t D, float scale, float (*round_p)(float), std::vector<float>& logit, float& m,
-                 float& den, float* o) {
+// The last key query i sees: i + nk - nq under causal attention (§9.1), every key otherwise.
+int64_t horizon(const Problem& p, int64_t i) { return p.causal ? i + p.nk - p.nq : p.nk; }
+
+// Row i's two-pass softmax over its terms (exact maximum first), the keys beyond `last` unseen: the exact logits
+// into `logit` (-inf where unseen), the maximum m, the denominator den and out_i = num / den into o[0, D). False,
+// and o untouched, when the row has no term.
+bool row_forward(const float* qi, int64_t last, const std::vector<Coarse>& coarse, const std::vector<int64_t>& keys,
+                 const float* k, const float* v, int64_t D, float scale, float (*round_p)(float),
+                 std::vector<float>& logit, float& m, float& den, float* o) {
   logit.resize(keys.size());
   m = -INFINITY;
   for (const Coarse& t : coarse) m = std::max(m, t.logit);
   for (size_t t = 0; t < keys.size(); ++t) {
-    logit[t] = scale * dot_f32(qi, k + keys[t] * D, D);
+    logit[t] = keys[t] <= last ? scale * dot_f32(qi, k + keys[t] * D, D) : -INFINITY;
     m = std::max(m, logit[t]);
   }
   if (m == -INFINITY) return false;  // nothing to attend to: the row stays 0
@@ -187,12 +196,13 @@ std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const 
       const float* v = p.v + slice * p.nk * D;
       const int64_t rows_fin = (p.nq + fin - 1) / fin;
       for (int64_t R = 0; R < rows_fin; ++R) {
-        const std::vector<Coarse> coarse = coarse_of_row(c, s, lv, b, h, R, fin, D, scale);
+        const std::vector<Coarse> coarse = coarse_of_row(p, c, s, lv, b, h, R, fin, D, scale);
         const std::vector<int64_t> keys = keys_of_row(p, s, lv[size_t(steps - 1)], b, h, R, fin, steps);
         std::vector<float> logit;
         for (int64_t i = R * fin; i < std::min((R + 1) * fin, p.nq); ++i) {
           float m = 0.f, den = 0.f;
-          if (query_real(i)) row_forward(q + i * D, coarse, keys, k, v, D, scale, round_p, logit, m, den, o + i * D);
+          if (query_real(i))
+            row_forward(q + i * D, horizon(p, i), coarse, keys, k, v, D, scale, round_p, logit, m, den, o + i * D);
         }
       }
     }
@@ -244,11 +254,12 @@ GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selecti
       }
       std::vector<float> logit, out(static_cast<size_t>(D));
       for (int64_t R = 0; R < (p.nq + fin - 1) / fin; ++R) {
-        const std::vector<Coarse> coarse = coarse_of_row(c, s, lv, b, h, R, fin, D, scale);
+        const std::vector<Coarse> coarse = coarse_of_row(p, c, s, lv, b, h, R, fin, D, scale);
         const std::vector<int64_t> keys = keys_of_row(p, s, lv[size_t(steps - 1)], b, h, R, fin, steps);
         for (int64_t i = R * fin; i < std::min((R + 1) * fin, p.nq); ++i) {
           float m = 0.f, den = 0.f;
-          if (!query_real(i) || !row_forward(q + i * D, coarse, keys, k, v, D, scale, identity, logit, m, den, out.data()))
+          if (!query_real(i) ||
+              !row_forward(q + i * D, horizon(p, i), coarse, keys, k, v, D, scale, identity, logit, m, den, out.data()))
             continue;
           const float* gi = go + i * D;
           const float delta = dot_f32(gi, out.data(), D);
