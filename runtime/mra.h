@@ -112,7 +112,7 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
 
 /* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
  * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
- * docs/kernels.md, "Backward"). */
+ * docs/kernels.md, "Backward"), and for causal = 1 (no causal backward yet). */
 mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
 
 /* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's
