@@ -1,10 +1,11 @@
 // tests/common/problem.h: the C API's mra_problem (runtime/mra.h) of a test in one expression, so that the
-// tests building problems (tests/errors, tests/kernels/test_api.cpp) fill every field the same way.
+// tests building problems (tests/errors, tests/kernels/test_api.cpp, test_backward_kernels.cpp) fill every field
+// the same way.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
+#include <vector>
 
 #include "mra.h"
 
@@ -14,7 +15,7 @@ namespace mra::test {
 // no priors, the default scale. Sides or budgets beyond MRA_MAX_LEVELS are ignored (a test of the checks
 // sets `levels` itself).
 inline mra_problem mra_problem_of(int64_t batch, int64_t heads, int64_t nq, int64_t nk, int64_t dim, mra_dtype dtype,
-                                  std::initializer_list<int64_t> sides, std::initializer_list<int64_t> budgets) {
+                                  const std::vector<int64_t>& sides, const std::vector<int64_t>& budgets) {
   mra_problem p{};
   p.batch = batch;
   p.heads = heads;

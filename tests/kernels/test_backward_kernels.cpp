@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/problem.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -81,12 +82,8 @@ Case random_case(uint64_t seed, std::vector<int64_t> sides, int64_t dim, int64_t
 }
 
 mra_problem problem_of(const Case& c) {
-  mra_problem p{};
-  p.batch = c.batch, p.heads = c.heads, p.nq = c.nq, p.nk = c.nk, p.dim = c.dim;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = int32_t(c.sides.size());
-  for (size_t l = 0; l < c.sides.size(); ++l) p.resolutions[l] = c.sides[l];
-  for (size_t l = 0; l < c.config.budgets.size(); ++l) p.budgets[l] = c.config.budgets[l];
+  mra_problem p =
+      mra::test::mra_problem_of(c.batch, c.heads, c.nq, c.nk, c.dim, MRA_DTYPE_F32, c.sides, c.config.budgets);
   p.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
   p.prior_first = c.config.prior_first;
   p.prior_diagonal = c.config.prior_diagonal;

@@ -27,6 +27,7 @@
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/problem.h"
 #include "common/strided.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
@@ -175,15 +176,7 @@ struct Report {
 class Runner {
  public:
   Runner(const Config& cfg, Case& c) : cfg_(cfg), c_(c) {
-    problem_.batch = c.batch;
-    problem_.heads = c.heads;
-    problem_.nq = c.nq;
-    problem_.nk = c.nk;
-    problem_.dim = cfg.dim;
-    problem_.dtype = cfg.dtype;
-    problem_.levels = int32_t(cfg.sides.size());
-    for (size_t l = 0; l < cfg.sides.size(); ++l) problem_.resolutions[l] = cfg.sides[l];
-    for (size_t l = 0; l < c.config.budgets.size(); ++l) problem_.budgets[l] = c.config.budgets[l];
+    problem_ = mra::test::mra_problem_of(c.batch, c.heads, c.nq, c.nk, cfg.dim, cfg.dtype, cfg.sides, c.config.budgets);
     problem_.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
     problem_.prior_first = c.config.prior_first;
     problem_.prior_diagonal = c.config.prior_diagonal;
@@ -208,16 +201,8 @@ class Runner {
     qs_ = restride(to_storage(c.q, cfg.dtype), size_t(es), q_extent_, q_strides_);
     ks_ = restride(to_storage(c.k, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
     vs_ = restride(to_storage(c.v, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
-    p_.batch = c.batch;
-    p_.heads = c.heads;
-    p_.nq = c.nq;
-    p_.nk = c.nk;
-    p_.dim = cfg.dim;
-    p_.q = c.q.data();
-    p_.k = c.k.data();
-    p_.v = c.v.data();
-    p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
-    p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    p_ = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, cfg.dim, c.q.data(), c.k.data(), c.v.data(),
+                          c.qmask.empty() ? nullptr : c.qmask.data(), c.kmask.empty() ? nullptr : c.kmask.data());
     p_.heads_kv = c.heads_kv;
     // The plain f32 implementation knows one K/V head per head: it gets the K/V heads copied to their groups.
     k_full_ = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
