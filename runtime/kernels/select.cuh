@@ -43,10 +43,24 @@ static_assert(pass_shift(0) + pass_bits(0) == kRankBits && (1 << pass_bits(0)) =
 // pair is not a candidate: outside the matrix, or a block without real tokens).
 inline constexpr int kGemmThreads = 256, kBandRows = 64, kBandCols = 64, kGemmK = 16, kMicro = 4;
 static_assert(kGemmThreads == (kBandRows / kMicro) * (kBandCols / kMicro));
+static_assert(kBandRows == kLevel1Tile && kBandCols == kLevel1Tile, "layout.h sizes the column ranges in these tiles");
+
+// What one CTA of a level-1 launch sweeps: grid x is bands x lv.split, CTA x = band * split + part, and part
+// `part` of the band takes the key-block columns [c_begin, c_end) (whole tiles but at nk; layout.h). With split 1
+// (long N, policy row) a CTA sweeps its whole band, as the stages before the split did.
+struct Sweep {
+  int32_t row0, part, c_begin, c_end;
+};
+__device__ inline Sweep sweep_of(const Level& lv) {
+  const int32_t part = int32_t(blockIdx.x) % lv.split, band = int32_t(blockIdx.x) / lv.split;
+  const int32_t c_begin = part * lv.split_cols;
+  return Sweep{band * kBandRows, part, c_begin, lv.nk - c_begin < lv.split_cols ? lv.nk : c_begin + lv.split_cols};
+}
 
 template <class Cfg, class Visit>
-__device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit visit) {
+__device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Visit visit) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro;
+  const int32_t row0 = g.row0;
   static_assert(D % kGemmK == 0);
   const Level& lv = p.layout.level[0];
   const int32_t b = int32_t(slice / p.heads);
@@ -63,7 +77,7 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit
     const int32_t r = row0 + ty + W * i;
     row_real[i] = r < lv.nq && qcount[r] > 0.f;
   }
-  for (int32_t c0 = 0; c0 < lv.nk; c0 += kBandCols) {
+  for (int32_t c0 = g.c_begin; c0 < g.c_end; c0 += kBandCols) {
     float acc[kMicro][kMicro] = {};
     MRA_NO_UNROLL  // at D = 32 nvcc unrolled both slabs and spilled (coarse_row_select_kernel, sm_80)
     for (int d0 = 0; d0 < D; d0 += kGemmK) {
@@ -98,6 +112,11 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit
     visit(c0, logit);
   }
 }
+// The whole band (every column): policy row's select.
+template <class Cfg, class Visit>
+__device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit visit) {
+  coarse_sweep<Cfg>(p, slice, Sweep{row0, 0, 0, p.layout.level[0].nk}, visit);
+}
 
 // Calls `f(i, j, r, c, value)` for every candidate of a sweep tile: its rank value from the logit and the
 // row maximum (`rmax[i]` for row ty + 16 i of the band).
@@ -128,16 +147,19 @@ __device__ inline void load_row_max(const Params& p, int64_t slice, int32_t row0
   }
 }
 
-// The maximum logit of each of this thread's band rows (§2.4's score is relative to it), by a sweep of the
-// band; written to the workspace for the later passes. The W threads of one row are W consecutive lanes of one
-// warp, so every lane of a row ends with the same maximum.
+// The maximum logit of each of this thread's band rows (§2.4's score is relative to it) over the columns of
+// sweep g; written to the workspace, for the later passes (`rowmax`, split 1) or for the merge of the ranges
+// (`rowmax_part`, [row, part]). The W threads of one row are W consecutive lanes of one warp, so every lane of a
+// row ends with the same maximum.
 template <class Cfg>
-__device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float (&m)[kMicro]) {
+__device__ void band_row_max(const Params& p, int64_t slice, const Sweep& g, float (&m)[kMicro]) {
   constexpr int W = kBandRows / kMicro;
   const Level& lv = p.layout.level[0];
+  const int32_t row0 = g.row0;
+  float* out = at<float>(p, lv.split > 1 ? lv.rowmax_part : lv.rowmax) + slice * lv.nq * lv.split;
   MRA_UNROLL
   for (int i = 0; i < kMicro; ++i) m[i] = -INFINITY;
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
     MRA_UNROLL
     for (int i = 0; i < kMicro; ++i)
       MRA_UNROLL
@@ -150,8 +172,40 @@ __device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float
       m[i] = x > m[i] ? x : m[i];
     }
     const int32_t r = row0 + int(threadIdx.x) / W + W * i;
-    if (int(threadIdx.x) % W == 0 && r < lv.nq) at<float>(p, lv.rowmax)[slice * lv.nq + r] = m[i];
+    if (int(threadIdx.x) % W == 0 && r < lv.nq) out[int64_t(r) * lv.split + g.part] = m[i];
   }
+}
+template <class Cfg>
+__device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float (&m)[kMicro]) {
+  band_row_max<Cfg>(p, slice, Sweep{row0, 0, 0, p.layout.level[0].nk}, m);
+}
+
+// Split > 1: the row maxima of the ranges (coarse_rowmax_kernel, the launch before), merged in range order with
+// the sweep's own comparison (a maximum: the same value whichever order); part 0 of each band stores them in
+// `rowmax` for the later passes.
+__device__ inline void merge_row_max(const Params& p, int64_t slice, const Sweep& g, float (&m)[kMicro]) {
+  constexpr int W = kBandRows / kMicro;
+  const Level& lv = p.layout.level[0];
+  const float* part = at<float>(p, lv.rowmax_part) + slice * lv.nq * lv.split;
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    const int32_t r = g.row0 + int(threadIdx.x) / W + W * i;
+    m[i] = -INFINITY;
+    if (r >= lv.nq) continue;
+    for (int32_t s = 0; s < lv.split; ++s) {
+      const float x = part[int64_t(r) * lv.split + s];
+      m[i] = x > m[i] ? x : m[i];
+    }
+    if (g.part == 0 && int(threadIdx.x) % W == 0) at<float>(p, lv.rowmax)[slice * lv.nq + r] = m[i];
+  }
+}
+
+// Split > 1 only: the row maxima per column range, before radix pass 0 (which, with split 1, finds them itself).
+// Grid (bands * split, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_rowmax_kernel(Params p) {
+  float m[kMicro];
+  band_row_max<Cfg>(p, p.slice0 + int64_t(blockIdx.y), sweep_of(p.layout.level[0]), m);
 }
 
 // The selection state after the pick of radix pass `pass`: the digit of the budget-th largest rank value, from
@@ -222,9 +276,10 @@ __device__ SelectState pick_state(const Params& p, int64_t slice, int pass) {
 }
 
 // Radix pass `pass`: the histogram of the next digit of the rank values that match the digits found so far
-// (the state after the previous pass's pick, computed here). Pass 0 first finds the row maxima and counts
-// this CTA's share of pool_kernel's non-finite block flags. Counts are integers, so the order of the atomic
-// additions does not matter. Grid (bands, slices); pool_kernel cleared the histograms.
+// (the state after the previous pass's pick, computed here). Pass 0 first finds the row maxima (split 1) or
+// merges those of the column ranges, and counts this CTA's share of pool_kernel's non-finite block flags. Counts
+// are integers, so the order of the atomic additions does not matter: the CTAs of a band's column ranges add
+// into the same histogram. Grid (bands * split, slices); pool_kernel cleared the histograms.
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int pass) {
   const Level& lv = p.layout.level[0];
@@ -232,12 +287,14 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
   const int tid = threadIdx.x;
   const SelectState st = pass == 0 ? SelectState{0, 0, 0, 0} : pick_state<Cfg>(p, slice, pass - 1);
   if (st.done) return;  // uniform over the CTA
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   uint64_t* global = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
   __shared__ uint32_t hist[kHistBins];
   float rmax[kMicro];
   if (pass == 0) {
-    band_row_max<Cfg>(p, slice, row0, rmax);
+    if (lv.split > 1) merge_row_max(p, slice, g, rmax);
+    else band_row_max<Cfg>(p, slice, g, rmax);
     const int32_t blocks = lv.nq + lv.nk, share = (blocks + int32_t(gridDim.x) - 1) / int32_t(gridDim.x);
     const int32_t lo = int32_t(blockIdx.x) * share, hi = lo + share < blocks ? lo + share : blocks;
     const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
@@ -252,7 +309,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
   const int shift = pass_shift(pass), high = shift + pass_bits(pass);
   const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
   __syncthreads();
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t, int32_t, uint64_t v) {
       if ((v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
     });
@@ -348,48 +405,54 @@ __global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Para
 }
 
 // The refined pairs of one band: rank value above the threshold, or equal to it within the tie quota.
-// Pass 1 (`count`, after the last pick): per row, how many are above and how many tie. Grid (bands, slices).
+// Pass 1 (`count`, after the last pick): per row and column range, how many are above and how many tie.
+// Grid (bands * split, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_count_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const SelectState st = pick_state<Cfg>(p, slice, kPasses - 1);
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   __shared__ uint32_t above[kBandRows], ties[kBandRows];
   for (int i = threadIdx.x; i < kBandRows; i += blockDim.x) above[i] = ties[i] = 0;
   float rmax[kMicro];
   load_row_max(p, slice, row0, rmax);
   __syncthreads();
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t r, int32_t, uint64_t v) {
       if (v > st.threshold) atomicAdd(&above[r - row0], 1u);
       else if (v == st.threshold) atomicAdd(&ties[r - row0], 1u);
     });
   });
   __syncthreads();
-  uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * lv.split * 2;
   for (int i = threadIdx.x; i < kBandRows && row0 + i < lv.nq; i += blockDim.x) {
-    rowcount[2 * (row0 + i)] = above[i];
-    rowcount[2 * (row0 + i) + 1] = ties[i];
+    const int64_t seg = int64_t(row0 + i) * lv.split + g.part;
+    rowcount[2 * seg] = above[i];
+    rowcount[2 * seg + 1] = ties[i];
   }
 }
 
-// The CSR row offsets of the band's rows (and, from the last band, rowptr[nq]) and their tie bases (ties in the
-// rows before), from the per-row counts. The tie quota goes to the ties in flat order, so the rows before r took
-// min(ties before r, quota) of them: rowptr[r] = (above before r) + min(tie base, quota). The sums over the rows
-// before the band are integers: per thread, then over the threads in thread order.
+// The output offsets of this CTA's segments (row r of the band, column range g.part) and their tie bases (ties
+// in the segments before), from the per-segment counts; the CSR row offsets of the band's rows (and, from the
+// last band, rowptr[nq]) from part 0. Segments in (row, part) order are in flat order, and the tie quota goes to
+// the ties in flat order, so the segments before one took min(ties before it, quota) of them: its offset is
+// (above before it) + min(tie base, quota). The sums over the rows before the band are integers: per thread, then
+// over the threads in thread order.
 template <class Cfg>
-__device__ void band_offsets(const Params& p, int64_t slice, int32_t row0, const SelectState& st,
+__device__ void band_offsets(const Params& p, int64_t slice, const Sweep& g, const SelectState& st,
                                     int32_t (&band_ptr)[kBandRows], uint64_t (&band_tb)[kBandRows]) {
   const Level& lv = p.layout.level[0];
   const int tid = threadIdx.x;
-  const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  const int32_t row0 = g.row0;
+  const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * lv.split * 2;
   int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
   __shared__ uint64_t part[2][kGemmThreads];
   uint64_t above = 0, ties = 0;
-  for (int32_t r = tid; r < row0; r += blockDim.x) {
-    above += rowcount[2 * r];
-    ties += rowcount[2 * r + 1];
+  for (int64_t seg = tid; seg < int64_t(row0) * lv.split; seg += blockDim.x) {
+    above += rowcount[2 * seg];
+    ties += rowcount[2 * seg + 1];
   }
   part[0][tid] = above;
   part[1][tid] = ties;
@@ -401,31 +464,38 @@ __device__ void band_offsets(const Params& p, int64_t slice, int32_t row0, const
       tb += part[1][t];
     }
     for (int i = 0; i < kBandRows && row0 + i < lv.nq; ++i) {
-      band_tb[i] = tb;
-      band_ptr[i] = int32_t(a + (tb < st.ties ? tb : st.ties));
-      rowptr[row0 + i] = band_ptr[i];
-      a += rowcount[2 * (row0 + i)];
-      tb += rowcount[2 * (row0 + i) + 1];
+      for (int32_t s = 0; s < lv.split; ++s) {
+        const int32_t offset = int32_t(a + (tb < st.ties ? tb : st.ties));
+        if (s == 0 && g.part == 0) rowptr[row0 + i] = offset;
+        if (s == g.part) {
+          band_tb[i] = tb;
+          band_ptr[i] = offset;
+        }
+        const int64_t seg = int64_t(row0 + i) * lv.split + s;
+        a += rowcount[2 * seg];
+        tb += rowcount[2 * seg + 1];
+      }
     }
-    if (row0 + kBandRows >= lv.nq) rowptr[lv.nq] = int32_t(a + (tb < st.ties ? tb : st.ties));
+    if (g.part == 0 && row0 + kBandRows >= lv.nq) rowptr[lv.nq] = int32_t(a + (tb < st.ties ? tb : st.ties));
   }
   __syncthreads();
 }
 
-// Pass 2 (`write`): the CSR offsets of the band's rows, then the columns of the refined pairs, row by row in
-// column order, at their CSR positions. A column tile's verdicts go through shared memory; then warp w writes
-// rows w, w + 8, ... of the band, its lanes covering 32 columns at a time, with ballots for the positions.
-// Grid (bands, slices).
+// Pass 2 (`write`): the CSR offsets of the band's rows, then the columns of the refined pairs in the CTA's column
+// range, row by row in column order, at their CSR positions (each range from its segment's offset). A column
+// tile's verdicts go through shared memory; then warp w writes rows w, w + 8, ... of the band, its lanes covering
+// 32 columns at a time, with ballots for the positions. Grid (bands * split, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   constexpr int W = kBandRows / kMicro, kWarps = kGemmThreads / 32, kRowsPerWarp = kBandRows / kWarps;
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const SelectState st = at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1];
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   __shared__ int32_t band_ptr[kBandRows];
   __shared__ uint64_t band_tb[kBandRows];
-  band_offsets<Cfg>(p, slice, row0, st, band_ptr, band_tb);
+  band_offsets<Cfg>(p, slice, g, st, band_ptr, band_tb);
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
   // The threshold and the tie quota of row r: the slice's (§2.4), or the row's own under policy row (§10).
   const RowPick* picks = at<RowPick>(p, lv.rowpick) + slice * lv.nq;
@@ -436,7 +506,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   uint32_t written[kRowsPerWarp] = {}, seen_ties[kRowsPerWarp] = {};
   float rmax[kMicro];
   load_row_max(p, slice, row0, rmax);
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
     MRA_UNROLL
     for (int i = 0; i < kMicro; ++i)

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/skip.h"
 #include "npy.h"
 #include "npy_bytes.h"
 
@@ -561,6 +562,7 @@ TEST_CASE("bad options: one line naming the option, exit 2, no output") {
 }
 
 TEST_CASE("--backend emulated runs the generated kernels and agrees with the reference") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x1_d32_f32", "mra_fwd_r16x4x1_d32_f32"})) return;
   TempDir dir;
   // D = 32 with scales 16,1 and 16,4,1 are generated configurations; 40 is not a multiple of 16.
   const Problem p = write_problem(dir, {2, 1, 40, 32}, {2, 1, 40, 32});
@@ -837,6 +839,7 @@ std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_
 }  // namespace
 
 TEST_CASE("grouped K/V heads (K and V with fewer heads than Q) and --layout bnhd") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x1_d32_f32"})) return;
   TempDir dir;
   // Q with 4 heads, K and V with 2 (GQA); D = 32 and scales 16,1 have a generated kernel.
   const Problem p = write_problem(dir, {2, 4, 40, 32}, {2, 2, 40, 32});
@@ -920,6 +923,7 @@ TEST_CASE("grouped K/V heads (K and V with fewer heads than Q) and --layout bnhd
 }
 
 TEST_CASE("grad --backend emulated: the backward kernels give the reference's gradients") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x4x1_d32_f32"})) return;
   TempDir dir;
   // D = 32 with scales 16,4,1 is a generated configuration with backward kernels; 40 and 37 are not multiples of 16.
   const Problem p = write_problem(dir, {2, 1, 40, 32}, {2, 1, 37, 32});

@@ -28,6 +28,7 @@
 #include "common/check.h"
 #include "common/inputs.h"
 #include "common/problem.h"
+#include "common/skip.h"
 #include "common/strided.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
@@ -176,12 +177,7 @@ struct Report {
 class Runner {
  public:
   Runner(const Config& cfg, Case& c) : cfg_(cfg), c_(c) {
-    problem_ = mra::test::mra_problem_of(c.batch, c.heads, c.nq, c.nk, cfg.dim, cfg.dtype, cfg.sides, c.config.budgets);
-    problem_.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
-    problem_.prior_first = c.config.prior_first;
-    problem_.prior_diagonal = c.config.prior_diagonal;
-    problem_.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
-    problem_.heads_kv = c.heads_kv;
+    problem_ = mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, cfg.dim, cfg.dtype, 0.0, c.heads_kv);
     const int64_t hkv = c.heads_kv ? c.heads_kv : c.heads, es = int64_t(elem_size(cfg.dtype));
     q_extent_ = {c.batch, c.heads, c.nq, cfg.dim};
     kv_extent_ = {c.batch, hkv, c.nk, cfg.dim};
@@ -815,24 +811,38 @@ uint64_t seed_of(const std::string& name) {
   return seed;
 }
 
+// Structured inputs (tools/synthetic: local windows and global tokens) of B x H slices; masks, priors and
+// budgets are the caller's.
+Case structured_case(const Config& cfg, const char* what, int64_t batch, int64_t heads, int64_t nq, int64_t nk,
+                     uint64_t seed) {
+  Case c;
+  c.what = what;
+  c.batch = batch;
+  c.heads = heads;
+  c.nq = nq;
+  c.nk = nk;
+  auto st = mra::synthetic::structured(batch, heads, nq, nk, cfg.dim, seed);
+  c.q = std::move(st.q);
+  c.k = std::move(st.k);
+  c.v = std::move(st.v);
+  return c;
+}
+
 // §8: structured inputs with `heads_kv` K/V heads (the first heads_kv heads of a structured draw, so every group
 // sees structure) and 4 query heads, stored as `storage`; masks and priors as the structured case.
 Case grouped_case(const Config& cfg, Rng& rng, int64_t heads_kv, Storage storage, int64_t nq, int64_t nk,
                   int64_t blocks_per_row) {
-  Case c;
-  c.batch = 2;
-  c.heads = 4;
+  Case c = structured_case(cfg, "grouped", 2, 4, nq, nk, rng.seed() + 7);
   c.heads_kv = heads_kv;
   c.storage = storage;
-  c.nq = nq;
-  c.nk = nk;
-  auto st = mra::synthetic::structured(2, 4, nq, nk, cfg.dim, rng.seed() + 7);
-  c.q = st.q;
+  std::vector<float> k, v;
   for (int64_t b = 0; b < 2; ++b) {
     const auto first = size_t(b * 4 * nk * cfg.dim), count = size_t(heads_kv * nk * cfg.dim);
-    c.k.insert(c.k.end(), st.k.begin() + first, st.k.begin() + first + count);
-    c.v.insert(c.v.end(), st.v.begin() + first, st.v.begin() + first + count);
+    k.insert(k.end(), c.k.begin() + first, c.k.begin() + first + count);
+    v.insert(v.end(), c.v.begin() + first, c.v.begin() + first + count);
   }
+  c.k = std::move(k);
+  c.v = std::move(v);
   c.qmask = mra::test::padding_mask(2, nq, {0, 5});
   c.kmask = mra::test::random_mask(rng, 2, nk, 0.9);
   c.config = mra_config(cfg, nq, nk, blocks_per_row, ref::Mode::full, 1, 3);
@@ -855,15 +865,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("structured cross-attention, masks, priors, empty rows") {
-    Case c;
-    c.what = "structured";
-    c.batch = 2;
-    c.nq = 3 * s1 + 7;
-    c.nk = 4 * s1 + 1;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 1);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "structured", 2, 1, 3 * s1 + 7, 4 * s1 + 1, rng.seed() + 1);
     // Batch 0: padded queries covering the whole last block and a few keys; batch 1: no real key at all.
     c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 5, 0});
     c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.8);
@@ -872,14 +874,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("sparse mode") {
-    Case c;
-    c.what = "sparse";
-    c.nq = 3 * s1 + 1;
-    c.nk = 3 * s1 + 1;
-    auto st = mra::synthetic::structured(1, 1, c.nq, c.nk, cfg.dim, rng.seed() + 2);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "sparse", 1, 1, 3 * s1 + 1, 3 * s1 + 1, rng.seed() + 2);
     c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse);
     check_case(cfg, c);
   }
@@ -896,15 +891,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("policy row: structured cross-attention, masks, priors, a budget per block row") {
-    Case c;
-    c.what = "row policy";
-    c.batch = 2;
-    c.nq = 3 * s1 + 7;
-    c.nk = 5 * s1 + 1;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 3);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "row policy", 2, 1, 3 * s1 + 7, 5 * s1 + 1, rng.seed() + 3);
     c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 5, 0});
     c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.8);
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
@@ -976,18 +963,11 @@ void production_cases(const Config& cfg) {
   Rng rng(seed_of(std::string(cfg.name) + " production"));
   INFO("seed ", rng.seed());
   Case c;
-  c.production = true;
   SUBCASE("long keys") {
     // Structured cross-attention, partial blocks, padded queries, random and whole-block key padding, both
     // priors: block row 0 (a global row) takes most of the budget, rows 1-2 fold ~300 coarse candidates.
-    c.what = "production: long keys, masks, priors, a heavy row";
-    c.batch = 2;
-    c.nq = 2 * s1 + 5;
-    c.nk = 300 * s1 - 37;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, D, rng.seed() + 1);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(cfg, "production: long keys, masks, priors, a heavy row", 2, 1, 2 * s1 + 5, 300 * s1 - 37,
+                        rng.seed() + 1);
     c.qmask = mra::test::padding_mask(2, c.nq, {7, 0});
     const std::vector<uint8_t> random = mra::test::random_mask(rng, 2, c.nq, 0.9);
     std::copy(random.begin() + c.nq, random.end(), c.qmask.begin() + c.nq);
@@ -1034,17 +1014,12 @@ void production_cases(const Config& cfg) {
   SUBCASE("policy row") {
     // Policy row at scale (§10): the long-keys shape with 70 blocks per block row at every level, so each row
     // ranks ~300 coarse candidates on its own and keeps exactly 70 (the globally best rows get no more).
-    c.what = "production: policy row, 70 blocks per row";
-    c.heads = 2;
-    c.nq = 3 * s1 + 5;
-    c.nk = 300 * s1 - 37;
-    auto st = mra::synthetic::structured(1, 2, c.nq, c.nk, D, rng.seed() + 4);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(cfg, "production: policy row, 70 blocks per row", 1, 2, 3 * s1 + 5, 300 * s1 - 37,
+                        rng.seed() + 4);
     c.kmask = mra::test::random_mask(rng, 1, c.nk, 0.95);
     c.config = mra_config(cfg, c.nq, c.nk, 70, ref::Mode::full, 0, 3, true);
   }
+  c.production = true;
   check_case(cfg, c);
 }
 
@@ -1068,7 +1043,7 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
   std::string why;
   const std::optional<Config> cfg = built(name);
   if (!cfg || !mra::test::available(&why)) {
-    MESSAGE(name, " not built or no backend (", why, "): long-context case skipped");
+    MESSAGE(std::string(name), " not built or no backend (", why, "): long-context case skipped");
     return;
   }
   Rng rng(0x6c6f6e67u + uint64_t(n));
@@ -1076,11 +1051,7 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
   Case c;
   c.nq = c.nk = n;
   if (kind == 0) {
-    c.what = "long structured";
-    auto st = mra::synthetic::structured(1, 1, n, n, cfg->dim, rng.seed());
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(*cfg, "long structured", 1, 1, n, n, rng.seed());
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::full, 2, 3);
   } else if (kind == 1) {
     c.what = "long ties";
@@ -1141,7 +1112,7 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
     std::string why;
     const std::optional<Config> cfg = built(name);
     if (!cfg || !mra::test::available(&why)) {
-      MESSAGE(name, " not built or no backend (", why, "): GQA production case skipped");
+      MESSAGE(std::string(name), " not built or no backend (", why, "): GQA production case skipped");
       continue;
     }
     Rng rng(seed_of(std::string(name) + " gqa production"));
@@ -1154,7 +1125,10 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
   }
 }
 
-TEST_CASE("long context: N = 65536 end to end") { run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0); }
+TEST_CASE("long context: N = 65536 end to end") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d32_f32"})) return;
+  run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0);
+}
 
 // One million tokens (R = (32, 1), B = H = 1, D = 64, 4 blocks per row): the kernels accept it, the workspace is
 // O(N D / s_1 + budgets + histogram) and every index the kernels form fits its type.
