@@ -343,3 +343,87 @@ TEST_CASE("errors: inputs that never end") {
   }
 #endif
 }
+
+// ------------------------------------------------------------------------------------------------ beyond the issue
+// Found by further hostile use after the nine failures above; each case failed on commit b86fe35.
+TEST_CASE("errors: an output that names an input, and odd arguments") {
+  Inputs dir;
+  const std::string q_before = read_file(dir.file("q.npy"));
+  SUBCASE("an output that is one of the inputs is refused, the input kept") {
+    check_refused(dir, with_inputs("attend", {"-o", "q.npy"}),
+                  "-o: 'q.npy' is the file --q reads ('q.npy'): the output would replace an input; write it elsewhere");
+    check_refused(dir, with_inputs("exact", {"-o", "./v.npy"}),
+                  "-o: './v.npy' is the file --v reads ('v.npy'): the output would replace an input; write it "
+                  "elsewhere");
+    std::filesystem::create_symlink("k.npy", dir.file("alias.npy"));
+    check_refused(dir, with_inputs("select", {"-o", "alias.npy"}),
+                  "-o: 'alias.npy' is the file --k reads ('k.npy'): the output would replace an input; write it "
+                  "elsewhere");
+    check_refused(dir, with_inputs("grad", {"--dout", "v.npy", "--dq", "a.npy", "--dk", "q.npy", "--dv", "c.npy"}),
+                  "--dk: 'q.npy' is the file --q reads ('q.npy'): the output would replace an input; write it "
+                  "elsewhere");
+    // An archive would lose its other arrays: writing array 'out' into the .npz that holds q is refused too.
+    REQUIRE(mra_ref(dir, with_inputs("exact", {"-o", "in.npz:q"})).status == 0);
+    const std::string archive = read_file(dir.file("in.npz"));
+    check_refused(dir, with_inputs("attend", {"-o", "in.npz:out"}, "in.npz"),
+                  "-o: 'in.npz:out' is the file --q reads ('in.npz'): the output would replace an input; write it "
+                  "elsewhere");
+    CHECK(read_file(dir.file("in.npz")) == archive);
+    CHECK(read_file(dir.file("q.npy")) == q_before);
+  }
+  SUBCASE("a read-only file is not replaced") {
+    // Root may write anything: it runs the check as nobody (the folder open to all, so that only the file's
+    // own permission stops the write).
+    std::string as_user;
+    if (::geteuid() == 0) {
+      if (std::system("command -v setpriv >/dev/null") != 0) return;
+      as_user = "setpriv --reuid 65534 --regid 65534 --clear-groups ";
+      ::chmod(dir.file("").c_str(), 0777);
+    }
+    write_file(dir.file("locked.npy"), "an earlier result");
+    ::chmod(dir.file("locked.npy").c_str(), 0444);
+    check_refused(dir, with_inputs("exact", {"-o", "locked.npy"}),
+                  "locked.npy: cannot write: Permission denied (a read-only file is not replaced)", as_user);
+    CHECK(read_file(dir.file("locked.npy")) == "an earlier result");
+  }
+  SUBCASE("empty values, '--', '-' for standard input, extra arguments") {
+    check_refused(dir, {"attend", "--q=", "--k", "k.npy", "--v", "v.npy", "-o", "o.npy"}, "--q: empty value");
+    check_refused(dir, with_inputs("attend", {"-o", ""}), "-o: empty value");
+    check_refused(dir, {"compare", "", "q.npy"}, "'': cannot open: No such file or directory");
+    check_refused(dir, with_inputs("attend", {"--", "-o", "o.npy"}), "-o: unexpected argument");
+    check_refused(dir, {"--version", "extra"}, "extra: unexpected argument");
+    check_refused(dir, with_inputs("select", {"--backend", "emulated"}),
+                  "--backend: is not an option of select, which prints the reference's selection (the kernels "
+                  "select the same blocks)");
+    // After '--' a name starting with '-' is a file.
+    write_file(dir.file("-q.npy"), q_before);
+    const Result dashed = mra_ref(dir, {"compare", "--atol", "0", "--", "-q.npy", "q.npy"});
+    CHECK(dashed.status == 0);
+    CHECK(dashed.out.find("PASS") != std::string::npos);
+    // '-' is standard input, for one option.
+    const Result piped = mra_ref(dir, with_inputs("exact", {"-o", "o.npy"}, "-"), "", "<q.npy ");
+    CHECK(piped.status == 0);
+    CHECK(read_f32(dir.file("o.npy")).size() == size_t(kN * kD));
+    check_refused(dir, with_inputs("exact", {"-o", "p.npy"}, "-", "-"),
+                  "-: standard input is already read by another option", "<q.npy ");
+  }
+  SUBCASE("another name of stdout is stdout") {
+    // Into a pipe: the array alone, the summary line on stderr (not appended to the array).
+    const std::string run = "cd " + quote(dir.file("")) + " && " + quote(binary()) +
+                            " exact --q q.npy --k k.npy --v v.npy -o /dev/stdout";
+    REQUIRE(std::system((run + " 2>err.txt | cat >piped.npy").c_str()) == 0);
+    CHECK(is_output_of_shape(read_file(dir.file("piped.npy")), size_t(kN * kD)));
+    CHECK(read_file(dir.file("err.txt")) == "wrote /dev/stdout [64, 32]: exact attention\n");
+    // Appended to a file (>>): the earlier contents stay, the array follows them.
+    write_file(dir.file("log.bin"), "earlier");
+    REQUIRE(std::system((run + " 2>err.txt >>log.bin").c_str()) == 0);
+    const std::string log = read_file(dir.file("log.bin"));
+    CHECK(log.rfind("earlier", 0) == 0);
+    CHECK(is_output_of_shape(log.substr(std::min(log.size(), size_t(7))), size_t(kN * kD)));
+  }
+  SUBCASE("the summary line stays one line whatever the output's name") {
+    const Result r = mra_ref(dir, with_inputs("exact", {"-o", "a\nb.npy"}));
+    CHECK(r.status == 0);
+    CHECK(r.out == "wrote a\\x0ab.npy [64, 32]: exact attention\n");
+  }
+}

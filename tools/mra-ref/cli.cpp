@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
 #include <cmath>
 
 #include "npy.h"
@@ -27,6 +28,11 @@ Options::Options(const std::vector<std::string>& args, const std::vector<std::st
   };
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (a == "--") {
+      // The end of the options: what follows is positional even when it starts with '-' (compare -a.npy b.npy).
+      positional_.insert(positional_.end(), args.begin() + std::ptrdiff_t(i) + 1, args.end());
+      break;
+    }
     if (a == "--help" || a == "-h") {
       help_ = true;
     } else if (a.size() > 1 && a[0] == '-') {
@@ -46,6 +52,8 @@ Options::Options(const std::vector<std::string>& args, const std::vector<std::st
         if (looks_like_option(value))
           throw Failure(a, "missing value (the next argument, '" + value + "', is an option)");
       }
+      // An empty value names no file and no number; `--q=` or `-o ''` is a slip, reported as such.
+      if (value.empty()) throw Failure(flag, "empty value");
       if (!values_.emplace(flag, value).second) throw Failure(flag, "given more than once");
     } else {
       positional_.push_back(a);

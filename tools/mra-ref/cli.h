@@ -29,9 +29,9 @@ class Failure : public std::runtime_error {
 };
 
 // The arguments of one subcommand: `--name value` or `--name=value` options (each at most once), switches
-// (`--quiet`), positional arguments and --help. Any other argument starting with '-' is an error, and so is
-// an option whose value is missing or looks like another option (`-o --q`), so that the error names the
-// option that lost its value.
+// (`--quiet`), positional arguments and --help; `--` ends the options (what follows is positional). Any other
+// argument starting with '-' is an error, and so is an option whose value is missing, empty or looks like
+// another option (`-o --q`), so that the error names the option that lost its value.
 class Options {
  public:
   Options(const std::vector<std::string>& args, const std::vector<std::string>& value_flags,

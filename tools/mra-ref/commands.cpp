@@ -202,6 +202,7 @@ int run_attend(const Options& options, const std::string&) {
   if (backend != "reference" && backend != "emulated")
     throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
   Destination destination(out_path);
+  refuse_output_over_inputs(options, "-o", out_path);
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Problem p = in.problem();
@@ -225,7 +226,7 @@ int run_attend(const Options& options, const std::string&) {
       }
   }
   destination.write_f32(in.q_shape, in.file_order(out, in.heads, in.nq));
-  checked_print(destination.report(), "wrote " + out_path + " " + shape_string(in.q_shape) + ": scales " +
+  checked_print(destination.report(), "wrote " + printable(out_path) + " " + shape_string(in.q_shape) + ": scales " +
                                           join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
                                           (config.policy == ref::Policy::row ? ", policy row" : "") +
@@ -244,6 +245,7 @@ int run_grad(const Options& options, const std::string&) {
   for (const auto& [flag, name] : flags) {
     paths.push_back(options.require(flag));
     destinations.push_back(std::make_unique<Destination>(paths.back(), name));
+    refuse_output_over_inputs(options, flag, paths.back());
     for (size_t t = 0; t + 1 < destinations.size(); ++t)
       if (destinations[t]->file() == destinations.back()->file())
         throw Failure(flag, "names the same file as " + flags[t].first + " ('" + paths.back() + "')");
@@ -296,8 +298,8 @@ int run_grad(const Options& options, const std::string&) {
   destinations[1]->write_f32(in.k_shape, in.file_order(dk, in.heads_kv, in.nk));
   destinations[2]->write_f32(in.k_shape, in.file_order(dv, in.heads_kv, in.nk));
   checked_print(destinations[0]->report(),
-                "wrote " + paths[0] + " " + shape_string(in.q_shape) + ", " + paths[1] + " and " + paths[2] + " " +
-                    shape_string(in.k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
+                "wrote " + printable(paths[0]) + " " + shape_string(in.q_shape) + ", " + printable(paths[1]) +
+                    " and " + printable(paths[2]) + " " + shape_string(in.k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
                     join(config.scales, ",") + ", budgets " + join(config.budgets, ",") + ", mode " +
                     (config.mode == ref::Mode::full ? "full" : "sparse") + ", backend " + backend + "\n");
   return 0;
@@ -306,6 +308,7 @@ int run_grad(const Options& options, const std::string&) {
 int run_exact(const Options& options, const std::string&) {
   no_positional(options);
   Destination destination(options.require("-o"));
+  refuse_output_over_inputs(options, "-o", options.require("-o"));
   const Inputs in = load_inputs(options);
   const ref::Problem p = in.problem();
   std::vector<float> out(in.q.size());
@@ -323,13 +326,17 @@ int run_exact(const Options& options, const std::string&) {
       }
   destination.write_f32(in.q_shape, in.file_order(out, in.heads, in.nq));
   checked_print(destination.report(),
-                "wrote " + options.require("-o") + " " + shape_string(in.q_shape) + ": exact attention\n");
+                "wrote " + printable(options.require("-o")) + " " + shape_string(in.q_shape) + ": exact attention\n");
   return 0;
 }
 
 int run_select(const Options& options, const std::string&) {
   no_positional(options);
+  if (options.has("--backend"))
+    throw Failure("--backend", "is not an option of select, which prints the reference's selection (the kernels "
+                               "select the same blocks)");
   Destination destination(options.get("-o").value_or("-"));
+  refuse_output_over_inputs(options, "-o", options.get("-o").value_or("-"));
   const Inputs in = load_inputs(options);
   const ref::Config config = load_config(options, in.nq, in.nk);
   const ref::Selection s = ref::select(in.problem(), config);

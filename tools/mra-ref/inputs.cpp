@@ -10,6 +10,9 @@
 #include <stdexcept>
 #include <utility>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "files.h"
 #include "npy.h"
 
@@ -170,12 +173,33 @@ void check_range(const Inputs& in, const std::string& q_path, const std::string&
 }  // namespace
 
 npy::Array load_array(const std::string& spec_text, const std::string& default_name, std::string* subject) {
-  const files::Spec spec = files::parse_spec(spec_text, default_name);
-  const std::string named = spec.container && !spec.name.empty() ? spec.path + ":" + spec.name : spec.text;
+  // "-" is standard input (a .npy stream, or a redirected file), which one option can read.
+  static bool stdin_taken = false;
+  if (spec_text == "-" && std::exchange(stdin_taken, true))
+    throw Failure("-", "standard input is already read by another option");
+  const files::Spec spec = files::parse_spec(spec_text == "-" ? "/dev/stdin" : spec_text, default_name);
+  const std::string named = spec_text == "-"                            ? "stdin"
+                            : spec.container && !spec.name.empty() ? spec.path + ":" + spec.name
+                                                                       : spec.text;
   if (subject) *subject = named;
   npy::Parsed parsed = files::load(spec);
   if (!parsed.ok()) throw Failure(named, parsed.error);
   return std::move(parsed.array);
+}
+
+void refuse_output_over_inputs(const Options& options, const std::string& flag, const std::string& out) {
+  struct stat target {};
+  if (out == "-" || ::stat(files::parse_spec(out, "out").path.c_str(), &target) != 0 || !S_ISREG(target.st_mode))
+    return;
+  for (const char* input : {"--q", "--k", "--v", "--mask", "--key-mask", "--query-mask", "--inputs", "--dout"}) {
+    const auto given = options.get(input);
+    struct stat st {};
+    const bool found = given && (*given == "-" ? ::fstat(STDIN_FILENO, &st)
+                                               : ::stat(files::parse_spec(*given, "").path.c_str(), &st)) == 0;
+    if (found && st.st_dev == target.st_dev && st.st_ino == target.st_ino)
+      throw Failure(flag, "'" + out + "' is the file " + input + " reads ('" + *given +
+                              "'): the output would replace an input; write it elsewhere");
+  }
 }
 
 ref::Problem Inputs::problem() const {

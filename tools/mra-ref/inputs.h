@@ -41,6 +41,11 @@ npy::Array load_array(const std::string& spec, const std::string& default_name, 
 // intermediates could overflow (docs/errors.md, "Values").
 Inputs load_inputs(const Options& options);
 
+// Refuses an output (`flag` OUT, files.h) that is one of the input files (--q, --k, --v, the masks, --inputs,
+// --dout) through any name or link: the run would replace what it read, an archive's other arrays included.
+// Devices and FIFOs are not files that can be lost, and a new name is no input.
+void refuse_output_over_inputs(const Options& options, const std::string& flag, const std::string& out);
+
 // --dout: the upstream gradient of `grad`, a float file shaped like Q, every value finite as a float32.
 std::vector<float> load_upstream(const Options& options, const Inputs& in);
 

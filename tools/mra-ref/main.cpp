@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <string>
 #include <string_view>
@@ -31,7 +32,8 @@ constexpr std::string_view kInputs =
     "                                  fewer heads than Q are grouped K/V heads (GQA; MQA with one): their\n"
     "                                  count must divide Q's, and query head h uses K/V head h / (H / Hkv)\n"
     "                                  (docs/semantics.md §8). Every value must be finite, and small enough\n"
-    "                                  that float32 logits and sums cannot overflow (docs/errors.md).\n"
+    "                                  that float32 logits and sums cannot overflow (docs/errors.md). A file\n"
+    "                                  named - is standard input (one option's).\n"
     "  --layout bhnd|bnhd              the order of the files' dimensions: bhnd [B, H, N, D] (default) or\n"
     "                                  bnhd [B, N, H, D] (FlashAttention's; [N, H, D] without B), for every\n"
     "                                  input and output (dout, dq, dk, dv too).\n"
@@ -76,7 +78,8 @@ constexpr std::string_view kOutput =
     "  -o OUT                          a file (written to a temporary and renamed, keeping an existing file's\n"
     "                                  permissions), a device or FIFO (written through, e.g. /dev/null), or -\n"
     "                                  for stdout (the summary line then goes to stderr). Checked before any\n"
-    "                                  work. Options also take --name=value.\n"
+    "                                  work; an input file or a read-only file is refused. Options also take\n"
+    "                                  --name=value; -- ends the options.\n"
     "  --quiet                         no progress line (shown on stderr only when it is a terminal).\n";
 
 struct Command {
@@ -138,7 +141,7 @@ const std::vector<Command>& commands() {
        "blocks as sorted flat indices r * nk_blocks + c. Takes the inputs and MRA options of attend (not\n"
        "--backend).\n" +
            std::string(kInputs) + std::string(kMra),
-       with(kMraFlags, {"-o"}), {"--causal"}, mra::cli::run_select},
+       with(kMraFlags, {"-o", "--backend"}), {"--causal"}, mra::cli::run_select},
       {"compare", "error between two arrays (.npy, .npz, safetensors)",
        "usage: mra-ref compare A.npy B.npy [--atol A] [--rtol R] [--per-head]\n"
        "Prints the relative Frobenius error ||A-B||/||B|| and the largest absolute error with its index\n"
@@ -186,7 +189,8 @@ void print_top_help(std::FILE* to) {
 }
 
 int fail(const std::string& subject, const std::string& problem) {
-  std::fprintf(stderr, "mra-ref: %s: %s\n", mra::cli::printable(subject).c_str(),
+  // An empty argument (`compare '' b.npy`) is shown as '' rather than as nothing.
+  std::fprintf(stderr, "mra-ref: %s: %s\n", subject.empty() ? "''" : mra::cli::printable(subject).c_str(),
                mra::cli::printable(problem).c_str());
   return 2;
 }
@@ -211,6 +215,7 @@ int run(const std::vector<std::string>& args, const char* program) {
     return 0;
   }
   if (args[0] == "--version") {
+    if (args.size() > 1) return fail(args[1], "unexpected argument");
     std::printf("mra-ref %s\n", MRA_VERSION);
     return 0;
   }
@@ -233,6 +238,9 @@ int run(const std::vector<std::string>& args, const char* program) {
     return fail(args[0], e.what());
   } catch (const std::bad_alloc&) {
     return fail(args[0], "out of memory");
+  } catch (const std::exception& e) {
+    // Nothing should get here; if something does, it is still one line and exit 2, not an abort.
+    return fail(args[0], e.what());
   }
 }
 

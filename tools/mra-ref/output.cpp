@@ -78,10 +78,21 @@ Output::Output(const std::string& path) {
     error_ = "an empty output path";
     return;
   }
-  // A symbolic link is followed: the temporary goes next to the file it names, which the rename replaces.
+  // /dev/stdout, /proc/self/fd/1 or any other name of this process's stdout (a pipe, a socket or a file; a
+  // device such as /dev/null is written through below) is stdout: the summary line then goes to stderr
+  // instead of into the same pipe, and a file stdout appends to (>>) is written at its position, not replaced.
+  struct stat st {}, out {};
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  if (exists && !S_ISCHR(st.st_mode) && ::fstat(STDOUT_FILENO, &out) == 0 && out.st_dev == st.st_dev &&
+      out.st_ino == st.st_ino) {
+    stdout_ = true;
+    return;
+  }
+  // A symbolic link to a file is followed: the temporary goes next to the file it names, which the rename
+  // replaces. A link to anything else is written through as it stands (/proc/self/fd/N of a pipe names no path).
   target_ = path;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+  struct stat link {};
+  if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode) && !(exists && !S_ISREG(st.st_mode))) {
     char* resolved = ::realpath(path.c_str(), nullptr);
     if (resolved == nullptr) {
       error_ = std::string(errno == ENOENT ? "a symbolic link to a missing file" : "a symbolic link that cannot be "
@@ -92,7 +103,6 @@ Output::Output(const std::string& path) {
     target_ = resolved;
     std::free(resolved);
   }
-  const bool exists = ::stat(target_.c_str(), &st) == 0;
   if (exists && S_ISDIR(st.st_mode)) {
     error_ = "is a folder, not a file";
     return;
@@ -103,6 +113,11 @@ Output::Output(const std::string& path) {
   }
   if (exists && S_ISSOCK(st.st_mode)) {
     error_ = "is a socket, not a file";
+    return;
+  }
+  // A write-protected file is not replaced, as `cp` and `>` would not (the rename alone would let it be).
+  if (exists && S_ISREG(st.st_mode) && ::access(target_.c_str(), W_OK) != 0) {
+    error_ = "cannot write: " + errno_text() + " (a read-only file is not replaced)";
     return;
   }
   if (exists && !S_ISREG(st.st_mode)) {

@@ -1,12 +1,14 @@
 // tools/mra-ref/output.h: where a command's output goes (part of mra::npy). The output is opened before any
 // work, so that a bad path fails in a second rather than after the computation, and written in one piece at
 // the end:
-//   "-"                            standard output;
+//   "-"                            standard output (and so is any other name of this process's stdout:
+//                                  /dev/stdout, /proc/self/fd/1);
 //   an existing character device or FIFO (or a symbolic link to one): written through, the node is kept
 //   (a block device, a disk, and a socket are refused);
 //   anything else (a regular file, a new name, a symbolic link to either): a temporary file in the target's
 //   folder, renamed over the target when complete. An existing file keeps its rwx permission bits (not its
 //   owner or hard links, as after any rename); a symbolic link keeps pointing at the same, now replaced, file.
+//   A file the user may not write (access(2)) is refused, not replaced.
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT remove the temporary before the process ends. Tested by tests/cli and
 // tests/errors (ctest -L cli).
 #pragma once

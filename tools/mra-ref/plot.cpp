@@ -282,6 +282,7 @@ int run_plot(const Options& options, const std::string&) {
   const std::string out_path = options.require("-o");
   npy::Output out(out_path);  // opened before any work, so that a bad path fails at once
   if (!out.error().empty()) throw Failure(out_path, out.error());
+  refuse_output_over_inputs(options, "-o", out_path);
   std::FILE* report = out.to_stdout() ? stderr : stdout;  // the summary goes where the picture does not
   const auto write = [&](const std::string& svg) {
     const std::string error = out.commit(svg);
@@ -316,7 +317,7 @@ int run_plot(const Options& options, const std::string&) {
                               join(c.scales, ",") + ", budgets " + join(c.budgets, ",") + ", " + mode_name(c.mode) +
                               "; " + fraction + " of the entries exact";
     write(selection_svg(p, c, s, b, h, title));
-    std::fprintf(report, "wrote %s: %s\n", out_path.c_str(), title.c_str());
+    std::fprintf(report, "wrote %s: %s\n", printable(out_path).c_str(), title.c_str());
     return 0;
   }
 
@@ -352,7 +353,7 @@ int run_plot(const Options& options, const std::string&) {
   const std::string title = "MRA error against budget: B " + std::to_string(in.batch) + ", H " + std::to_string(in.heads) +
                             ", Nq " + std::to_string(in.nq) + ", Nk " + std::to_string(in.nk) + ", D " + std::to_string(in.dim);
   write(error_svg(points, title));
-  std::fprintf(report, "wrote %s\n", out_path.c_str());
+  std::fprintf(report, "wrote %s\n", printable(out_path).c_str());
   return 0;
 }
 
