@@ -23,6 +23,8 @@
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/problem.h"
+#include "common/skip.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -80,21 +82,6 @@ Case random_case(uint64_t seed, std::vector<int64_t> sides, int64_t dim, int64_t
   return c;
 }
 
-mra_problem problem_of(const Case& c) {
-  mra_problem p{};
-  p.batch = c.batch, p.heads = c.heads, p.nq = c.nq, p.nk = c.nk, p.dim = c.dim;
-  p.dtype = MRA_DTYPE_F32;
-  p.levels = int32_t(c.sides.size());
-  for (size_t l = 0; l < c.sides.size(); ++l) p.resolutions[l] = c.sides[l];
-  for (size_t l = 0; l < c.config.budgets.size(); ++l) p.budgets[l] = c.config.budgets[l];
-  p.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
-  p.prior_first = c.config.prior_first;
-  p.prior_diagonal = c.config.prior_diagonal;
-  p.scale = c.scale;
-  p.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
-  return p;
-}
-
 // The kernels' refined pairs of every level, from the forward's workspace, as a reference selection.
 ref::Selection kernel_selection(const Case& c, const mra::kern::Layout& L, Buffer& ws) {
   ref::Selection s{c.batch, c.heads, L.steps, std::vector<std::vector<int64_t>>(size_t(c.batch * c.heads * L.steps))};
@@ -120,7 +107,8 @@ struct Grads {
 // Forward, then backward, on the test's backend; the reference backward on the kernels' selection (unless
 // `reference` is false).
 Grads run_backward(Case& c, bool reference = true) {
-  const mra_problem p = problem_of(c);
+  const mra_problem p =
+      mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, c.dim, MRA_DTYPE_F32, c.scale);
   mra::kern::Layout L;
   REQUIRE(mra::kern::make_layout(p, &L) == MRA_SUCCESS);
   size_t fbytes = 0, gbytes = 0;
@@ -175,6 +163,7 @@ Grads check_case(Case& c) {
 }  // namespace
 
 TEST_CASE("backward.r32x1_d64_f32 small") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
   // Partial blocks (70, 45: not multiples of 32), cross-attention, masks, both modes, priors.
   int seed = 1;
   for (ref::Mode mode : {ref::Mode::full, ref::Mode::sparse})
@@ -185,6 +174,7 @@ TEST_CASE("backward.r32x1_d64_f32 small") {
 }
 
 TEST_CASE("backward.r16x4x1_d32_f32 small") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x4x1_d32_f32"})) return;
   // Three levels: coarse terms at levels 1 and 2.
   int seed = 100;
   for (ref::Mode mode : {ref::Mode::full, ref::Mode::sparse})
@@ -195,6 +185,7 @@ TEST_CASE("backward.r16x4x1_d32_f32 small") {
 }
 
 TEST_CASE("backward.policy row") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32", "mra_fwd_r16x4x1_d32_f32"})) return;
   // §10: every block row refines its own budget; the backward reads the forward's per-row CSR selection like the
   // global one's, so the gradients must match the reference on that selection at 2 and 3 levels, both modes.
   int seed = 200;
@@ -217,6 +208,7 @@ TEST_CASE("backward.policy row") {
 }
 
 TEST_CASE("backward.r32x1_d64_f32 production") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
   // Structured inputs (locality, global tokens) at N = 1024 with 4 blocks per row, as mra-base-512-4 uses.
   const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1024, 64, 7);
   Rng rng(8);
@@ -231,6 +223,7 @@ TEST_CASE("backward.r32x1_d64_f32 production") {
 }
 
 TEST_CASE("backward.non-finite and padding") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
   // §7.5: a NaN in a real value of slice (0, 1) and an Inf in dout of a real query of slice (1, 0) poison those
   // slices only (NaN in their real tokens' gradients, 0 in padded ones); NaN in padded tokens is never read.
   Case c = random_case(21, {32, 1}, 64, 2, 2, 70, 45, ref::Mode::full, 0.7);
@@ -281,6 +274,7 @@ TEST_CASE("backward.non-finite and padding") {
 }
 
 TEST_CASE("backward.deterministic") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x4x1_d32_f32"})) return;
   // No float atomics, every sum in a fixed order: another order of the emulated threads between barriers gives the
   // same bits (on a GPU: a second run).
   Case c = random_case(31, {16, 4, 1}, 32, 1, 2, 64, 48, ref::Mode::full, 0.8);

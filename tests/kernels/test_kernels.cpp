@@ -27,6 +27,8 @@
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/problem.h"
+#include "common/skip.h"
 #include "common/strided.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
@@ -59,6 +61,7 @@ struct Case {
   int64_t batch = 1, heads = 1, nq = 0, nk = 0;
   int64_t heads_kv = 0;  // §8: K/V heads (0: heads); k and v then hold [batch, heads_kv, nk, D]
   Storage storage = Storage::contiguous;
+  bool causal = false;   // §9 (needs policy row)
   std::vector<float> q, k, v;
   std::vector<uint8_t> qmask, kmask;  // empty: all real
   ref::Config config;
@@ -175,20 +178,8 @@ struct Report {
 class Runner {
  public:
   Runner(const Config& cfg, Case& c) : cfg_(cfg), c_(c) {
-    problem_.batch = c.batch;
-    problem_.heads = c.heads;
-    problem_.nq = c.nq;
-    problem_.nk = c.nk;
-    problem_.dim = cfg.dim;
-    problem_.dtype = cfg.dtype;
-    problem_.levels = int32_t(cfg.sides.size());
-    for (size_t l = 0; l < cfg.sides.size(); ++l) problem_.resolutions[l] = cfg.sides[l];
-    for (size_t l = 0; l < c.config.budgets.size(); ++l) problem_.budgets[l] = c.config.budgets[l];
-    problem_.mode = c.config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
-    problem_.prior_first = c.config.prior_first;
-    problem_.prior_diagonal = c.config.prior_diagonal;
-    problem_.policy = c.config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
-    problem_.heads_kv = c.heads_kv;
+    problem_ = mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, cfg.dim, cfg.dtype, 0.0, c.heads_kv);
+    problem_.causal = c.causal;
     const int64_t hkv = c.heads_kv ? c.heads_kv : c.heads, es = int64_t(elem_size(cfg.dtype));
     q_extent_ = {c.batch, c.heads, c.nq, cfg.dim};
     kv_extent_ = {c.batch, hkv, c.nk, cfg.dim};
@@ -219,6 +210,7 @@ class Runner {
     p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
     p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
     p_.heads_kv = c.heads_kv;
+    p_.causal = c.causal;
     // The plain f32 implementation knows one K/V head per head: it gets the K/V heads copied to their groups.
     k_full_ = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
     v_full_ = mra::test::repeat_heads(c.v, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
@@ -379,10 +371,12 @@ struct Candidates {
   std::vector<double> score;
   std::vector<size_t> ranked;   // indices into the above, best first
   std::vector<double> row_max;  // per block row, -inf when it has no candidate
+  std::vector<int64_t> forced;  // causal attention (§9.3): the active crossing pairs, refined besides the budget
 };
 
 // The candidates of level li of slice (b, h): every active pair at level 1, else the active children of
-// `parents` (the refined pairs of level li - 1, `parent_nk` blocks per row, side ratio rho).
+// `parents` (the refined pairs of level li - 1, `parent_nk` blocks per row, side ratio rho). Under causal
+// attention (§9.3) only the visible ones; the crossing ones are forced, the future ones dropped.
 Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::Pooled& pooled, int64_t b,
                       int64_t h, int li, int64_t rho, const std::vector<int64_t>* parents, int64_t parent_nk) {
   Candidates c;
@@ -401,6 +395,9 @@ Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::
     if (r >= pooled.nq_blocks || col >= pooled.nk_blocks) continue;
     const double l = ref::coarse_logit(p, pooled, b, h, r, col);
     if (l == -INFINITY) continue;
+    const int place = p.causal ? mra::order::causal_place(r, col, pooled.side, p.nq, p.nk) : int(mra::order::kVisible);
+    if (place == mra::order::kCrossing) c.forced.push_back(r * pooled.nk_blocks + col);
+    if (place != mra::order::kVisible) continue;
     active.push_back({r, col});
     logit.push_back(l);
     row_max[size_t(r)] = std::max(row_max[size_t(r)], l);
@@ -495,7 +492,7 @@ KernelSelection check_selection(const Runner& run, const Levels& levels, Buffer&
         constexpr size_t kNone = ~size_t(0);
         std::vector<int64_t> taken(size_t(lv.nq) + 1, 0);
         std::vector<size_t> last(size_t(lv.nq) + 1, kNone), next(size_t(lv.nq) + 1, kNone);
-        std::vector<int64_t> expected;
+        std::vector<int64_t> expected = cand.forced;
         for (size_t i : cand.ranked) {
           const size_t gi = group(i);
           if (taken[gi] < budget) {
@@ -676,6 +673,8 @@ void check_level1_coarse(const Runner& run, Buffer& ws, const Case& c, int64_t d
       for (int32_t k = 0; k < lv.nk; ++k) {
         const bool refined = std::binary_search(col + rowptr[r], col + rowptr[r + 1], k);
         if (qcount[r] <= 0.f || kcount[k] <= 0.f || refined) continue;
+        if (c.causal && mra::order::causal_place(r, k, lv.side, int32_t(c.nq), int32_t(c.nk)) != mra::order::kVisible)
+          continue;  // §9.3: only visible pairs are coarse components
         double a = 0.0;
         for (int64_t d = 0; d < dim; ++d) a += double(qmean[r * dim + d]) * kmean[k * dim + d];
         logit[size_t(k)] = scale * a;
@@ -830,28 +829,105 @@ uint64_t seed_of(const std::string& name) {
   return seed;
 }
 
+// Structured inputs (tools/synthetic: local windows and global tokens) of B x H slices; masks, priors and
+// budgets are the caller's.
+Case structured_case(const Config& cfg, const char* what, int64_t batch, int64_t heads, int64_t nq, int64_t nk,
+                     uint64_t seed) {
+  Case c;
+  c.what = what;
+  c.batch = batch;
+  c.heads = heads;
+  c.nq = nq;
+  c.nk = nk;
+  auto st = mra::synthetic::structured(batch, heads, nq, nk, cfg.dim, seed);
+  c.q = std::move(st.q);
+  c.k = std::move(st.k);
+  c.v = std::move(st.v);
+  return c;
+}
+
 // §8: structured inputs with `heads_kv` K/V heads (the first heads_kv heads of a structured draw, so every group
 // sees structure) and 4 query heads, stored as `storage`; masks and priors as the structured case.
 Case grouped_case(const Config& cfg, Rng& rng, int64_t heads_kv, Storage storage, int64_t nq, int64_t nk,
                   int64_t blocks_per_row) {
-  Case c;
-  c.batch = 2;
-  c.heads = 4;
+  Case c = structured_case(cfg, "grouped", 2, 4, nq, nk, rng.seed() + 7);
   c.heads_kv = heads_kv;
   c.storage = storage;
-  c.nq = nq;
-  c.nk = nk;
-  auto st = mra::synthetic::structured(2, 4, nq, nk, cfg.dim, rng.seed() + 7);
-  c.q = st.q;
+  std::vector<float> k, v;
   for (int64_t b = 0; b < 2; ++b) {
     const auto first = size_t(b * 4 * nk * cfg.dim), count = size_t(heads_kv * nk * cfg.dim);
-    c.k.insert(c.k.end(), st.k.begin() + first, st.k.begin() + first + count);
-    c.v.insert(c.v.end(), st.v.begin() + first, st.v.begin() + first + count);
+    k.insert(k.end(), c.k.begin() + first, c.k.begin() + first + count);
+    v.insert(v.end(), c.v.begin() + first, c.v.begin() + first + count);
   }
+  c.k = std::move(k);
+  c.v = std::move(v);
   c.qmask = mra::test::padding_mask(2, nq, {0, 5});
   c.kmask = mra::test::random_mask(rng, 2, nk, 0.9);
   c.config = mra_config(cfg, nq, nk, blocks_per_row, ref::Mode::full, 1, 3);
   return c;
+}
+
+// §9.4, the causal guarantee on the kernels: changing the keys and values after a cut (real and padded ones)
+// leaves bit for bit unchanged every query row i with i + Nk - Nq <= cut, and changes some later row. Prefill
+// after cached keys (Nk - Nq = s_1 + 3, so the diagonal crosses blocks), partial blocks, query padding and random
+// key masks, priors, mode full (coarse components at every level); the cut falls inside a level-1 query block,
+// so rows of one block and of one attention tile lie on both sides. Trial 0 writes other finite values; trial 1
+// NaN and Inf, which must make exactly the real rows that see them NaN (§9.5) and no other.
+void causal_future_keys(const Config& cfg, Rng& rng) {
+  const int64_t s1 = cfg.sides[0], D = cfg.dim;
+  Case c;
+  c.what = "causal, future keys";
+  c.causal = true;
+  c.batch = 2;
+  c.nq = 3 * s1 + 5;
+  c.nk = c.nq + s1 + 3;
+  const int64_t delta = c.nk - c.nq;
+  auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, D, rng.seed() + 11);
+  c.q = st.q;
+  c.k = st.k;
+  c.v = st.v;
+  c.qmask = mra::test::padding_mask(2, c.nq, {0, 3});
+  c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.9);
+  c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
+  const auto output = [&](Case& x) {
+    Runner run(cfg, x);
+    Buffer ws = run.workspace();
+    return run.run(ws, mra::kern::kStageAll);
+  };
+  const std::vector<float> before = output(c);
+  for (int trial = 0; trial < 2; ++trial) {
+    const int64_t cut_row = s1 + s1 / 2 + trial, cut = cut_row + delta;  // rows <= cut_row see no key after cut
+    Case d = c;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t j = cut + 1; j < c.nk; ++j)
+        for (int64_t e = 0; e < D; ++e) {
+          const size_t at = size_t((b * c.nk + j) * D + e);
+          const float x = float(rng.below(2001) - 1000) / 64.0f;
+          d.k[at] = trial == 1 && e == 0 && j == cut + 2 ? NAN : x;
+          d.v[at] = trial == 1 && e == 1 && j == cut + 4 ? INFINITY : -x;
+        }
+    const std::vector<float> after = output(d);
+    int64_t changed_before = 0, later_changed = 0, nan_wrong = 0;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < c.nq; ++i) {
+        const size_t row = size_t((b * c.nq + i) * D);
+        const bool same = std::memcmp(&before[row], &after[row], size_t(D) * sizeof(float)) == 0;
+        if (i <= cut_row) changed_before += !same;
+        else later_changed += !same;
+        if (trial == 1) {  // §9.5: NaN exactly in the real rows that see a real key holding NaN or Inf
+          int64_t first_bad = c.nk;
+          for (int64_t j : {cut + 2, cut + 4})
+            if (j < c.nk && c.kmask[size_t(b * c.nk + j)] && j < first_bad) first_bad = j;
+          const bool real = c.qmask[size_t(b * c.nq + i)] != 0;
+          const bool want_nan = real && i + delta >= first_bad;
+          nan_wrong += want_nan != std::isnan(after[row]);
+        }
+      }
+    INFO("trial ", trial, ": cut after key ", cut, " (rows <= ", cut_row, " see none of the changed keys)");
+    CHECK(changed_before == 0);
+    CHECK(later_changed > 0);
+    CHECK(nan_wrong == 0);
+  }
 }
 
 void small_cases(const Config& cfg) {
@@ -870,15 +946,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("structured cross-attention, masks, priors, empty rows") {
-    Case c;
-    c.what = "structured";
-    c.batch = 2;
-    c.nq = 3 * s1 + 7;
-    c.nk = 4 * s1 + 1;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 1);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "structured", 2, 1, 3 * s1 + 7, 4 * s1 + 1, rng.seed() + 1);
     // Batch 0: padded queries covering the whole last block and a few keys; batch 1: no real key at all.
     c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 5, 0});
     c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.8);
@@ -887,14 +955,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("sparse mode") {
-    Case c;
-    c.what = "sparse";
-    c.nq = 3 * s1 + 1;
-    c.nk = 3 * s1 + 1;
-    auto st = mra::synthetic::structured(1, 1, c.nq, c.nk, cfg.dim, rng.seed() + 2);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "sparse", 1, 1, 3 * s1 + 1, 3 * s1 + 1, rng.seed() + 2);
     c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse);
     check_case(cfg, c);
   }
@@ -911,15 +972,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("policy row: structured cross-attention, masks, priors, a budget per block row") {
-    Case c;
-    c.what = "row policy";
-    c.batch = 2;
-    c.nq = 3 * s1 + 7;
-    c.nk = 5 * s1 + 1;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 3);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    Case c = structured_case(cfg, "row policy", 2, 1, 3 * s1 + 7, 5 * s1 + 1, rng.seed() + 3);
     c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 5, 0});
     c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.8);
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
@@ -955,6 +1008,45 @@ void small_cases(const Config& cfg) {
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
     check_case(cfg, c);
   }
+  SUBCASE("causal: self-attention, partial blocks, masks, priors") {
+    Case c;
+    c.what = "causal";
+    c.causal = true;
+    c.batch = 2;
+    c.nq = c.nk = 3 * s1 + 5;
+    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 9);
+    c.q = st.q;
+    c.k = st.k;
+    c.v = st.v;
+    c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 2, 0});
+    c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.85);
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
+    check_case(cfg, c);
+  }
+  SUBCASE("causal: prefill after cached keys and more queries than keys, sparse") {
+    Case c;
+    c.what = "causal prefill";
+    c.causal = true;
+    c.heads = 2;
+    c.nq = 2 * s1 + 3;
+    c.nk = 4 * s1 + 1;  // Nk - Nq = 2 s_1 - 2: the diagonal crosses blocks at every level
+    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
+    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse, 0, 0, true);
+    check_case(cfg, c);
+    Case d;
+    d.what = "causal, Nq > Nk";
+    d.causal = true;
+    d.nq = 3 * s1 + 1;
+    d.nk = 2 * s1 + 6;  // the first Nq - Nk queries see no key: their rows are 0
+    d.q = mra::test::noise(rng, 1, 1, d.nq, cfg.dim);
+    d.k = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
+    d.v = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
+    d.config = mra_config(cfg, d.nq, d.nk, 1, ref::Mode::full, 0, 1, true);
+    check_case(cfg, d);
+  }
+  SUBCASE("causal: changing a future key changes nothing") { causal_future_keys(cfg, rng); }
   SUBCASE("grouped K/V heads (GQA, 4 heads on 2) in FlashAttention's [B, N, H, D] layout") {
     Case c = grouped_case(cfg, rng, 2, Storage::bnhd, 3 * s1 + 5, 4 * s1 - 3, 2);
     c.what = "GQA [B, N, H, D]";
@@ -991,18 +1083,11 @@ void production_cases(const Config& cfg) {
   Rng rng(seed_of(std::string(cfg.name) + " production"));
   INFO("seed ", rng.seed());
   Case c;
-  c.production = true;
   SUBCASE("long keys") {
     // Structured cross-attention, partial blocks, padded queries, random and whole-block key padding, both
     // priors: block row 0 (a global row) takes most of the budget, rows 1-2 fold ~300 coarse candidates.
-    c.what = "production: long keys, masks, priors, a heavy row";
-    c.batch = 2;
-    c.nq = 2 * s1 + 5;
-    c.nk = 300 * s1 - 37;
-    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, D, rng.seed() + 1);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(cfg, "production: long keys, masks, priors, a heavy row", 2, 1, 2 * s1 + 5, 300 * s1 - 37,
+                        rng.seed() + 1);
     c.qmask = mra::test::padding_mask(2, c.nq, {7, 0});
     const std::vector<uint8_t> random = mra::test::random_mask(rng, 2, c.nq, 0.9);
     std::copy(random.begin() + c.nq, random.end(), c.qmask.begin() + c.nq);
@@ -1049,17 +1134,12 @@ void production_cases(const Config& cfg) {
   SUBCASE("policy row") {
     // Policy row at scale (§10): the long-keys shape with 70 blocks per block row at every level, so each row
     // ranks ~300 coarse candidates on its own and keeps exactly 70 (the globally best rows get no more).
-    c.what = "production: policy row, 70 blocks per row";
-    c.heads = 2;
-    c.nq = 3 * s1 + 5;
-    c.nk = 300 * s1 - 37;
-    auto st = mra::synthetic::structured(1, 2, c.nq, c.nk, D, rng.seed() + 4);
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(cfg, "production: policy row, 70 blocks per row", 1, 2, 3 * s1 + 5, 300 * s1 - 37,
+                        rng.seed() + 4);
     c.kmask = mra::test::random_mask(rng, 1, c.nk, 0.95);
     c.config = mra_config(cfg, c.nq, c.nk, 70, ref::Mode::full, 0, 3, true);
   }
+  c.production = true;
   check_case(cfg, c);
 }
 
@@ -1083,7 +1163,7 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
   std::string why;
   const std::optional<Config> cfg = built(name);
   if (!cfg || !mra::test::available(&why)) {
-    MESSAGE(name, " not built or no backend (", why, "): long-context case skipped");
+    MESSAGE(std::string(name), " not built or no backend (", why, "): long-context case skipped");
     return;
   }
   Rng rng(0x6c6f6e67u + uint64_t(n));
@@ -1091,11 +1171,7 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
   Case c;
   c.nq = c.nk = n;
   if (kind == 0) {
-    c.what = "long structured";
-    auto st = mra::synthetic::structured(1, 1, n, n, cfg->dim, rng.seed());
-    c.q = st.q;
-    c.k = st.k;
-    c.v = st.v;
+    c = structured_case(*cfg, "long structured", 1, 1, n, n, rng.seed());
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::full, 2, 3);
   } else if (kind == 1) {
     c.what = "long ties";
@@ -1156,7 +1232,7 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
     std::string why;
     const std::optional<Config> cfg = built(name);
     if (!cfg || !mra::test::available(&why)) {
-      MESSAGE(name, " not built or no backend (", why, "): GQA production case skipped");
+      MESSAGE(std::string(name), " not built or no backend (", why, "): GQA production case skipped");
       continue;
     }
     Rng rng(seed_of(std::string(name) + " gqa production"));
@@ -1169,7 +1245,10 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
   }
 }
 
-TEST_CASE("long context: N = 65536 end to end") { run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0); }
+TEST_CASE("long context: N = 65536 end to end") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d32_f32"})) return;
+  run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0);
+}
 
 // One million tokens (R = (32, 1), B = H = 1, D = 64, 4 blocks per row): the kernels accept it, the workspace is
 // O(N D / s_1 + budgets + histogram) and every index the kernels form fits its type.

@@ -193,7 +193,8 @@ TEST_CASE("element offsets beyond 2^32 (keys past 2^32 / D)") {
 
 // Written against coarse-first-chunk-only when attend_kernel folded the level-1 candidates in chunks of one per
 // thread (up to 256); level 1 is now coarse_level1_kernel's, which sweeps 64 key blocks per column tile, so the
-// case runs its online rescale across 5 tiles. One query block against 300 key blocks (the last one partial):
+// case spans 5 tiles: with one slice and one band the layout splits them into 5 column ranges (layout.h), whose
+// partials coarse_merge_kernel rescales and merges (a whole-band sweep of several tiles: test `column split`). One query block against 300 key blocks (the last one partial):
 // the blocks from 128 on lean towards the queries, so most of the coarse weight lies beyond the first 128; two
 // of them are refined. Against the reference on the same f32 problem.
 TEST_CASE("the coarse fold of one query block over more key blocks than threads") {

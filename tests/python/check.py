@@ -1,8 +1,25 @@
 """tests/python/check.py: the test suite's one comparison rule for numpy arrays (as tests/common/check.h):
 every element |x - ref| <= atol + rtol * |ref|, NaN only where ref is NaN; the message names the worst element,
-the max error and the fraction of the tolerance used."""
+the max error and the fraction of the tolerance used. And skip_unless_built, which reports a test file skipped
+when the build left out a configuration it runs (as tests/common/skip.h)."""
+
+import os
+import sys
 
 import numpy as np
+
+
+def skip_unless_built(names) -> None:
+    """Exits 77 (CTest's SKIP_RETURN_CODE of the python tests), naming the missing ones, unless every generated
+    configuration in `names` is among MRA_BUILT_CONFIGS, the comma-separated list CTest passes (those MRA_KERNELS
+    selected). Run by hand without that variable, every configuration is taken as built."""
+    listed = os.environ.get("MRA_BUILT_CONFIGS")
+    if listed is None:
+        return
+    missing = [n for n in names if n not in listed.split(",")]
+    if missing:
+        print(f"skipped: needs {', '.join(missing)}, which this build leaves out (MRA_KERNELS)")
+        sys.exit(77)
 
 
 def assert_close(x, ref, atol: float, rtol: float, what: str) -> None:

@@ -41,6 +41,19 @@ Case structured_case(uint64_t seed, int64_t batch, int64_t heads, int64_t nq, in
   return Case{batch, heads, nq, nk, dim, std::move(s.q), std::move(s.k), std::move(s.v), {}, {}};
 }
 
+// Masking 0: none; 1: the last q_pad[b] queries and k_pad[b] keys of batch b are padding; 2: random masks keeping
+// about q_keep of the queries and k_keep of the keys.
+void mask_case(Case& t, int masking, Rng& rng, const std::vector<int64_t>& q_pad, const std::vector<int64_t>& k_pad,
+               double q_keep, double k_keep) {
+  if (masking == 1) {
+    t.qmask = padding_mask(t.batch, t.nq, q_pad);
+    t.kmask = padding_mask(t.batch, t.nk, k_pad);
+  } else if (masking == 2) {
+    t.qmask = random_mask(rng, t.batch, t.nq, q_keep);
+    t.kmask = random_mask(rng, t.batch, t.nk, k_keep);
+  }
+}
+
 std::vector<float> run_mra(const Problem& p, const Config& c, const Selection& s) {
   std::vector<float> out(size_t(p.batch * p.heads * p.nq * p.dim), kPoison);
   mra::ref::attend(p, c, s, out.data());
@@ -111,6 +124,59 @@ void check_close(const std::vector<float>& x, const std::vector<float>& ref, con
   const Comparison cmp = compare(x.data(), ref.data(), int64_t(ref.size()), atol, rtol, {p.batch, p.heads, p.nq, p.dim});
   INFO(what << ": " << cmp.report);
   CHECK(cmp.ok);
+}
+
+// Block sides and the budgets to try with them: per slice (policy global) or per block row (policy row).
+struct OracleGrid {
+  std::vector<int64_t> scales;
+  std::vector<std::vector<int64_t>> budgets;
+};
+
+// Every configuration of `grid` under `policy`, in both modes, with no / padding / random masks, `shapes` shapes
+// (50 x 50 structured; 37 iid queries against 61 structured keys; 61 queries against 37 keys), priors off and on,
+// and causal as well when `causal`: the reference's selection must equal the oracle's, and the reference's
+// output on it the oracle's attention on its own selection. Seeds run from `seed_base`; returns the count.
+int check_oracle_grid(mra::ref::Policy policy, const std::vector<OracleGrid>& grid, uint64_t seed_base, int shapes,
+                      bool causal) {
+  int cases = 0;
+  for (const OracleGrid& g : grid)
+    for (const auto& budgets : g.budgets)
+      for (Mode mode : {Mode::full, Mode::sparse})
+        for (int is_causal = 0; is_causal < (causal ? 2 : 1); ++is_causal)
+          for (int masking = 0; masking < 3; ++masking)
+            for (int shape = 0; shape < shapes; ++shape)
+              for (int priors = 0; priors < 2; ++priors) {
+                const int64_t nq = shape == 0 ? 50 : shape == 1 ? 37 : 61, nk = shape == 0 ? 50 : shape == 1 ? 61 : 37;
+                const uint64_t seed = seed_base + uint64_t(cases);
+                Case t = structured_case(seed, 2, 1, nq, nk, 8);
+                Rng rng(seed);
+                if (shape == 1) t.q = noise(rng, 2, 1, nq, 8, 1.5);  // iid queries against structured keys
+                mask_case(t, masking, rng, {0, 11}, {3, 17}, 0.8, 0.5);
+                Problem p = t.problem();
+                p.causal = is_causal == 1;
+                Config c;
+                c.scales = g.scales;
+                c.budgets = budgets;
+                c.mode = mode;
+                c.policy = policy;
+                c.prior_first = priors;
+                c.prior_diagonal = priors ? 3 : 0;
+                const std::string what = describe(c) + (is_causal ? ", causal" : "") + ", masking " +
+                                         std::to_string(masking) + ", nq " + std::to_string(nq) + ", nk " +
+                                         std::to_string(nk) + ", seed " + std::to_string(seed);
+                INFO(what);
+                const Selection s = mra::ref::select(p, c);
+                const Selection o = oracle_select(p, c);  // the oracle's own selection, not the reference's
+                CHECK(s.refined == o.refined);
+                CHECK_NOTHROW(mra::ref::validate_selection(p, c, s));
+                const std::vector<float> ref = oracle_attention(p, c, o);
+                // Causal attention refines the blocks crossing the diagonal outside the budget (§9.3).
+                const bool nothing_selected = mode == Mode::sparse && budgets[0] == 0 && !is_causal;
+                CHECK((norm2(ref) > 0.0) != nothing_selected);
+                check_close(run_mra(p, c, s), ref, p, 1e-7, 1e-6, what);
+                ++cases;
+              }
+  return cases;
 }
 
 }  // namespace
@@ -232,13 +298,7 @@ TEST_CASE("mra with every block selected and exact attention both equal the orac
       for (Mode mode : {Mode::full, Mode::sparse}) {
         Case t = structured_case(100 + uint64_t(masking), 2, 2, 45, 70, 16);
         Rng rng(7 + uint64_t(masking));
-        if (masking == 1) {
-          t.qmask = padding_mask(2, 45, {0, 13});
-          t.kmask = padding_mask(2, 70, {0, 21});
-        } else if (masking == 2) {
-          t.qmask = random_mask(rng, 2, 45, 0.7);
-          t.kmask = random_mask(rng, 2, 70, 0.6);
-        }
+        mask_case(t, masking, rng, {0, 13}, {0, 21}, 0.7, 0.6);
         const Problem p = t.problem();
         Config c;
         c.scales = scales;
@@ -255,56 +315,14 @@ TEST_CASE("mra with every block selected and exact attention both equal the orac
 }
 
 TEST_CASE("mra equals the dense oracle over a grid of configurations") {
-  struct Grid {
-    std::vector<int64_t> scales;
-    std::vector<std::vector<int64_t>> budgets;
-  };
-  const std::vector<Grid> grid{
+  const std::vector<OracleGrid> grid{
       {{8, 1}, {{0}, {3}, {10}, {40}}},
       {{16, 1}, {{1}, {5}}},
       {{8, 2, 1}, {{4, 10}, {10, 3}, {2, 100}}},
       {{16, 4, 1}, {{3, 12}, {6, 40}}},
       {{12, 6, 3, 1}, {{4, 6, 9}}},
   };
-  int cases = 0;
-  for (const Grid& g : grid)
-    for (const auto& budgets : g.budgets)
-      for (Mode mode : {Mode::full, Mode::sparse})
-        for (int masking = 0; masking < 3; ++masking)
-          for (int shape = 0; shape < 2; ++shape)
-            for (int priors = 0; priors < 2; ++priors) {
-              const int64_t nq = shape == 0 ? 50 : 37, nk = shape == 0 ? 50 : 61;
-              const uint64_t seed = 1000 + uint64_t(cases);
-              Case t = structured_case(seed, 2, 1, nq, nk, 8);
-              Rng rng(seed);
-              if (shape == 1) t.q = noise(rng, 2, 1, nq, 8, 1.5);  // iid queries against structured keys
-              if (masking == 1) {
-                t.qmask = padding_mask(2, nq, {0, 11});
-                t.kmask = padding_mask(2, nk, {3, 17});
-              } else if (masking == 2) {
-                t.qmask = random_mask(rng, 2, nq, 0.8);
-                t.kmask = random_mask(rng, 2, nk, 0.5);
-              }
-              const Problem p = t.problem();
-              Config c;
-              c.scales = g.scales;
-              c.budgets = budgets;
-              c.mode = mode;
-              c.prior_first = priors;
-              c.prior_diagonal = priors ? 3 : 0;
-              const std::string what = describe(c) + ", masking " + std::to_string(masking) + ", nq " +
-                                       std::to_string(nq) + ", nk " + std::to_string(nk) + ", seed " + std::to_string(seed);
-              const Selection s = mra::ref::select(p, c);
-              const Selection o = oracle_select(p, c);
-              INFO(what);
-              CHECK(s.refined == o.refined);
-              const std::vector<float> out = run_mra(p, c, s);
-              const std::vector<float> ref = oracle_attention(p, c, o);  // the oracle on its own selection
-              const bool nothing_selected = mode == Mode::sparse && budgets[0] == 0;
-              CHECK((norm2(ref) > 0.0) != nothing_selected);
-              check_close(out, ref, p, 1e-7, 1e-6, what);
-              ++cases;
-            }
+  const int cases = check_oracle_grid(mra::ref::Policy::global, grid, 1000, 2, false);
   MESSAGE(cases << " configurations checked against the dense oracle");
 }
 
@@ -535,13 +553,7 @@ TEST_CASE("causal: every block refined equals dense causal attention, exact atte
           const uint64_t seed = 300 + uint64_t(cases++);
           Case t = structured_case(seed, 2, 2, nq, nk, 16);
           Rng rng(seed);
-          if (masking == 1) {
-            t.qmask = padding_mask(2, nq, {0, 13});
-            t.kmask = padding_mask(2, nk, {0, 21});
-          } else if (masking == 2) {
-            t.qmask = random_mask(rng, 2, nq, 0.7);
-            t.kmask = random_mask(rng, 2, nk, 0.6);
-          }
+          mask_case(t, masking, rng, {0, 13}, {0, 21}, 0.7, 0.6);
           Problem p = t.problem();
           p.causal = true;
           Config c = row_config(scales, std::vector<int64_t>(scales.size() - 1, int64_t(1) << 40), mode);
@@ -556,53 +568,14 @@ TEST_CASE("causal: every block refined equals dense causal attention, exact atte
 }
 
 TEST_CASE("row policy and causal attention equal the dense oracle's per-row top-k over a grid") {
-  struct Grid {
-    std::vector<int64_t> scales;
-    std::vector<std::vector<int64_t>> budgets;  // per block row
-  };
-  const std::vector<Grid> grid{
+  const std::vector<OracleGrid> grid{
       {{8, 1}, {{0}, {1}, {3}, {40}}},
       {{16, 1}, {{1}, {2}}},
       {{8, 2, 1}, {{1, 2}, {2, 1}, {3, 100}}},
       {{16, 4, 1}, {{1, 3}, {2, 5}}},
       {{12, 6, 3, 1}, {{1, 2, 2}}},
   };
-  int cases = 0;
-  for (const Grid& g : grid)
-    for (const auto& budgets : g.budgets)
-      for (Mode mode : {Mode::full, Mode::sparse})
-        for (int causal = 0; causal < 2; ++causal)
-          for (int masking = 0; masking < 3; ++masking)
-            for (int shape = 0; shape < 3; ++shape)
-              for (int priors = 0; priors < 2; ++priors) {
-                const int64_t nq = shape == 0 ? 50 : shape == 1 ? 37 : 61, nk = shape == 0 ? 50 : shape == 1 ? 61 : 37;
-                const uint64_t seed = 5000 + uint64_t(cases);
-                Case t = structured_case(seed, 2, 1, nq, nk, 8);
-                Rng rng(seed);
-                if (shape == 1) t.q = noise(rng, 2, 1, nq, 8, 1.5);
-                if (masking == 1) {
-                  t.qmask = padding_mask(2, nq, {0, 11});
-                  t.kmask = padding_mask(2, nk, {3, 17});
-                } else if (masking == 2) {
-                  t.qmask = random_mask(rng, 2, nq, 0.8);
-                  t.kmask = random_mask(rng, 2, nk, 0.5);
-                }
-                Problem p = t.problem();
-                p.causal = causal == 1;
-                Config c = row_config(g.scales, budgets, mode);
-                c.prior_first = priors;
-                c.prior_diagonal = priors ? 3 : 0;
-                const std::string what = describe(c) + (causal ? ", causal" : "") + ", masking " +
-                                         std::to_string(masking) + ", nq " + std::to_string(nq) + ", nk " +
-                                         std::to_string(nk) + ", seed " + std::to_string(seed);
-                INFO(what);
-                const Selection s = mra::ref::select(p, c);
-                const Selection o = oracle_select(p, c);
-                CHECK(s.refined == o.refined);
-                CHECK_NOTHROW(mra::ref::validate_selection(p, c, s));
-                check_close(run_mra(p, c, s), oracle_attention(p, c, o), p, 1e-7, 1e-6, what);
-                ++cases;
-              }
+  const int cases = check_oracle_grid(mra::ref::Policy::row, grid, 5000, 3, true);
   MESSAGE(cases << " row-policy configurations checked against the oracle");
 }
 
