@@ -12,14 +12,19 @@ inline namespace MRA_KERNEL_NAMESPACE {
 // §2.6, level 1. Per level-1 block row r, over the candidates c of the row that were not refined
 // (not in T_1), with λ = σ q̄_r·k̄_c:
 //   max_r = max_c λ,   den_r = Σ_c exp(λ − max_r)·ck(c),   num_r = Σ_c exp(λ − max_r)·V(c)  (f32 [D])
-// written to the workspace (cmax, cden, cnum); (−inf, 0, 0) for a row without such candidates. Grid (bands,
-// slices): a CTA owns the same band of kBandRows block rows as the selection and sweeps the key-block columns
-// with coarse_sweep, so the logits are the selection's, bit for bit. Per column tile: the refined pairs of each
+// written to the workspace (cmax, cden, cnum); (−inf, 0, 0) for a row without such candidates. Grid (bands *
+// split, slices): a CTA owns the same band of kBandRows block rows and column range as the selection (sweep_of)
+// and sweeps it with coarse_sweep, so the logits are the selection's, bit for bit. With split > 1 each CTA writes
+// its range's partial (max, den, num) (pmax, pden, pnum, [row, part]) and coarse_merge_kernel combines the ranges.
+// Per column tile: the refined pairs of each
 // band row as a bit mask (band row t's next refined columns, from its CSR list, by thread t), the online max
 // and rescale per row (the row's W lanes agree on it by xor shuffles), the weights through shared memory, and
 // num += P·V as a second register-tiled GEMM: a thread keeps rows ty + W i and features tx + W e. The
 // denominator is summed per lane in column order, then over the row's lanes in xor order at the end. Every
-// sum has a fixed order: the result is bitwise reproducible run to run.
+// sum has a fixed order: the result is bitwise reproducible run to run. Causal attention (§9.3): coarse_sweep
+// gives the pairs that are not visible no logit, so they weigh 0; and the V sums from the key block holding the
+// first non-finite key on are read as 0, so that a weight 0 never meets a NaN: every row whose coarse pairs reach
+// that block is NaN anyway (§9.5).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro, TD = D / W;
@@ -28,21 +33,24 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int32_t b = int32_t(slice / p.heads);
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   const int tid = threadIdx.x, tx = tid % W, ty = tid / W;
   const int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
   const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
   const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
   const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  const int32_t first_bad = first_bad_key(p, slice), col_end = first_bad < p.nk ? first_bad / lv.side : lv.nk;
   __shared__ uint64_t refined[kBandRows];
   __shared__ float wgt[kBandRows][kBandCols + 1];  // padded: the rows of one warp's two ty hit distinct banks
   __shared__ float vs[kGemmK][D];
 
-  // Band row `tid`'s refined columns not yet passed: [next, end) of its sorted CSR list.
+  // Band row `tid`'s refined columns not yet passed: [next, end) of its sorted CSR list, from the range's first.
   int32_t next = 0, end = 0;
   if (tid < kBandRows && row0 + tid < lv.nq) {
     next = rowptr[row0 + tid];
     end = rowptr[row0 + tid + 1];
+    while (next < end && sel[next] < g.c_begin) ++next;
   }
   float m[kMicro], den[kMicro], num[kMicro][TD];
   MRA_UNROLL
@@ -53,7 +61,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
     for (int e = 0; e < TD; ++e) num[i][e] = 0.f;
   }
 
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     if (tid < kBandRows) {
       uint64_t bits = 0;
       for (; next < end && sel[next] < c0 + kBandCols; ++next) bits |= uint64_t(1) << (sel[next] - c0);
@@ -89,12 +97,12 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
       }
     }
     // num += P·V over the tile's columns, kGemmK V sums at a time through shared memory (zero past nk, where
-    // every weight is 0).
+    // every weight is 0, and past col_end).
     for (int k0 = 0; k0 < kBandCols; k0 += kGemmK) {
       __syncthreads();
       for (int e = tid; e < kGemmK * D; e += blockDim.x) {
         const int32_t c = c0 + k0 + e / D;
-        vs[e / D][e % D] = c < lv.nk ? vsum[int64_t(c) * D + e % D] : 0.f;
+        vs[e / D][e % D] = c < col_end ? vsum[int64_t(c) * D + e % D] : 0.f;
       }
       __syncthreads();
       for (int k = 0; k < kGemmK; ++k) {
@@ -112,20 +120,56 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
     __syncthreads();  // every thread is done with this tile's mask and weights
   });
 
-  float* cmax = at<float>(p, lv.cmax) + slice * lv.nq;
-  float* cden = at<float>(p, lv.cden) + slice * lv.nq;
-  float* cnum = at<float>(p, lv.cnum) + slice * lv.nq * D;
+  // Row r's result, or with split > 1 its range's partial, at index r * split + part.
+  const bool whole = lv.split == 1;
+  const int64_t n = int64_t(lv.nq) * lv.split;
+  float* cmax = at<float>(p, whole ? lv.cmax : lv.pmax) + slice * n;
+  float* cden = at<float>(p, whole ? lv.cden : lv.pden) + slice * n;
+  float* cnum = at<float>(p, whole ? lv.cnum : lv.pnum) + slice * n * D;
   MRA_UNROLL
   for (int i = 0; i < kMicro; ++i) {
     for (int o = W / 2; o > 0; o /= 2) den[i] += __shfl_xor_sync(0xffffffffu, den[i], o);
     const int32_t r = row0 + ty + W * i;
     if (r >= lv.nq) continue;
+    const int64_t at_r = int64_t(r) * lv.split + g.part;
     if (tx == 0) {
-      cmax[r] = m[i];
-      cden[r] = den[i];
+      cmax[at_r] = m[i];
+      cden[at_r] = den[i];
     }
     MRA_UNROLL
-    for (int e = 0; e < TD; ++e) cnum[int64_t(r) * D + tx + W * e] = num[i][e];
+    for (int e = 0; e < TD; ++e) cnum[at_r * D + tx + W * e] = num[i][e];
+  }
+}
+
+// Split > 1: the level-1 coarse components of each block row from its ranges' partials, merged in range order
+// (the online softmax's merge: max M over the ranges, then den = Σ exp(m_s − M)·den_s and num likewise, s = 0,
+// 1, ...), so the result is bitwise reproducible run to run. One thread per (row, feature); the feature-0 thread
+// also writes the max and the denominator. Grid (ceil(nq·D / kGemmThreads), slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_merge_kernel(Params p) {
+  constexpr int D = Cfg::dim;
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int64_t e = int64_t(blockIdx.x) * kGemmThreads + threadIdx.x;
+  if (e >= int64_t(lv.nq) * D) return;
+  const int64_t r = e / D, d = e % D, n = int64_t(lv.nq) * lv.split, first = r * lv.split;
+  const float* pmax = at<float>(p, lv.pmax) + slice * n + first;
+  const float* pden = at<float>(p, lv.pden) + slice * n + first;
+  const float* pnum = at<float>(p, lv.pnum) + (slice * n + first) * D + d;
+  float m = -INFINITY;
+  for (int32_t s = 0; s < lv.split; ++s) m = pmax[s] > m ? pmax[s] : m;
+  // A range without unrefined candidates has (−inf, 0, 0): weight 0. A row without any keeps (−inf, 0, 0); the
+  // weight 1 there (not exp(−inf + inf)) also carries a NaN of a poisoned slice's partials, as the one-CTA sweep.
+  float den = 0.f, num = 0.f;
+  for (int32_t s = 0; s < lv.split; ++s) {
+    const float w = m == -INFINITY ? 1.f : expf(pmax[s] - m);
+    den += w * pden[s];
+    num += w * pnum[int64_t(s) * D];
+  }
+  at<float>(p, lv.cnum)[(slice * lv.nq + r) * D + d] = num;
+  if (d == 0) {
+    at<float>(p, lv.cmax)[slice * lv.nq + r] = m;
+    at<float>(p, lv.cden)[slice * lv.nq + r] = den;
   }
 }
 

@@ -4,6 +4,8 @@
 // compiled by nvcc for the CUDA backend and, unchanged, as C++ against runtime/simt/simt.h for the emulated
 // backend (both in generated/CMakeLists.txt). The pipeline, per (batch, head) slice:
 //   pool_kernel         (pool.cuh) masked means of q and k, sums of v, token counts, per block at every coarse level
+//   coarse_rowmax_kernel (select.cuh) level 1, only when a band's columns are split over several CTAs (short N):
+//                       the row maxima per column range
 //   coarse_rank_kernel  (select.cuh) level 1, 3 radix passes: the pooled logits q̄·k̄ᵀ as a tiled f32 GEMM (recomputed
 //                       by every level-1 pass, never stored); pass 0 first finds the maximum logit of every block
 //                       row; each pass a histogram of the next digit of the rank value, after the pick of the
@@ -18,6 +20,7 @@
 //   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
+//   coarse_merge_kernel (coarse.cuh) only with split columns: the ranges' partial components merged in range order
 //   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
 //                       of the levels l >= 2 from pooled V sums, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
@@ -104,18 +107,21 @@ mra_status forward(const KernelArgs& a) {
       const Level& lv = a.layout.level[li];
       if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
-    // Level 1: the radix passes (the first also finds the row maxima), the per-row counts, the CSR offsets
-    // and the columns; every pass over the pairs recomputes their logits (docs/kernels.md).
-    const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
+    // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
+    // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
+    // over the pairs recomputes their logits (docs/kernels.md). Grid x: bands x column ranges (layout.h).
+    const Level& l1 = a.layout.level[0];
+    const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
     cudaError_t e = cudaSuccess;
-    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel
+    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
       e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
     } else {
+      if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
       for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-        e = per_slice(coarse_rank_kernel<Cfg>, bands, unsigned(kGemmThreads), 0, pass);
-      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+        e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
+      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
     }
-    if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
     if (auto s = launched(e)) return s;
     for (int li = 1; li < Cfg::steps; ++li) {
       const Level& up = a.layout.level[li - 1];
@@ -131,8 +137,13 @@ mra_status forward(const KernelArgs& a) {
   if (a.stages & kStageAttend) {
     // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
     if (p.full) {
-      const unsigned bands = unsigned((a.layout.level[0].nq + kBandRows - 1) / kBandRows);
-      if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, bands, unsigned(kGemmThreads), 0))) return s;
+      const Level& l1 = a.layout.level[0];
+      const unsigned sweeps = unsigned((l1.nq + kBandRows - 1) / kBandRows) * unsigned(l1.split);
+      if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0))) return s;
+      if (l1.split > 1) {  // the column ranges' partials, merged per row
+        const unsigned merges = unsigned((int64_t(l1.nq) * Cfg::dim + kGemmThreads - 1) / kGemmThreads);
+        if (auto s = launched(per_slice(coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0))) return s;
+      }
     }
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
@@ -140,7 +151,8 @@ mra_status forward(const KernelArgs& a) {
       return launched(per_slice(kernel, tiles, unsigned(Cfg::threads), smem));
     };
     if constexpr (Cfg::tensor_cores) {
-      if (auto s = attend(attend_mma_kernel<Cfg>, MmaSmem<Cfg>::bytes)) return s;
+      if (auto s = attend(attend_mma_kernel<Cfg>, a.layout.causal ? MmaSmem<Cfg>::causal_bytes : MmaSmem<Cfg>::bytes))
+        return s;
     } else {
       if (auto s = attend(attend_kernel<Cfg>, AttendSmem<Cfg>::bytes)) return s;
     }

@@ -34,6 +34,13 @@ inline constexpr int kPasses = 3, kHistBins = 4096, kHistWords = kHistBins + 1;
 // kMaxSlices and kMaxDim (larger than any head dim a kernel is generated for) keep every workspace size product
 // below 2^63: slices * nq * dim <= 2^20 * 2^30 * 2^10.
 inline constexpr unsigned kMaxGridY = 65535;
+// The level-1 kernels (select.cuh, coarse.cuh) give each CTA a band of kLevel1Tile block rows and a range of key-block
+// columns, kLevel1Tile at a time. At short N the bands alone are too few CTAs for the GPU (2 bands x 16 heads at
+// N = 4K, s_1 = 32), so the columns of a band are split into `Level::split` ranges of whole tiles, enough for about
+// kFillCtas CTAs per launch (2 per SM on 132 SMs). A constant, not a property of the device: the split, and with
+// it the rounding of the level-1 coarse components, depends on the problem only.
+inline constexpr int64_t kLevel1Tile = 64;
+inline constexpr int64_t kFillCtas = 264;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
@@ -61,20 +68,29 @@ struct Level {
   size_t col = 0;                         // i32 [slices, cap]: key-block column of each refined pair
   size_t keys = 0;                        // u64 [slices, slots]                 levels l >= 2
   size_t rowmax = 0;                      // f32 [slices, nq]: max logit per row  level 1
+  // Level 1: column ranges per band (grid x = bands * split) and key-block columns per range (whole tiles).
+  // 1 under policy row. With split > 1, the row maxima, per-row counts and coarse components are kept per range.
+  int32_t split = 1, split_cols = 0;
+  size_t rowmax_part = 0;                 // f32 [slices, nq, split]: max logit per row and range, split > 1
   size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1
   size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1
-  size_t rowcount = 0;                    // u32 [slices, nq, 2]: (above, ties)    level 1
+  size_t rowcount = 0;                    // u32 [slices, nq, split, 2]: (above, ties) per row and range  level 1
   size_t rowpick = 0;                     // RowPick [slices, nq], policy row only        level 1
   size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
   size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
+  size_t pmax = 0, pden = 0, pnum = 0;    // the same per row and range ([slices, nq, split(, D)]), split > 1
 };
 
 struct Layout {
   int32_t steps = 0;           // L - 1
   int32_t by_row = 0;          // policy row (§10): every block row spends its own budget
+  int32_t causal = 0;          // §9: query i sees key j only when j <= i + nk - nq
   Level level[kMaxSteps];
-  size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
-  size_t slice_bad = 0;        // i32 [slices]
+  // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value: 0 when not; for a key block 1 + the
+  // offset in the block of its first real key with a non-finite k or v (causal attention needs the key, §9.5).
+  size_t block_bad = 0;
+  size_t slice_bad = 0;        // i32 [slices]: the slice is poisoned (§2.7); always 0 under causal attention
+  size_t first_bad = 0;        // i32 [slices]: causal only: the first real key with a non-finite k or v, nk if none
   size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
@@ -153,6 +169,16 @@ struct Carver {
   }
 };
 
+// Splits the key-block columns of level 1 (`v`, nk set) into at most `split` ranges of whole kLevel1Tile-column
+// tiles, as even as the tiles allow and none empty. make_layout sizes the per-range workspace for its own split;
+// a test may lower it (fewer ranges need less).
+inline void set_level1_split(Level& v, int64_t split) {
+  const int64_t tiles = (v.nk + kLevel1Tile - 1) / kLevel1Tile, most = split < tiles ? split : tiles;
+  const int64_t per = (tiles + most - 1) / most;
+  v.split = static_cast<int32_t>((tiles + per - 1) / per);
+  v.split_cols = static_cast<int32_t>(per * kLevel1Tile);
+}
+
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
 inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
@@ -170,9 +196,8 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
   if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
   if (policy != MRA_POLICY_GLOBAL && policy != MRA_POLICY_ROW) return MRA_ERROR_BAD_ARGUMENT;
-  // Causal attention (§9) needs policy row (§9.4) and is not in the generated kernels yet.
+  // Causal attention (§9) needs policy row (§9.4).
   if (p.causal != 0 && (p.causal != 1 || policy != MRA_POLICY_ROW)) return MRA_ERROR_BAD_ARGUMENT;
-  if (p.causal) return MRA_ERROR_UNSUPPORTED_CONFIG;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
     return MRA_ERROR_BAD_ARGUMENT;
   if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
@@ -193,6 +218,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   Layout L;
   L.steps = p.levels - 1;
   L.by_row = policy == MRA_POLICY_ROW;
+  L.causal = p.causal;
   const int64_t slices = p.batch * p.heads;
   Carver carve;
   auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
@@ -205,8 +231,10 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     const int64_t rho = li == 0 ? 0 : p.resolutions[li - 1] / s;
     const int64_t slots = li == 0 ? nq * nk : rho * rho * prev_cap;
     if (li > 0 && slots >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
-    // Policy row: at most budget_l per block row, and no row has more than nk candidates (< 2^26 each).
-    const int64_t per_row = p.budgets[li] < nk ? p.budgets[li] : nk;
+    // Policy row: at most budget_l per block row, and no row has more than nk candidates (< 2^26 each); causal
+    // attention refines besides them the at most two crossing pairs of each row (§9.3).
+    const int64_t budgeted = p.causal ? p.budgets[li] + 2 : p.budgets[li];
+    const int64_t per_row = budgeted < nk ? budgeted : nk;
     const int64_t most = L.by_row ? per_row * nq : p.budgets[li];
     const int64_t cap = most < slots ? most : slots;
     if (cap >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
@@ -226,21 +254,30 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     if (li > 0) {
       v.keys = take(slices * (slots > 0 ? slots : 1), sizeof(uint64_t));
     } else {
+      // Column ranges: as many as bring bands x slices x split to kFillCtas (policy row: 1).
+      const int64_t bands = (nq + kLevel1Tile - 1) / kLevel1Tile;
+      set_level1_split(v, L.by_row ? 1 : (kFillCtas + bands * slices - 1) / (bands * slices));
       v.rowmax = take(slices * nq, sizeof(float));
+      v.rowmax_part = take(v.split > 1 ? slices * nq * v.split : 0, sizeof(float));
       v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
       v.state = take(slices * kPasses, sizeof(SelectState));
-      v.rowcount = take(slices * nq * 2, sizeof(uint32_t));
+      v.rowcount = take(slices * nq * v.split * 2, sizeof(uint32_t));
       v.rowpick = take(L.by_row ? slices * nq : 0, sizeof(RowPick));
       if (mode == MRA_MODE_FULL) {
         v.cmax = take(slices * nq, sizeof(float));
         v.cden = take(slices * nq, sizeof(float));
         v.cnum = take(slices * nq * p.dim, sizeof(float));
+        const int64_t parts = v.split > 1 ? slices * nq * v.split : 0;
+        v.pmax = take(parts, sizeof(float));
+        v.pden = take(parts, sizeof(float));
+        v.pnum = take(parts * p.dim, sizeof(float));
       }
     }
     prev_cap = cap;
   }
   L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));
   L.slice_bad = take(slices, sizeof(int32_t));
+  L.first_bad = take(slices, sizeof(int32_t));
   L.rowstats = take(slices * p.nq * 2, sizeof(float));
   L.bytes = carve.bytes;
   *out = L;

@@ -27,6 +27,12 @@ __host__ __device__ inline uint64_t slot_key(float score, int64_t slot) {
   return (uint64_t(1) << 63) | (uint64_t(ordered_bits(score)) << kSlotBits) | (kSlotMask - uint64_t(slot));
 }
 __host__ __device__ inline int64_t slot_of_key(uint64_t key) { return int64_t(kSlotMask - (key & kSlotMask)); }
+// A crossing pair of causal attention (§9.3) is refined besides the budget: its key has every score bit set, above
+// every candidate's (a candidate's score is at most 0, and a row that could hold a NaN score ranks nothing, §9.5).
+__host__ __device__ inline uint64_t forced_key(int64_t slot) {
+  return (uint64_t(1) << 63) | (uint64_t(0xffffffffu) << kSlotBits) | (kSlotMask - uint64_t(slot));
+}
+__host__ __device__ inline bool is_forced(uint64_t key) { return (key >> kSlotBits & 0xffffffffu) == 0xffffffffu; }
 
 // The level-1 radix select: 3 passes over the 34-bit rank value, 12 + 11 + 11 bits from the top.
 inline constexpr int kRankBits = 34;
@@ -40,13 +46,28 @@ static_assert(pass_shift(0) + pass_bits(0) == kRankBits && (1 << pass_bits(0)) =
 // 4 x 4 tile of logits (rows ty + 16 i, columns tx + 16 j), each a sum over the features in feature order
 // (as the reference and the other stages), staged kGemmK features at a time through shared memory.
 // `visit(c0, logit)` is called by every thread once per column tile with its 4 x 4 logits (-inf where the
-// pair is not a candidate: outside the matrix, or a block without real tokens).
+// pair is not a candidate: outside the matrix, a block without real tokens, or, under causal attention, a pair
+// that is not visible, §9.3).
 inline constexpr int kGemmThreads = 256, kBandRows = 64, kBandCols = 64, kGemmK = 16, kMicro = 4;
 static_assert(kGemmThreads == (kBandRows / kMicro) * (kBandCols / kMicro));
+static_assert(kBandRows == kLevel1Tile && kBandCols == kLevel1Tile, "layout.h sizes the column ranges in these tiles");
+
+// What one CTA of a level-1 launch sweeps: grid x is bands x lv.split, CTA x = band * split + part, and part
+// `part` of the band takes the key-block columns [c_begin, c_end) (whole tiles but at nk; layout.h). With split 1
+// (long N, policy row) a CTA sweeps its whole band, as the stages before the split did.
+struct Sweep {
+  int32_t row0, part, c_begin, c_end;
+};
+__device__ inline Sweep sweep_of(const Level& lv) {
+  const int32_t part = int32_t(blockIdx.x) % lv.split, band = int32_t(blockIdx.x) / lv.split;
+  const int32_t c_begin = part * lv.split_cols;
+  return Sweep{band * kBandRows, part, c_begin, lv.nk - c_begin < lv.split_cols ? lv.nk : c_begin + lv.split_cols};
+}
 
 template <class Cfg, class Visit>
-__device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit visit) {
+__device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Visit visit) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro;
+  const int32_t row0 = g.row0;
   static_assert(D % kGemmK == 0);
   const Level& lv = p.layout.level[0];
   const int32_t b = int32_t(slice / p.heads);
@@ -63,7 +84,7 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit
     const int32_t r = row0 + ty + W * i;
     row_real[i] = r < lv.nq && qcount[r] > 0.f;
   }
-  for (int32_t c0 = 0; c0 < lv.nk; c0 += kBandCols) {
+  for (int32_t c0 = g.c_begin; c0 < g.c_end; c0 += kBandCols) {
     float acc[kMicro][kMicro] = {};
     MRA_NO_UNROLL  // at D = 32 nvcc unrolled both slabs and spilled (coarse_row_select_kernel, sm_80)
     for (int d0 = 0; d0 < D; d0 += kGemmK) {
@@ -93,10 +114,18 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit
       const int32_t c = c0 + tx + W * j;
       const bool col_real = c < lv.nk && kcount[c] > 0.f;
       MRA_UNROLL
-      for (int i = 0; i < kMicro; ++i) logit[i][j] = row_real[i] && col_real ? p.scale * acc[i][j] : -INFINITY;
+      for (int i = 0; i < kMicro; ++i)
+        logit[i][j] = row_real[i] && col_real && pair_place(p, lv.side, row0 + ty + W * i, c) == order::kVisible
+                          ? p.scale * acc[i][j]
+                          : -INFINITY;
     }
     visit(c0, logit);
   }
+}
+// The whole band (every column): policy row's select.
+template <class Cfg, class Visit>
+__device__ void coarse_sweep(const Params& p, int64_t slice, int32_t row0, Visit visit) {
+  coarse_sweep<Cfg>(p, slice, Sweep{row0, 0, 0, p.layout.level[0].nk}, visit);
 }
 
 // Calls `f(i, j, r, c, value)` for every candidate of a sweep tile: its rank value from the logit and the
@@ -116,6 +145,19 @@ __device__ inline void for_each_candidate(const Params& p, int32_t row0, int32_t
     }
 }
 
+// §9.3: calls f(c) for every active crossing pair (r, c) of level-1 block row r, which causal attention refines
+// besides the budget: the key blocks holding keys r s + δ + 1 ... (last query) + δ, at most two.
+template <class F>
+__device__ inline void for_each_crossing(const Params& p, int32_t b, int32_t r, F f) {
+  const Level& lv = p.layout.level[0];
+  if (!(at<float>(p, lv.qcount)[int64_t(b) * lv.nq + r] > 0.f)) return;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  const int32_t s = lv.side, delta = p.nk - p.nq;
+  const int32_t lo = r * s + delta, hi = ((r + 1) * s < p.nq ? (r + 1) * s : p.nq) - 1 + delta;
+  for (int32_t c = lo < 0 ? 0 : lo / s; hi >= 0 && c <= hi / s && c < lv.nk; ++c)
+    if (kcount[c] > 0.f && pair_place(p, s, r, c) == order::kCrossing) f(c);
+}
+
 // The row maxima of this thread's band rows, from the workspace.
 __device__ inline void load_row_max(const Params& p, int64_t slice, int32_t row0, float (&rmax)[kMicro]) {
   constexpr int W = kBandRows / kMicro;
@@ -128,16 +170,19 @@ __device__ inline void load_row_max(const Params& p, int64_t slice, int32_t row0
   }
 }
 
-// The maximum logit of each of this thread's band rows (§2.4's score is relative to it), by a sweep of the
-// band; written to the workspace for the later passes. The W threads of one row are W consecutive lanes of one
-// warp, so every lane of a row ends with the same maximum.
+// The maximum logit of each of this thread's band rows (§2.4's score is relative to it) over the columns of
+// sweep g; written to the workspace, for the later passes (`rowmax`, split 1) or for the merge of the ranges
+// (`rowmax_part`, [row, part]). The W threads of one row are W consecutive lanes of one warp, so every lane of a
+// row ends with the same maximum.
 template <class Cfg>
-__device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float (&m)[kMicro]) {
+__device__ void band_row_max(const Params& p, int64_t slice, const Sweep& g, float (&m)[kMicro]) {
   constexpr int W = kBandRows / kMicro;
   const Level& lv = p.layout.level[0];
+  const int32_t row0 = g.row0;
+  float* out = at<float>(p, lv.split > 1 ? lv.rowmax_part : lv.rowmax) + slice * lv.nq * lv.split;
   MRA_UNROLL
   for (int i = 0; i < kMicro; ++i) m[i] = -INFINITY;
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t, const float (&logit)[kMicro][kMicro]) {
     MRA_UNROLL
     for (int i = 0; i < kMicro; ++i)
       MRA_UNROLL
@@ -150,8 +195,40 @@ __device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float
       m[i] = x > m[i] ? x : m[i];
     }
     const int32_t r = row0 + int(threadIdx.x) / W + W * i;
-    if (int(threadIdx.x) % W == 0 && r < lv.nq) at<float>(p, lv.rowmax)[slice * lv.nq + r] = m[i];
+    if (int(threadIdx.x) % W == 0 && r < lv.nq) out[int64_t(r) * lv.split + g.part] = m[i];
   }
+}
+template <class Cfg>
+__device__ void band_row_max(const Params& p, int64_t slice, int32_t row0, float (&m)[kMicro]) {
+  band_row_max<Cfg>(p, slice, Sweep{row0, 0, 0, p.layout.level[0].nk}, m);
+}
+
+// Split > 1: the row maxima of the ranges (coarse_rowmax_kernel, the launch before), merged in range order with
+// the sweep's own comparison (a maximum: the same value whichever order); part 0 of each band stores them in
+// `rowmax` for the later passes.
+__device__ inline void merge_row_max(const Params& p, int64_t slice, const Sweep& g, float (&m)[kMicro]) {
+  constexpr int W = kBandRows / kMicro;
+  const Level& lv = p.layout.level[0];
+  const float* part = at<float>(p, lv.rowmax_part) + slice * lv.nq * lv.split;
+  MRA_UNROLL
+  for (int i = 0; i < kMicro; ++i) {
+    const int32_t r = g.row0 + int(threadIdx.x) / W + W * i;
+    m[i] = -INFINITY;
+    if (r >= lv.nq) continue;
+    for (int32_t s = 0; s < lv.split; ++s) {
+      const float x = part[int64_t(r) * lv.split + s];
+      m[i] = x > m[i] ? x : m[i];
+    }
+    if (g.part == 0 && int(threadIdx.x) % W == 0) at<float>(p, lv.rowmax)[slice * lv.nq + r] = m[i];
+  }
+}
+
+// Split > 1 only: the row maxima per column range, before radix pass 0 (which, with split 1, finds them itself).
+// Grid (bands * split, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_rowmax_kernel(Params p) {
+  float m[kMicro];
+  band_row_max<Cfg>(p, p.slice0 + int64_t(blockIdx.y), sweep_of(p.layout.level[0]), m);
 }
 
 // The selection state after the pick of radix pass `pass`: the digit of the budget-th largest rank value, from
@@ -222,9 +299,10 @@ __device__ SelectState pick_state(const Params& p, int64_t slice, int pass) {
 }
 
 // Radix pass `pass`: the histogram of the next digit of the rank values that match the digits found so far
-// (the state after the previous pass's pick, computed here). Pass 0 first finds the row maxima and counts
-// this CTA's share of pool_kernel's non-finite block flags. Counts are integers, so the order of the atomic
-// additions does not matter. Grid (bands, slices); pool_kernel cleared the histograms.
+// (the state after the previous pass's pick, computed here). Pass 0 first finds the row maxima (split 1) or
+// merges those of the column ranges, and counts this CTA's share of pool_kernel's non-finite block flags. Counts
+// are integers, so the order of the atomic additions does not matter: the CTAs of a band's column ranges add
+// into the same histogram. Grid (bands * split, slices); pool_kernel cleared the histograms.
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int pass) {
   const Level& lv = p.layout.level[0];
@@ -232,12 +310,14 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
   const int tid = threadIdx.x;
   const SelectState st = pass == 0 ? SelectState{0, 0, 0, 0} : pick_state<Cfg>(p, slice, pass - 1);
   if (st.done) return;  // uniform over the CTA
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   uint64_t* global = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
   __shared__ uint32_t hist[kHistBins];
   float rmax[kMicro];
   if (pass == 0) {
-    band_row_max<Cfg>(p, slice, row0, rmax);
+    if (lv.split > 1) merge_row_max(p, slice, g, rmax);
+    else band_row_max<Cfg>(p, slice, g, rmax);
     const int32_t blocks = lv.nq + lv.nk, share = (blocks + int32_t(gridDim.x) - 1) / int32_t(gridDim.x);
     const int32_t lo = int32_t(blockIdx.x) * share, hi = lo + share < blocks ? lo + share : blocks;
     const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
@@ -252,7 +332,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rank_kernel(Params p, int
   const int shift = pass_shift(pass), high = shift + pass_bits(pass);
   const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
   __syncthreads();
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t, int32_t, uint64_t v) {
       if ((v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
     });
@@ -281,18 +361,34 @@ __global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Para
   __shared__ uint32_t hist[kBandRows][kRowBins];
   __shared__ uint64_t prefix[kBandRows];
   __shared__ uint32_t rest[kBandRows], taken[kBandRows];
+  // Non-finite values: without causal attention a flag for the whole slice (§2.7); with it, the slice's first
+  // real key with a non-finite k or v (from pool_kernel's offsets in the key blocks), which with the query blocks'
+  // flags poisons rows one by one (§9.5).
   int any_bad = 0;
+  int32_t first = p.nk;
   const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (lv.nq + lv.nk);
-  for (int32_t i = tid; i < lv.nq + lv.nk; i += blockDim.x) any_bad |= block_bad[i];
-  const bool bad = __syncthreads_or(any_bad) != 0;
+  for (int32_t i = tid; i < lv.nq + lv.nk; i += blockDim.x) {
+    any_bad |= block_bad[i];
+    if (i >= lv.nq && block_bad[i] != 0 && (i - lv.nq) * lv.side + block_bad[i] - 1 < first)
+      first = (i - lv.nq) * lv.side + block_bad[i] - 1;
+  }
+  __shared__ int32_t first_bad;
+  if (tid == 0) first_bad = p.nk;
+  __syncthreads();
+  if (first < p.nk) atomicMin(&first_bad, first);
+  const bool bad = __syncthreads_or(any_bad) != 0 && !p.layout.causal;
   if (blockIdx.x == 0 && tid == 0) {
     at<int32_t>(p, p.layout.slice_bad)[slice] = bad;
+    if (p.layout.causal) at<int32_t>(p, p.layout.first_bad)[slice] = first_bad;
     // The slice's state as coarse_write_kernel reads it: no tie quota beyond the rows' own.
     at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1] = SelectState{0, 0, 1, 0};
   }
   if (tid < kBandRows) {
+    // A poisoned row (§9.5) ranks nothing.
+    const int32_t r = row0 + tid;
+    const bool poisoned = r < lv.nq && r * lv.side >= poisoned_from(p, slice, r * lv.side, first_bad);
     prefix[tid] = 0;
-    rest[tid] = bad ? 0u : ~0u;  // ~0: not counted yet (pass 0 counts the row's candidates)
+    rest[tid] = bad || poisoned ? 0u : ~0u;  // ~0: not counted yet (pass 0 counts the row's candidates)
     taken[tid] = 0;
   }
   float rmax[kMicro];
@@ -341,55 +437,65 @@ __global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Para
     // Unsearched rows take all their candidates (threshold 0, any number of ties) or none (budget 0, poisoned).
     RowPick* pick = at<RowPick>(p, lv.rowpick) + slice * lv.nq + r;
     *pick = searched ? RowPick{prefix[tid], rest[tid]} : n > 0 ? RowPick{0, ~uint64_t(0)} : RowPick{~uint64_t(0), 0};
+    // Causal attention: the row's crossing pairs are refined besides its budget (§9.3); coarse_write_kernel adds
+    // them to the columns.
+    uint32_t forced = 0;
+    if (p.layout.causal) for_each_crossing(p, int32_t(slice / p.heads), r, [&](int32_t) { ++forced; });
     uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
-    rowcount[2 * r] = n;
+    rowcount[2 * r] = n + forced;
     rowcount[2 * r + 1] = 0;
   }
 }
 
 // The refined pairs of one band: rank value above the threshold, or equal to it within the tie quota.
-// Pass 1 (`count`, after the last pick): per row, how many are above and how many tie. Grid (bands, slices).
+// Pass 1 (`count`, after the last pick): per row and column range, how many are above and how many tie.
+// Grid (bands * split, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_count_kernel(Params p) {
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const SelectState st = pick_state<Cfg>(p, slice, kPasses - 1);
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   __shared__ uint32_t above[kBandRows], ties[kBandRows];
   for (int i = threadIdx.x; i < kBandRows; i += blockDim.x) above[i] = ties[i] = 0;
   float rmax[kMicro];
   load_row_max(p, slice, row0, rmax);
   __syncthreads();
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     for_each_candidate(p, row0, c0, logit, rmax, [&](int, int, int32_t r, int32_t, uint64_t v) {
       if (v > st.threshold) atomicAdd(&above[r - row0], 1u);
       else if (v == st.threshold) atomicAdd(&ties[r - row0], 1u);
     });
   });
   __syncthreads();
-  uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * lv.split * 2;
   for (int i = threadIdx.x; i < kBandRows && row0 + i < lv.nq; i += blockDim.x) {
-    rowcount[2 * (row0 + i)] = above[i];
-    rowcount[2 * (row0 + i) + 1] = ties[i];
+    const int64_t seg = int64_t(row0 + i) * lv.split + g.part;
+    rowcount[2 * seg] = above[i];
+    rowcount[2 * seg + 1] = ties[i];
   }
 }
 
-// The CSR row offsets of the band's rows (and, from the last band, rowptr[nq]) and their tie bases (ties in the
-// rows before), from the per-row counts. The tie quota goes to the ties in flat order, so the rows before r took
-// min(ties before r, quota) of them: rowptr[r] = (above before r) + min(tie base, quota). The sums over the rows
-// before the band are integers: per thread, then over the threads in thread order.
+// The output offsets of this CTA's segments (row r of the band, column range g.part) and their tie bases (ties
+// in the segments before), from the per-segment counts; the CSR row offsets of the band's rows (and, from the
+// last band, rowptr[nq]) from part 0. Segments in (row, part) order are in flat order, and the tie quota goes to
+// the ties in flat order, so the segments before one took min(ties before it, quota) of them: its offset is
+// (above before it) + min(tie base, quota). The sums over the rows before the band are integers: per thread, then
+// over the threads in thread order.
 template <class Cfg>
-__device__ void band_offsets(const Params& p, int64_t slice, int32_t row0, const SelectState& st,
+__device__ void band_offsets(const Params& p, int64_t slice, const Sweep& g, const SelectState& st,
                                     int32_t (&band_ptr)[kBandRows], uint64_t (&band_tb)[kBandRows]) {
   const Level& lv = p.layout.level[0];
   const int tid = threadIdx.x;
-  const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
+  const int32_t row0 = g.row0;
+  const uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * lv.split * 2;
   int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
   __shared__ uint64_t part[2][kGemmThreads];
   uint64_t above = 0, ties = 0;
-  for (int32_t r = tid; r < row0; r += blockDim.x) {
-    above += rowcount[2 * r];
-    ties += rowcount[2 * r + 1];
+  for (int64_t seg = tid; seg < int64_t(row0) * lv.split; seg += blockDim.x) {
+    above += rowcount[2 * seg];
+    ties += rowcount[2 * seg + 1];
   }
   part[0][tid] = above;
   part[1][tid] = ties;
@@ -401,31 +507,38 @@ __device__ void band_offsets(const Params& p, int64_t slice, int32_t row0, const
       tb += part[1][t];
     }
     for (int i = 0; i < kBandRows && row0 + i < lv.nq; ++i) {
-      band_tb[i] = tb;
-      band_ptr[i] = int32_t(a + (tb < st.ties ? tb : st.ties));
-      rowptr[row0 + i] = band_ptr[i];
-      a += rowcount[2 * (row0 + i)];
-      tb += rowcount[2 * (row0 + i) + 1];
+      for (int32_t s = 0; s < lv.split; ++s) {
+        const int32_t offset = int32_t(a + (tb < st.ties ? tb : st.ties));
+        if (s == 0 && g.part == 0) rowptr[row0 + i] = offset;
+        if (s == g.part) {
+          band_tb[i] = tb;
+          band_ptr[i] = offset;
+        }
+        const int64_t seg = int64_t(row0 + i) * lv.split + s;
+        a += rowcount[2 * seg];
+        tb += rowcount[2 * seg + 1];
+      }
     }
-    if (row0 + kBandRows >= lv.nq) rowptr[lv.nq] = int32_t(a + (tb < st.ties ? tb : st.ties));
+    if (g.part == 0 && row0 + kBandRows >= lv.nq) rowptr[lv.nq] = int32_t(a + (tb < st.ties ? tb : st.ties));
   }
   __syncthreads();
 }
 
-// Pass 2 (`write`): the CSR offsets of the band's rows, then the columns of the refined pairs, row by row in
-// column order, at their CSR positions. A column tile's verdicts go through shared memory; then warp w writes
-// rows w, w + 8, ... of the band, its lanes covering 32 columns at a time, with ballots for the positions.
-// Grid (bands, slices).
+// Pass 2 (`write`): the CSR offsets of the band's rows, then the columns of the refined pairs in the CTA's column
+// range, row by row in column order, at their CSR positions (each range from its segment's offset). A column
+// tile's verdicts go through shared memory; then warp w writes rows w, w + 8, ... of the band, its lanes covering
+// 32 columns at a time, with ballots for the positions. Grid (bands * split, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   constexpr int W = kBandRows / kMicro, kWarps = kGemmThreads / 32, kRowsPerWarp = kBandRows / kWarps;
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const SelectState st = at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1];
-  const int32_t row0 = int32_t(blockIdx.x) * kBandRows;
+  const Sweep g = sweep_of(lv);
+  const int32_t row0 = g.row0;
   __shared__ int32_t band_ptr[kBandRows];
   __shared__ uint64_t band_tb[kBandRows];
-  band_offsets<Cfg>(p, slice, row0, st, band_ptr, band_tb);
+  band_offsets<Cfg>(p, slice, g, st, band_ptr, band_tb);
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
   // The threshold and the tie quota of row r: the slice's (§2.4), or the row's own under policy row (§10).
   const RowPick* picks = at<RowPick>(p, lv.rowpick) + slice * lv.nq;
@@ -436,7 +549,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   uint32_t written[kRowsPerWarp] = {}, seen_ties[kRowsPerWarp] = {};
   float rmax[kMicro];
   load_row_max(p, slice, row0, rmax);
-  coarse_sweep<Cfg>(p, slice, row0, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
+  coarse_sweep<Cfg>(p, slice, g, [&](int32_t c0, const float (&logit)[kMicro][kMicro]) {
     const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
     MRA_UNROLL
     for (int i = 0; i < kMicro; ++i)
@@ -446,6 +559,14 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
       const uint64_t threshold = pick(r).threshold;
       verdict[ty + W * i][tx + W * j] = v > threshold ? 1 : v == threshold ? 2 : 0;
     });
+    if (p.layout.causal) {  // the crossing pairs of the band's rows, refined besides the budget (§9.3)
+      __syncthreads();
+      const int t = int(threadIdx.x);
+      if (t < kBandRows && row0 + t < lv.nq)
+        for_each_crossing(p, int32_t(slice / p.heads), row0 + t, [&](int32_t c) {
+          if (c >= c0 && c < c0 + kBandCols) verdict[t][c - c0] = 1;
+        });
+    }
     __syncthreads();
     MRA_UNROLL
     for (int k = 0; k < kRowsPerWarp; ++k) {
@@ -493,23 +614,32 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
   uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots + base;
   __shared__ float qbar[D];
   __shared__ float scratch[kRowThreads / 32];
-  auto column = [&](int32_t u) {
+  // Under causal attention (§9.3) a future child is no candidate (key 0) and a crossing one is forced (no score,
+  // no part in the row maximum); a poisoned row (§9.5) ranks none of its visible children.
+  auto column = [&](int32_t u) {  // the child's key-block column, -1 when the pair is inactive or future
     const int32_t c = up_col[start + u / rho] * rho + u % rho;
-    return c < lv.nk && kcount[c] > 0.f ? c : -1;
+    return c < lv.nk && kcount[c] > 0.f && pair_place(p, lv.side, r, c) != order::kFuture ? c : -1;
   };
+  const bool ranked = row_real && r * lv.side < poisoned_from(p, slice, r * lv.side, first_bad_key(p, slice));
+  auto scored = [&](int32_t c) { return ranked && c >= 0 && pair_place(p, lv.side, r, c) == order::kVisible; };
   if (row_real)
     for (int d = threadIdx.x; d < D; d += blockDim.x) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
   __syncthreads();
   float row_max = -INFINITY;
   for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
     const int32_t c = column(u);
-    const float logit = row_real && c >= 0 ? p.scale * dot<D>(qbar, kmean + int64_t(c) * D) : -INFINITY;
+    const float logit = scored(c) ? p.scale * dot<D>(qbar, kmean + int64_t(c) * D) : -INFINITY;
     keys[u] = bits_of(logit);
     row_max = logit > row_max ? logit : row_max;
   }
   row_max = block_max(row_max, scratch);
-  for (int32_t u = threadIdx.x; u < count; u += blockDim.x)
-    keys[u] = row_real && column(u) >= 0 ? slot_key(float_of(uint32_t(keys[u])) - row_max, base + u) : 0;
+  for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
+    const int32_t c = row_real ? column(u) : -1;
+    keys[u] = c < 0 ? 0
+              : scored(c) ? slot_key(float_of(uint32_t(keys[u])) - row_max, base + u)
+              : pair_place(p, lv.side, r, c) == order::kCrossing ? forced_key(base + u)
+                                                                  : 0;
+  }
 }
 
 // Stage 2c (§2.4, level l >= 2): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one
@@ -655,12 +785,20 @@ __global__ void __launch_bounds__(kSelectThreads) select_row_kernel(Params p, in
     const int32_t start = up_row[r / rho], n = up_row[r / rho + 1] - start;
     return Range{int64_t(rho) * rho * start + int64_t(r % rho) * rho * n, start, rho * n};
   };
+  // A row takes its forced keys (the crossing pairs of causal attention, §9.3) besides min(budget, candidates).
   for (int32_t r = warp; r < lv.nq; r += kWarps) {
     const Range g = range(r);
-    uint32_t n = 0;
-    for (int32_t u = lane; u < g.count; u += 32) n += keys[g.first + u] != 0;
-    for (int o = 16; o > 0; o /= 2) n += __shfl_xor_sync(0xffffffffu, n, o);
-    if (lane == 0) rowptr[r] = int32_t(uint64_t(n) < uint64_t(lv.budget) ? n : uint32_t(lv.budget));
+    uint32_t n = 0, forced = 0;
+    for (int32_t u = lane; u < g.count; u += 32) {
+      const uint64_t key = keys[g.first + u];
+      n += key != 0 && !is_forced(key);
+      forced += key != 0 && is_forced(key);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      n += __shfl_xor_sync(0xffffffffu, n, o);
+      forced += __shfl_xor_sync(0xffffffffu, forced, o);
+    }
+    if (lane == 0) rowptr[r] = int32_t(forced + (uint64_t(n) < uint64_t(lv.budget) ? n : uint32_t(lv.budget)));
   }
   __syncthreads();
   uint64_t before = 0;

@@ -92,14 +92,7 @@ float load(const unsigned char* base, mra_dtype t, size_t i) {
 // The reference's view of one batch and head of Nq queries and Nk keys and values in f32.
 mra::ref::Problem ref_problem(int64_t nq, int64_t nk, int64_t dim, const std::vector<float>& q,
                               const std::vector<float>& k, const std::vector<float>& v) {
-  mra::ref::Problem rp;
-  rp.nq = nq;
-  rp.nk = nk;
-  rp.dim = dim;
-  rp.q = q.data();
-  rp.k = k.data();
-  rp.v = v.data();
-  return rp;
+  return mra::ref::Problem::of(1, 1, nq, nk, dim, q.data(), k.data(), v.data());
 }
 
 double max_abs(const std::vector<float>& x) {
@@ -193,7 +186,8 @@ TEST_CASE("element offsets beyond 2^32 (keys past 2^32 / D)") {
 
 // Written against coarse-first-chunk-only when attend_kernel folded the level-1 candidates in chunks of one per
 // thread (up to 256); level 1 is now coarse_level1_kernel's, which sweeps 64 key blocks per column tile, so the
-// case runs its online rescale across 5 tiles. One query block against 300 key blocks (the last one partial):
+// case spans 5 tiles: with one slice and one band the layout splits them into 5 column ranges (layout.h), whose
+// partials coarse_merge_kernel rescales and merges (a whole-band sweep of several tiles: test `column split`). One query block against 300 key blocks (the last one partial):
 // the blocks from 128 on lean towards the queries, so most of the coarse weight lies beyond the first 128; two
 // of them are refined. Against the reference on the same f32 problem.
 TEST_CASE("the coarse fold of one query block over more key blocks than threads") {
