@@ -83,8 +83,9 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
 
 // codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
 // of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
-// They read contiguous tensors with one K/V head per head: grouped K/V heads and strides (§8) are not in them yet.
-bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && kern::plain_layout(p); }
+// They read contiguous tensors with one K/V head per head: grouped K/V heads and strides (§8) are not in them yet;
+// nor is causal attention (§9; the reference has no causal backward either).
+bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && kern::plain_layout(p) && p.causal == 0; }
 
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream) {

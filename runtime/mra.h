@@ -88,7 +88,8 @@ typedef struct mra_problem {
   mra_strides strides;                      /* element strides; all zero: contiguous */
   /* Appended fields: zero keeps the behaviour of a problem written before them. */
   int32_t causal;                           /* 1: query i sees key j only when j <= i + nk - nq (§9); needs
-                                               MRA_POLICY_ROW. Not generated yet: MRA_ERROR_UNSUPPORTED_CONFIG */
+                                               MRA_POLICY_ROW (else MRA_ERROR_BAD_ARGUMENT). The backward has
+                                               no causal form: MRA_ERROR_UNSUPPORTED_CONFIG */
   mra_policy policy;                        /* MRA_POLICY_GLOBAL (0) or MRA_POLICY_ROW */
 } mra_problem;
 

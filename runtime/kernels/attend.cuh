@@ -66,6 +66,17 @@ __device__ inline bool refined(const Params& p, int64_t slice, int li, int32_t r
   return at_c < row[r + 1] && col[at_c] == c;
 }
 
+// Causal attention (§9.1, §9.5): the exact keys a tile of query rows [row0, row0 + rows) loads are those before
+// the returned index: none after its last row's horizon (future for every row), and none from the slice's first
+// non-finite key on (every row that sees it is NaN, and a row that does not must not meet it, not even with
+// weight 0). nk without causal attention.
+__device__ inline int32_t tile_key_end(const Params& p, int64_t slice, int32_t row0, int32_t rows) {
+  if (!p.layout.causal) return p.nk;
+  const int32_t last = (row0 + rows < p.nq ? row0 + rows : p.nq) - 1, end = last + p.nk - p.nq + 1;
+  const int32_t first_bad = first_bad_key(p, slice);
+  return end < first_bad ? end : first_bad;
+}
+
 // §1, §2.7: a tile without real query rows, or of a poisoned slice, writes its rows (0, or NaN in the real
 // rows of a poisoned slice) and computes nothing. Returns whether it did; uniform over the CTA.
 template <class Cfg>
@@ -129,7 +140,10 @@ __device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int
       int32_t c = -1;
       if (u < count) {
         c = cand.column(u);
-        if (c < lv.nk && kcount[c] > 0.f && !refined(p, slice, li, r, c))
+        // Under causal attention only a visible pair is a coarse component (§9.3: crossing pairs are refined,
+        // future ones are not candidates).
+        if (c < lv.nk && kcount[c] > 0.f && pair_place(p, lv.side, r, c) == order::kVisible &&
+            !refined(p, slice, li, r, c))
           logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
       }
       col[tid] = c;
@@ -179,6 +193,12 @@ struct MmaSmem {
   static constexpr size_t key_mask = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: uint32 [ST][words]
   static constexpr size_t coarse = key_mask + size_t(ST) * mask_words * 4;        // bytes: CoarseSmem
   static constexpr size_t bytes = coarse + size_t(CoarseSmem<Cfg>::words) * 4;
+  // Causal attention only, past `bytes` (a launch without it keeps its occupancy): per tile the key index of
+  // every slot (-1: none) and whether a key lies past the first row's horizon (the tile crosses the diagonal and
+  // takes the entry mask).
+  static constexpr size_t key_index = bytes;                          // bytes: int32 [ST][BN]
+  static constexpr size_t crosses = key_index + size_t(ST) * BN * 4;  // bytes: uint32 [ST]
+  static constexpr size_t causal_bytes = bytes + size_t(ST) * (BN + 1) * 4;
   static_assert(pitch * sizeof(T) % 16 == 0, "ldmatrix and cp.async rows are 16-byte aligned");
 };
 
@@ -218,6 +238,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   T* ks = reinterpret_cast<T*>(smem) + S::k;
   T* vs = reinterpret_cast<T*>(smem) + S::v;
   uint32_t* key_mask = reinterpret_cast<uint32_t*>(smem + S::key_mask);
+  int32_t* key_index = reinterpret_cast<int32_t*>(smem + S::key_index);
+  uint32_t* crosses = reinterpret_cast<uint32_t*>(smem + S::crosses);
   float* cs = reinterpret_cast<float*>(smem + S::coarse);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -243,27 +265,37 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   const int32_t* fin_col = at<int32_t>(p, fin.col) + slice * fin.cap;
   const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
   const int32_t tiles = (keys_total + BN - 1) / BN;
+  const int32_t key_end = tile_key_end(p, slice, row0, BM);
   // Gathers key tile `it` into ring slot it % ST: K and V rows of the refined keys, zeros for slots past the
   // list, past Nk or masked (their bit in key_mask is 0); then commits one group, even when empty, so that
   // group counts stay uniform for cp_async_wait. A thread copies CPT consecutive 16-byte chunks of K and of V
-  // of RPT rows (one key lookup per row); warp 0 writes the tile's mask of real keys by ballot.
+  // of RPT rows (one key lookup per row); warp 0 writes the tile's mask of real keys by ballot, and under causal
+  // attention the slots' key indices and whether the tile crosses the diagonal.
   static_assert(NT % BN == 0 || BN % NT == 0, "threads and key slots split evenly");
   constexpr int W = S::mask_words, TPR = NT > BN ? NT / BN : 1, RPT = BN > NT ? BN / NT : 1, CPT = CHUNKS / TPR;
   static_assert(CHUNKS % TPR == 0, "a row's chunks split evenly over its threads");
   auto key_of = [&](int32_t u) {  // the key index of slot u of R's refined keys, or -1
     if (u >= keys_total) return int32_t(-1);
     const int32_t j = fin_col[first + u / Cfg::finest] * Cfg::finest + u % Cfg::finest;
-    return j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : int32_t(-1);
+    return j < key_end && is_real(p.kmask, b, p.nk, j) ? j : int32_t(-1);
   };
   auto issue_tile = [&](int32_t it) {
     if (it < tiles) {
       const int slot = it % ST;
-      if (warp == 0)
+      if (warp == 0) {
+        uint32_t cross = 0;
         MRA_UNROLL
         for (int w = 0; w < W; ++w) {
-          const uint32_t real = __ballot_sync(0xffffffffu, 32 * w + lane < BN && key_of(it * BN + 32 * w + lane) >= 0);
+          const int32_t j = 32 * w + lane < BN ? key_of(it * BN + 32 * w + lane) : -1;
+          const uint32_t real = __ballot_sync(0xffffffffu, j >= 0);
           if (lane == 0) key_mask[slot * W + w] = real;
+          if (p.layout.causal) {
+            if (32 * w + lane < BN) key_index[slot * BN + 32 * w + lane] = j;
+            cross |= __ballot_sync(0xffffffffu, j > row0 + p.nk - p.nq);
+          }
         }
+        if (p.layout.causal && lane == 0) crosses[slot] = cross;
+      }
       MRA_UNROLL
       for (int rr = 0; rr < RPT; ++rr) {
         const int n = tid / TPR + rr * (NT / TPR), c0 = tid % TPR * CPT * 8;
@@ -354,6 +386,18 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
       }
     }
 
+    // Causal attention, a tile that crosses the diagonal: the entry mask j <= i + nk - nq (§9.1) on the S
+    // fragments (rows g and g + 8 of the warp's slab); the other tiles are visible to every row of the tile.
+    if (p.layout.causal && crosses[slot] != 0) {
+      const int32_t* kj = key_index + slot * BN;
+      const int32_t horizon = row0 + warp * 16 + g + p.nk - p.nq;
+      MRA_UNROLL
+      for (int nt = 0; nt < BN / 8; ++nt)
+        MRA_UNROLL
+        for (int r = 0; r < 4; ++r)
+          if (kj[nt * 8 + 2 * t + r % 2] > horizon + 8 * (r / 2)) s[nt][r] = -INFINITY;
+    }
+
     // Online softmax per row, in base 2: logits times log2(e) (-inf for empty key slots), the new row max over
     // the quad, the rescale of what was accumulated so far, the weights 2^(x - m) (f32, summed unrounded into l).
     // While a row has seen no logit its max is -inf: exponents are then taken against 0, so that empty slots
@@ -409,8 +453,10 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   }
   simt::cp_async_wait<0>();
 
-  // Output: l summed over the quad, rows past the tile or masked written as 0 (§1).
+  // Output: l summed over the quad, rows past the tile or masked written as 0 (§1); under causal attention the
+  // poisoned rows NaN (§9.5).
   const Rows<T> out = out_rows<T>(p, slice);
+  const int32_t nan_from = poisoned_from(p, slice, row0, first_bad_key(p, slice));
   MRA_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int i = warp * 16 + g + 8 * h;
@@ -418,12 +464,14 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
     const float lsum = quad_sum(l[h]);
     if (i >= BM || row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    const bool poisoned = row >= nan_from && is_real(p.qmask, b, p.nq, row);
     if (t == 0) save_row_stats(p, slice, row, real ? m[h] / log2e : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
     for (int nt = 0; nt < D / 8; ++nt)
       MRA_UNROLL
       for (int e = 0; e < 2; ++e)
-        out.row(row)[nt * 8 + 2 * t + e] = from_float<T>(real ? o[nt][2 * h + e] / lsum : 0.f);
+        out.row(row)[nt * 8 + 2 * t + e] =
+            from_float<T>(poisoned ? quiet_nan() : real ? o[nt][2 * h + e] / lsum : 0.f);
   }
 }
 
@@ -502,6 +550,9 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
   const int32_t first = fin_row[R], keys_total = (fin_row[R + 1] - first) * Cfg::finest;
   // K and V of the slice's K/V head, through their strides (§8).
   const Rows<const T> k = k_rows<T>(p, slice), v = v_rows<T>(p, slice);
+  // Causal attention: the keys the tile may load, and the entry mask j <= i + horizon (§9.1; without causal
+  // attention every key passes it).
+  const int32_t key_end = tile_key_end(p, slice, row0, BM), horizon = p.layout.causal ? p.nk - p.nq : p.nk;
   for (int32_t u0 = 0; u0 < keys_total; u0 += BN) {
     for (int e = tid; e < BN; e += NT) {
       const int32_t u = u0 + e;
@@ -509,7 +560,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
       if (u < keys_total) {
         const int32_t cb = fin_col[first + u / Cfg::finest];
         const int32_t jj = cb * Cfg::finest + u % Cfg::finest;
-        if (jj < p.nk && is_real(p.kmask, b, p.nk, jj)) j = jj;
+        if (jj < key_end && is_real(p.kmask, b, p.nk, jj)) j = jj;
       }
       key[e] = j;
     }
@@ -547,9 +598,11 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     MRA_UNROLL
     for (int a = 0; a < TM; ++a) {
       float mx = m[a];
+      const int32_t limit = row0 + rg + RG * a + horizon;
       MRA_UNROLL
       for (int c = 0; c < TN; ++c) {
-        s[a][c] = key[kg + KG * c] >= 0 ? p.scale * s[a][c] : -INFINITY;
+        const int32_t j = key[kg + KG * c];
+        s[a][c] = j >= 0 && j <= limit ? p.scale * s[a][c] : -INFINITY;
         mx = fmaxf(mx, s[a][c]);
       }
       for (int off = KG / 2; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
@@ -585,8 +638,9 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
   }
 
   // Output: l summed over the group (xor order: the same bits in every lane), rows past Nq skipped, masked or
-  // empty rows 0 (§1).
+  // empty rows 0 (§1), under causal attention the poisoned rows NaN (§9.5).
   const Rows<T> out = out_rows<T>(p, slice);
+  const int32_t nan_from = poisoned_from(p, slice, row0, first_bad_key(p, slice));
   MRA_UNROLL
   for (int a = 0; a < TM; ++a) {
     float lsum = l[a];
@@ -594,9 +648,11 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     const int32_t row = row0 + rg + RG * a;
     if (row >= p.nq) continue;
     const bool real = is_real(p.qmask, b, p.nq, row) && lsum > 0.f;
+    const bool poisoned = row >= nan_from && is_real(p.qmask, b, p.nq, row);
     if (kg == 0) save_row_stats(p, slice, row, real ? m[a] : -INFINITY, real ? lsum : 0.f);
     MRA_UNROLL
-    for (int e = 0; e < TD; ++e) out.row(row)[kg + KG * e] = from_float<T>(real ? o[a][e] / lsum : 0.f);
+    for (int e = 0; e < TD; ++e)
+      out.row(row)[kg + KG * e] = from_float<T>(poisoned ? quiet_nan() : real ? o[a][e] / lsum : 0.f);
   }
 }
 

@@ -21,7 +21,10 @@ inline namespace MRA_KERNEL_NAMESPACE {
 // and rescale per row (the row's W lanes agree on it by xor shuffles), the weights through shared memory, and
 // num += P·V as a second register-tiled GEMM: a thread keeps rows ty + W i and features tx + W e. The
 // denominator is summed per lane in column order, then over the row's lanes in xor order at the end. Every
-// sum has a fixed order: the result is bitwise reproducible run to run.
+// sum has a fixed order: the result is bitwise reproducible run to run. Causal attention (§9.3): coarse_sweep
+// gives the pairs that are not visible no logit, so they weigh 0; and the V sums from the key block holding the
+// first non-finite key on are read as 0, so that a weight 0 never meets a NaN: every row whose coarse pairs reach
+// that block is NaN anyway (§9.5).
 template <class Cfg>
 __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro, TD = D / W;
@@ -37,6 +40,7 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
   const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
   const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
   const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  const int32_t first_bad = first_bad_key(p, slice), col_end = first_bad < p.nk ? first_bad / lv.side : lv.nk;
   __shared__ uint64_t refined[kBandRows];
   __shared__ float wgt[kBandRows][kBandCols + 1];  // padded: the rows of one warp's two ty hit distinct banks
   __shared__ float vs[kGemmK][D];
@@ -93,12 +97,12 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level1_kernel(Params p) {
       }
     }
     // num += P·V over the tile's columns, kGemmK V sums at a time through shared memory (zero past nk, where
-    // every weight is 0).
+    // every weight is 0, and past col_end).
     for (int k0 = 0; k0 < kBandCols; k0 += kGemmK) {
       __syncthreads();
       for (int e = tid; e < kGemmK * D; e += blockDim.x) {
         const int32_t c = c0 + k0 + e / D;
-        vs[e / D][e % D] = c < lv.nk ? vsum[int64_t(c) * D + e % D] : 0.f;
+        vs[e / D][e % D] = c < col_end ? vsum[int64_t(c) * D + e % D] : 0.f;
       }
       __syncthreads();
       for (int k = 0; k < kGemmK; ++k) {

@@ -180,6 +180,26 @@ __device__ inline bool is_real(const uint8_t* mask, int32_t b, int32_t n, int32_
   return mask == nullptr || mask[int64_t(b) * n + i] != 0;
 }
 
+// §9.5 (causal attention): the first query row that is NaN among the rows of the level-1 query block holding
+// query i0: 0 when a real query of that block has a non-finite q, else the first row that sees `first_bad`, the
+// slice's first real key with a non-finite k or v (nk when none: no row sees it). INT32_MAX without causal
+// attention, where a poisoned slice is handled whole (§2.7, slice_bad).
+__device__ inline int32_t poisoned_from(const Params& p, int64_t slice, int32_t i0, int32_t first_bad) {
+  if (!p.layout.causal) return INT32_MAX;
+  const Level& l1 = p.layout.level[0];
+  if (at<int32_t>(p, p.layout.block_bad)[slice * (l1.nq + l1.nk) + i0 / l1.side] != 0) return 0;
+  return first_bad - (p.nk - p.nq);
+}
+__device__ inline int32_t first_bad_key(const Params& p, int64_t slice) {
+  return p.layout.causal ? at<int32_t>(p, p.layout.first_bad)[slice] : p.nk;
+}
+
+// §9.2: the place of pair (r, c) of block side `side` against the causal diagonal (order.h); every pair is
+// visible without causal attention.
+__device__ inline int pair_place(const Params& p, int32_t side, int32_t r, int32_t c) {
+  return p.layout.causal ? order::causal_place(r, c, side, p.nq, p.nk) : int(order::kVisible);
+}
+
 // First position in sorted a[lo, hi) holding a value >= x.
 __device__ inline int32_t lower_bound(const int32_t* a, int32_t lo, int32_t hi, int32_t x) {
   while (lo < hi) {

@@ -84,9 +84,13 @@ struct Level {
 struct Layout {
   int32_t steps = 0;           // L - 1
   int32_t by_row = 0;          // policy row (§10): every block row spends its own budget
+  int32_t causal = 0;          // §9: query i sees key j only when j <= i + nk - nq
   Level level[kMaxSteps];
-  size_t block_bad = 0;        // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value
-  size_t slice_bad = 0;        // i32 [slices]
+  // i32 [slices, nq_1 + nk_1]: level-1 block holds a non-finite real value: 0 when not; for a key block 1 + the
+  // offset in the block of its first real key with a non-finite k or v (causal attention needs the key, §9.5).
+  size_t block_bad = 0;
+  size_t slice_bad = 0;        // i32 [slices]: the slice is poisoned (§2.7); always 0 under causal attention
+  size_t first_bad = 0;        // i32 [slices]: causal only: the first real key with a non-finite k or v, nk if none
   size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
@@ -192,9 +196,8 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
   if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
   if (policy != MRA_POLICY_GLOBAL && policy != MRA_POLICY_ROW) return MRA_ERROR_BAD_ARGUMENT;
-  // Causal attention (§9) needs policy row (§9.4) and is not in the generated kernels yet.
+  // Causal attention (§9) needs policy row (§9.4).
   if (p.causal != 0 && (p.causal != 1 || policy != MRA_POLICY_ROW)) return MRA_ERROR_BAD_ARGUMENT;
-  if (p.causal) return MRA_ERROR_UNSUPPORTED_CONFIG;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
     return MRA_ERROR_BAD_ARGUMENT;
   if (p.resolutions[p.levels - 1] != 1) return MRA_ERROR_BAD_ARGUMENT;
@@ -215,6 +218,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   Layout L;
   L.steps = p.levels - 1;
   L.by_row = policy == MRA_POLICY_ROW;
+  L.causal = p.causal;
   const int64_t slices = p.batch * p.heads;
   Carver carve;
   auto take = [&carve](int64_t count, size_t elem) { return carve.take(count, elem); };
@@ -227,8 +231,10 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     const int64_t rho = li == 0 ? 0 : p.resolutions[li - 1] / s;
     const int64_t slots = li == 0 ? nq * nk : rho * rho * prev_cap;
     if (li > 0 && slots >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
-    // Policy row: at most budget_l per block row, and no row has more than nk candidates (< 2^26 each).
-    const int64_t per_row = p.budgets[li] < nk ? p.budgets[li] : nk;
+    // Policy row: at most budget_l per block row, and no row has more than nk candidates (< 2^26 each); causal
+    // attention refines besides them the at most two crossing pairs of each row (§9.3).
+    const int64_t budgeted = p.causal ? p.budgets[li] + 2 : p.budgets[li];
+    const int64_t per_row = budgeted < nk ? budgeted : nk;
     const int64_t most = L.by_row ? per_row * nq : p.budgets[li];
     const int64_t cap = most < slots ? most : slots;
     if (cap >= kSlotLimit) return MRA_ERROR_BAD_SHAPE;
@@ -271,6 +277,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   }
   L.block_bad = take(slices * (L.level[0].nq + L.level[0].nk), sizeof(int32_t));
   L.slice_bad = take(slices, sizeof(int32_t));
+  L.first_bad = take(slices, sizeof(int32_t));
   L.rowstats = take(slices * p.nq * 2, sizeof(float));
   L.bytes = carve.bytes;
   *out = L;

@@ -8,7 +8,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
 // Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
-// non-finite value in a real token (§2.7), and CTA 0 clears the slice's selection histograms.
+// non-finite value in a real token (§2.7; for a key block, which key first, §9.5: 1 + its offset in the block),
+// and CTA 0 clears the slice's selection histograms.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;
@@ -26,8 +27,8 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   const Rows<const T> vv = v_rows<T>(p, slice);
   const int d = threadIdx.x;
 
-  __shared__ int any_bad;
-  if (d == 0) any_bad = 0;
+  __shared__ int first_bad;  // offset in the block of the first token with a non-finite value, side if none
+  if (d == 0) first_bad = lv.side;
   // The level-1 radix histograms start at 0 (coarse_rank_kernel adds to them in the launches after this one).
   if (li == 0 && blockIdx.x == 0) {
     uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
@@ -36,20 +37,21 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   __syncthreads();
   float sx = 0.f, sv = 0.f;
   int count = 0;
-  bool bad = false;
+  int32_t bad = t1;  // this feature's first token with a non-finite value
   for (int32_t i = t0; i < t1; ++i) {
     if (!is_real(mask, b, n, i)) continue;
     const float a = to_float(x.row(i)[d]);
     sx += a;
-    bad |= !finite(a);
+    bool ok = finite(a);
     if (!is_q) {
       const float c = to_float(vv.row(i)[d]);
       sv += c;
-      bad |= !finite(c);
+      ok = ok && finite(c);
     }
+    if (!ok && bad == t1) bad = i;
     ++count;
   }
-  if (bad) any_bad = 1;
+  if (li == 0 && bad < t1) atomicMin(&first_bad, int(bad - t0));
   const float mean = count > 0 ? sx / float(count) : 0.f;
   const int32_t nb = is_q ? lv.nq : lv.nk;
   float* means = at<float>(p, is_q ? lv.qmean : lv.kmean) + (slice * nb + blk) * D;
@@ -58,7 +60,7 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   if (h == 0 && d == 0) at<float>(p, is_q ? lv.qcount : lv.kcount)[int64_t(b) * nb + blk] = float(count);
   __syncthreads();
   if (li == 0 && d == 0)
-    at<int32_t>(p, p.layout.block_bad)[slice * (lv.nq + lv.nk) + blockIdx.x] = any_bad;
+    at<int32_t>(p, p.layout.block_bad)[slice * (lv.nq + lv.nk) + blockIdx.x] = first_bad < lv.side ? first_bad + 1 : 0;
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

@@ -27,6 +27,12 @@ __host__ __device__ inline uint64_t slot_key(float score, int64_t slot) {
   return (uint64_t(1) << 63) | (uint64_t(ordered_bits(score)) << kSlotBits) | (kSlotMask - uint64_t(slot));
 }
 __host__ __device__ inline int64_t slot_of_key(uint64_t key) { return int64_t(kSlotMask - (key & kSlotMask)); }
+// A crossing pair of causal attention (§9.3) is refined besides the budget: its key has every score bit set, above
+// every candidate's (a candidate's score is at most 0, and a row that could hold a NaN score ranks nothing, §9.5).
+__host__ __device__ inline uint64_t forced_key(int64_t slot) {
+  return (uint64_t(1) << 63) | (uint64_t(0xffffffffu) << kSlotBits) | (kSlotMask - uint64_t(slot));
+}
+__host__ __device__ inline bool is_forced(uint64_t key) { return (key >> kSlotBits & 0xffffffffu) == 0xffffffffu; }
 
 // The level-1 radix select: 3 passes over the 34-bit rank value, 12 + 11 + 11 bits from the top.
 inline constexpr int kRankBits = 34;
@@ -40,7 +46,8 @@ static_assert(pass_shift(0) + pass_bits(0) == kRankBits && (1 << pass_bits(0)) =
 // 4 x 4 tile of logits (rows ty + 16 i, columns tx + 16 j), each a sum over the features in feature order
 // (as the reference and the other stages), staged kGemmK features at a time through shared memory.
 // `visit(c0, logit)` is called by every thread once per column tile with its 4 x 4 logits (-inf where the
-// pair is not a candidate: outside the matrix, or a block without real tokens).
+// pair is not a candidate: outside the matrix, a block without real tokens, or, under causal attention, a pair
+// that is not visible, §9.3).
 inline constexpr int kGemmThreads = 256, kBandRows = 64, kBandCols = 64, kGemmK = 16, kMicro = 4;
 static_assert(kGemmThreads == (kBandRows / kMicro) * (kBandCols / kMicro));
 static_assert(kBandRows == kLevel1Tile && kBandCols == kLevel1Tile, "layout.h sizes the column ranges in these tiles");
@@ -107,7 +114,10 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Vis
       const int32_t c = c0 + tx + W * j;
       const bool col_real = c < lv.nk && kcount[c] > 0.f;
       MRA_UNROLL
-      for (int i = 0; i < kMicro; ++i) logit[i][j] = row_real[i] && col_real ? p.scale * acc[i][j] : -INFINITY;
+      for (int i = 0; i < kMicro; ++i)
+        logit[i][j] = row_real[i] && col_real && pair_place(p, lv.side, row0 + ty + W * i, c) == order::kVisible
+                          ? p.scale * acc[i][j]
+                          : -INFINITY;
     }
     visit(c0, logit);
   }
@@ -133,6 +143,19 @@ __device__ inline void for_each_candidate(const Params& p, int32_t row0, int32_t
       const int32_t r = row0 + ty + W * i, c = c0 + tx + W * j;
       f(i, j, r, c, rank_value(order::level1_priority(r, c, p.prior_first, p.prior_diagonal), logit[i][j] - rmax[i]));
     }
+}
+
+// §9.3: calls f(c) for every active crossing pair (r, c) of level-1 block row r, which causal attention refines
+// besides the budget: the key blocks holding keys r s + δ + 1 ... (last query) + δ, at most two.
+template <class F>
+__device__ inline void for_each_crossing(const Params& p, int32_t b, int32_t r, F f) {
+  const Level& lv = p.layout.level[0];
+  if (!(at<float>(p, lv.qcount)[int64_t(b) * lv.nq + r] > 0.f)) return;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  const int32_t s = lv.side, delta = p.nk - p.nq;
+  const int32_t lo = r * s + delta, hi = ((r + 1) * s < p.nq ? (r + 1) * s : p.nq) - 1 + delta;
+  for (int32_t c = lo < 0 ? 0 : lo / s; hi >= 0 && c <= hi / s && c < lv.nk; ++c)
+    if (kcount[c] > 0.f && pair_place(p, s, r, c) == order::kCrossing) f(c);
 }
 
 // The row maxima of this thread's band rows, from the workspace.
@@ -338,18 +361,34 @@ __global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Para
   __shared__ uint32_t hist[kBandRows][kRowBins];
   __shared__ uint64_t prefix[kBandRows];
   __shared__ uint32_t rest[kBandRows], taken[kBandRows];
+  // Non-finite values: without causal attention a flag for the whole slice (§2.7); with it, the slice's first
+  // real key with a non-finite k or v (from pool_kernel's offsets in the key blocks), which with the query blocks'
+  // flags poisons rows one by one (§9.5).
   int any_bad = 0;
+  int32_t first = p.nk;
   const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (lv.nq + lv.nk);
-  for (int32_t i = tid; i < lv.nq + lv.nk; i += blockDim.x) any_bad |= block_bad[i];
-  const bool bad = __syncthreads_or(any_bad) != 0;
+  for (int32_t i = tid; i < lv.nq + lv.nk; i += blockDim.x) {
+    any_bad |= block_bad[i];
+    if (i >= lv.nq && block_bad[i] != 0 && (i - lv.nq) * lv.side + block_bad[i] - 1 < first)
+      first = (i - lv.nq) * lv.side + block_bad[i] - 1;
+  }
+  __shared__ int32_t first_bad;
+  if (tid == 0) first_bad = p.nk;
+  __syncthreads();
+  if (first < p.nk) atomicMin(&first_bad, first);
+  const bool bad = __syncthreads_or(any_bad) != 0 && !p.layout.causal;
   if (blockIdx.x == 0 && tid == 0) {
     at<int32_t>(p, p.layout.slice_bad)[slice] = bad;
+    if (p.layout.causal) at<int32_t>(p, p.layout.first_bad)[slice] = first_bad;
     // The slice's state as coarse_write_kernel reads it: no tie quota beyond the rows' own.
     at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1] = SelectState{0, 0, 1, 0};
   }
   if (tid < kBandRows) {
+    // A poisoned row (§9.5) ranks nothing.
+    const int32_t r = row0 + tid;
+    const bool poisoned = r < lv.nq && r * lv.side >= poisoned_from(p, slice, r * lv.side, first_bad);
     prefix[tid] = 0;
-    rest[tid] = bad ? 0u : ~0u;  // ~0: not counted yet (pass 0 counts the row's candidates)
+    rest[tid] = bad || poisoned ? 0u : ~0u;  // ~0: not counted yet (pass 0 counts the row's candidates)
     taken[tid] = 0;
   }
   float rmax[kMicro];
@@ -398,8 +437,12 @@ __global__ void __launch_bounds__(kGemmThreads, 2) coarse_row_select_kernel(Para
     // Unsearched rows take all their candidates (threshold 0, any number of ties) or none (budget 0, poisoned).
     RowPick* pick = at<RowPick>(p, lv.rowpick) + slice * lv.nq + r;
     *pick = searched ? RowPick{prefix[tid], rest[tid]} : n > 0 ? RowPick{0, ~uint64_t(0)} : RowPick{~uint64_t(0), 0};
+    // Causal attention: the row's crossing pairs are refined besides its budget (§9.3); coarse_write_kernel adds
+    // them to the columns.
+    uint32_t forced = 0;
+    if (p.layout.causal) for_each_crossing(p, int32_t(slice / p.heads), r, [&](int32_t) { ++forced; });
     uint32_t* rowcount = at<uint32_t>(p, lv.rowcount) + slice * lv.nq * 2;
-    rowcount[2 * r] = n;
+    rowcount[2 * r] = n + forced;
     rowcount[2 * r + 1] = 0;
   }
 }
@@ -516,6 +559,14 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
       const uint64_t threshold = pick(r).threshold;
       verdict[ty + W * i][tx + W * j] = v > threshold ? 1 : v == threshold ? 2 : 0;
     });
+    if (p.layout.causal) {  // the crossing pairs of the band's rows, refined besides the budget (§9.3)
+      __syncthreads();
+      const int t = int(threadIdx.x);
+      if (t < kBandRows && row0 + t < lv.nq)
+        for_each_crossing(p, int32_t(slice / p.heads), row0 + t, [&](int32_t c) {
+          if (c >= c0 && c < c0 + kBandCols) verdict[t][c - c0] = 1;
+        });
+    }
     __syncthreads();
     MRA_UNROLL
     for (int k = 0; k < kRowsPerWarp; ++k) {
@@ -563,23 +614,32 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
   uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots + base;
   __shared__ float qbar[D];
   __shared__ float scratch[kRowThreads / 32];
-  auto column = [&](int32_t u) {
+  // Under causal attention (§9.3) a future child is no candidate (key 0) and a crossing one is forced (no score,
+  // no part in the row maximum); a poisoned row (§9.5) ranks none of its visible children.
+  auto column = [&](int32_t u) {  // the child's key-block column, -1 when the pair is inactive or future
     const int32_t c = up_col[start + u / rho] * rho + u % rho;
-    return c < lv.nk && kcount[c] > 0.f ? c : -1;
+    return c < lv.nk && kcount[c] > 0.f && pair_place(p, lv.side, r, c) != order::kFuture ? c : -1;
   };
+  const bool ranked = row_real && r * lv.side < poisoned_from(p, slice, r * lv.side, first_bad_key(p, slice));
+  auto scored = [&](int32_t c) { return ranked && c >= 0 && pair_place(p, lv.side, r, c) == order::kVisible; };
   if (row_real)
     for (int d = threadIdx.x; d < D; d += blockDim.x) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
   __syncthreads();
   float row_max = -INFINITY;
   for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
     const int32_t c = column(u);
-    const float logit = row_real && c >= 0 ? p.scale * dot<D>(qbar, kmean + int64_t(c) * D) : -INFINITY;
+    const float logit = scored(c) ? p.scale * dot<D>(qbar, kmean + int64_t(c) * D) : -INFINITY;
     keys[u] = bits_of(logit);
     row_max = logit > row_max ? logit : row_max;
   }
   row_max = block_max(row_max, scratch);
-  for (int32_t u = threadIdx.x; u < count; u += blockDim.x)
-    keys[u] = row_real && column(u) >= 0 ? slot_key(float_of(uint32_t(keys[u])) - row_max, base + u) : 0;
+  for (int32_t u = threadIdx.x; u < count; u += blockDim.x) {
+    const int32_t c = row_real ? column(u) : -1;
+    keys[u] = c < 0 ? 0
+              : scored(c) ? slot_key(float_of(uint32_t(keys[u])) - row_max, base + u)
+              : pair_place(p, lv.side, r, c) == order::kCrossing ? forced_key(base + u)
+                                                                  : 0;
+  }
 }
 
 // Stage 2c (§2.4, level l >= 2): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one
@@ -725,12 +785,20 @@ __global__ void __launch_bounds__(kSelectThreads) select_row_kernel(Params p, in
     const int32_t start = up_row[r / rho], n = up_row[r / rho + 1] - start;
     return Range{int64_t(rho) * rho * start + int64_t(r % rho) * rho * n, start, rho * n};
   };
+  // A row takes its forced keys (the crossing pairs of causal attention, §9.3) besides min(budget, candidates).
   for (int32_t r = warp; r < lv.nq; r += kWarps) {
     const Range g = range(r);
-    uint32_t n = 0;
-    for (int32_t u = lane; u < g.count; u += 32) n += keys[g.first + u] != 0;
-    for (int o = 16; o > 0; o /= 2) n += __shfl_xor_sync(0xffffffffu, n, o);
-    if (lane == 0) rowptr[r] = int32_t(uint64_t(n) < uint64_t(lv.budget) ? n : uint32_t(lv.budget));
+    uint32_t n = 0, forced = 0;
+    for (int32_t u = lane; u < g.count; u += 32) {
+      const uint64_t key = keys[g.first + u];
+      n += key != 0 && !is_forced(key);
+      forced += key != 0 && is_forced(key);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      n += __shfl_xor_sync(0xffffffffu, n, o);
+      forced += __shfl_xor_sync(0xffffffffu, forced, o);
+    }
+    if (lane == 0) rowptr[r] = int32_t(forced + (uint64_t(n) < uint64_t(lv.budget) ? n : uint32_t(lv.budget)));
   }
   __syncthreads();
   uint64_t before = 0;

@@ -540,7 +540,6 @@ TEST_CASE("bad options: one line naming the option, exit 2, no output") {
       {{"--policy", "rows"}, "--policy", "'rows' is not 'global' or 'row'"},
       {{"--causal", "--policy", "global"}, "--policy", "cannot be combined with --causal"},
       {{"--causal=1"}, "--causal", "takes no value"},
-      {{"--causal", "--backend", "emulated"}, "--backend emulated", "no causal attention yet"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.args.front());
@@ -570,6 +569,9 @@ TEST_CASE("--backend emulated runs the generated kernels and agrees with the ref
       {"--scales", "16,1", "--budget", "4"},
       {"--scales", "16,1", "--budget", "4", "--mode", "sparse", "--prior-first", "1"},
       {"--scales", "16,4,1", "--budget", "3,10"},
+      // Causal attention (§9, policy row): a budget per block row, the crossing blocks besides it.
+      {"--scales", "16,1", "--budget", "1", "--causal"},
+      {"--scales", "16,4,1", "--budget", "1,2", "--mode", "sparse", "--causal"},
   };
   for (const auto& config : configs) {
     CAPTURE(config.back());
@@ -990,11 +992,15 @@ TEST_CASE("--causal and --policy: causal exact attention, MRA with every block r
   const Result causal = run(dir, std::vector<std::string>{"select", "--causal", "--scales", "16,1", "--budget", "1"} + inputs(p));
   REQUIRE(causal.status == 0);
   CHECK(causal.out.find("\"blocks\": [0, 4, 5, 8, ") != std::string::npos);  // row 0: its diagonal block only
-  // The backward has no causal form yet: one line, exit 2, nothing written.
+  // The backward has no causal form yet, in the reference or the kernels: one line, exit 2, nothing written.
   const std::string dq = dir.file("dq.npy");
-  const Result grad = run(dir, std::vector<std::string>{"grad", "--causal", "--dout", p.q_path, "--dq", dq, "--dk",
-                                                        dir.file("dk.npy"), "--dv", dir.file("dv.npy")} + inputs(p));
-  check_failure(dir, grad, "grad", "causal attention", dq);
+  for (const char* backend : {"reference", "emulated"}) {
+    CAPTURE(backend);
+    const Result grad = run(dir, std::vector<std::string>{"grad", "--causal", "--backend", backend, "--dout", p.q_path,
+                                                          "--dq", dq, "--dk", dir.file("dk.npy"), "--dv",
+                                                          dir.file("dv.npy")} + inputs(p));
+    check_failure(dir, grad, "grad", "causal attention", dq);
+  }
   const Result help = run(dir, {"attend", "--help"});
   CHECK(help.out.find("--causal") != std::string::npos);
   CHECK(help.out.find("--policy global|row") != std::string::npos);

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/order.h"
+
 namespace mra::test {
 
 using mra::ref::Config;
@@ -134,6 +136,8 @@ std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const 
           for (int64_t col : cols) {
             if (L.k_count[size_t(col)] == 0 || std::binary_search(refined.begin(), refined.end(), r * L.nk + col))
               continue;
+            // Causal attention (§9.3): only a visible pair is a coarse component.
+            if (p.causal && mra::order::causal_place(r, col, L.side, p.nq, p.nk) != mra::order::kVisible) continue;
             coarse.push_back({scale * dot_f32(&L.q_mean[size_t(r * D)], &L.k_mean[size_t(col * D)], D),
                               float(L.k_count[size_t(col)]), &L.v_sum[size_t(col * D)]});
           }
@@ -152,7 +156,9 @@ std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const 
           float m = -INFINITY;
           for (const Coarse& t : coarse) m = std::max(m, t.logit);
           for (size_t t = 0; t < keys.size(); ++t) {
-            logit[t] = scale * dot_f32(q + i * D, k + keys[t] * D, D);
+            // Causal attention (§9.1): query i sees key j only when j <= i + nk - nq.
+            const bool seen = !p.causal || keys[t] <= i + p.nk - p.nq;
+            logit[t] = seen ? scale * dot_f32(q + i * D, k + keys[t] * D, D) : -INFINITY;
             m = std::max(m, logit[t]);
           }
           if (m == -INFINITY) continue;  // nothing to attend to: the row stays 0

@@ -226,11 +226,12 @@ TEST_CASE("api.policy_and_causal") {
   CHECK(status([](mra_problem& p) { p.causal = 2; }) == MRA_ERROR_BAD_ARGUMENT);
   // §9.4: causal attention is defined with the row policy only.
   CHECK(status([](mra_problem& p) { p.causal = 1; }) == MRA_ERROR_BAD_ARGUMENT);
-  // Causal attention with policy row is valid, but not generated yet.
+  // Causal attention with policy row is valid in every configuration (§9); its refined lists hold the crossing
+  // pairs besides the budget, so its workspace is at least the non-causal one's.
   CHECK(status([](mra_problem& p) {
           p.causal = 1;
           p.policy = MRA_POLICY_ROW;
-        }) == MRA_ERROR_UNSUPPORTED_CONFIG);
+        }) == MRA_SUCCESS);
   // Policy row sizes the refined lists by rows: at most min(budget, key blocks) per block row.
   mra_problem global = small_problem(), row = small_problem();
   row.policy = MRA_POLICY_ROW;
@@ -238,6 +239,16 @@ TEST_CASE("api.policy_and_causal") {
   REQUIRE(mra_workspace_size(&global, &global_bytes) == MRA_SUCCESS);
   REQUIRE(mra_workspace_size(&row, &row_bytes) == MRA_SUCCESS);
   CHECK(row_bytes >= global_bytes);
+  mra_problem causal = row;
+  causal.causal = 1;
+  size_t causal_bytes = 0;
+  REQUIRE(mra_workspace_size(&causal, &causal_bytes) == MRA_SUCCESS);
+  CHECK(causal_bytes >= row_bytes);
+  // The backward has no causal form (§9.6): refused as an unsupported configuration.
+  row.dtype = causal.dtype = MRA_DTYPE_F32;  // the dtype with backward kernels
+  size_t grad_bytes = 0;
+  CHECK(mra_backward_workspace_size(&row, &grad_bytes) == MRA_SUCCESS);
+  CHECK(mra_backward_workspace_size(&causal, &grad_bytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
 }
 
 TEST_CASE("api.backward_bad_arguments") {

@@ -61,6 +61,7 @@ struct Case {
   int64_t batch = 1, heads = 1, nq = 0, nk = 0;
   int64_t heads_kv = 0;  // §8: K/V heads (0: heads); k and v then hold [batch, heads_kv, nk, D]
   Storage storage = Storage::contiguous;
+  bool causal = false;   // §9 (needs policy row)
   std::vector<float> q, k, v;
   std::vector<uint8_t> qmask, kmask;  // empty: all real
   ref::Config config;
@@ -178,6 +179,7 @@ class Runner {
  public:
   Runner(const Config& cfg, Case& c) : cfg_(cfg), c_(c) {
     problem_ = mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, cfg.dim, cfg.dtype, 0.0, c.heads_kv);
+    problem_.causal = c.causal;
     const int64_t hkv = c.heads_kv ? c.heads_kv : c.heads, es = int64_t(elem_size(cfg.dtype));
     q_extent_ = {c.batch, c.heads, c.nq, cfg.dim};
     kv_extent_ = {c.batch, hkv, c.nk, cfg.dim};
@@ -197,17 +199,10 @@ class Runner {
     qs_ = restride(to_storage(c.q, cfg.dtype), size_t(es), q_extent_, q_strides_);
     ks_ = restride(to_storage(c.k, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
     vs_ = restride(to_storage(c.v, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
-    p_.batch = c.batch;
-    p_.heads = c.heads;
-    p_.nq = c.nq;
-    p_.nk = c.nk;
-    p_.dim = cfg.dim;
-    p_.q = c.q.data();
-    p_.k = c.k.data();
-    p_.v = c.v.data();
-    p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
-    p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    p_ = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, cfg.dim, c.q.data(), c.k.data(), c.v.data(),
+                          c.qmask.empty() ? nullptr : c.qmask.data(), c.kmask.empty() ? nullptr : c.kmask.data());
     p_.heads_kv = c.heads_kv;
+    p_.causal = c.causal;
     // The plain f32 implementation knows one K/V head per head: it gets the K/V heads copied to their groups.
     k_full_ = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
     v_full_ = mra::test::repeat_heads(c.v, c.batch, hkv, c.nk, cfg.dim, c.heads / hkv);
@@ -368,10 +363,12 @@ struct Candidates {
   std::vector<double> score;
   std::vector<size_t> ranked;   // indices into the above, best first
   std::vector<double> row_max;  // per block row, -inf when it has no candidate
+  std::vector<int64_t> forced;  // causal attention (§9.3): the active crossing pairs, refined besides the budget
 };
 
 // The candidates of level li of slice (b, h): every active pair at level 1, else the active children of
-// `parents` (the refined pairs of level li - 1, `parent_nk` blocks per row, side ratio rho).
+// `parents` (the refined pairs of level li - 1, `parent_nk` blocks per row, side ratio rho). Under causal
+// attention (§9.3) only the visible ones; the crossing ones are forced, the future ones dropped.
 Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::Pooled& pooled, int64_t b,
                       int64_t h, int li, int64_t rho, const std::vector<int64_t>* parents, int64_t parent_nk) {
   Candidates c;
@@ -390,6 +387,9 @@ Candidates candidates(const ref::Problem& p, const ref::Config& cfg, const ref::
     if (r >= pooled.nq_blocks || col >= pooled.nk_blocks) continue;
     const double l = ref::coarse_logit(p, pooled, b, h, r, col);
     if (l == -INFINITY) continue;
+    const int place = p.causal ? mra::order::causal_place(r, col, pooled.side, p.nq, p.nk) : int(mra::order::kVisible);
+    if (place == mra::order::kCrossing) c.forced.push_back(r * pooled.nk_blocks + col);
+    if (place != mra::order::kVisible) continue;
     active.push_back({r, col});
     logit.push_back(l);
     row_max[size_t(r)] = std::max(row_max[size_t(r)], l);
@@ -484,7 +484,7 @@ KernelSelection check_selection(const Runner& run, const Levels& levels, Buffer&
         constexpr size_t kNone = ~size_t(0);
         std::vector<int64_t> taken(size_t(lv.nq) + 1, 0);
         std::vector<size_t> last(size_t(lv.nq) + 1, kNone), next(size_t(lv.nq) + 1, kNone);
-        std::vector<int64_t> expected;
+        std::vector<int64_t> expected = cand.forced;
         for (size_t i : cand.ranked) {
           const size_t gi = group(i);
           if (taken[gi] < budget) {
@@ -665,6 +665,8 @@ void check_level1_coarse(const Runner& run, Buffer& ws, const Case& c, int64_t d
       for (int32_t k = 0; k < lv.nk; ++k) {
         const bool refined = std::binary_search(col + rowptr[r], col + rowptr[r + 1], k);
         if (qcount[r] <= 0.f || kcount[k] <= 0.f || refined) continue;
+        if (c.causal && mra::order::causal_place(r, k, lv.side, int32_t(c.nq), int32_t(c.nk)) != mra::order::kVisible)
+          continue;  // §9.3: only visible pairs are coarse components
         double a = 0.0;
         for (int64_t d = 0; d < dim; ++d) a += double(qmean[r * dim + d]) * kmean[k * dim + d];
         logit[size_t(k)] = scale * a;
@@ -857,6 +859,69 @@ Case grouped_case(const Config& cfg, Rng& rng, int64_t heads_kv, Storage storage
   return c;
 }
 
+// §9.4, the causal guarantee on the kernels: changing the keys and values after a cut (real and padded ones)
+// leaves bit for bit unchanged every query row i with i + Nk - Nq <= cut, and changes some later row. Prefill
+// after cached keys (Nk - Nq = s_1 + 3, so the diagonal crosses blocks), partial blocks, query padding and random
+// key masks, priors, mode full (coarse components at every level); the cut falls inside a level-1 query block,
+// so rows of one block and of one attention tile lie on both sides. Trial 0 writes other finite values; trial 1
+// NaN and Inf, which must make exactly the real rows that see them NaN (§9.5) and no other.
+void causal_future_keys(const Config& cfg, Rng& rng) {
+  const int64_t s1 = cfg.sides[0], D = cfg.dim;
+  Case c;
+  c.what = "causal, future keys";
+  c.causal = true;
+  c.batch = 2;
+  c.nq = 3 * s1 + 5;
+  c.nk = c.nq + s1 + 3;
+  const int64_t delta = c.nk - c.nq;
+  auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, D, rng.seed() + 11);
+  c.q = st.q;
+  c.k = st.k;
+  c.v = st.v;
+  c.qmask = mra::test::padding_mask(2, c.nq, {0, 3});
+  c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.9);
+  c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
+  const auto output = [&](Case& x) {
+    Runner run(cfg, x);
+    Buffer ws = run.workspace();
+    return run.run(ws, mra::kern::kStageAll);
+  };
+  const std::vector<float> before = output(c);
+  for (int trial = 0; trial < 2; ++trial) {
+    const int64_t cut_row = s1 + s1 / 2 + trial, cut = cut_row + delta;  // rows <= cut_row see no key after cut
+    Case d = c;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t j = cut + 1; j < c.nk; ++j)
+        for (int64_t e = 0; e < D; ++e) {
+          const size_t at = size_t((b * c.nk + j) * D + e);
+          const float x = float(rng.below(2001) - 1000) / 64.0f;
+          d.k[at] = trial == 1 && e == 0 && j == cut + 2 ? NAN : x;
+          d.v[at] = trial == 1 && e == 1 && j == cut + 4 ? INFINITY : -x;
+        }
+    const std::vector<float> after = output(d);
+    int64_t changed_before = 0, later_changed = 0, nan_wrong = 0;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < c.nq; ++i) {
+        const size_t row = size_t((b * c.nq + i) * D);
+        const bool same = std::memcmp(&before[row], &after[row], size_t(D) * sizeof(float)) == 0;
+        if (i <= cut_row) changed_before += !same;
+        else later_changed += !same;
+        if (trial == 1) {  // §9.5: NaN exactly in the real rows that see a real key holding NaN or Inf
+          int64_t first_bad = c.nk;
+          for (int64_t j : {cut + 2, cut + 4})
+            if (j < c.nk && c.kmask[size_t(b * c.nk + j)] && j < first_bad) first_bad = j;
+          const bool real = c.qmask[size_t(b * c.nq + i)] != 0;
+          const bool want_nan = real && i + delta >= first_bad;
+          nan_wrong += want_nan != std::isnan(after[row]);
+        }
+      }
+    INFO("trial ", trial, ": cut after key ", cut, " (rows <= ", cut_row, " see none of the changed keys)");
+    CHECK(changed_before == 0);
+    CHECK(later_changed > 0);
+    CHECK(nan_wrong == 0);
+  }
+}
+
 void small_cases(const Config& cfg) {
   const int64_t s1 = cfg.sides[0];
   Rng rng(seed_of(cfg.name));
@@ -935,6 +1000,45 @@ void small_cases(const Config& cfg) {
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
     check_case(cfg, c);
   }
+  SUBCASE("causal: self-attention, partial blocks, masks, priors") {
+    Case c;
+    c.what = "causal";
+    c.causal = true;
+    c.batch = 2;
+    c.nq = c.nk = 3 * s1 + 5;
+    auto st = mra::synthetic::structured(2, 1, c.nq, c.nk, cfg.dim, rng.seed() + 9);
+    c.q = st.q;
+    c.k = st.k;
+    c.v = st.v;
+    c.qmask = mra::test::padding_mask(2, c.nq, {s1 + 2, 0});
+    c.kmask = mra::test::random_mask(rng, 2, c.nk, 0.85);
+    c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 3, true);
+    check_case(cfg, c);
+  }
+  SUBCASE("causal: prefill after cached keys and more queries than keys, sparse") {
+    Case c;
+    c.what = "causal prefill";
+    c.causal = true;
+    c.heads = 2;
+    c.nq = 2 * s1 + 3;
+    c.nk = 4 * s1 + 1;  // Nk - Nq = 2 s_1 - 2: the diagonal crosses blocks at every level
+    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
+    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse, 0, 0, true);
+    check_case(cfg, c);
+    Case d;
+    d.what = "causal, Nq > Nk";
+    d.causal = true;
+    d.nq = 3 * s1 + 1;
+    d.nk = 2 * s1 + 6;  // the first Nq - Nk queries see no key: their rows are 0
+    d.q = mra::test::noise(rng, 1, 1, d.nq, cfg.dim);
+    d.k = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
+    d.v = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
+    d.config = mra_config(cfg, d.nq, d.nk, 1, ref::Mode::full, 0, 1, true);
+    check_case(cfg, d);
+  }
+  SUBCASE("causal: changing a future key changes nothing") { causal_future_keys(cfg, rng); }
   SUBCASE("grouped K/V heads (GQA, 4 heads on 2) in FlashAttention's [B, N, H, D] layout") {
     Case c = grouped_case(cfg, rng, 2, Storage::bnhd, 3 * s1 + 5, 4 * s1 - 3, 2);
     c.what = "GQA [B, N, H, D]";

@@ -27,7 +27,7 @@ from check import assert_close, skip_unless_built  # noqa: E402
 
 if __name__ == "__main__":  # the configurations the emulated backend runs below (test_torch imports this file)
     skip_unless_built(["mra_fwd_r32x1_d32_f32", "mra_fwd_r32x1_d64_f32", "mra_fwd_r32x1_d64_f16",
-                       "mra_fwd_r16x4x1_d32_f32", "mra_fwd_r16x4x1_d32_f16", "mra_fwd_r64x1_d128_f32",
+                       "mra_fwd_r16x1_d32_f32", "mra_fwd_r16x4x1_d32_f32", "mra_fwd_r16x4x1_d32_f16", "mra_fwd_r64x1_d128_f32",
                        "mra_fwd_r64x1_d128_f16"])
 
 
@@ -116,6 +116,29 @@ class NumpyApiTest(unittest.TestCase):
             ref16 = mra.attend(*(a.astype(np.float16) for a in (q, k, v)), **options)
             assert_close(half, ref16, 1e-2, 1e-2, f"emulated f16 vs reference, seed {seed}, {options}")
 
+    def test_causal_through_the_kernels(self):
+        # docs/semantics.md §9: 100 queries after 24 cached keys (Nk - Nq = 24, not a multiple of 16), policy row
+        # by default. Every block refined: exact causal attention; fewer: the kernels agree with the reference; and
+        # keys after a cut change no row that does not see them, bit for bit.
+        q = local_inputs(11, 1, 2, 100, 32)[0]
+        _, k, v = local_inputs(12, 1, 2, 124, 32)
+        exact = mra.exact(q, k, v, causal=True)
+        self.assertGreater(np.abs(exact - mra.exact(q, k, v)).max(), 1e-2)  # the mask matters
+        assert_close(mra.attend(q, k, v, causal=True, scales=(16, 1), blocks_per_row=8), exact, 1e-5, 1e-5,
+                     "reference, every block refined")
+        for options in (dict(scales=(16, 1), blocks_per_row=1), dict(scales=(16, 4, 1), budget=(1, 2), mode="sparse")):
+            ref = mra.attend(q, k, v, causal=True, **options)
+            self.assertGreater(np.abs(ref - exact).max(), 1e-3, f"{options}: the case refines every block")
+            emulated = mra.attend(q, k, v, causal=True, backend="emulated", **options)
+            assert_close(emulated, ref, 2e-5, 1e-4, f"emulated causal vs reference, {options}")
+            cut = 24 + 40  # rows 0 .. 40 see keys 0 .. 64 only
+            k2, v2 = k.copy(), v.copy()
+            k2[..., cut + 1:, :] *= -3.0
+            v2[..., cut + 1:, :] += 5.0
+            changed = mra.attend(q, k2, v2, causal=True, backend="emulated", **options)
+            np.testing.assert_array_equal(changed[..., :41, :], emulated[..., :41, :], err_msg=str(options))
+            self.assertGreater(np.abs(changed[..., 41:, :] - emulated[..., 41:, :]).max(), 0.0)
+
     @unittest.skipUnless(os.environ.get("MRA_REF"), "MRA_REF (the mra-ref binary) is not set")
     def test_options_mean_what_mra_ref_flags_mean(self):
         q, k, v = local_inputs(9, 2, 2, 150, 16)
@@ -157,8 +180,8 @@ class NumpyApiTest(unittest.TestCase):
             mra.exact(q, k, v, mask=np.ones(63))
         with self.assertRaisesRegex(mra.MraError, "policy: 'rows' is not 'global' or 'row'"):
             mra.attend(q, k, v, policy="rows")
-        with self.assertRaisesRegex(mra.MraError, "policy: 'row' is computed by the reference backend only"):
-            mra.attend(q, k, v, policy="row", backend="emulated")
+        with self.assertRaisesRegex(mra.MraError, "policy: 'global' cannot be combined with causal=True"):
+            mra.attend(q, k, v, policy="global", causal=True, backend="emulated")
         with self.assertRaisesRegex(mra.MraError, "budget: expected 1 value"):
             mra.attend(q, k, v, budget=[1, 2])
         with self.assertRaisesRegex(mra.MraError, "cannot be combined with blocks_per_row"):

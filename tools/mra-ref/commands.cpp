@@ -36,7 +36,6 @@ void no_positional(const Options& options) {
 class Emulated {
  public:
   Emulated(const Inputs& in, const ref::Config& config) : in_(in), config_(config) {
-    if (in.causal) throw Failure(kSubject, "the generated kernels have no causal attention yet");
     if (config.scales.size() > MRA_MAX_LEVELS)
       throw Failure(kSubject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
     p_.batch = in.batch;
@@ -54,6 +53,7 @@ class Emulated {
     p_.prior_diagonal = config.prior_diagonal;
     p_.policy = config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
     p_.scale = in.scale;
+    p_.causal = in.causal;
   }
 
   void forward(std::vector<float>& out) {
@@ -260,6 +260,8 @@ int run_grad(const Options& options, const std::string&) {
   // dk and dv per K/V head: the reference's are summed over the group (§8) in double before the one rounding.
   std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
   std::vector<double> dk_sum(in.k.size()), dv_sum(in.v.size());
+  // Neither the reference nor the kernels have a causal backward (docs/semantics.md §9.6): refused before any work.
+  if (in.causal) throw Failure("grad", "causal attention (docs/semantics.md §9) has no backward yet");
   if (backend == "emulated") {
     // The kernels' forward, then their backward on its saved state. The inputs are finite (load_inputs refuses
     // others), so a non-finite gradient can only be one beyond float32: refused as the reference's is.

@@ -17,6 +17,7 @@ MAX_LEVELS = 4  # MRA_MAX_LEVELS of runtime/mra.h
 # mra_dtype and mra_mode of runtime/mra.h.
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
 MODE_FULL, MODE_SPARSE = 0, 1
+POLICY_GLOBAL, POLICY_ROW = 0, 1
 SUCCESS, LAUNCH_FAILED = 0, 4  # mra_status of runtime/mra.h
 
 

@@ -151,14 +151,16 @@ def _ptr(a: Optional[np.ndarray]):
 
 
 def runtime_problem(batch: int, heads: int, nq: int, nk: int, dim: int, dtype: int, config: Config,
-                    scale: float) -> _native.Problem:
+                    scale: float, causal: bool = False) -> _native.Problem:
     """The mra_problem of a problem and its configuration; MraError when the C API cannot express it."""
     if len(config.scales) > _native.MAX_LEVELS:
         raise MraError(f"scales: the generated kernels have at most {_native.MAX_LEVELS} resolutions, "
                        f"got {len(config.scales)} (the reference backend takes any number)")
     p = _native.Problem(batch=batch, heads=heads, nq=nq, nk=nk, dim=dim, dtype=dtype, levels=len(config.scales),
                         mode=_native.MODE_SPARSE if config.sparse else _native.MODE_FULL,
-                        prior_first=config.prior_first, prior_diagonal=config.prior_diagonal, scale=scale)
+                        prior_first=config.prior_first, prior_diagonal=config.prior_diagonal, scale=scale,
+                        causal=int(causal),
+                        policy=_native.POLICY_ROW if config.policy == "row" else _native.POLICY_GLOBAL)
     for i, s in enumerate(config.scales):
         p.resolutions[i] = s
     for i, b in enumerate(config.budgets):
@@ -186,7 +188,8 @@ def _describe(p: _native.Problem) -> str:
     return f"scales {scales}, D {p.dim}, {dtype}; docs/kernels.md lists the generated configurations"
 
 
-def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Config], scale: float) -> np.ndarray:
+def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Config], scale: float,
+                   causal: bool = False) -> np.ndarray:
     batch, heads, nq, nk, dim = shape
     q, k, v = (_aligned(a, np.float32) for a in (q, k, v))
     out = np.empty(q.shape, np.float32)
@@ -197,14 +200,14 @@ def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Conf
                                  sparse=int(config.sparse) if config else 0,
                                  prior_first=config.prior_first if config else 0,
                                  prior_diagonal=config.prior_diagonal if config else 0,
-                                 policy=int(config is not None and config.policy == "row"))
+                                 policy=int(config is not None and config.policy == "row"), causal=int(causal))
     _native.call_reference(function, ctypes.byref(p), _ptr(q), _ptr(k), _ptr(v), _ptr(qmask), _ptr(kmask), _ptr(out))
     return out
 
 
-def _run_emulated(q, k, v, qmask, kmask, shape, config: Config, scale: float) -> np.ndarray:
+def _run_emulated(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool) -> np.ndarray:
     dtype, code = (np.float16, _native.DTYPE_F16) if q.dtype == np.float16 else (np.float32, _native.DTYPE_F32)
-    p = runtime_problem(*shape, code, config, scale)
+    p = runtime_problem(*shape, code, config, scale, causal)
     size = workspace_size(p, "emulated")
     q, k, v = (_aligned(a, dtype) for a in (q, k, v))
     out = _aligned(np.empty(q.shape, dtype), dtype)
@@ -230,11 +233,11 @@ def _device_alloc(stack: contextlib.ExitStack, nbytes: int) -> ctypes.c_void_p:
     return ptr
 
 
-def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float) -> np.ndarray:
+def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool) -> np.ndarray:
     if not _native.HAVE_CUDA:
         raise MraError("backend: 'cuda' is not built in this installation (libmra.so was built without nvcc)")
     dtype, code = (np.float16, _native.DTYPE_F16) if q.dtype == np.float16 else (np.float32, _native.DTYPE_F32)
-    p = runtime_problem(*shape, code, config, scale)
+    p = runtime_problem(*shape, code, config, scale, causal)
     size = workspace_size(p, "cuda")
     to_device, to_host = 1, 2  # cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost
     rt = _native.runtime
@@ -259,15 +262,16 @@ def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float) -> np.
 
 def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int, Sequence[int], None] = None,
            blocks_per_row: Optional[int] = None, mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0,
-           policy: str = "global", scale: Optional[float] = None, mask=None, query_mask=None,
-           backend: str = "reference") -> np.ndarray:
+           policy: Optional[str] = None, scale: Optional[float] = None, mask=None, query_mask=None,
+           causal: bool = False, backend: str = "reference") -> np.ndarray:
     """MRA attention of (q, k, v), shaped like q.
 
     scales: block sides s_1 > ... > s_L = 1 (default (32, 1)); budget: blocks refined per batch and head, one per
     refinement step, or blocks_per_row (default 4) to derive them; mode: "full" (MRA-L) or "sparse" (MRA-L-s);
     prior_first / prior_diagonal: preferred block rows/columns and diagonal band; policy: "global" (each level's
-    budget to the best blocks of the slice) or "row" (budgets per block row, docs/semantics.md §10; reference
-    backend only); scale: logit scale (default 1/sqrt(D)); mask: key mask [N] or [B, N] (also the query mask when Nq == Nk), query_mask: query mask;
+    budget to the best blocks of the slice; the default) or "row" (budgets per block row, docs/semantics.md §10;
+    the default with causal); causal: query i sees key j only when j <= i + Nk - Nq, and no output reads a later
+    key (docs/semantics.md §9; needs policy "row"); scale: logit scale (default 1/sqrt(D)); mask: key mask [N] or [B, N] (also the query mask when Nq == Nk), query_mask: query mask;
     backend: "reference" (float32, any configuration), "emulated" (the generated kernels on the CPU; float32, or
     float16 kept as float16) or "cuda" (the generated kernels on the GPU, when built). Raises MraError."""
     if backend not in BACKENDS:
@@ -275,19 +279,22 @@ def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     shape = _shapes(q, k, v)
     batch, _, nq, nk, _ = shape
+    causal = bool(causal)
+    if policy is None:
+        policy = "row" if causal else "global"
     config = resolve_config(nq, nk, scales, budget, blocks_per_row, mode, prior_first, prior_diagonal, policy)
+    if causal and config.policy == "global":
+        raise MraError("policy: 'global' cannot be combined with causal=True: a global budget lets later rows' keys "
+                       "change an earlier row's selection (docs/semantics.md §9.4); use 'row'")
     qmask, kmask = resolve_masks(mask, query_mask, batch, nq, nk)
     s = _scale(scale)
     if backend == "reference":
-        return _run_reference(_native.reference.mra_reference_attend, q, k, v, qmask, kmask, shape, config, s)
-    if config.policy != "global":
-        raise MraError(f"policy: {config.policy!r} is computed by the reference backend only (the generated "
-                       f"kernels have no row policy yet)")
+        return _run_reference(_native.reference.mra_reference_attend, q, k, v, qmask, kmask, shape, config, s, causal)
     run = _run_emulated if backend == "emulated" else _run_cuda
-    return run(q, k, v, qmask, kmask, shape, config, s)
+    return run(q, k, v, qmask, kmask, shape, config, s, causal)
 
 
-def exact(q, k, v, *, scale: Optional[float] = None, mask=None, query_mask=None,
+def exact(q, k, v, *, scale: Optional[float] = None, mask=None, query_mask=None, causal: bool = False,
           backend: str = "reference") -> np.ndarray:
     """Exact softmax attention of (q, k, v) in float32, shaped like q (the reference; options as attend)."""
     if backend != "reference":
@@ -295,4 +302,5 @@ def exact(q, k, v, *, scale: Optional[float] = None, mask=None, query_mask=None,
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     shape = _shapes(q, k, v)
     qmask, kmask = resolve_masks(mask, query_mask, shape[0], shape[2], shape[3])
-    return _run_reference(_native.reference.mra_reference_exact, q, k, v, qmask, kmask, shape, None, _scale(scale))
+    return _run_reference(_native.reference.mra_reference_exact, q, k, v, qmask, kmask, shape, None, _scale(scale),
+                          bool(causal))
