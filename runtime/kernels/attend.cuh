@@ -191,12 +191,14 @@ struct MmaSmem {
   static constexpr int t_elems = v + ST * BN * pitch;
   static constexpr int mask_words = (BN + 31) / 32;  // per tile: bit n set when key slot n holds a real key
   static constexpr size_t key_mask = (size_t(t_elems) * sizeof(T) + 15) / 16 * 16;  // bytes: uint32 [ST][words]
-  // Causal attention: per tile the key index of every slot (-1: none) and whether a key lies past the first
-  // row's horizon (the tile crosses the diagonal and takes the entry mask).
-  static constexpr size_t key_index = key_mask + size_t(ST) * mask_words * 4;  // bytes: int32 [ST][BN]
-  static constexpr size_t crosses = key_index + size_t(ST) * BN * 4;           // bytes: uint32 [ST]
-  static constexpr size_t coarse = crosses + size_t(ST) * 4;                   // bytes: CoarseSmem
+  static constexpr size_t coarse = key_mask + size_t(ST) * mask_words * 4;        // bytes: CoarseSmem
   static constexpr size_t bytes = coarse + size_t(CoarseSmem<Cfg>::words) * 4;
+  // Causal attention only, past `bytes` (a launch without it keeps its occupancy): per tile the key index of
+  // every slot (-1: none) and whether a key lies past the first row's horizon (the tile crosses the diagonal and
+  // takes the entry mask).
+  static constexpr size_t key_index = bytes;                          // bytes: int32 [ST][BN]
+  static constexpr size_t crosses = key_index + size_t(ST) * BN * 4;  // bytes: uint32 [ST]
+  static constexpr size_t causal_bytes = bytes + size_t(ST) * (BN + 1) * 4;
   static_assert(pitch * sizeof(T) % 16 == 0, "ldmatrix and cp.async rows are 16-byte aligned");
 };
 

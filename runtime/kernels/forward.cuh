@@ -159,7 +159,8 @@ mra_status forward(const KernelArgs& a) {
       return launched(per_slice(kernel, tiles, unsigned(Cfg::threads), smem));
     };
     if constexpr (Cfg::tensor_cores) {
-      if (auto s = attend(attend_mma_kernel<Cfg>, MmaSmem<Cfg>::bytes)) return s;
+      if (auto s = attend(attend_mma_kernel<Cfg>, a.layout.causal ? MmaSmem<Cfg>::causal_bytes : MmaSmem<Cfg>::bytes))
+        return s;
     } else {
       if (auto s = attend(attend_kernel<Cfg>, AttendSmem<Cfg>::bytes)) return s;
     }

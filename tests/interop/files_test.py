@@ -12,7 +12,8 @@ npz: numpy writes Q, K, V and a mask with np.savez (stored members, zip64 local 
 byte, a missing array) must give exit 2, one line naming the file, and no output.
 
 safetensors: the same with files the safetensors library writes (F32, F16, F64; BF16 written here by hand, since
-numpy has no bfloat16) and -o OUT.safetensors read back by safetensors.numpy.load_file. Exits 77 (reported
+numpy has no bfloat16; with torch installed also BF16 and BOOL written by the library's torch flavour, which must
+read the hand-made file back) and -o OUT.safetensors read back by safetensors.numpy.load_file. Exits 77 (reported
 as skipped by CTest) when the safetensors library is not installed (tools/bootstrap.sh installs it).
 """
 import argparse
@@ -137,6 +138,29 @@ def bf16_file(path, name, array):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+def bf16_from_the_library(binary, tmp, q, k, v, mask, hand_made, hand_made_q):
+    """BF16 Q, K, V and a BOOL mask written by the safetensors library itself (its torch flavour: numpy has no
+    bfloat16), and the hand-made BF16 file read back by the library. Skipped, and said so, without torch."""
+    try:
+        import torch
+        from safetensors.torch import load_file, save_file
+    except ImportError as e:
+        print(f"BF16 through the safetensors library: skipped ({e})")
+        return
+    tensors = {name: torch.from_numpy(a).bfloat16() for name, a in (("q", q), ("k", k), ("v", v))}
+    tensors["mask"] = torch.from_numpy(mask)
+    path, out = os.path.join(tmp, "bf16_lib.safetensors"), os.path.join(tmp, "bf16_lib_out.safetensors")
+    save_file(tensors, path)
+    p = run(binary, ["exact", "--inputs", path, "-o", out])
+    check(p.returncode == 0, f"exact --inputs {path} (BF16 by the library): exit {p.returncode}: {p.stderr.strip()}")
+    rounded = [tensors[name].float().numpy() for name in ("q", "k", "v")]
+    check_output("BF16 and BOOL by the safetensors library --inputs", load_file(out)["out"].numpy(),
+                 expected(*rounded, mask))
+    read = load_file(hand_made)["query"]
+    check(read.dtype == torch.bfloat16 and np.array_equal(read.float().numpy(), hand_made_q),
+          f"{hand_made}: the library reads {read.dtype}, not the BF16 values written")
+
+
 def safetensors_suite(binary, tmp):
     from safetensors.numpy import load_file, save_file
 
@@ -161,6 +185,7 @@ def safetensors_suite(binary, tmp):
     check(p.returncode == 0, f"exact with a BF16 Q: exit {p.returncode}: {p.stderr.strip()}")
     check_output("BF16 Q, -o OUT.safetensors:attention", load_file(out)["attention"],
                  expected(q_bf16, k, v, np.ones_like(mask)))
+    bf16_from_the_library(binary, tmp, q, k, v, mask, os.path.join(tmp, "q_bf16.safetensors"), q_bf16)
 
     # Hostile files: one line naming the file, exit 2, no output.
     good = open(os.path.join(tmp, "in_5.safetensors"), "rb").read()

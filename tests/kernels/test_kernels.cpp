@@ -199,16 +199,8 @@ class Runner {
     qs_ = restride(to_storage(c.q, cfg.dtype), size_t(es), q_extent_, q_strides_);
     ks_ = restride(to_storage(c.k, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
     vs_ = restride(to_storage(c.v, cfg.dtype), size_t(es), kv_extent_, kv_strides_);
-    p_.batch = c.batch;
-    p_.heads = c.heads;
-    p_.nq = c.nq;
-    p_.nk = c.nk;
-    p_.dim = cfg.dim;
-    p_.q = c.q.data();
-    p_.k = c.k.data();
-    p_.v = c.v.data();
-    p_.query_mask = c.qmask.empty() ? nullptr : c.qmask.data();
-    p_.key_mask = c.kmask.empty() ? nullptr : c.kmask.data();
+    p_ = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, cfg.dim, c.q.data(), c.k.data(), c.v.data(),
+                          c.qmask.empty() ? nullptr : c.qmask.data(), c.kmask.empty() ? nullptr : c.kmask.data());
     p_.heads_kv = c.heads_kv;
     p_.causal = c.causal;
     // The plain f32 implementation knows one K/V head per head: it gets the K/V heads copied to their groups.

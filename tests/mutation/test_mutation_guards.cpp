@@ -92,14 +92,7 @@ float load(const unsigned char* base, mra_dtype t, size_t i) {
 // The reference's view of one batch and head of Nq queries and Nk keys and values in f32.
 mra::ref::Problem ref_problem(int64_t nq, int64_t nk, int64_t dim, const std::vector<float>& q,
                               const std::vector<float>& k, const std::vector<float>& v) {
-  mra::ref::Problem rp;
-  rp.nq = nq;
-  rp.nk = nk;
-  rp.dim = dim;
-  rp.q = q.data();
-  rp.k = k.data();
-  rp.v = v.data();
-  return rp;
+  return mra::ref::Problem::of(1, 1, nq, nk, dim, q.data(), k.data(), v.data());
 }
 
 double max_abs(const std::vector<float>& x) {

@@ -23,6 +23,9 @@ import numpy as np
 import mra
 assert mra.__file__.startswith("$work/venv/"), mra.__file__
 assert out.shape == q.shape and out.dtype == np.float32 and np.isfinite(out).all()
+# What the README says the example prints: an approximation within a few percent on its local inputs.
+error = float(np.linalg.norm(out - mra.exact(q, k, v)) / np.linalg.norm(mra.exact(q, k, v)))
+assert 0.001 < error < 0.05, error
 emulated = mra.attend(q, k, v, scales=(32, 1), blocks_per_row=4, backend="emulated")
 assert np.abs(emulated - out).max() <= 1e-4, np.abs(emulated - out).max()
 print("pip install tools/python and the README example: ok")

@@ -103,6 +103,35 @@ class TorchOpTest(unittest.TestCase):
             for name, t in (("q", qq), ("k", kk), ("v", vv)):
                 self.assertGreater(float(t.grad.abs().max()), 1e-3, f"{mode}: d{name}")
 
+    def test_gradients_match_dense_attention_when_every_block_is_refined(self):
+        # Budget 9 of the 3 x 3 blocks of 32: MRA is exact softmax attention, so its gradients must be those of a
+        # dense float64 formulation differentiated by torch's own autograd (an oracle sharing no code with the
+        # backward kernels), with padded queries and keys. Then the same through torch.compile (AOT autograd traces
+        # attend_train and attend_backward through their fake implementations).
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(26, 1, 2, 96, 64))
+        weight = torch.from_numpy(np.random.default_rng(26).standard_normal((1, 2, 96, 64)))
+        mask = torch.ones(1, 96, dtype=torch.bool)
+        mask[0, 80:] = False
+
+        def dense(q, k, v):
+            logits = (q @ k.transpose(-1, -2)) / 8.0
+            logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+            return (logits.softmax(-1) @ v) * mask[:, None, :, None]
+
+        q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+        (dense(q64, k64, v64) * weight).sum().backward()
+
+        def mra_layer(q, k, v):
+            return mt.attend(q, k, v, scales=(32, 1), budget=9, mask=mask)
+
+        for name, layer in (("eager", mra_layer), ("compiled", torch.compile(mra_layer, fullgraph=True,
+                                                                               backend="aot_eager"))):
+            qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+            (layer(qq, kk, vv) * weight.float()).sum().backward()
+            for grad, ref, what in ((qq.grad, q64.grad, "dq"), (kk.grad, k64.grad, "dk"), (vv.grad, v64.grad, "dv")):
+                assert_close(grad.numpy(), ref.numpy(), 1e-5, 1e-4, f"{name} {what} vs dense autograd, seed 26")
+            self.assertTrue((qq.grad[0, :, 80:] == 0).all() and (kk.grad[0, :, 80:] == 0).all())
+
     def test_backward_errors(self):
         q, k, v = (torch.from_numpy(a) for a in local_inputs(24, 1, 1, 64, 64))
         q.requires_grad_()

@@ -105,6 +105,7 @@ def attend_smem(cfg: dict) -> int:
         return 4 * (rows * (d + 1) + tile * (d + 1) + tile * d + rows * tile + tile + coarse_words)
     stages, slabs, pitch = cfg["stages"], -(-rows // 16), d + 8
     elems = (16 * slabs + 2 * stages * tile) * pitch
+    # (without causal attention: with it, MmaSmem::causal_bytes adds 4 (tile + 1) bytes per ring slot)
     return (elems * 2 + 15) // 16 * 16 + stages * -(-tile // 32) * 4 + coarse_words * 4
 
 
