@@ -17,9 +17,10 @@
 // result is bitwise reproducible; a K/V head shared by a group of query heads (§8) sums their gradients in one
 // thread, in head order. Every tensor is read and written through its strides: dout with out's, dq, dk and dv
 // with those of q, k and v (§8). Every configuration has it (codegen renders backward<Cfg> into each generated file).
-// Storage and precision: q, k, v, out and dout are read in the storage type T (f32, f16 or bf16) and widened to f32;
-// every product and sum is f32 on CUDA cores (no tensor cores in the backward yet), and dq, dk, dv are rounded to T
-// once, by round-to-nearest-even at their final store (docs/kernels.md, "Backward").
+// f32 storage: every stage on CUDA cores in f32. f16/bf16 storage: stages 5 and 6 run on tensor cores
+// (backward_mma.cuh: grad_dq_mma_kernel, grad_dkv_mma_kernel, P and dS rounded to the storage type as the A operand
+// of their products), stages 1-4 and the coarse terms are these f32 CUDA-core kernels on the widened 16-bit inputs;
+// the gradients are rounded to the storage type once, at their store (docs/kernels.md, "Backward").
 #pragma once
 
 #include "kernels/forward.cuh"
@@ -285,26 +286,13 @@ __device__ inline float exact_weight(const Params& p, const float* rs, const flo
   return rs[1] > 0.f ? expf(p.scale * dot<D>(q, k) - rs[0]) / rs[1] : 0.f;
 }
 
-// The CTA shape of the exact-entry stages (5, 6): the forward's threads and query rows for f32 storage. A 16-bit
-// configuration's forward runs one warp per 16 query rows on tensor cores (attend.cuh), as few as 32 threads; these
-// stages run on CUDA cores, so they take at least 128 threads and at most 32 query rows per CTA (at most 32 of
-// the per-thread accumulators at D = 128, as f32's), and as many CTAs per SM as keep the forward's register cap.
-template <class Cfg>
-struct GradShape {
-  static constexpr int threads = Cfg::threads < 128 ? 128 : Cfg::threads;
-  static constexpr int rows = Cfg::rows < 32 ? Cfg::rows : 32;  // divides the finest side, as Cfg::rows does
-  // The forward's CTAs per SM times its threads, in CTAs of `threads` (rounded up: no more registers per thread).
-  static constexpr int min_ctas = (Cfg::min_ctas * Cfg::threads + threads - 1) / threads;
-};
-
 // Stage 5: dq of a tile of BM query rows inside one finest block R: Σ over the keys j of R's refined blocks of
 // ds_ij k_j (ds_ij = P_ij (dout_i·v_j − δ_i)), key tile by key tile in list order, times σ, plus the coarse levels'
 // gq. Grid (ceil(Nq / BM), slices). A masked row gets 0, a real row of a poisoned slice NaN.
 template <class Cfg>
-__global__ void __launch_bounds__(GradShape<Cfg>::threads, GradShape<Cfg>::min_ctas)
-    grad_dq_kernel(Params p, GradArgs g) {
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Params p, GradArgs g) {
   using T = typename Cfg::T;
-  constexpr int D = Cfg::dim, BM = GradShape<Cfg>::rows, BN = Cfg::tile, NT = GradShape<Cfg>::threads, P = D + 1;
+  constexpr int D = Cfg::dim, BM = Cfg::rows, BN = Cfg::tile, NT = Cfg::threads, P = D + 1;
   constexpr int E = (BM * D + NT - 1) / NT;
   using S = GradSmem<BM, BN, D>;
   SIMT_DYNAMIC_SHARED(float, smem);
@@ -396,17 +384,15 @@ struct DkvShape {
   static constexpr int KB = Cfg::finest < 32 ? Cfg::finest : 32;  // keys per CTA (divides the finest side)
   static constexpr int QB = Cfg::finest < 32 ? Cfg::finest : 32;  // query rows per step
   using S = GradSmem<KB, QB, Cfg::dim>;
-  // + the refined flags of NT query blocks
-  static constexpr size_t bytes = S::bytes + size_t(GradShape<Cfg>::threads) * 4;
+  static constexpr size_t bytes = S::bytes + size_t(Cfg::threads) * 4;  // + the refined flags of NT query blocks
 };
 
 template <class Cfg>
-__global__ void __launch_bounds__(GradShape<Cfg>::threads, GradShape<Cfg>::min_ctas)
-    grad_dkv_kernel(Params p, GradArgs g) {
+__global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(Params p, GradArgs g) {
   using T = typename Cfg::T;
   using Shape = DkvShape<Cfg>;
   using S = typename Shape::S;
-  constexpr int D = Cfg::dim, KB = Shape::KB, QB = Shape::QB, NT = GradShape<Cfg>::threads, P = D + 1, F = Cfg::finest;
+  constexpr int D = Cfg::dim, KB = Shape::KB, QB = Shape::QB, NT = Cfg::threads, P = D + 1, F = Cfg::finest;
   constexpr int E = (KB * D + NT - 1) / NT;
   SIMT_DYNAMIC_SHARED(float, smem);
   float *ks = smem + S::a0, *vs = smem + S::a1, *qs = smem + S::b0, *gs = smem + S::b1;
@@ -502,6 +488,15 @@ __global__ void __launch_bounds__(GradShape<Cfg>::threads, GradShape<Cfg>::min_c
   }
 }
 
+}  // namespace MRA_KERNEL_NAMESPACE
+}  // namespace mra::kern
+
+// The tensor-core stages 5 and 6 of f16/bf16 storage, on the helpers above.
+#include "kernels/backward_mma.cuh"
+
+namespace mra::kern {
+inline namespace MRA_KERNEL_NAMESPACE {
+
 // Host side: launches the backward stages of one configuration on the forward's saved state.
 template <class Cfg>
 mra_status backward(const KernelArgs& a) {
@@ -517,17 +512,27 @@ mra_status backward(const KernelArgs& a) {
     if (auto s = per_slice(grad_coarse_rows_kernel<Cfg>, unsigned(lv.nq), unsigned(kCoarseThreads), 0, li)) return s;
     if (auto s = per_slice(grad_coarse_cols_kernel<Cfg>, unsigned(lv.nk), unsigned(kCoarseThreads), 0, li)) return s;
   }
-  using Shape = GradShape<Cfg>;
-  using DqSmem = GradSmem<Shape::rows, Cfg::tile, Cfg::dim>;
-  const unsigned q_tiles = unsigned((a.problem.nq + Shape::rows - 1) / Shape::rows);
-  if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
-  if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Shape::threads), DqSmem::bytes)) return s;
-  constexpr int KB = DkvShape<Cfg>::KB;
-  const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
-  const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // grid rows: (batch, K/V head)
-  if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
-  return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Shape::threads),
-                                     DkvShape<Cfg>::bytes, g));
+  const unsigned q_tiles = unsigned((a.problem.nq + Cfg::rows - 1) / Cfg::rows);
+  const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // dk/dv grid rows: (batch, K/V head)
+  if constexpr (Cfg::tensor_cores) {
+    using Dkv = GradDkvMmaShape<Cfg>;
+    constexpr size_t dq_bytes = GradDqMmaSmem<Cfg>::bytes;
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_mma_kernel<Cfg>, int(dq_bytes)))) return s;
+    if (auto s = per_slice(grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes)) return s;
+    const unsigned k_tiles = unsigned((a.problem.nk + Dkv::KB - 1) / Dkv::KB);
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_mma_kernel<Cfg>, int(Dkv::bytes)))) return s;
+    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_mma_kernel<Cfg>, k_tiles, unsigned(Dkv::threads),
+                                       Dkv::bytes, g));
+  } else {
+    using DqSmem = GradSmem<Cfg::rows, Cfg::tile, Cfg::dim>;
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
+    if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
+    constexpr int KB = DkvShape<Cfg>::KB;
+    const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
+    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads),
+                                       DkvShape<Cfg>::bytes, g));
+  }
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

@@ -276,10 +276,11 @@ GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selecti
             const int64_t j = keys[t];
             const float w = std::exp(logit[t] - m) / den;
             const float ds = w * (dot_f32(gi, v + j * D, D) - delta);
+            const float w_used = round_stored(w), ds_used = round_stored(ds);  // the tensor cores' A operands
             for (int64_t d = 0; d < D; ++d) {
-              dv[j * D + d] += w * gi[d];
-              dq[i * D + d] += scale * ds * k[j * D + d];
-              dk[j * D + d] += scale * ds * q[i * D + d];
+              dv[j * D + d] += w_used * gi[d];
+              dq[i * D + d] += scale * ds_used * k[j * D + d];
+              dk[j * D + d] += scale * ds_used * q[i * D + d];
             }
           }
         }

@@ -30,9 +30,10 @@ std::vector<float> naive_attention_f32(const mra::ref::Problem& p, const mra::re
 // rows and spread over the real tokens of their blocks at the end. Contiguous inputs with one K/V head per query
 // head (a grouped problem is given expanded, and the caller sums dk, dv over each group). A slice whose real q, k,
 // v or dout is not finite gives NaN on its real tokens (§7.5). `round_stored` rounds where a 16-bit configuration
-// rounds before its backward reads a value (identity for f32): the forward's exact weights before P V (as
-// naive_attention_f32's round_p) and the stored output out_i that δ_i is taken from; the gradients are returned
-// unrounded (the caller rounds them to the storage type, as the kernels' final store does).
+// rounds (identity for f32): the forward's exact weights before P V (as naive_attention_f32's round_p), the stored
+// output out_i that δ_i is taken from, and the backward's exact P and dS before they multiply dout, k and q (the A
+// operands of its tensor-core products); the coarse terms stay unrounded, and the gradients are returned unrounded
+// (the caller rounds them to the storage type, as the kernels' final store does).
 struct GradientsF32 {
   std::vector<float> dq, dk, dv;
 };
