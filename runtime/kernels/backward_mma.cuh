@@ -273,8 +273,7 @@ __global__ void __launch_bounds__(GradDkvMmaShape<Cfg>::threads, GradDkvMmaShape
             }
           warp_wb<T, QB, FD, P>(accv, s, gs + f0, lane);
           warp_wb<T, QB, FD, P>(acck, dp, qs + f0, lane);
-          __syncthreads();  // every warp is done with the query tile before the next one is loaded
-        }
+        }  // the next step's first barrier (after its qid) keeps its loads behind every warp's use of this tile
       }
       __syncthreads();  // flags are rewritten by the next chunk
     }
