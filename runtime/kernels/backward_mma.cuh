@@ -194,9 +194,10 @@ struct GradDkvMmaShape {
   static constexpr int FS = D >= 128 ? 2 : 1, FD = D / FS;
   static constexpr int threads = 32 * (M / 16) * FS;
   static constexpr int min_ctas = (Cfg::min_ctas * Cfg::threads + threads - 1) / threads;  // the forward's cap
-  // Real query rows per step, inside one query block: at most 32, 16 at D >= 128 (with 32, the Sᵀ and dPᵀ fragments
-  // beside the accumulators made ptxas 13.0 spill grad_dkv_mma_kernel of r32x1_d128_bf16 at 168 registers).
-  static constexpr int QMAX = D >= 128 ? 16 : 32;
+  // Real query rows per step, inside one query block: at most 32, 16 at D >= 64 (with 32, the Sᵀ and dPᵀ fragments
+  // beside the accumulators made ptxas 13.0 spill grad_dkv_mma_kernel of r32x1_d64 and r32x1_d128 at 168 registers).
+  // The accumulation order over a block's query rows is the same either way (16 rows per mma, in row order).
+  static constexpr int QMAX = D >= 64 ? 16 : 32;
   static constexpr int QR = F < QMAX ? F : QMAX;
   static constexpr int QB = (QR + 15) / 16 * 16;  // query slots per step (the k extent of dV += Pᵀ dO)
   static constexpr int k = 0, v = k + M * P, q = v + M * P, g = q + QB * P, t_elems = g + QB * P;  // T elements

@@ -12,9 +12,10 @@
 // the multiple 2 and the 4 u floor as in the forward, and the worst-case bound of before (K = 4 (D + max(Nq, Nk)):
 // f32 dot products of length D, sums of at most max(Nq, Nk) products) as the outer cap, which E must respect too.
 // With 16-bit storage (f16, bf16) the inputs are rounded to the type first, the naive backward rounds where the
-// kernels' pipeline rounds (the forward's P before P V, its stored output) and its gradients are rounded to the type
-// as the kernels' final store; the rule adds the storage's unit roundoff u_T: rtol = 3 u + u_T, and the cap grows
-// by 8 u_T max|ref| (docs/kernels.md, "Backward", 16-bit storage).
+// kernels' pipeline rounds (the forward's P before P V and its stored output; the backward's exact P and dS, the A
+// operands of its tensor-core products) and its gradients are rounded to the type as the kernels' final store; the
+// rule adds the storage's unit roundoff u_T: rtol = 3 u + u_T, and the cap grows by 8 u_T max|ref| (docs/kernels.md,
+// "Backward", 16-bit storage).
 // The fraction used is printed per tensor; docs/kernels.md lists the worst and the mutants it kills.
 #include <doctest/doctest.h>
 
@@ -381,6 +382,22 @@ TEST_CASE("backward.deterministic") {
   // No float atomics, every sum in a fixed order: another order of the emulated threads between barriers gives the
   // same bits (on a GPU: a second run).
   Case c = random_case(31, {16, 4, 1}, 32, 1, 2, 64, 48, ref::Mode::full, 0.8);
+  mra::test::set_schedule(0);
+  const Grads a = run_backward(c, false);
+  mra::test::set_schedule(1);
+  const Grads b = run_backward(c, false);
+  mra::test::set_schedule(0);
+  CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4) == 0);
+  CHECK(std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4) == 0);
+  CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);
+}
+
+TEST_CASE("backward.deterministic, tensor cores") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_bf16"})) return;
+  // The f16/bf16 exact part on tensor cores (two warps per CTA in both kernels here): the same bits under another
+  // order of the emulated threads.
+  Case c = random_case(32, {32, 1}, 64, 1, 2, 80, 70, ref::Mode::full, 0.8);
+  c.dtype = MRA_DTYPE_BF16;
   mra::test::set_schedule(0);
   const Grads a = run_backward(c, false);
   mra::test::set_schedule(1);
