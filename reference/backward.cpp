@@ -166,7 +166,7 @@ Gradients attend_backward(const Problem& p, const Config& c, const Selection& s,
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
       // §7.5, under causal attention too (§9.7): a non-finite value poisons the slice's gradients.
-      if (!slice_finite(p, b, h) || !dout_finite(p, dout, b, h)) {
+      if (!slice_finite(p, b, selecting_heads(p, c, h)) || !dout_finite(p, dout, b, h)) {
         poison_slice(p, b, h, grads);
         continue;
       }

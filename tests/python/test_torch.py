@@ -10,6 +10,7 @@ errors of the inference operator's and bfloat16's backward. Exits 77 (reported a
 cannot be imported or a configuration it runs is not built (-DMRA_KERNELS).
 """
 
+import ctypes
 import os
 import pathlib
 import subprocess
@@ -202,28 +203,33 @@ class TorchOpTest(unittest.TestCase):
         # The operator's gradients (the backward kernels, emulated) against the reference backward in double
         # (`mra-ref grad`, docs/semantics.md §7) on the same float32 inputs, with coarse terms at two levels, GQA
         # (4 query heads on 2 K/V heads), a key mask and [B, N, H, D] tensors read in place: max |x - ref| within
-        # 2e-6 + 1e-5 |ref| (f32 rounding of sums of about 100 terms).
+        # 2e-6 + 1e-5 |ref| (f32 rounding of sums of about 100 terms). Global policy with Nq = Nk, then causal
+        # attention (§9.7, policy row) after 21 cached keys.
         rng = np.random.default_rng(28)
-        b, h, hkv, n, d = 2, 4, 2, 80, 32
-        q, k, v, dout = (rng.standard_normal((b, n, heads, d)).astype(np.float32) for heads in (h, hkv, hkv, h))
-        mask = np.ones((b, n), np.uint8)
-        mask[1, 61:] = 0
-        flags = ["--scales", "16,4,1", "--budget", "6,20", "--layout", "bnhd"]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = {name: os.path.join(tmp, f"{name}.npy") for name in ("q", "k", "v", "dout", "mask", "dq", "dk", "dv")}
-            for name, a in (("q", q), ("k", k), ("v", v), ("dout", dout), ("mask", mask)):
-                np.save(path[name], a)
-            subprocess.run([os.environ["MRA_REF"], "grad", "--q", path["q"], "--k", path["k"], "--v", path["v"],
-                            "--mask", path["mask"], "--dout", path["dout"], *flags, "--dq", path["dq"], "--dk",
-                            path["dk"], "--dv", path["dv"]], check=True, stdout=subprocess.DEVNULL)
-            want = [np.load(path[name]) for name in ("dq", "dk", "dv")]
-        leaves = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
-        out = mt.attend(*(t.transpose(1, 2) for t in leaves), scales=(16, 4, 1), budget=(6, 20),
-                        mask=torch.from_numpy(mask))
-        out.backward(torch.from_numpy(dout).transpose(1, 2))
-        for leaf, ref, name in zip(leaves, want, ("dq", "dk", "dv")):
-            assert_close(leaf.grad.numpy(), ref, 2e-6, 1e-5, f"{name} vs mra-ref grad, seed 28")
-            self.assertGreater(float(np.abs(ref).max()), 1e-2, f"{name} must not vanish")
+        b, h, hkv, d = 2, 4, 2, 32
+        for nq, nk, causal, budget in ((80, 80, False, (6, 20)), (80, 101, True, (1, 2))):
+            q, dout = (rng.standard_normal((b, nq, h, d)).astype(np.float32) for _ in range(2))
+            k, v = (rng.standard_normal((b, nk, hkv, d)).astype(np.float32) for _ in range(2))
+            mask = np.ones((b, nk), np.uint8)
+            mask[1, 61:] = 0
+            flags = ["--scales", "16,4,1", "--budget", ",".join(map(str, budget)), "--layout", "bnhd"]
+            with tempfile.TemporaryDirectory() as tmp:
+                path = {name: os.path.join(tmp, f"{name}.npy")
+                        for name in ("q", "k", "v", "dout", "mask", "dq", "dk", "dv")}
+                for name, a in (("q", q), ("k", k), ("v", v), ("dout", dout), ("mask", mask)):
+                    np.save(path[name], a)
+                subprocess.run([os.environ["MRA_REF"], "grad", "--q", path["q"], "--k", path["k"], "--v", path["v"],
+                                "--mask", path["mask"], "--dout", path["dout"], *flags, *(["--causal"] * causal),
+                                "--dq", path["dq"], "--dk", path["dk"], "--dv", path["dv"]],
+                               check=True, stdout=subprocess.DEVNULL)
+                want = [np.load(path[name]) for name in ("dq", "dk", "dv")]
+            leaves = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
+            out = mt.attend(*(t.transpose(1, 2) for t in leaves), scales=(16, 4, 1), budget=budget, causal=causal,
+                            mask=torch.from_numpy(mask))
+            out.backward(torch.from_numpy(dout).transpose(1, 2))
+            for leaf, ref, name in zip(leaves, want, ("dq", "dk", "dv")):
+                assert_close(leaf.grad.numpy(), ref, 2e-6, 1e-5, f"causal {causal}: {name} vs mra-ref grad, seed 28")
+                self.assertGreater(float(np.abs(ref).max()), 1e-2, f"causal {causal}: {name} must not vanish")
 
     def test_backward_errors(self):
         q, k, v = (torch.from_numpy(a) for a in local_inputs(24, 1, 1, 64, 64))
@@ -237,6 +243,53 @@ class TorchOpTest(unittest.TestCase):
         h = q.detach().bfloat16().requires_grad_()
         with self.assertRaisesRegex(mra.MraError, "unsupported configuration"):
             mt.attend(h, k.bfloat16(), v.bfloat16()).sum().backward()
+
+    def test_causal_grouped_heads_and_group_selection(self):
+        # docs/semantics.md §9 through the operator: 96 queries after 32 cached keys, against the numpy reference;
+        # changing the keys and values after key 90 leaves bit for bit the rows that do not see them (i + 32 <= 90).
+        # §8 and §8.4: 4 query heads on 2 K/V heads, per head and with the selection shared by the group.
+        q, k, v = local_inputs(27, 1, 4, 128, 32)
+        q = q[:, :, 32:].copy()
+        k, v = k[:, ::2].copy(), v[:, ::2].copy()
+        tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+        for options in (dict(causal=True, scales=(32, 1), blocks_per_row=1),
+                        dict(causal=True, scales=(32, 1), budget=1, selection="group", mode="sparse"),
+                        dict(scales=(32, 1), budget=3, selection="group", prior_diagonal=1),
+                        dict(scales=(32, 1), budget=2, policy="row")):
+            out = mt.attend(tq, tk, tv, **options)
+            assert_close(out.numpy(), mra.attend(q, k, v, **options), 2e-5, 1e-4, f"seed 27, {options}")
+        k2, v2 = tk.clone(), tv.clone()
+        k2[:, :, 91:] = 3.0
+        v2[:, :, 91:] = -2.0
+        before = mt.attend(tq, tk, tv, causal=True, budget=1)
+        after = mt.attend(tq, k2, v2, causal=True, budget=1)
+        self.assertTrue(torch.equal(before[:, :, :59], after[:, :, :59]))
+        self.assertGreater(float((before[:, :, 59:] - after[:, :, 59:]).abs().max()), 1e-3)
+        with self.assertRaisesRegex(mra.MraError, "'global' cannot be combined with causal=True"):
+            mt.attend(tq, tk, tv, causal=True, policy="global")
+        with self.assertRaisesRegex(mra.MraError, "selection: 'heads'"):
+            mt.attend(tq, tk, tv, selection="heads")
+        with self.assertRaisesRegex(mra.MraError, "do not match"):
+            mt.attend(tq, tk[:, :1].expand(1, 3, 128, 32), tv[:, :1].expand(1, 3, 128, 32))
+
+    def test_causal_backward_is_the_c_apis(self):
+        # The backward of causal attention is mra_backward with causal = 1 (docs/semantics.md §9.7): with every block
+        # refined, the gradients of dense causal attention differentiated by torch's autograd.
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(28, 1, 2, 64, 64))
+        problem = mra.api.runtime_problem(1, 2, 64, 64, 64, mra._native.DTYPE_F32,
+                                          mra.api.resolve_config(64, 64, (32, 1), [2], policy="row"), 0.0, True)
+        size = ctypes.c_size_t()
+        self.assertEqual(mra._native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)), 0)
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        out = mt.attend(qq, kk, vv, causal=True, budget=2)
+        weight = torch.from_numpy(np.random.default_rng(28).standard_normal((1, 2, 64, 64)))
+        (out * weight.float()).sum().backward()
+        q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+        logits = (q64 @ k64.transpose(-1, -2)) / 8.0
+        logits = logits.masked_fill(torch.ones(64, 64, dtype=torch.bool).triu(1), float("-inf"))
+        ((logits.softmax(-1) @ v64) * weight).sum().backward()
+        for grad, ref, what in ((qq.grad, q64.grad, "dq"), (kk.grad, k64.grad, "dk"), (vv.grad, v64.grad, "dv")):
+            assert_close(grad.numpy(), ref.numpy(), 1e-5, 1e-4, f"causal {what} vs dense autograd, seed 28")
 
     def test_bad_input_names_the_problem(self):
         q = torch.zeros(1, 1, 64, 48)
