@@ -219,7 +219,8 @@ class TorchOpTest(unittest.TestCase):
                 for name, a in (("q", q), ("k", k), ("v", v), ("dout", dout), ("mask", mask)):
                     np.save(path[name], a)
                 subprocess.run([os.environ["MRA_REF"], "grad", "--q", path["q"], "--k", path["k"], "--v", path["v"],
-                                "--mask", path["mask"], "--dout", path["dout"], *flags, *(["--causal"] * causal),
+                                "--key-mask", path["mask"], *(["--query-mask", path["mask"]] * (nq == nk)),
+                                "--dout", path["dout"], *flags, *(["--causal"] * causal),
                                 "--dq", path["dq"], "--dk", path["dk"], "--dv", path["dv"]],
                                check=True, stdout=subprocess.DEVNULL)
                 want = [np.load(path[name]) for name in ("dq", "dk", "dv")]
