@@ -33,8 +33,8 @@ REPO = ROOT.parent
 DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
           "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
 TENSOR_CORE_DTYPES = ("f16", "bf16")
-# The dtypes whose configurations get backward kernels (runtime/kernels/backward.cuh); runtime/api.cpp's
-# has_backward states the same list.
+# The dtypes whose configurations get backward kernels (runtime/kernels/backward.cuh): all of them, so the C API
+# (runtime/api.cpp) serves mra_backward for every generated configuration.
 BACKWARD_DTYPES = ("f32", "f16", "bf16")
 TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536

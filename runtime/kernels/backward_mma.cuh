@@ -156,7 +156,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_mma_kerne
       MRA_UNROLL
       for (int r = 0; r < 4; ++r) {
         const int x = warp * 16 + gr + 8 * (r / 2), n = nt * 8 + 2 * t4 + r % 2;
-        s[nt][r] = exact_grad(p, rs + 3 * x, key[n] >= 0, s[nt][r], dp[nt][r]).ds;
+        // §9.7: a crossing pair's future entries are no terms.
+        s[nt][r] = exact_grad(p, rs + 3 * x, key[n] >= 0 && sees(p, row0 + x, key[n]), s[nt][r], dp[nt][r]).ds;
       }
     warp_wb<T, BN, D, P>(acc, s, ks, lane);
   }
@@ -268,7 +269,9 @@ __global__ void __launch_bounds__(GradDkvMmaShape<Cfg>::threads, GradDkvMmaShape
             MRA_UNROLL
             for (int r = 0; r < 4; ++r) {
               const int y = slab * 16 + gr + 8 * (r / 2), x = nt * 8 + 2 * t4 + r % 2;
-              const ExactGrad e = exact_grad(p, rs + 3 * x, key[y] >= 0, s[nt][r], dp[nt][r]);
+              // §9.7: the key's entries of a crossing block that the row does not see are no terms.
+              const bool term = key[y] >= 0 && sees(p, i0 + x, j0 + y);
+              const ExactGrad e = exact_grad(p, rs + 3 * x, term, s[nt][r], dp[nt][r]);
               s[nt][r] = e.p;
               dp[nt][r] = e.ds;
             }
