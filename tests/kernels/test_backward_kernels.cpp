@@ -595,3 +595,122 @@ TEST_CASE("backward.causal: a non-finite value poisons the slice") {
   }
   check_all(g, c);
 }
+
+namespace {
+
+// x (a multiple of 2^-6 in [-2, 2]: exact in every storage type) as the bits of `dtype`, appended to `out`.
+void store_as(mra_dtype dtype, float x, std::vector<uint8_t>& out) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &x, 4);
+  uint16_t half = 0;
+  if (dtype == MRA_DTYPE_BF16) half = uint16_t(bits >> 16);
+  if (dtype == MRA_DTYPE_F16 && x != 0.f)  // normal and exact: exponent rebased from 127 to 15, mantissa cut to 10 bits
+    half = uint16_t(((bits >> 16) & 0x8000u) | ((((bits >> 23) & 0xffu) - 112u) << 10) | ((bits >> 13) & 0x3ffu));
+  const auto* p = dtype == MRA_DTYPE_F32 ? reinterpret_cast<const uint8_t*>(&x) : reinterpret_cast<const uint8_t*>(&half);
+  out.insert(out.end(), p, p + (dtype == MRA_DTYPE_F32 ? 4 : 2));
+}
+
+// Whether the element at `bytes` of storage `dtype` is zero (either sign).
+bool stored_zero(mra_dtype dtype, const uint8_t* bytes) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, bytes, dtype == MRA_DTYPE_F32 ? 4 : 2);
+  return (bits & (dtype == MRA_DTYPE_F32 ? 0x7fffffffu : 0x7fffu)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("backward.causal: every configuration with a backward sends nothing to unseen keys") {
+  // §9.7 on every configuration of the build, whatever its dtype, whose backward accepts causal attention (f32 today;
+  // a dtype whose backward kernels lack the causal mask fails here the day its backward is enabled). Nq = 2 s_1 + 5,
+  // Nk = Nq + s_1 + 3, the last 7 queries padded, mode full, 1 block per row: dk and dv are exactly 0 on the keys
+  // past the last real query's horizon (some of them inside refined crossing pairs) and not all 0 before; after the
+  // keys and values past a cut are redrawn, dq is bit for bit unchanged on the rows of the level-1 blocks that end
+  // before the cut. Exact comparisons only, so no tolerance per dtype is needed.
+  int checked = 0, refused = 0;
+  const auto one = [&](const char* name, mra_dtype dtype, int64_t dim, std::vector<int64_t> sides) {
+    const int64_t s1 = sides[0], nq = 2 * s1 + 5, nk = nq + s1 + 3, delta = nk - nq, heads = 2;
+    ref::Config config;
+    config.scales = sides;
+    config.policy = ref::Policy::row;
+    config.budgets = std::vector<int64_t>(sides.size() - 1, 1);
+    mra_problem p = mra::test::mra_problem_of(config, 1, heads, nq, nk, dim, dtype);
+    p.causal = 1;
+    size_t fbytes = 0, gbytes = 0;
+    if (mra_backward_workspace_size(&p, &gbytes) != MRA_SUCCESS) {
+      ++refused;
+      return;
+    }
+    REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
+    INFO(name);
+    Rng rng(uint64_t(nq * 1000 + dim));
+    const auto draw = [&](int64_t n) {
+      std::vector<uint8_t> x;
+      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+      return x;
+    };
+    const size_t es = dtype == MRA_DTYPE_F32 ? 4 : 2, qn = size_t(heads * nq * dim) * es, kn = size_t(heads * nk * dim) * es;
+    const std::vector<uint8_t> q = draw(nq), dout = draw(nq), qmask = mra::test::padding_mask(1, nq, {7});
+    std::vector<uint8_t> k = draw(nk), v = draw(nk);
+    const auto run = [&](std::vector<uint8_t>& dq, std::vector<uint8_t>& dk, std::vector<uint8_t>& dv) {
+      Buffer bq(qn), bk(kn), bv(kn), bd(qn), bo(qn), bdq(qn), bdk(kn), bdv(kn), fws(fbytes);
+      std::memcpy(bq.data(), q.data(), qn);
+      std::memcpy(bk.data(), k.data(), kn);
+      std::memcpy(bv.data(), v.data(), kn);
+      std::memcpy(bd.data(), dout.data(), qn);
+      std::string error;
+      const mra_status st = mra::test::run_backward(p, {bq.data(), bk.data(), bv.data(), qn, kn, qmask.data(), nullptr},
+                                                    {bd.data(), bo.data(), bdq.data(), bdk.data(), bdv.data()},
+                                                    fws.data(), fbytes, gbytes, &error);
+      INFO(error);
+      REQUIRE(st == MRA_SUCCESS);
+      const auto* x = static_cast<const uint8_t*>(bdq.data());
+      dq.assign(x, x + qn);
+      x = static_cast<const uint8_t*>(bdk.data());
+      dk.assign(x, x + kn);
+      x = static_cast<const uint8_t*>(bdv.data());
+      dv.assign(x, x + kn);
+    };
+    std::vector<uint8_t> dq, dk, dv, dq2, dk2, dv2;
+    run(dq, dk, dv);
+    const int64_t last_seen = nq - 8 + delta;
+    int64_t unseen_nonzero = 0, seen_nonzero = 0;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t d = 0; d < dim; ++d) {
+          const size_t at = size_t((h * nk + j) * dim + d) * es;
+          const bool zero = stored_zero(dtype, &dk[at]) && stored_zero(dtype, &dv[at]);
+          (j > last_seen ? unseen_nonzero : seen_nonzero) += !zero;
+        }
+    CHECK(unseen_nonzero == 0);
+    CHECK(seen_nonzero > 0);
+    const int64_t cut = s1 + s1 / 2 + delta;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t j = cut + 1; j < nk; ++j)
+        for (int64_t d = 0; d < dim; ++d) {
+          const size_t at = size_t((h * nk + j) * dim + d) * es;
+          std::vector<uint8_t> x;
+          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          std::memcpy(&k[at], x.data(), es);
+          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          std::memcpy(&v[at], x.data() + es, es);
+        }
+    run(dq2, dk2, dv2);
+    const size_t block = size_t(s1 * dim) * es;  // level-1 query block 0 of each head ends before the cut
+    int64_t kept_changed = 0;
+    for (int64_t h = 0; h < heads; ++h)
+      kept_changed += std::memcmp(&dq[size_t(h * nq * dim) * es], &dq2[size_t(h * nq * dim) * es], block) != 0;
+    CHECK(kept_changed == 0);
+    CHECK(dq != dq2);
+    ++checked;
+  };
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4)                           \
+  {                                                                                    \
+    const std::vector<int64_t> all{s1, s2, s3, s4};                                    \
+    one(#name, dtype, dim, std::vector<int64_t>(all.begin(), all.begin() + levels));   \
+  }
+#include "registry.inc"
+#undef MRA_CONFIG
+  if (checked == 0 && !mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
+  MESSAGE(checked, " configurations checked, ", refused, " without a causal backward");
+  CHECK(checked > 0);
+}
