@@ -13,37 +13,16 @@
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "emulated_entries.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
 
-#define MRA_CONFIG(name, ...) extern "C" mra_status name##_emulated(const mra::kern::KernelArgs*);
-#include "registry.inc"
-#undef MRA_CONFIG
-
 namespace {
 
-struct Entry {
-  const char* name;
-  mra::kern::EntryFn run;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[4];
-};
-
-// A two-level f32 configuration of the build (MRA_KERNELS may select a few); null when there is none.
-const Entry* two_level_f32() {
-  static const std::vector<Entry> all{
-#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, &name##_emulated, dtype, dim, levels, {s1, s2, s3, s4}},
-#include "registry.inc"
-#undef MRA_CONFIG
-  };
-  for (const Entry& e : all)
-    if (e.dtype == MRA_DTYPE_F32 && e.levels == 2) return &e;
-  return nullptr;
-}
+using Entry = mra::test::EmulatedEntry;
+using mra::test::two_level_f32;
 
 // What one run leaves: the output, and from the workspace T_1 (row offsets, columns) and the row maxima.
 struct Run {
@@ -88,6 +67,7 @@ TEST_CASE("column split: level-1 ranges merged give the unsplit selection, close
   const size_t n_out = size_t(slices * p.nq * p.dim);
   auto run = [&](int64_t split) {
     mra::kern::Layout L = layout;
+    L.level[0].small = 0;  // 900 pairs would take the short-N path (test_small_level1.cpp), which does not split
     mra::kern::set_level1_split(L.level[0], split);
     REQUIRE(L.level[0].split == split);
     std::vector<unsigned char> ws(layout.bytes + 256, 0xff);  // poison: NaN floats, -1 indices

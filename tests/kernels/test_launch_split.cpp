@@ -12,35 +12,20 @@
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "emulated_entries.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
 
-#define MRA_CONFIG(name, ...) extern "C" mra_status name##_emulated(const mra::kern::KernelArgs*);
-#include "registry.inc"
-#undef MRA_CONFIG
-
 namespace {
 
-struct Entry {
-  const char* name;
-  mra::kern::EntryFn run;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[4];
-};
+using Entry = mra::test::EmulatedEntry;
 
 // The f32 configurations of the build (MRA_KERNELS may select a few).
 std::vector<Entry> f32_entries() {
-  std::vector<Entry> all{
-#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, &name##_emulated, dtype, dim, levels, {s1, s2, s3, s4}},
-#include "registry.inc"
-#undef MRA_CONFIG
-  };
   std::vector<Entry> f32;
-  for (const Entry& e : all)
+  for (const Entry& e : mra::test::emulated_entries())
     if (e.dtype == MRA_DTYPE_F32) f32.push_back(e);
   return f32;
 }
