@@ -1,6 +1,6 @@
-// tests/kernels/emulated_entries.h: the emulated entry points of the build's configurations (generated/registry.inc,
-// which MRA_KERNELS may restrict) with their parameters, for the kernels tests that call an entry point directly
-// with a layout of their own (test_launch_split.cpp, test_column_split.cpp, test_small_level1.cpp).
+// tests/kernels/emulated_entries.h: the emulated entry point of every configuration this build has (registry.inc,
+// as -DMRA_KERNELS selected them) with its shape, for the tests that call an entry directly with a layout of their
+// own (test_launch_split.cpp, test_column_split.cpp, test_small_level1.cpp). Each test picks the configurations it needs from the table.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,7 @@ struct EmulatedEntry {
   int64_t sides[4];
 };
 
+// Every configuration of the build, in registry.inc's order.
 inline const std::vector<EmulatedEntry>& emulated_entries() {
   static const std::vector<EmulatedEntry> all{
 #define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, &name##_emulated, dtype, dim, levels, {s1, s2, s3, s4}},
@@ -31,13 +32,6 @@ inline const std::vector<EmulatedEntry>& emulated_entries() {
 #undef MRA_CONFIG
   };
   return all;
-}
-
-// The first two-level f32 configuration of the build; null when there is none.
-inline const EmulatedEntry* two_level_f32() {
-  for (const EmulatedEntry& e : emulated_entries())
-    if (e.dtype == MRA_DTYPE_F32 && e.levels == 2) return &e;
-  return nullptr;
 }
 
 }  // namespace mra::test

@@ -1135,10 +1135,21 @@ void production_cases(const Config& cfg) {
   check_case(cfg, c);
 }
 
-// Long context (docs/kernels.md, "Selection"): sizes where the level-1 selection spans several 64-row bands and
-// 64-column tiles and the radix passes decide the threshold, for the configurations this build has
-// (`-DMRA_KERNELS`); a case whose configuration is not built says so and passes nothing off as checked.
+// test_kernels_cuda reports itself skipped before any case runs when there is no GPU (main_cuda.cpp); a case
+// that finds no backend anyway fails.
+void require_backend() {
+  std::string why;
+  const bool ok = mra::test::available(&why);
+  INFO(why);
+  REQUIRE(ok);
+}
+
+// A generated configuration by name, for the cases that run a few fixed ones. When the build left it out
+// (-DMRA_KERNELS) the running case is marked skipped (tests/common/skip.h: it is then reported skipped, not
+// passed, unless another of its configurations fails) and there is nothing to run.
 std::optional<Config> built(const std::string& name) {
+  if (!mra::test::skip_unless_built({name})) return std::nullopt;
+  require_backend();
 #define MRA_CONFIG(cname, dtype, dim, levels, s1, s2, s3, s4)                                    \
   if (name == #cname) {                                                                          \
     const std::vector<int64_t> all{s1, s2, s3, s4};                                              \
@@ -1149,15 +1160,13 @@ std::optional<Config> built(const std::string& name) {
   return std::nullopt;
 }
 
-// kind 0: structured inputs with priors; 1: every score 0 and no priors, so every candidate ties and the flat
-// index alone decides (the quota ends inside a row); 2: random, two heads, a key mask, sparse mode.
+// Long context (docs/kernels.md, "Selection"): sizes where the level-1 selection spans several 64-row bands and
+// 64-column tiles and the radix passes decide the threshold. kind 0: structured inputs with priors; 1: every
+// score 0 and no priors, so every candidate ties and the flat index alone decides (the quota ends inside a row);
+// 2: random, two heads, a key mask, sparse mode.
 void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
-  std::string why;
   const std::optional<Config> cfg = built(name);
-  if (!cfg || !mra::test::available(&why)) {
-    MESSAGE(std::string(name), " not built or no backend (", why, "): long-context case skipped");
-    return;
-  }
+  if (!cfg) return;
   Rng rng(0x6c6f6e67u + uint64_t(n));
   INFO("seed ", rng.seed());
   Case c;
@@ -1182,15 +1191,6 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::sparse);
   }
   check_case(*cfg, c);
-}
-
-// test_kernels_cuda reports itself skipped before any case runs when there is no GPU (main_cuda.cpp); a case
-// that finds no backend anyway fails.
-void require_backend() {
-  std::string why;
-  const bool ok = mra::test::available(&why);
-  INFO(why);
-  REQUIRE(ok);
 }
 
 }  // namespace
@@ -1221,12 +1221,8 @@ TEST_CASE("long context: level-1 selection over many bands and column tiles") {
 // [B, N, H, D], 300 key blocks, 40 blocks per row with priors (a heavy row, as "long keys" above).
 TEST_CASE("grouped K/V heads and strides: production sizes") {
   for (const char* name : {"mra_fwd_r32x1_d64_f32", "mra_fwd_r32x1_d64_f16", "mra_fwd_r16x4x1_d32_bf16"}) {
-    std::string why;
     const std::optional<Config> cfg = built(name);
-    if (!cfg || !mra::test::available(&why)) {
-      MESSAGE(std::string(name), " not built or no backend (", why, "): GQA production case skipped");
-      continue;
-    }
+    if (!cfg) continue;
     Rng rng(seed_of(std::string(name) + " gqa production"));
     INFO("seed ", rng.seed());
     const int64_t s1 = cfg->sides[0];
@@ -1238,7 +1234,6 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
 }
 
 TEST_CASE("long context: N = 65536 end to end") {
-  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d32_f32"})) return;
   run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0);
 }
 
