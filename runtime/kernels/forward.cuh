@@ -14,13 +14,20 @@
 //   coarse_row_select_kernel  instead of the two above under policy row (§10): the row maxima and each row's own
 //                       radix select
 //   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
+//   level1_logits_kernel, level1_small_select_kernel  instead of the level-1 kernels above at short N (global
+//                       policy, at most kSmallPairs level-1 pairs, layout.h): the logits once into the workspace,
+//                       then the whole selection in one CTA per slice from a copy in shared memory
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
 //   / select_row_kernel (policy row: the top budget_l keys of every block row)
+//   group_pool_kernel, group_share_kernel (group.cuh) with a selection shared by each group of query heads (§8.4):
+//                       the stages above from coarse_rowmax_kernel on run once per (batch, K/V head), on the group's
+//                       mean pooled query, between these two, which make their inputs and copy T_l to every head
 //   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
 //   coarse_merge_kernel (coarse.cuh) only with split columns: the ranges' partial components merged in range order
+//   coarse_level1_small_kernel (coarse.cuh) instead of the two above at short N: from the stored logits, whole rows
 //   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
 //                       of the levels l >= 2 from pooled V sums, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
@@ -32,6 +39,7 @@
 #include "kernels/attend.cuh"
 #include "kernels/coarse.cuh"
 #include "kernels/common.cuh"
+#include "kernels/group.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/select.cuh"
 
@@ -100,11 +108,52 @@ cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsig
   return launch_in_parts(a, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
 }
 
+// The selection at every level (select.cuh) of `slices` slices of the view `p`: the query heads, or with a selection
+// shared by groups (§8.4) the group region, whose layout and heads p carries.
+template <class Cfg>
+mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) {
+  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    return launch_in_parts(a, p, slices, kernel, x, threads, smem, extra...);
+  };
+  // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
+  // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
+  // over the pairs recomputes their logits (docs/kernels.md). Grid x: bands x column ranges (layout.h).
+  const Level& l1 = p.layout.level[0];
+  const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
+  cudaError_t e = cudaSuccess;
+  if (l1.small) {  // short N: the logits once, then the whole selection in one CTA per slice (select.cuh)
+    const unsigned tiles = unsigned((l1.nk + kBandCols - 1) / kBandCols);
+    const size_t smem = level1_small_smem(l1.nq, l1.nk);
+    e = per_slice(level1_logits_kernel<Cfg>, bands * tiles, unsigned(kGemmThreads), 0);
+    if (e == cudaSuccess) e = simt::set_max_dynamic_shared(level1_small_select_kernel<Cfg>, int(smem));
+    if (e == cudaSuccess) e = per_slice(level1_small_select_kernel<Cfg>, 1u, unsigned(kSmallThreads), smem);
+  } else if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
+    e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+  } else {
+    if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+      e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
+    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  }
+  if (e == cudaSuccess && !l1.small) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  if (auto s = launched(a, e)) return s;
+  for (int li = 1; li < Cfg::steps; ++li) {
+    const Level& up = p.layout.level[li - 1];
+    e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / p.layout.level[li].side)),
+                  unsigned(kRowThreads), 0, li);
+    if (e == cudaSuccess && p.layout.by_row)
+      e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+    else if (e == cudaSuccess)
+      e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+    if (auto s = launched(a, e)) return s;
+  }
+  return MRA_SUCCESS;
+}
+
 template <class Cfg>
 mra_status forward(const KernelArgs& a) {
   const mra_problem& pr = a.problem;
   const Params p = make_params(a);
-  const unsigned slices = unsigned(pr.batch * pr.heads);
   auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
     return launch_per_slice(a, p, kernel, x, threads, smem, extra...);
   };
@@ -115,36 +164,32 @@ mra_status forward(const KernelArgs& a) {
       const Level& lv = a.layout.level[li];
       if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
-    // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
-    // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
-    // over the pairs recomputes their logits (docs/kernels.md). Grid x: bands x column ranges (layout.h).
-    const Level& l1 = a.layout.level[0];
-    const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
-    cudaError_t e = cudaSuccess;
-    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
-      e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
-    } else {
-      if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-        e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
-      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-    }
-    if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-    if (auto s = launched(e)) return s;
-    for (int li = 1; li < Cfg::steps; ++li) {
-      const Level& up = a.layout.level[li - 1];
-      e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
-                    unsigned(kRowThreads), 0, li);
-      if (e == cudaSuccess && a.layout.by_row)
-        e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
-      else if (e == cudaSuccess)
-        e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
-      if (auto s = launched(e)) return s;
+    if (!a.layout.shared) {
+      if (auto s = select_levels<Cfg>(a, p, unsigned(pr.batch * pr.heads))) return s;
+    } else {  // §8.4: one selection per (batch, K/V head), made in the group region, then copied to its heads
+      Params g = p;
+      g.heads = int32_t(kv_heads(pr));
+      g.group = 1;
+      g.layout = group_layout(pr, a.layout);
+      const unsigned groups = unsigned(pr.batch * g.heads);
+      for (int li = 0; li < Cfg::steps; ++li) {
+        const Level& lv = a.layout.level[li];
+        if (auto s = launched(launch_in_parts(a, p, groups, group_pool_kernel<Cfg>, unsigned(lv.nq + lv.nk),
+                                              unsigned(Cfg::dim), 0, g.layout, li)))
+          return s;
+      }
+      if (auto s = select_levels<Cfg>(a, g, groups)) return s;
+      if (auto s = launched(per_slice(group_share_kernel<Cfg>, 1, unsigned(kShareThreads), 0, g.layout))) return s;
     }
   }
   if (a.stages & kStageAttend) {
     // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
-    if (p.full) {
+    // Short N: from the logits the selection stored (coarse.cuh); with a selection shared by a group (§8.4) the
+    // logits were computed per group, not per head, so the heads fold their own with the sweeping kernel.
+    if (p.full && a.layout.level[0].small && !a.layout.shared) {
+      const unsigned blocks = unsigned((a.layout.level[0].nq + kSmallCoarseRows - 1) / kSmallCoarseRows);
+      if (auto s = launched(per_slice(coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0))) return s;
+    } else if (p.full) {
       const Level& l1 = a.layout.level[0];
       const unsigned sweeps = unsigned((l1.nq + kBandRows - 1) / kBandRows) * unsigned(l1.split);
       if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0))) return s;

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #include "mra.h"
 
@@ -41,6 +42,12 @@ inline constexpr unsigned kMaxGridY = 65535;
 // it the rounding of the level-1 coarse components, depends on the problem only.
 inline constexpr int64_t kLevel1Tile = 64;
 inline constexpr int64_t kFillCtas = 264;
+// Level 1 at short N (global policy): when a slice has at most kSmallPairs level-1 pairs and at most kSmallRows block
+// rows, its logits are computed once and stored (4 bytes per pair), and one CTA per slice selects from a copy in
+// shared memory (select.cuh, "short N"). The bounds keep that copy, the row arrays and the radix histogram under
+// 99 KB of dynamic shared memory (level1_small_smem), which every GPU from sm_80 on grants a CTA; N = 4096 at
+// s_1 = 32 (128 x 128 pairs) is the largest square problem. Like the split, a function of the problem only.
+inline constexpr int64_t kSmallPairs = 16384, kSmallRows = 1024;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
@@ -79,7 +86,16 @@ struct Level {
   size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
   size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
   size_t pmax = 0, pden = 0, pnum = 0;    // the same per row and range ([slices, nq, split(, D)]), split > 1
+  // Level 1 at short N (kSmallPairs): 1 when the selection runs from stored logits in one CTA per slice.
+  int32_t small = 0;
+  size_t logits = 0;                      // f32 [slices, nq, nk]: the pooled logits (-inf: no candidate)  small
 };
+
+// The dynamic shared memory of level1_small_select_kernel: the slice's nq x nk scores, per row its maximum, offset
+// and tie base, and the radix histogram (4 bytes each).
+inline size_t level1_small_smem(int64_t nq, int64_t nk) {
+  return static_cast<size_t>(nq * nk + 3 * nq + kHistBins) * 4;
+}
 
 struct Layout {
   int32_t steps = 0;           // L - 1
@@ -92,6 +108,11 @@ struct Layout {
   size_t slice_bad = 0;        // i32 [slices]: the slice is poisoned (§2.7); always 0 under causal attention
   size_t first_bad = 0;        // i32 [slices]: causal only: the first real key with a non-finite k or v, nk if none
   size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
+  // §8.4, a selection shared by each group of query heads (MRA_SELECTION_GROUP with heads_kv < heads): the group
+  // region at byte `group` holds the layout of group_layout(), where the selection of every (batch, K/V head) is
+  // made before group.cuh copies it to the slices of the group's query heads.
+  int32_t shared = 0;
+  size_t group = 0;
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
   // split into several launches (slice0 != 0, forward.cuh) with a few slices.
@@ -168,6 +189,8 @@ inline void set_level1_split(Level& v, int64_t split) {
   v.split_cols = static_cast<int32_t>(per * kLevel1Tile);
 }
 
+inline mra_problem group_problem(const mra_problem& p);
+
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
 inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
@@ -178,13 +201,16 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   // A C caller can store any int in an enum field; reading it as the enum type would be undefined, so the
   // fields are read as the ints they are.
   static_assert(sizeof(mra_dtype) == sizeof(int) && sizeof(mra_mode) == sizeof(int) && sizeof(mra_policy) == sizeof(int));
-  int dtype = 0, mode = 0, policy = 0;
+  static_assert(sizeof(mra_selection) == sizeof(int));
+  int dtype = 0, mode = 0, policy = 0, selection = 0;
   std::memcpy(&dtype, &p.dtype, sizeof dtype);
   std::memcpy(&mode, &p.mode, sizeof mode);
   std::memcpy(&policy, &p.policy, sizeof policy);
+  std::memcpy(&selection, &p.selection, sizeof selection);
   if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
   if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
   if (policy != MRA_POLICY_GLOBAL && policy != MRA_POLICY_ROW) return MRA_ERROR_BAD_ARGUMENT;
+  if (selection != MRA_SELECTION_HEAD && selection != MRA_SELECTION_GROUP) return MRA_ERROR_BAD_ARGUMENT;
   // Causal attention (§9) needs policy row (§9.4).
   if (p.causal != 0 && (p.causal != 1 || policy != MRA_POLICY_ROW)) return MRA_ERROR_BAD_ARGUMENT;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
@@ -246,6 +272,8 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       // Column ranges: as many as bring bands x slices x split to kFillCtas (policy row: 1).
       const int64_t bands = (nq + kLevel1Tile - 1) / kLevel1Tile;
       set_level1_split(v, L.by_row ? 1 : (kFillCtas + bands * slices - 1) / (bands * slices));
+      v.small = !L.by_row && nq * nk <= kSmallPairs && nq <= kSmallRows;
+      v.logits = take(v.small ? slices * nq * nk : 0, sizeof(float));
       v.rowmax = take(slices * nq, sizeof(float));
       v.rowmax_part = take(v.split > 1 ? slices * nq * v.split : 0, sizeof(float));
       v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
@@ -269,8 +297,49 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   L.first_bad = take(slices, sizeof(int32_t));
   L.rowstats = take(slices * p.nq * 2, sizeof(float));
   L.bytes = carve.bytes;
+  // §8.4: a group of one head selects as the head does, so only real groups get a region of their own.
+  if (selection == MRA_SELECTION_GROUP && hkv < p.heads) {
+    Layout g;
+    if (const mra_status s = make_layout(group_problem(p), &g)) return s;
+    L.shared = 1;
+    L.group = L.bytes;
+    L.bytes += g.bytes;
+  }
   *out = L;
   return MRA_SUCCESS;
+}
+
+// §8.4: the problem whose selection is that of the groups of `p`: one head per (batch, K/V head), contiguous, in
+// mode sparse (the group region holds the selection only; the coarse components stay per head).
+inline mra_problem group_problem(const mra_problem& p) {
+  mra_problem g = p;
+  g.heads = kv_heads(p);
+  g.heads_kv = 0;
+  g.strides = mra_strides{};
+  g.mode = MRA_MODE_SPARSE;
+  g.selection = MRA_SELECTION_HEAD;
+  return g;
+}
+
+// The layout of the group region of a shared selection (L.shared): group_problem's layout, placed at L.group and
+// sharing L's token counts (the group's masks are its heads' masks). Its slices are the (batch, K/V head) pairs.
+inline Layout group_layout(const mra_problem& p, const Layout& L) {
+  Layout g;
+  make_layout(group_problem(p), &g);  // accepted by the make_layout that set L.shared
+  auto shift = [&L](size_t& offset) { offset += L.group; };
+  for (Level& v : g.level) {
+    for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
+                      &v.state, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden, &v.pnum,
+                      &v.logits})
+      shift(*f);
+  }
+  for (int li = 0; li < g.steps; ++li) {
+    g.level[li].qcount = L.level[li].qcount;
+    g.level[li].kcount = L.level[li].kcount;
+  }
+  for (size_t* f : {&g.block_bad, &g.slice_bad, &g.first_bad, &g.rowstats}) shift(*f);
+  g.slices_per_launch = L.slices_per_launch;
+  return g;
 }
 
 // The backward's own workspace (runtime/kernels/backward.cuh), besides the forward's: per query row

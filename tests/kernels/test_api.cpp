@@ -246,11 +246,43 @@ TEST_CASE("api.policy_and_causal") {
   size_t causal_bytes = 0;
   REQUIRE(mra_workspace_size(&causal, &causal_bytes) == MRA_SUCCESS);
   CHECK(causal_bytes >= row_bytes);
-  // The backward has no causal form (§9.6): refused as an unsupported configuration.
-  row.dtype = causal.dtype = MRA_DTYPE_F32;  // the dtype with backward kernels
-  size_t grad_bytes = 0;
+  // The backward takes causal attention (§9.7) in the dtype with backward kernels, and its workspace does not
+  // depend on it; causal with policy global stays refused.
+  row.dtype = causal.dtype = MRA_DTYPE_F32;
+  size_t grad_bytes = 0, causal_grad_bytes = 0;
   CHECK(mra_backward_workspace_size(&row, &grad_bytes) == MRA_SUCCESS);
-  CHECK(mra_backward_workspace_size(&causal, &grad_bytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(mra_backward_workspace_size(&causal, &causal_grad_bytes) == MRA_SUCCESS);
+  CHECK(causal_grad_bytes == grad_bytes);
+  causal.policy = MRA_POLICY_GLOBAL;
+  CHECK(mra_backward_workspace_size(&causal, &causal_grad_bytes) == MRA_ERROR_BAD_ARGUMENT);
+}
+
+TEST_CASE("api.selection") {
+  if (!mra::test::skip_unless_built({kSmall})) return;
+  auto bytes = [](auto change, mra_status want) {
+    mra_problem p = small_problem();
+    change(p);
+    size_t n = 0;
+    CHECK(mra_workspace_size(&p, &n) == want);
+    return n;
+  };
+  bytes([](mra_problem& p) { p.selection = static_cast<mra_selection>(2); }, MRA_ERROR_BAD_ARGUMENT);
+  bytes([](mra_problem& p) { p.selection = static_cast<mra_selection>(-1); }, MRA_ERROR_BAD_ARGUMENT);
+  // §8.4: a group of one head selects as the head does, in the same workspace; real groups (3 heads on one K/V
+  // head) make their selection in a region of their own, besides the heads' (runtime/kernels/layout.h).
+  const size_t head = bytes([](mra_problem&) {}, MRA_SUCCESS);
+  CHECK(bytes([](mra_problem& p) { p.selection = MRA_SELECTION_GROUP; }, MRA_SUCCESS) == head);
+  const size_t mqa = bytes([](mra_problem& p) { p.heads_kv = 1; }, MRA_SUCCESS);
+  CHECK(bytes([](mra_problem& p) {
+          p.heads_kv = 1;
+          p.selection = MRA_SELECTION_GROUP;
+        }, MRA_SUCCESS) > mqa);
+  bytes([](mra_problem& p) {
+    p.heads_kv = 1;
+    p.selection = MRA_SELECTION_GROUP;
+    p.policy = MRA_POLICY_ROW;
+    p.causal = 1;
+  }, MRA_SUCCESS);
 }
 
 TEST_CASE("api.backward_bad_arguments") {

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -64,17 +63,6 @@ std::vector<float> run_exact(const Problem& p) {
   std::vector<float> out(size_t(p.batch * p.heads * p.nq * p.dim), kPoison);
   mra::ref::exact_attention(p, out.data());
   return out;
-}
-
-std::string describe(const Config& c) {
-  std::ostringstream s;
-  s << "scales";
-  for (int64_t x : c.scales) s << ' ' << x;
-  s << ", budgets";
-  for (int64_t x : c.budgets) s << ' ' << x;
-  s << (c.mode == Mode::full ? ", full" : ", sparse") << ", priors " << c.prior_first << '/' << c.prior_diagonal;
-  s << (c.policy == mra::ref::Policy::row ? ", policy row" : ", policy global");
-  return s.str();
 }
 
 // Causal softmax attention straight from docs/semantics.md §1 and §9.1, in double: query i weighs the real keys
@@ -711,7 +699,10 @@ TEST_CASE("causal and policy errors are reported") {
   future.at(0, 0, 0).insert(future.at(0, 0, 0).begin() + 1, 1);
   CHECK_THROWS_WITH_AS(mra::ref::validate_selection(p, c, future), doctest::Contains("inactive"), mra::ref::Error);
   std::vector<float> dout(16 * 4, 1.0f);
-  CHECK_THROWS_WITH_AS(mra::ref::attend_backward(p, c, s, dout.data()), doctest::Contains("causal"), mra::ref::Error);
+  // The backward (§9.7) takes causal attention under policy row only, as the forward.
+  CHECK_THROWS_WITH_AS(mra::ref::attend_backward(p, global, s, dout.data()), doctest::Contains("needs policy row"),
+                       mra::ref::Error);
+  CHECK_NOTHROW(mra::ref::attend_backward(p, c, s, dout.data()));
   // Coverage counts visible entries only: 16 * 17 / 2 of them; budget 1 per row plus the diagonal blocks.
   const mra::ref::Coverage cov = mra::ref::coverage(p, c, s);
   CHECK(cov.total_entries == 136);
