@@ -195,7 +195,9 @@ class TorchOpTest(unittest.TestCase):
             for g, ge, name in ((dk, ke.grad, "dk"), (dv, ve.grad, "dv")):
                 summed = ge.view(b, hkv, h // hkv, n, d).sum(2)
                 assert_close(g.numpy(), summed.numpy(), 1e-6, 1e-5, f"{what}: GQA {name} vs the group sums")
-            self.assertGreater(float((oe - mt.attend(qe, ke, ve, scales=(32, 1), budget=9)).abs().max()), 1e-3,
+            with torch.no_grad():
+                dense = mt.attend(qe, ke, ve, scales=(32, 1), budget=9)
+            self.assertGreater(float((oe.detach() - dense).abs().max()), 1e-3,
                                "the case must have coarse terms")
 
     @unittest.skipUnless(os.environ.get("MRA_REF"), "MRA_REF (the mra-ref binary) is not set")
