@@ -15,14 +15,20 @@
 //                       radix select
 //   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
-//   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
-//   / select_row_kernel (policy row: the top budget_l keys of every block row)
+//   level_rank_kernel   level l >= 2: 3 radix passes over the keys' scores, many CTAs per slice (chunks of slots),
+//                       the picks as at level 1
+//   level_count_kernel  level l >= 2: per chunk, the keys above the threshold and the ties
+//   level_write_kernel  level l >= 2: T_l as CSR, columns in slot (= flat) order from each chunk's offset
+//   / select_row_kernel (policy row, instead of the three: the top budget_l keys of every block row, one CTA
+//                       per slice)
 //   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
 //   coarse_merge_kernel (coarse.cuh) only with split columns: the ranges' partial components merged in range order
-//   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
-//                       of the levels l >= 2 from pooled V sums, then the exact entries
+//   coarse_level_kernel (coarse.cuh, mode full) level l >= 2: per parent row, the coarse components of its child
+//                       rows (the children not in T_l), their k̄ and V sums staged once
+//   attend_mma_kernel   (attend.cuh) per query tile: the coarse components of every level from the workspace,
+//                       merged, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
@@ -135,15 +141,20 @@ mra_status forward(const KernelArgs& a) {
       const Level& up = a.layout.level[li - 1];
       e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
                     unsigned(kRowThreads), 0, li);
-      if (e == cudaSuccess && a.layout.by_row)
+      if (e == cudaSuccess && a.layout.by_row) {
         e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
-      else if (e == cudaSuccess)
-        e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      } else {  // the GPU-wide radix select: 3 histogram passes, the per-chunk counts, the columns
+        const unsigned chunks = unsigned(a.layout.level[li].chunks);
+        for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+          e = per_slice(level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
+        if (e == cudaSuccess) e = per_slice(level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+        if (e == cudaSuccess) e = per_slice(level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+      }
       if (auto s = launched(e)) return s;
     }
   }
   if (a.stages & kStageAttend) {
-    // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
+    // The coarse components read T_l, so they belong to this stage (a test may replace the selection).
     if (p.full) {
       const Level& l1 = a.layout.level[0];
       const unsigned sweeps = unsigned((l1.nq + kBandRows - 1) / kBandRows) * unsigned(l1.split);
@@ -152,6 +163,10 @@ mra_status forward(const KernelArgs& a) {
         const unsigned merges = unsigned((int64_t(l1.nq) * Cfg::dim + kGemmThreads - 1) / kGemmThreads);
         if (auto s = launched(per_slice(coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0))) return s;
       }
+      for (int li = 1; li < Cfg::steps; ++li)  // the levels l >= 2: one CTA per parent row
+        if (auto s = launched(per_slice(coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
+                                        unsigned(kGemmThreads), 0, li)))
+          return s;
     }
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
