@@ -128,13 +128,15 @@ void detail::attend_pooled(const Problem& p, const Config& c, const Selection& s
                            float* out) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
-      if (!p.causal && !slice_finite(p, b, h)) {
+      // §2.7, §8.4: a group that shares its selection is poisoned as a whole, since every head's output depends,
+      // through the selection, on the queries of all of them.
+      if (!p.causal && !slice_finite(p, b, selecting_heads(p, c, h))) {
         write_poisoned_slice(p, b, h, out);
         continue;
       }
       // §9.5: with causal attention a non-finite value poisons the queries that read it, not the slice.
       std::optional<CausalPoison> poison;
-      if (p.causal) poison.emplace(p, b, h, levels[0].side);
+      if (p.causal) poison.emplace(p, b, selecting_heads(p, c, h), levels[0].side);
       // One level-1 block row at a time: its descendants at every level are contiguous in each sorted list of
       // refined pairs, so the working set is one block row's candidates and accumulators.
       for (int64_t row = 0; row < levels[0].nq_blocks; ++row) {

@@ -164,7 +164,7 @@ Gradients attend_backward(const Problem& p, const Config& c, const Selection& s,
                   std::vector<double>(at(p.batch * p.kv_heads() * p.nk * D), 0.0)};
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
-      if (!slice_finite(p, b, h) || !dout_finite(p, dout, b, h)) {
+      if (!slice_finite(p, b, selecting_heads(p, c, h)) || !dout_finite(p, dout, b, h)) {
         poison_slice(p, b, h, grads);
         continue;
       }

@@ -51,8 +51,22 @@ inline bool key_real(const Problem& p, int64_t b, int64_t j) {
   return p.key_mask == nullptr || p.key_mask[b * p.nk + j] != 0;
 }
 
-// §2.7: true when every real token of slice (b, h) has finite q, k and v.
-bool slice_finite(const Problem& p, int64_t b, int64_t h);
+// The query heads first .. first + count - 1 of one batch element (they share one K/V head).
+struct HeadRange {
+  int64_t first = 0, count = 1;
+};
+
+// §8.4: the query heads whose queries choose the blocks of slice (b, h): h alone, or every head of its group.
+inline HeadRange selecting_heads(const Problem& p, const Config& c, int64_t h) {
+  if (c.selection == Scope::head) return {h, 1};
+  const int64_t group = p.heads / p.kv_heads();
+  return {h - h % group, group};
+}
+
+// §2.7: true when every real token of the query heads `heads` of batch b, and of their K/V head, has finite q, k
+// and v. With one head: slice (b, h) is finite; with a group (§8.4): no slice of it is poisoned.
+bool slice_finite(const Problem& p, int64_t b, HeadRange heads);
+inline bool slice_finite(const Problem& p, int64_t b, int64_t h) { return slice_finite(p, b, HeadRange{h, 1}); }
 
 // §9: the last key query i sees, i + (nk - nq) (below 0: none); nk - 1 without causal attention.
 inline int64_t horizon(const Problem& p, int64_t i) { return p.causal ? i + p.nk - p.nq : p.nk - 1; }
@@ -63,11 +77,12 @@ inline int pair_place(const Problem& p, const Pooled& pooled, int64_t r, int64_t
 }
 
 // §9.5: where the non-finite values of a causal slice (b, h) are: the first real key with a non-finite k or v
-// (nk if none) and, per query block of side `side`, whether a real query of it has a non-finite q.
+// (nk if none) and, per query block of side `side`, whether a real query of it has a non-finite q; in any of the
+// query heads `heads` (one head, or a group sharing its selection, §8.4).
 struct CausalPoison {
   int64_t side = 1, first_bad_key = 0;
   std::vector<bool> bad_query_block;
-  CausalPoison(const Problem& p, int64_t b, int64_t h, int64_t side);
+  CausalPoison(const Problem& p, int64_t b, HeadRange heads, int64_t side);
   // Query i's output is NaN (§9.5); with `side` the level-1 block side. A block row of any level ranks nothing
   // when this holds for its first query.
   bool query(const Problem& p, int64_t i) const {

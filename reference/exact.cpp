@@ -106,7 +106,7 @@ void exact_attention(const Problem& p, float* out) {
       }
       // §9.5: causal rows are poisoned one by one, by their own query and the keys they see.
       std::optional<CausalPoison> poison;
-      if (p.causal) poison.emplace(p, b, h, 1);
+      if (p.causal) poison.emplace(p, b, HeadRange{h, 1}, 1);
       keyset.gather(p, b, h, keys);
       // Queries go in tiles: each chunk of keys is loaded once per tile rather than once per query.
       constexpr int64_t kTile = 16;

@@ -146,30 +146,34 @@ std::vector<int64_t> budgets_from_blocks_per_row(const std::vector<int64_t>& sca
 
 namespace detail {
 
-bool slice_finite(const Problem& p, int64_t b, int64_t h) {
-  auto finite_row = [&](const float* row) {
-    for (int64_t d = 0; d < p.dim; ++d)
-      if (!std::isfinite(row[d])) return false;
-    return true;
-  };
-  for (int64_t i = 0; i < p.nq; ++i)
-    if (query_real(p, b, i) && !finite_row(q_row(p, b, h, i))) return false;
-  for (int64_t j = 0; j < p.nk; ++j)
-    if (key_real(p, b, j) && !(finite_row(k_row(p, b, h, j)) && finite_row(v_row(p, b, h, j)))) return false;
+namespace {
+
+bool finite_row(const Problem& p, const float* row) {
+  for (int64_t d = 0; d < p.dim; ++d)
+    if (!std::isfinite(row[d])) return false;
   return true;
 }
 
-CausalPoison::CausalPoison(const Problem& p, int64_t b, int64_t h, int64_t block_side)
+}  // namespace
+
+bool slice_finite(const Problem& p, int64_t b, HeadRange heads) {
+  for (int64_t h = heads.first; h < heads.first + heads.count; ++h)
+    for (int64_t i = 0; i < p.nq; ++i)
+      if (query_real(p, b, i) && !finite_row(p, q_row(p, b, h, i))) return false;
+  for (int64_t j = 0; j < p.nk; ++j)
+    if (key_real(p, b, j) && !(finite_row(p, k_row(p, b, heads.first, j)) && finite_row(p, v_row(p, b, heads.first, j))))
+      return false;
+  return true;
+}
+
+CausalPoison::CausalPoison(const Problem& p, int64_t b, HeadRange heads, int64_t block_side)
     : side(block_side), first_bad_key(p.nk), bad_query_block(at(ceil_div(p.nq, block_side)), false) {
-  auto finite_row = [&](const float* row) {
-    for (int64_t d = 0; d < p.dim; ++d)
-      if (!std::isfinite(row[d])) return false;
-    return true;
-  };
-  for (int64_t i = 0; i < p.nq; ++i)
-    if (query_real(p, b, i) && !finite_row(q_row(p, b, h, i))) bad_query_block[at(i / side)] = true;
+  for (int64_t h = heads.first; h < heads.first + heads.count; ++h)
+    for (int64_t i = 0; i < p.nq; ++i)
+      if (query_real(p, b, i) && !finite_row(p, q_row(p, b, h, i))) bad_query_block[at(i / side)] = true;
   for (int64_t j = 0; j < p.nk && first_bad_key == p.nk; ++j)
-    if (key_real(p, b, j) && !(finite_row(k_row(p, b, h, j)) && finite_row(v_row(p, b, h, j)))) first_bad_key = j;
+    if (key_real(p, b, j) && !(finite_row(p, k_row(p, b, heads.first, j)) && finite_row(p, v_row(p, b, heads.first, j))))
+      first_bad_key = j;
 }
 
 void write_poisoned_slice(const Problem& p, int64_t b, int64_t h, float* out) {

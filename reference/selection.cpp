@@ -77,6 +77,25 @@ void take_row(const Problem& p, const Pooled& lv, int64_t b, int64_t h, std::spa
   for (const Candidate& cand : cands) out.push_back(cand.flat);
 }
 
+// §8.4: the levels as a group sharing its selection ranks them: every head's pooled query replaced by the mean,
+// over the heads of its group in head order, of their pooled queries (the pooled mean of the group's mean query,
+// since the group shares its masks). Keys, values and counts are the group's own already.
+std::vector<Pooled> group_means(const Problem& p, const std::vector<Pooled>& levels) {
+  std::vector<Pooled> out = levels;
+  const int64_t group = p.heads / p.kv_heads(), D = p.dim;
+  for (Pooled& lv : out)
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t h0 = 0; h0 < p.heads; h0 += group)
+        for (int64_t r = 0; r < lv.nq_blocks; ++r)
+          for (int64_t d = 0; d < D; ++d) {
+            auto mean = [&](int64_t h) -> double& { return lv.q_mean[at(((b * p.heads + h) * lv.nq_blocks + r) * D + d)]; };
+            double sum = 0.0;
+            for (int64_t h = h0; h < h0 + group; ++h) sum += mean(h);
+            for (int64_t h = h0; h < h0 + group; ++h) mean(h) = sum / double(group);
+          }
+  return out;
+}
+
 }  // namespace
 
 namespace detail {
@@ -106,14 +125,22 @@ Selection select(const Problem& p, const Config& c) {
 Selection detail::select_pooled(const Problem& p, const Config& c, const std::vector<Pooled>& levels) {
   const int64_t steps = int64_t(levels.size());
   Selection sel{p.batch, p.heads, steps, std::vector<std::vector<int64_t>>(at(p.batch * p.heads * steps))};
+  // §8.4: a group that shares its selection ranks by the mean of its heads' pooled queries.
+  const std::vector<Pooled> group_levels = c.selection == Scope::group ? group_means(p, levels) : std::vector<Pooled>{};
+  const std::vector<Pooled>& ranked = c.selection == Scope::group ? group_levels : levels;
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
+      const HeadRange heads = selecting_heads(p, c, h);
+      if (h != heads.first) {  // the group's selection, made for its first head
+        for (int64_t l = 0; l < steps; ++l) sel.at(b, h, l) = sel.at(b, heads.first, l);
+        continue;
+      }
       // §2.7: a poisoned slice refines nothing; with causal attention poison is a matter of rows (§9.5).
-      if (!p.causal && !slice_finite(p, b, h)) continue;
+      if (!p.causal && !slice_finite(p, b, heads)) continue;
       std::optional<CausalPoison> poison;
-      if (p.causal) poison.emplace(p, b, h, levels[0].side);
+      if (p.causal) poison.emplace(p, b, heads, levels[0].side);
       for (int64_t l = 0; l < steps; ++l) {
-        const Pooled& lv = levels[at(l)];
+        const Pooled& lv = ranked[at(l)];
         // Priors are level-1 notions (§2.4): deeper levels rank by score and index only.
         const Ranking rank{lv.nk_blocks, l == 0 ? c.prior_first : 0, l == 0 ? c.prior_diagonal : 0};
         const int64_t budget = c.budgets[at(l)];
@@ -131,7 +158,7 @@ Selection detail::select_pooled(const Problem& p, const Config& c, const std::ve
           if (l == 0)
             for (int64_t r = 0; r < lv.nq_blocks; ++r) take_rows(top_candidates(p, lv, b, r, r + 1));
           else
-            take_rows(child_candidates(p, levels[at(l - 1)], lv, b, sel.at(b, h, l - 1)));
+            take_rows(child_candidates(p, ranked[at(l - 1)], lv, b, sel.at(b, h, l - 1)));
           std::sort(chosen.begin(), chosen.end());
           continue;
         }
@@ -140,13 +167,13 @@ Selection detail::select_pooled(const Problem& p, const Config& c, const std::ve
           // Row by row, pruned to the best `budget` whenever twice that many are held: the (N/s_1)^2 level-1
           // pairs never exist at once (16 GB at N = 2^20, s_1 = 32), and an element dropped by a prune has
           // `budget` better ones that are never dropped, so the result is the top `budget` of all of them.
-          for (int64_t r = 0; r < levels[0].nq_blocks; ++r) {
-            const std::vector<Candidate> row = score(p, levels[0], b, h, top_candidates(p, levels[0], b, r, r + 1));
+          for (int64_t r = 0; r < ranked[0].nq_blocks; ++r) {
+            const std::vector<Candidate> row = score(p, ranked[0], b, h, top_candidates(p, ranked[0], b, r, r + 1));
             cands.insert(cands.end(), row.begin(), row.end());
-            if (int64_t(cands.size()) - budget >= std::max(budget, levels[0].nk_blocks)) keep_top(cands, budget, rank);
+            if (int64_t(cands.size()) - budget >= std::max(budget, ranked[0].nk_blocks)) keep_top(cands, budget, rank);
           }
         } else {
-          cands = score(p, lv, b, h, child_candidates(p, levels[at(l - 1)], lv, b, sel.at(b, h, l - 1)));
+          cands = score(p, lv, b, h, child_candidates(p, ranked[at(l - 1)], lv, b, sel.at(b, h, l - 1)));
         }
         sel.at(b, h, l) = take_top(cands, budget, rank);
       }

@@ -57,6 +57,16 @@ typedef enum mra_policy {
   MRA_POLICY_ROW = 1     /* every block row of a level refines its own best budget_l blocks */
 } mra_policy;
 
+/* Whose queries choose the refined blocks when K/V heads are grouped (docs/semantics.md §8.4). The default is per
+ * head: each head's selection adapts to its own queries, and a GQA problem then equals its copied-heads problem
+ * exactly; the group's shared selection does H_kv selections instead of H, at the price of a selection made for the
+ * group's mean query rather than for each head. */
+typedef enum mra_selection {
+  MRA_SELECTION_HEAD = 0, /* every (batch, query head) selects its own blocks */
+  MRA_SELECTION_GROUP = 1 /* one selection per (batch, K/V head), by the mean of its query heads' queries, shared
+                             by them; budgets per group (per block row of the group under MRA_POLICY_ROW) */
+} mra_selection;
+
 typedef enum mra_mode {
   MRA_MODE_FULL = 0,   /* MRA-L: coarse components contribute exp(pooled logit) * pooled V */
   MRA_MODE_SPARSE = 1  /* MRA-L-s: only the exact entries inside refined blocks contribute */
@@ -91,6 +101,8 @@ typedef struct mra_problem {
                                                MRA_POLICY_ROW (else MRA_ERROR_BAD_ARGUMENT). The backward has
                                                no causal form: MRA_ERROR_UNSUPPORTED_CONFIG */
   mra_policy policy;                        /* MRA_POLICY_GLOBAL (0) or MRA_POLICY_ROW */
+  mra_selection selection;                  /* MRA_SELECTION_HEAD (0) or MRA_SELECTION_GROUP (§8.4); else
+                                               MRA_ERROR_BAD_ARGUMENT */
 } mra_problem;
 
 /* A readable name of a status ("success", "bad argument", ...); never NULL. */

@@ -64,6 +64,9 @@ mra::ref::Config config_of(const mra_reference_problem& c) {
   config.prior_diagonal = c.prior_diagonal;
   if (c.policy != 0 && c.policy != 1) throw mra::ref::Error("policy must be 0 (global) or 1 (row), got " + std::to_string(c.policy));
   config.policy = c.policy == 1 ? mra::ref::Policy::row : mra::ref::Policy::global;
+  if (c.selection != 0 && c.selection != 1)
+    throw mra::ref::Error("selection must be 0 (per head) or 1 (per group), got " + std::to_string(c.selection));
+  config.selection = c.selection == 1 ? mra::ref::Scope::group : mra::ref::Scope::head;
   config.validate();
   return config;
 }

@@ -42,6 +42,8 @@ typedef struct mra_reference_problem {
   int32_t causal;           /* 0: off; 1: query i sees key j only when j <= i + (nk - nq) (docs/semantics.md §9) */
   int32_t policy;           /* 0: global budgets per (batch, head); 1: row, budgets per block row (§10); causal
                                attention needs 1 */
+  int32_t selection;        /* 0: a selection per query head; 1: one per group of query heads sharing a K/V head,
+                               ranked by the group's mean query (docs/semantics.md §8.4) */
 } mra_reference_problem;
 
 /* MRA attention (select, then attend). */

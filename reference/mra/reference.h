@@ -84,6 +84,10 @@ enum class Mode { full, sparse };
 // budget_l pairs of every block row of the level, each row on its own.
 enum class Policy { global, row };
 
+// §8.4: whose queries choose the blocks of a slice. head: every query head its own (the default); group: one
+// selection per (batch, K/V head), ranked by the mean of the group's queries and shared by its query heads.
+enum class Scope { head, group };
+
 // An MRA configuration: resolutions, budgets, mode and priors.
 struct Config {
   // Block sides s_1 > s_2 > ... > s_L = 1, each dividing the one before.
@@ -97,6 +101,8 @@ struct Config {
   int64_t prior_diagonal = 0;  // blocks with |r - c| <= n / 2 are preferred (a band of 2*(n/2)+1 blocks)
   // global: budgets[l] blocks per slice; row: budgets[l] blocks per block row of side scales[l] (§10).
   Policy policy = Policy::global;
+  // head: a selection per (batch, query head); group: one per (batch, K/V head), budgets per group (§8.4).
+  Scope selection = Scope::head;
 
   // The largest block side: the generated kernels' limit, so that every backend accepts the same scales and no
   // product of a side with a block index or count can overflow 64 bits.

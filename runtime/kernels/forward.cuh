@@ -21,6 +21,9 @@
 //   level_write_kernel  level l >= 2: T_l as CSR, columns in slot (= flat) order from each chunk's offset
 //   / select_row_kernel (policy row, instead of the three: the top budget_l keys of every block row, one CTA
 //                       per slice)
+//   group_pool_kernel, group_share_kernel (group.cuh) with a selection shared by each group of query heads (§8.4):
+//                       the stages above from coarse_rowmax_kernel on run once per (batch, K/V head), on the group's
+//                       mean pooled query, between these two, which make their inputs and copy T_l to every head
 //   coarse_level1_kernel (coarse.cuh, mode full) level 1: per block row, the coarse components (the pairs not in
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
@@ -38,6 +41,7 @@
 #include "kernels/attend.cuh"
 #include "kernels/coarse.cuh"
 #include "kernels/common.cuh"
+#include "kernels/group.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/select.cuh"
 
@@ -106,11 +110,51 @@ cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsig
   return launch_in_parts(a, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
 }
 
+// The selection at every level (select.cuh) of `slices` slices of the view `p`: the query heads, or with a selection
+// shared by groups (§8.4) the group region, whose layout and heads p carries.
+template <class Cfg>
+mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) {
+  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    return launch_in_parts(a, p, slices, kernel, x, threads, smem, extra...);
+  };
+  // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
+  // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
+  // over the pairs recomputes their logits (docs/kernels.md). Grid x: bands x column ranges (layout.h).
+  const Level& l1 = p.layout.level[0];
+  const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
+  cudaError_t e = cudaSuccess;
+  if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
+    e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+  } else {
+    if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+    for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+      e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
+    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  }
+  if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  if (auto s = launched(a, e)) return s;
+  for (int li = 1; li < Cfg::steps; ++li) {
+    const Level& up = p.layout.level[li - 1];
+    e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / p.layout.level[li].side)),
+                  unsigned(kRowThreads), 0, li);
+    if (e == cudaSuccess && p.layout.by_row) {
+      e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+    } else {  // the GPU-wide radix select: 3 histogram passes, the per-chunk counts, the columns
+      const unsigned chunks = unsigned(p.layout.level[li].chunks);
+      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+        e = per_slice(level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
+      if (e == cudaSuccess) e = per_slice(level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+      if (e == cudaSuccess) e = per_slice(level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+    }
+    if (auto s = launched(a, e)) return s;
+  }
+  return MRA_SUCCESS;
+}
+
 template <class Cfg>
 mra_status forward(const KernelArgs& a) {
   const mra_problem& pr = a.problem;
   const Params p = make_params(a);
-  const unsigned slices = unsigned(pr.batch * pr.heads);
   auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
     return launch_per_slice(a, p, kernel, x, threads, smem, extra...);
   };
@@ -121,36 +165,22 @@ mra_status forward(const KernelArgs& a) {
       const Level& lv = a.layout.level[li];
       if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
     }
-    // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
-    // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
-    // over the pairs recomputes their logits (docs/kernels.md). Grid x: bands x column ranges (layout.h).
-    const Level& l1 = a.layout.level[0];
-    const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
-    cudaError_t e = cudaSuccess;
-    if (a.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
-      e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
-    } else {
-      if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-        e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
-      if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-    }
-    if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
-    if (auto s = launched(e)) return s;
-    for (int li = 1; li < Cfg::steps; ++li) {
-      const Level& up = a.layout.level[li - 1];
-      e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / a.layout.level[li].side)),
-                    unsigned(kRowThreads), 0, li);
-      if (e == cudaSuccess && a.layout.by_row) {
-        e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
-      } else {  // the GPU-wide radix select: 3 histogram passes, the per-chunk counts, the columns
-        const unsigned chunks = unsigned(a.layout.level[li].chunks);
-        for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-          e = per_slice(level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
-        if (e == cudaSuccess) e = per_slice(level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
-        if (e == cudaSuccess) e = per_slice(level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+    if (!a.layout.shared) {
+      if (auto s = select_levels<Cfg>(a, p, unsigned(pr.batch * pr.heads))) return s;
+    } else {  // §8.4: one selection per (batch, K/V head), made in the group region, then copied to its heads
+      Params g = p;
+      g.heads = int32_t(kv_heads(pr));
+      g.group = 1;
+      g.layout = group_layout(pr, a.layout);
+      const unsigned groups = unsigned(pr.batch * g.heads);
+      for (int li = 0; li < Cfg::steps; ++li) {
+        const Level& lv = a.layout.level[li];
+        if (auto s = launched(launch_in_parts(a, p, groups, group_pool_kernel<Cfg>, unsigned(lv.nq + lv.nk),
+                                              unsigned(Cfg::dim), 0, g.layout, li)))
+          return s;
       }
-      if (auto s = launched(e)) return s;
+      if (auto s = select_levels<Cfg>(a, g, groups)) return s;
+      if (auto s = launched(per_slice(group_share_kernel<Cfg>, 1, unsigned(kShareThreads), 0, g.layout))) return s;
     }
   }
   if (a.stages & kStageAttend) {

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #include "mra.h"
 
@@ -102,6 +103,11 @@ struct Layout {
   size_t slice_bad = 0;        // i32 [slices]: the slice is poisoned (§2.7); always 0 under causal attention
   size_t first_bad = 0;        // i32 [slices]: causal only: the first real key with a non-finite k or v, nk if none
   size_t rowstats = 0;         // f32 [slices, nq, 2]: per query row (m_i, Z_i) of §7.2; (-inf, 0): no term
+  // §8.4, a selection shared by each group of query heads (MRA_SELECTION_GROUP with heads_kv < heads): the group
+  // region at byte `group` holds the layout of group_layout(), where the selection of every (batch, K/V head) is
+  // made before group.cuh copies it to the slices of the group's query heads.
+  int32_t shared = 0;
+  size_t group = 0;
   size_t bytes = 0;
   // Slices per launch of the kernels with one slice per grid row: CUDA's grid-y cap. Tests lower it to run the
   // split into several launches (slice0 != 0, forward.cuh) with a few slices.
@@ -186,6 +192,8 @@ inline void set_select_chunk(Level& v, int64_t chunk) {
   v.chunks = static_cast<int32_t>(v.slots > 0 ? (v.slots + chunk - 1) / chunk : 1);
 }
 
+inline mra_problem group_problem(const mra_problem& p);
+
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
 inline mra_status make_layout(const mra_problem& p, Layout* out) {
   if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
@@ -196,13 +204,16 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   // A C caller can store any int in an enum field; reading it as the enum type would be undefined, so the
   // fields are read as the ints they are.
   static_assert(sizeof(mra_dtype) == sizeof(int) && sizeof(mra_mode) == sizeof(int) && sizeof(mra_policy) == sizeof(int));
-  int dtype = 0, mode = 0, policy = 0;
+  static_assert(sizeof(mra_selection) == sizeof(int));
+  int dtype = 0, mode = 0, policy = 0, selection = 0;
   std::memcpy(&dtype, &p.dtype, sizeof dtype);
   std::memcpy(&mode, &p.mode, sizeof mode);
   std::memcpy(&policy, &p.policy, sizeof policy);
+  std::memcpy(&selection, &p.selection, sizeof selection);
   if (dtype != MRA_DTYPE_F32 && dtype != MRA_DTYPE_F16 && dtype != MRA_DTYPE_BF16) return MRA_ERROR_BAD_ARGUMENT;
   if (mode != MRA_MODE_FULL && mode != MRA_MODE_SPARSE) return MRA_ERROR_BAD_ARGUMENT;
   if (policy != MRA_POLICY_GLOBAL && policy != MRA_POLICY_ROW) return MRA_ERROR_BAD_ARGUMENT;
+  if (selection != MRA_SELECTION_HEAD && selection != MRA_SELECTION_GROUP) return MRA_ERROR_BAD_ARGUMENT;
   // Causal attention (§9) needs policy row (§9.4).
   if (p.causal != 0 && (p.causal != 1 || policy != MRA_POLICY_ROW)) return MRA_ERROR_BAD_ARGUMENT;
   if (p.prior_first < 0 || p.prior_diagonal < 0 || !(p.scale >= 0.0) || p.scale > 3.0e38)
@@ -296,8 +307,49 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   L.first_bad = take(slices, sizeof(int32_t));
   L.rowstats = take(slices * p.nq * 2, sizeof(float));
   L.bytes = carve.bytes;
+  // §8.4: a group of one head selects as the head does, so only real groups get a region of their own.
+  if (selection == MRA_SELECTION_GROUP && hkv < p.heads) {
+    Layout g;
+    if (const mra_status s = make_layout(group_problem(p), &g)) return s;
+    L.shared = 1;
+    L.group = L.bytes;
+    L.bytes += g.bytes;
+  }
   *out = L;
   return MRA_SUCCESS;
+}
+
+// §8.4: the problem whose selection is that of the groups of `p`: one head per (batch, K/V head), contiguous, in
+// mode sparse (the group region holds the selection only; the coarse components stay per head).
+inline mra_problem group_problem(const mra_problem& p) {
+  mra_problem g = p;
+  g.heads = kv_heads(p);
+  g.heads_kv = 0;
+  g.strides = mra_strides{};
+  g.mode = MRA_MODE_SPARSE;
+  g.selection = MRA_SELECTION_HEAD;
+  return g;
+}
+
+// The layout of the group region of a shared selection (L.shared): group_problem's layout, placed at L.group and
+// sharing L's token counts (the group's masks are its heads' masks). Its slices are the (batch, K/V head) pairs.
+inline Layout group_layout(const mra_problem& p, const Layout& L) {
+  Layout g;
+  make_layout(group_problem(p), &g);  // accepted by the make_layout that set L.shared
+  auto shift = [&L](size_t& offset) { offset += L.group; };
+  for (Level& v : g.level) {
+    for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
+                      &v.state, &v.chunkcount, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden,
+                      &v.pnum})
+      shift(*f);
+  }
+  for (int li = 0; li < g.steps; ++li) {
+    g.level[li].qcount = L.level[li].qcount;
+    g.level[li].kcount = L.level[li].kcount;
+  }
+  for (size_t* f : {&g.block_bad, &g.slice_bad, &g.first_bad, &g.rowstats}) shift(*f);
+  g.slices_per_launch = L.slices_per_launch;
+  return g;
 }
 
 // The backward's own workspace (runtime/kernels/backward.cuh), besides the forward's: per query row

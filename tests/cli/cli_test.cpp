@@ -973,6 +973,74 @@ TEST_CASE("grad --backend emulated: the backward kernels give the reference's gr
   check_failure(dir, u, "--backend emulated", "unsupported configuration", out);
 }
 
+TEST_CASE("--selection head|group: one selection per group of query heads (docs/semantics.md §8.4)") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d32_f32"})) return;
+  TempDir dir;
+  // Q with 4 heads, K and V with 2: groups of two heads.
+  const Problem p = write_problem(dir, {2, 4, 70, 32}, {2, 2, 70, 32});
+  const std::vector<std::string> config{"--scales", "32,1", "--budget", "2"};
+  const std::string head = dir.file("head.npy"), group = dir.file("group.npy"), emu = dir.file("emu.npy");
+  auto attend = [&](const std::string& out, std::vector<std::string> more) {
+    const Result r = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + more +
+                                  std::vector<std::string>{"-o", out});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    return r;
+  };
+  attend(head, {"--selection", "head"});
+  const Result g = attend(group, {"--selection", "group"});
+  CHECK(g.out.find("selection group") != std::string::npos);
+  const std::vector<double> by_group = load_ok(group).values;
+  CHECK(relative_error(by_group, load_ok(head).values) > 1e-4);  // the shared selection is another selection
+  attend(emu, {"--selection", "group", "--backend", "emulated"});
+  CHECK(relative_error(load_ok(emu).values, by_group) < 1e-5);
+  // select: the heads of a group list the same blocks.
+  const Result s = run(dir, std::vector<std::string>{"select", "--selection", "group"} + inputs(p) + config);
+  REQUIRE(s.status == 0);
+  CHECK(s.out.find("\"selection\": \"group\"") != std::string::npos);
+  auto blocks_of = [&](int b, int h) {
+    const size_t at = s.out.find("{\"b\": " + std::to_string(b) + ", \"h\": " + std::to_string(h) + ",");
+    REQUIRE(at != std::string::npos);
+    const size_t list = s.out.find("\"blocks\": [", at);
+    return s.out.substr(list, s.out.find(']', list) - list);
+  };
+  for (int b = 0; b < 2; ++b) {
+    CHECK(blocks_of(b, 0) == blocks_of(b, 1));
+    CHECK(blocks_of(b, 2) == blocks_of(b, 3));
+  }
+  // The backward holds the group's selection fixed: the kernels' gradients match the reference's.
+  const std::vector<double> dout = sample(2 * 4 * 70 * 32, 11);
+  const std::string dout_path = dir.file("dout.npy");
+  write_bytes(dout_path, npy_of("<f4", {2, 4, 70, 32}, dout));
+  std::vector<std::vector<double>> grads[2];
+  for (int e = 0; e < 2; ++e) {
+    const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+    const Result r = run(dir, std::vector<std::string>{"grad", "--selection", "group"} + inputs(p) + config +
+                                  std::vector<std::string>{"--dout", dout_path, "--backend", e ? "emulated" : "reference",
+                                                           "--dq", dq, "--dk", dk, "--dv", dv});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    for (const std::string& f : {dq, dk, dv}) grads[e].push_back(load_ok(f).values);
+  }
+  for (size_t t = 0; t < 3; ++t) CHECK(relative_error(grads[1][t], grads[0][t]) < 1e-5);
+  // Without grouped K/V heads a group is one head: the same output as per head, value for value.
+  const Problem one = write_problem(dir, {1, 2, 40, 32}, {1, 2, 40, 32});
+  const std::string a = dir.file("a.npy"), b = dir.file("b.npy");
+  for (const auto& [out, scope] : {std::pair{a, "head"}, std::pair{b, "group"}})
+    REQUIRE(run(dir, std::vector<std::string>{"attend", "--selection", scope} + inputs(one) + config +
+                         std::vector<std::string>{"-o", out}).status == 0);
+  CHECK(load_ok(a).values == load_ok(b).values);
+  // A bad value: one line, exit 2, nothing written; the help names the option.
+  const std::string bad = dir.file("bad.npy");
+  check_failure(dir, run(dir, std::vector<std::string>{"attend", "--selection", "heads"} + inputs(p) + config +
+                                  std::vector<std::string>{"-o", bad}),
+                "--selection", "'heads' is not 'head' or 'group'", bad);
+  check_failure(dir, run(dir, std::vector<std::string>{"exact", "--selection", "group"} + inputs(p) +
+                                  std::vector<std::string>{"-o", bad}),
+                "--selection", "unknown option", bad);
+  CHECK(run(dir, {"attend", "--help"}).out.find("--selection head|group") != std::string::npos);
+}
+
 TEST_CASE("--causal and --policy: causal exact attention, MRA with every block refined equals it, per-row budgets") {
   TempDir dir;
   // Nk - Nq = 30 (cached keys), -20 (the first 20 queries see nothing: rows of 0) and 0.

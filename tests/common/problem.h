@@ -35,7 +35,7 @@ inline mra_problem mra_problem_of(int64_t batch, int64_t heads, int64_t nq, int6
   return p;
 }
 
-// The problem the reference solves with `config` (sides, budgets, mode, priors, policy), for B, H, Nq, Nk and D
+// The problem the reference solves with `config` (sides, budgets, mode, priors, policy, selection), for B, H, Nq, Nk and D
 // in `dtype`; `scale` 0 is the default 1/sqrt(D), `heads_kv` 0 one K/V head per query head (§8). Strides stay
 // contiguous: a test with strided tensors sets them itself.
 inline mra_problem mra_problem_of(const mra::ref::Config& config, int64_t batch, int64_t heads, int64_t nq, int64_t nk,
@@ -48,6 +48,7 @@ inline mra_problem mra_problem_of(const mra::ref::Config& config, int64_t batch,
   p.prior_first = config.prior_first;
   p.prior_diagonal = config.prior_diagonal;
   p.policy = config.policy == mra::ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
+  p.selection = config.selection == mra::ref::Scope::group ? MRA_SELECTION_GROUP : MRA_SELECTION_HEAD;
   p.scale = scale;
   p.heads_kv = heads_kv;
   return p;

@@ -253,6 +253,34 @@ TEST_CASE("api.policy_and_causal") {
   CHECK(mra_backward_workspace_size(&causal, &grad_bytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
 }
 
+TEST_CASE("api.selection") {
+  if (!mra::test::skip_unless_built({kSmall})) return;
+  auto bytes = [](auto change, mra_status want) {
+    mra_problem p = small_problem();
+    change(p);
+    size_t n = 0;
+    CHECK(mra_workspace_size(&p, &n) == want);
+    return n;
+  };
+  bytes([](mra_problem& p) { p.selection = static_cast<mra_selection>(2); }, MRA_ERROR_BAD_ARGUMENT);
+  bytes([](mra_problem& p) { p.selection = static_cast<mra_selection>(-1); }, MRA_ERROR_BAD_ARGUMENT);
+  // §8.4: a group of one head selects as the head does, in the same workspace; real groups (3 heads on one K/V
+  // head) make their selection in a region of their own, besides the heads' (runtime/kernels/layout.h).
+  const size_t head = bytes([](mra_problem&) {}, MRA_SUCCESS);
+  CHECK(bytes([](mra_problem& p) { p.selection = MRA_SELECTION_GROUP; }, MRA_SUCCESS) == head);
+  const size_t mqa = bytes([](mra_problem& p) { p.heads_kv = 1; }, MRA_SUCCESS);
+  CHECK(bytes([](mra_problem& p) {
+          p.heads_kv = 1;
+          p.selection = MRA_SELECTION_GROUP;
+        }, MRA_SUCCESS) > mqa);
+  bytes([](mra_problem& p) {
+    p.heads_kv = 1;
+    p.selection = MRA_SELECTION_GROUP;
+    p.policy = MRA_POLICY_ROW;
+    p.causal = 1;
+  }, MRA_SUCCESS);
+}
+
 TEST_CASE("api.backward_bad_arguments") {
   if (!mra::test::skip_unless_built({kF32})) return;
   // mra_backward_host: one status per bad argument, checked before anything runs, so nothing is written.

@@ -8,42 +8,21 @@
 //   ctest --test-dir build -L kernels -R column
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "common/skip.h"
+#include "kernels/emulated_entries.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
 
-#define MRA_CONFIG(name, ...) extern "C" mra_status name##_emulated(const mra::kern::KernelArgs*);
-#include "registry.inc"
-#undef MRA_CONFIG
-
 namespace {
-
-struct Entry {
-  const char* name;
-  mra::kern::EntryFn run;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[4];
-};
-
-// A two-level f32 configuration of the build (MRA_KERNELS may select a few); null when there is none.
-const Entry* two_level_f32() {
-  static const std::vector<Entry> all{
-#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, &name##_emulated, dtype, dim, levels, {s1, s2, s3, s4}},
-#include "registry.inc"
-#undef MRA_CONFIG
-  };
-  for (const Entry& e : all)
-    if (e.dtype == MRA_DTYPE_F32 && e.levels == 2) return &e;
-  return nullptr;
-}
 
 // What one run leaves: the output, and from the workspace T_1 (row offsets, columns) and the row maxima.
 struct Run {
@@ -54,11 +33,13 @@ struct Run {
 }  // namespace
 
 TEST_CASE("column split: level-1 ranges merged give the unsplit selection, close outputs, the same bits each run") {
-  const Entry* e = two_level_f32();
-  if (e == nullptr) {
-    MESSAGE("no two-level f32 configuration in this build: column split case skipped");
-    return;
-  }
+  // A two-level f32 configuration (any would do; this one is in the mutation suite's build, and cheap: D = 32).
+  constexpr const char* kConfig = "mra_fwd_r16x1_d32_f32";
+  if (!mra::test::skip_unless_built({kConfig})) return;
+  const std::vector<mra::test::EmulatedEntry>& all = mra::test::emulated_entries();
+  const auto e =
+      std::find_if(all.begin(), all.end(), [&](const auto& c) { return std::string_view(c.name) == kConfig; });
+  REQUIRE(e != all.end());
   INFO("configuration ", e->name);
   const int64_t s1 = e->sides[0];
   mra_problem p{};

@@ -268,6 +268,7 @@ class Runner {
   }
 
   const Layout& layout() const { return layout_; }
+  const mra_problem& api_problem() const { return problem_; }
   double scale() const { return 1.0 / std::sqrt(double(cfg_.dim)); }
 
  private:
@@ -286,15 +287,19 @@ class Runner {
 
 // The reference's pooling of every coarse level, of the inputs and of their absolute values (which bound the
 // rounding errors), and each level's selection-score epsilon; computed once per case.
+// With a selection shared by groups of heads (§8.4), `ranked` holds the pooling the selection ranks: every head's
+// pooled query replaced by its group's mean (else it is `pooled`).
 struct Levels {
-  std::vector<ref::Pooled> pooled, abs;
+  std::vector<ref::Pooled> pooled, abs, ranked;
   std::vector<double> eps;
 };
 
 // Bound on the error of a kernel selection score at one level, from the pooling of |q| and |k| (`abs_pooled`):
 // each factor of a pooled logit carries (s + 1) u of its absolute pooling, the f32 dot product D u + u of
 // sigma sum |q_d k_d| <= sigma |q|abs |k|abs; a score is the difference of two such logits.
-double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale) {
+// A group's mean pooled query (§8.4) adds the f32 rounding of a sum of `group` means (group u relative to the mean
+// of their absolute values; the division by a power of two is exact), counted as `group` more terms.
+double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale, int64_t group) {
   const ref::Pooled& pooled = abs_pooled;
   double mq = 0, mk = 0;
   for (size_t i = 0; i < pooled.q_mean.size(); i += size_t(dim)) {
@@ -307,16 +312,34 @@ double score_epsilon(const ref::Pooled& abs_pooled, int64_t dim, double scale) {
     for (int64_t d = 0; d < dim; ++d) s += pooled.k_mean[i + size_t(d)] * pooled.k_mean[i + size_t(d)];
     if (std::isfinite(s)) mk = std::max(mk, std::sqrt(s));
   }
-  return 2.0 * scale * double(2 * pooled.side + dim + 4) * kU32 * mq * mk;
+  return 2.0 * scale * double(2 * pooled.side + dim + 4 + 2 * group) * kU32 * mq * mk;
+}
+
+// The pooled queries of every head replaced by the mean over its group of `heads / heads_kv` heads (§8.4).
+ref::Pooled group_mean(const ref::Pooled& pooled, const ref::Problem& p) {
+  ref::Pooled out = pooled;
+  const int64_t group = p.heads / p.kv_heads(), row = pooled.nq_blocks * p.dim;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads; ++h)
+      for (int64_t e = 0; e < row; ++e) {
+        double sum = 0.0;
+        for (int64_t t = h - h % group; t < h - h % group + group; ++t) sum += pooled.q_mean[size_t((b * p.heads + t) * row + e)];
+        out.q_mean[size_t((b * p.heads + h) * row + e)] = sum / double(group);
+      }
+  return out;
 }
 
 Levels pool_levels(const Runner& run, int64_t dim) {
   Levels L;
+  const bool shared = run.layout().shared != 0;
+  const ref::Problem& p = run.problem();
+  const int64_t group = shared ? p.heads / p.kv_heads() : 0;
   for (int li = 0; li < run.layout().steps; ++li) {
     const int64_t side = run.layout().level[li].side;
-    L.pooled.push_back(ref::pool(run.problem(), side));
+    L.pooled.push_back(ref::pool(p, side));
     L.abs.push_back(ref::pool(run.abs_problem(), side));
-    L.eps.push_back(score_epsilon(L.abs.back(), dim, run.scale()));
+    L.ranked.push_back(shared ? group_mean(L.pooled.back(), p) : L.pooled.back());
+    L.eps.push_back(score_epsilon(shared ? group_mean(L.abs.back(), p) : L.abs.back(), dim, run.scale(), group));
   }
   return L;
 }
@@ -455,6 +478,7 @@ KernelSelection check_selection(const Runner& run, const Levels& levels, Buffer&
                                 const ref::Selection& want, Report& report) {
   const ref::Problem& p = run.problem();
   const Layout& L = run.layout();
+  const Layout G = L.shared ? mra::kern::group_layout(run.api_problem(), L) : L;
   KernelSelection out{{c.batch, c.heads, L.steps, {}}, std::vector<bool>(size_t(c.batch * c.heads), true)};
   out.got.refined.resize(size_t(c.batch * c.heads * L.steps));
   for (int64_t b = 0; b < c.batch; ++b)
@@ -475,10 +499,19 @@ KernelSelection check_selection(const Runner& run, const Levels& levels, Buffer&
           continue;
         }
         const int64_t rho = li == 0 ? 0 : L.level[li - 1].side / lv.side;
-        const Candidates cand = candidates(p, c.config, levels.pooled[size_t(li)], b, h, li, rho,
+        const Candidates cand = candidates(p, c.config, levels.ranked[size_t(li)], b, h, li, rho,
                                            li ? &out.got.at(b, h, li - 1) : nullptr, li ? L.level[li - 1].nk : 0);
         const double eps = levels.eps[size_t(li)];
-        if (li == 0) check_level1_state(ws, lv, slice, cand, eps, c.config.policy == ref::Policy::global);
+        // A shared selection (§8.4) is made in the group region, on slice (batch, K/V head), for every head alike.
+        if (li == 0 && L.shared)
+          check_level1_state(ws, G.level[0], b * p.kv_heads() + h / (p.heads / p.kv_heads()), cand, eps,
+                             c.config.policy == ref::Policy::global);
+        else if (li == 0)
+          check_level1_state(ws, lv, slice, cand, eps, c.config.policy == ref::Policy::global);
+        if (L.shared && h % (p.heads / p.kv_heads()) != 0) {  // every head of a group has the group's T_l
+          INFO("head ", h, " against the first head of its group");
+          CHECK(g == out.got.at(b, h - h % (p.heads / p.kv_heads()), li));
+        }
         // §2.4 (policy global): the first min(budget, candidates) of the slice in rank order; §10 (policy row): of
         // every block row. `group` is the slice (global) or a candidate's block row (row); per group the last
         // candidate taken and the first one not taken mark its threshold.
@@ -607,8 +640,14 @@ Expected expected_output(const Runner& run, const Case& c, const Config& cfg, co
   double vmax = 0;
   for (float x : c.v)
     if (std::isfinite(x)) vmax = std::max(vmax, double(std::fabs(x)));
+  // The plain implementation poisons slice by slice; a shared selection (§8.4) poisons the whole group, so there
+  // the reference may have more NaN rows (the kernels' output is held to the reference's NaN rows).
+  const bool shared = c.config.selection == ref::Scope::group;
   for (size_t i = 0; i < naive.size(); ++i) {
-    CHECK(std::isnan(naive[i]) == std::isnan(e.out[i]));
+    if (shared)
+      CHECK((!std::isnan(naive[i]) || std::isnan(e.out[i])));
+    else
+      CHECK(std::isnan(naive[i]) == std::isnan(e.out[i]));
     if (!std::isnan(e.out[i])) e.naive_error = std::max(e.naive_error, std::fabs(double(naive[i]) - e.out[i]));
   }
   INFO("plain f32 error ", e.naive_error, " against the derived bound atol ", cap.atol);
@@ -1092,6 +1131,36 @@ void small_cases(const Config& cfg) {
     c.what = "MQA padded";
     check_case(cfg, c);
   }
+  SUBCASE("selection shared by the group (§8.4): GQA 4 on 2, [B, N, H, D], policy global, full, priors") {
+    Case c = grouped_case(cfg, rng, 2, Storage::bnhd, 3 * s1 + 5, 4 * s1 - 3, 2);
+    c.what = "GQA, group selection";
+    c.config.selection = ref::Scope::group;
+    check_case(cfg, c);
+  }
+  SUBCASE("selection shared by the group: MQA 4 on 1, causal, policy row, sparse, padded rows") {
+    Case c = grouped_case(cfg, rng, 1, Storage::padded, 2 * s1 + 3, 3 * s1 + 1, 1);
+    c.what = "MQA causal, group selection";
+    c.causal = true;
+    c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse, 1, 3, true);
+    c.config.selection = ref::Scope::group;
+    check_case(cfg, c);
+  }
+  SUBCASE("selection shared by the group: a NaN query poisons its group; a group of one head selects per head") {
+    Case c = grouped_case(cfg, rng, 2, Storage::contiguous, 2 * s1 + 3, 2 * s1 + 7, 2);
+    c.what = "GQA non-finite, group selection";
+    c.config.selection = ref::Scope::group;
+    c.q[size_t((1 * c.nq + 4) * cfg.dim + 1)] = NAN;  // batch 0, head 1, a real query
+    c.bad_slices = {0, 1};                              // heads 0 and 1 share K/V head 0 and its selection
+    check_case(cfg, c);
+    Case head = grouped_case(cfg, rng, 4, Storage::contiguous, 2 * s1 + 3, 3 * s1 + 1, 2);
+    Case group = head;
+    group.config.selection = ref::Scope::group;
+    Runner by_head(cfg, head), by_group(cfg, group);
+    CHECK(by_group.layout().shared == 0);
+    Buffer ws_head = by_head.workspace(), ws_group = by_group.workspace();
+    const std::vector<float> a = by_head.run(ws_head, mra::kern::kStageAll), b = by_group.run(ws_group, mra::kern::kStageAll);
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  }
 }
 
 // Keys whose every token of key block c (side s_1) is pattern[(c + shift) % patterns.size()]; the patterns are
@@ -1178,10 +1247,21 @@ void production_cases(const Config& cfg) {
   check_case(cfg, c);
 }
 
-// Long context (docs/kernels.md, "Selection"): sizes where the level-1 selection spans several 64-row bands and
-// 64-column tiles and the radix passes decide the threshold, for the configurations this build has
-// (`-DMRA_KERNELS`); a case whose configuration is not built says so and passes nothing off as checked.
+// test_kernels_cuda reports itself skipped before any case runs when there is no GPU (main_cuda.cpp); a case
+// that finds no backend anyway fails.
+void require_backend() {
+  std::string why;
+  const bool ok = mra::test::available(&why);
+  INFO(why);
+  REQUIRE(ok);
+}
+
+// A generated configuration by name, for the cases that run a few fixed ones. When the build left it out
+// (-DMRA_KERNELS) the running case is marked skipped (tests/common/skip.h: it is then reported skipped, not
+// passed, unless another of its configurations fails) and there is nothing to run.
 std::optional<Config> built(const std::string& name) {
+  if (!mra::test::skip_unless_built({name})) return std::nullopt;
+  require_backend();
 #define MRA_CONFIG(cname, dtype, dim, levels, s1, s2, s3, s4)                                    \
   if (name == #cname) {                                                                          \
     const std::vector<int64_t> all{s1, s2, s3, s4};                                              \
@@ -1192,15 +1272,13 @@ std::optional<Config> built(const std::string& name) {
   return std::nullopt;
 }
 
-// kind 0: structured inputs with priors; 1: every score 0 and no priors, so every candidate ties and the flat
-// index alone decides (the quota ends inside a row); 2: random, two heads, a key mask, sparse mode.
+// Long context (docs/kernels.md, "Selection"): sizes where the level-1 selection spans several 64-row bands and
+// 64-column tiles and the radix passes decide the threshold. kind 0: structured inputs with priors; 1: every
+// score 0 and no priors, so every candidate ties and the flat index alone decides (the quota ends inside a row);
+// 2: random, two heads, a key mask, sparse mode.
 void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
-  std::string why;
   const std::optional<Config> cfg = built(name);
-  if (!cfg || !mra::test::available(&why)) {
-    MESSAGE(std::string(name), " not built or no backend (", why, "): long-context case skipped");
-    return;
-  }
+  if (!cfg) return;
   Rng rng(0x6c6f6e67u + uint64_t(n));
   INFO("seed ", rng.seed());
   Case c;
@@ -1225,15 +1303,6 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::sparse);
   }
   check_case(*cfg, c);
-}
-
-// test_kernels_cuda reports itself skipped before any case runs when there is no GPU (main_cuda.cpp); a case
-// that finds no backend anyway fails.
-void require_backend() {
-  std::string why;
-  const bool ok = mra::test::available(&why);
-  INFO(why);
-  REQUIRE(ok);
 }
 
 }  // namespace
@@ -1264,12 +1333,8 @@ TEST_CASE("long context: level-1 selection over many bands and column tiles") {
 // [B, N, H, D], 300 key blocks, 40 blocks per row with priors (a heavy row, as "long keys" above).
 TEST_CASE("grouped K/V heads and strides: production sizes") {
   for (const char* name : {"mra_fwd_r32x1_d64_f32", "mra_fwd_r32x1_d64_f16", "mra_fwd_r16x4x1_d32_bf16"}) {
-    std::string why;
     const std::optional<Config> cfg = built(name);
-    if (!cfg || !mra::test::available(&why)) {
-      MESSAGE(std::string(name), " not built or no backend (", why, "): GQA production case skipped");
-      continue;
-    }
+    if (!cfg) continue;
     Rng rng(seed_of(std::string(name) + " gqa production"));
     INFO("seed ", rng.seed());
     const int64_t s1 = cfg->sides[0];
@@ -1280,8 +1345,28 @@ TEST_CASE("grouped K/V heads and strides: production sizes") {
   }
 }
 
+// §8.4 at production size: the selection shared by each group, 4 query heads on 2 K/V heads in [B, N, H, D], 300 key
+// blocks, 40 blocks per row with priors; a 2-level f32 and a 3-level bf16 configuration (when built).
+TEST_CASE("selection shared by the group: production sizes") {
+  for (const char* name : {"mra_fwd_r32x1_d32_f32", "mra_fwd_r16x4x1_d32_bf16"}) {
+    std::string why;
+    const std::optional<Config> cfg = built(name);
+    if (!cfg || !mra::test::available(&why)) {
+      MESSAGE(std::string(name), " not built or no backend (", why, "): group-selection production case skipped");
+      continue;
+    }
+    Rng rng(seed_of(std::string(name) + " group selection production"));
+    INFO("seed ", rng.seed());
+    const int64_t s1 = cfg->sides[0];
+    Case c = grouped_case(*cfg, rng, 2, Storage::bnhd, 2 * s1 + 5, 300 * s1 - 37, 40);
+    c.what = "production: GQA 4 on 2, selection shared by the group";
+    c.config.selection = ref::Scope::group;
+    c.production = true;
+    check_case(*cfg, c);
+  }
+}
+
 TEST_CASE("long context: N = 65536 end to end") {
-  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d32_f32"})) return;
   run_long("mra_fwd_r32x1_d32_f32", 65536, 4, 0);
 }
 

@@ -6,51 +6,25 @@
 //   ctest --test-dir build -L kernels -R split
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "common/check.h"
 #include "common/inputs.h"
+#include "kernels/emulated_entries.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
 
-#define MRA_CONFIG(name, ...) extern "C" mra_status name##_emulated(const mra::kern::KernelArgs*);
-#include "registry.inc"
-#undef MRA_CONFIG
-
-namespace {
-
-struct Entry {
-  const char* name;
-  mra::kern::EntryFn run;
-  mra_dtype dtype;
-  int64_t dim;
-  int32_t levels;
-  int64_t sides[4];
-};
-
-// The f32 configurations of the build (MRA_KERNELS may select a few).
-std::vector<Entry> f32_entries() {
-  std::vector<Entry> all{
-#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4) {#name, &name##_emulated, dtype, dim, levels, {s1, s2, s3, s4}},
-#include "registry.inc"
-#undef MRA_CONFIG
-  };
-  std::vector<Entry> f32;
-  for (const Entry& e : all)
-    if (e.dtype == MRA_DTYPE_F32) f32.push_back(e);
-  return f32;
-}
-
-}  // namespace
-
 TEST_CASE("launch split: 6 slices in parts of 4 and of 1 equal one launch and the reference") {
-  const std::vector<Entry> entries = f32_entries();
-  REQUIRE(!entries.empty());
-  const Entry& e = entries.front();
+  // The first f32 configuration of the build (MRA_KERNELS may select a few).
+  const std::vector<mra::test::EmulatedEntry>& all = mra::test::emulated_entries();
+  const auto found = std::find_if(all.begin(), all.end(), [](const auto& c) { return c.dtype == MRA_DTYPE_F32; });
+  REQUIRE(found != all.end());
+  const mra::test::EmulatedEntry& e = *found;
   INFO("configuration ", e.name);
   mra_problem p{};
   p.batch = 3;

@@ -304,6 +304,7 @@ def main():
         print(f"{len(mutants) - len(stale)} of {len(mutants)} mutants apply to {REPO}")
         return 1 if stale else 0
 
+    args.work = args.work.resolve()  # ctest reads a relative --output-junit against the build folder, not here
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / WORK_MARKER).write_text("tests/mutation/run_mutants.py: snapshot, mutated copy and build\n")
     lock = open(args.work / "lock", "w")

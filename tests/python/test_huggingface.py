@@ -77,6 +77,29 @@ class HuggingFaceTest(unittest.TestCase):
             alone = run(model, ids[b:b + 1, :n], mask[b:b + 1, :n])
             assert_close(batch[b, :n], alone[0], 1e-5, 1e-4, f"sequence {b} padded in a batch vs alone")
 
+    def test_causal_patch_reads_no_later_token(self):
+        # patch_mra(causal=True): every layer attends causally (docs/semantics.md §9), so through the whole model
+        # (embeddings, layer norms and feed-forward layers are per token) the hidden state of token i does not
+        # depend on the tokens after its block of 32 (§9.4: queries are pooled per block, so a state may depend on
+        # the later tokens of its own block): changing the last 96 of 256 tokens leaves the first 160 states
+        # unchanged bit for bit. Kernels against the reference; and not the encoder's result.
+        model = tiny_model(35, 256, 2)
+        ids = torch.randint(3, 97, (2, 256), generator=torch.Generator().manual_seed(35))
+        changed = ids.clone()
+        changed[:, 160:] = torch.randint(3, 97, (2, 96), generator=torch.Generator().manual_seed(36))
+        mask = torch.ones(2, 256, dtype=torch.long)
+        try:
+            mh.patch_mra("kernels", causal=True)
+            kernels, later = run(model, ids, mask), run(model, changed, mask)
+            mh.patch_mra("reference", causal=True)
+            reference = run(model, ids, mask)
+        finally:
+            mh.patch_mra("kernels")
+        np.testing.assert_array_equal(kernels[:, :160], later[:, :160])
+        self.assertGreater(np.abs(kernels[:, 160:] - later[:, 160:]).max(), 1e-3)
+        assert_close(kernels, reference, 1e-4, 1e-4, "causal patched MraModel, kernels vs reference, seed 35")
+        self.assertGreater(np.abs(kernels - run(model, ids, mask)).max(), 1e-3)
+
     def test_drop_in_has_the_upstream_signature_and_computes_mra(self):
         rng = np.random.default_rng(34)
         q, k, v = (rng.standard_normal((2, 3, 128, 32)).astype(np.float32) for _ in range(3))

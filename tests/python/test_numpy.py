@@ -139,6 +139,37 @@ class NumpyApiTest(unittest.TestCase):
             np.testing.assert_array_equal(changed[..., :41, :], emulated[..., :41, :], err_msg=str(options))
             self.assertGreater(np.abs(changed[..., 41:, :] - emulated[..., 41:, :]).max(), 0.0)
 
+    def test_grouped_heads_and_the_selection_shared_by_the_group(self):
+        # docs/semantics.md §8: K and V with 2 heads for 4 query heads equal K and V copied to their groups; §8.4:
+        # selection="group" shares one selection per group (another selection than per head on these inputs),
+        # the kernels agree with the reference, and mra-ref --selection group gives the same bits.
+        q, k, v = local_inputs(31, 2, 4, 70, 32)
+        k, v = k[:, ::2].copy(), v[:, ::2].copy()
+        k_full, v_full = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
+        options = dict(scales=(32, 1), budget=2)
+        head = mra.attend(q, k, v, **options)
+        np.testing.assert_array_equal(head, mra.attend(q, k_full, v_full, **options))
+        group = mra.attend(q, k, v, selection="group", **options)
+        self.assertGreater(np.abs(group - head).max(), 1e-3)
+        assert_close(mra.attend(q, k, v, selection="group", backend="emulated", **options), group, 2e-5, 1e-4,
+                     "emulated group selection vs reference, seed 31")
+        causal = dict(scales=(32, 1), budget=1, causal=True, selection="group")
+        assert_close(mra.attend(q, k, v, backend="emulated", **causal), mra.attend(q, k, v, **causal), 2e-5, 1e-4,
+                     "emulated causal group selection vs reference, seed 31")
+        if os.environ.get("MRA_REF"):
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {name: os.path.join(tmp, f"{name}.npy") for name in ("q", "k", "v", "out")}
+                for name, a in (("q", q), ("k", k), ("v", v)):
+                    np.save(files[name], a)
+                subprocess.run([os.environ["MRA_REF"], "attend", "--q", files["q"], "--k", files["k"], "--v",
+                                files["v"], "--scales", "32,1", "--budget", "2", "--selection", "group", "-o",
+                                files["out"]], check=True, stdout=subprocess.DEVNULL)
+                np.testing.assert_array_equal(group, np.load(files["out"]))
+        with self.assertRaisesRegex(mra.MraError, "selection: 'heads' is not 'head' or 'group'"):
+            mra.attend(q, k, v, selection="heads")
+        with self.assertRaisesRegex(mra.MraError, "a head count dividing q's"):
+            mra.attend(q, k[:, :1].repeat(3, axis=1), v[:, :1].repeat(3, axis=1))
+
     @unittest.skipUnless(os.environ.get("MRA_REF"), "MRA_REF (the mra-ref binary) is not set")
     def test_options_mean_what_mra_ref_flags_mean(self):
         q, k, v = local_inputs(9, 2, 2, 150, 16)

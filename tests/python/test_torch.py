@@ -10,6 +10,7 @@ errors of the inference operator's and bfloat16's backward. Exits 77 (reported a
 cannot be imported or a configuration it runs is not built (-DMRA_KERNELS).
 """
 
+import ctypes
 import pathlib
 import sys
 import unittest
@@ -144,6 +145,58 @@ class TorchOpTest(unittest.TestCase):
         h = q.detach().bfloat16().requires_grad_()
         with self.assertRaisesRegex(mra.MraError, "unsupported configuration"):
             mt.attend(h, k.bfloat16(), v.bfloat16()).sum().backward()
+
+    def test_causal_grouped_heads_and_group_selection(self):
+        # docs/semantics.md §9 through the operator: 96 queries after 32 cached keys, against the numpy reference;
+        # changing the keys and values after key 90 leaves bit for bit the rows that do not see them (i + 32 <= 90).
+        # §8 and §8.4: 4 query heads on 2 K/V heads, per head and with the selection shared by the group.
+        q, k, v = local_inputs(27, 1, 4, 128, 32)
+        q = q[:, :, 32:].copy()
+        k, v = k[:, ::2].copy(), v[:, ::2].copy()
+        tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+        for options in (dict(causal=True, scales=(32, 1), blocks_per_row=1),
+                        dict(causal=True, scales=(32, 1), budget=1, selection="group", mode="sparse"),
+                        dict(scales=(32, 1), budget=3, selection="group", prior_diagonal=1),
+                        dict(scales=(32, 1), budget=2, policy="row")):
+            out = mt.attend(tq, tk, tv, **options)
+            assert_close(out.numpy(), mra.attend(q, k, v, **options), 2e-5, 1e-4, f"seed 27, {options}")
+        k2, v2 = tk.clone(), tv.clone()
+        k2[:, :, 91:] = 3.0
+        v2[:, :, 91:] = -2.0
+        before = mt.attend(tq, tk, tv, causal=True, budget=1)
+        after = mt.attend(tq, k2, v2, causal=True, budget=1)
+        self.assertTrue(torch.equal(before[:, :, :59], after[:, :, :59]))
+        self.assertGreater(float((before[:, :, 59:] - after[:, :, 59:]).abs().max()), 1e-3)
+        with self.assertRaisesRegex(mra.MraError, "'global' cannot be combined with causal=True"):
+            mt.attend(tq, tk, tv, causal=True, policy="global")
+        with self.assertRaisesRegex(mra.MraError, "selection: 'heads'"):
+            mt.attend(tq, tk, tv, selection="heads")
+        with self.assertRaisesRegex(mra.MraError, "do not match"):
+            mt.attend(tq, tk[:, :1].expand(1, 3, 128, 32), tv[:, :1].expand(1, 3, 128, 32))
+
+    def test_causal_backward_is_the_c_apis(self):
+        # The backward of causal attention is whatever mra_backward does with causal = 1: refused with the C
+        # status until the kernels have it; then, with every block refined, the gradients of dense causal
+        # attention differentiated by torch's autograd.
+        q, k, v = (torch.from_numpy(a) for a in local_inputs(28, 1, 2, 64, 64))
+        problem = mra.api.runtime_problem(1, 2, 64, 64, 64, mra._native.DTYPE_F32,
+                                          mra.api.resolve_config(64, 64, (32, 1), [2], policy="row"), 0.0, True)
+        size = ctypes.c_size_t()
+        supported = mra._native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)) == 0
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        out = mt.attend(qq, kk, vv, causal=True, budget=2)
+        if not supported:
+            with self.assertRaisesRegex(mra.MraError, "unsupported configuration"):
+                out.sum().backward()
+            return
+        weight = torch.from_numpy(np.random.default_rng(28).standard_normal((1, 2, 64, 64)))
+        (out * weight.float()).sum().backward()
+        q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+        logits = (q64 @ k64.transpose(-1, -2)) / 8.0
+        logits = logits.masked_fill(torch.ones(64, 64, dtype=torch.bool).triu(1), float("-inf"))
+        ((logits.softmax(-1) @ v64) * weight).sum().backward()
+        for grad, ref, what in ((qq.grad, q64.grad, "dq"), (kk.grad, k64.grad, "dk"), (vv.grad, v64.grad, "dv")):
+            assert_close(grad.numpy(), ref.numpy(), 1e-5, 1e-4, f"causal {what} vs dense autograd, seed 28")
 
     def test_bad_input_names_the_problem(self):
         q = torch.zeros(1, 1, 64, 48)

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 
 namespace mra::test {
 
@@ -211,6 +212,18 @@ std::vector<float> oracle_attention(const Problem& p, const Config& c, const Sel
       }
     }
   return out;
+}
+
+std::string describe(const mra::ref::Config& c) {
+  std::ostringstream s;
+  s << "scales";
+  for (int64_t x : c.scales) s << ' ' << x;
+  s << ", budgets";
+  for (int64_t x : c.budgets) s << ' ' << x;
+  s << (c.mode == mra::ref::Mode::full ? ", full" : ", sparse") << ", priors " << c.prior_first << '/' << c.prior_diagonal;
+  s << (c.policy == mra::ref::Policy::row ? ", policy row" : ", policy global");
+  s << (c.selection == mra::ref::Scope::group ? ", selection group" : "");
+  return s.str();
 }
 
 }  // namespace mra::test

@@ -6,6 +6,7 @@
 // of a linear-time select), so agreement between the two is evidence, not an echo. O(Nq·Nk) memory per slice.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "mra/reference.h"
@@ -24,5 +25,8 @@ std::vector<double> oracle_log_weights(const mra::ref::Problem& p, const mra::re
 // per §9.5 under causal attention).
 std::vector<float> oracle_attention(const mra::ref::Problem& p, const mra::ref::Config& c,
                                     const mra::ref::Selection& s);
+
+// A configuration in one line for test messages: scales, budgets, mode, priors, policy, selection.
+std::string describe(const mra::ref::Config& c);
 
 }  // namespace mra::test

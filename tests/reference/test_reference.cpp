@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -64,17 +63,6 @@ std::vector<float> run_exact(const Problem& p) {
   std::vector<float> out(size_t(p.batch * p.heads * p.nq * p.dim), kPoison);
   mra::ref::exact_attention(p, out.data());
   return out;
-}
-
-std::string describe(const Config& c) {
-  std::ostringstream s;
-  s << "scales";
-  for (int64_t x : c.scales) s << ' ' << x;
-  s << ", budgets";
-  for (int64_t x : c.budgets) s << ' ' << x;
-  s << (c.mode == Mode::full ? ", full" : ", sparse") << ", priors " << c.prior_first << '/' << c.prior_diagonal;
-  s << (c.policy == mra::ref::Policy::row ? ", policy row" : ", policy global");
-  return s.str();
 }
 
 // Causal softmax attention straight from docs/semantics.md §1 and §9.1, in double: query i weighs the real keys

@@ -52,6 +52,7 @@ class Emulated {
     p_.prior_first = config.prior_first;
     p_.prior_diagonal = config.prior_diagonal;
     p_.policy = config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
+    p_.selection = config.selection == ref::Scope::group ? MRA_SELECTION_GROUP : MRA_SELECTION_HEAD;
     p_.scale = in.scale;
     p_.causal = in.causal;
   }
@@ -153,11 +154,20 @@ void store_f32(const std::vector<double>& from, std::vector<float>& to, size_t f
 
 // Slice (b, h) of `p` (contiguous) as a problem of its own, restricted to the queries [first, first + count);
 // its K and V are those of h's K/V head (§8).
-ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, int64_t count) {
+ref::Problem part(const ref::Problem& p, int64_t b, int64_t h, int64_t first, int64_t count, int64_t heads = 1) {
   const int64_t bh = b * p.heads + h, bkv = b * p.kv_heads() + p.kv_head(h);
-  return ref::Problem::of(1, 1, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim, p.k + bkv * p.nk * p.dim,
-                          p.v + bkv * p.nk * p.dim, p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
-                          p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale, p.causal);
+  ref::Problem part = ref::Problem::of(1, heads, count, p.nk, p.dim, p.q + (bh * p.nq + first) * p.dim,
+                                       p.k + bkv * p.nk * p.dim, p.v + bkv * p.nk * p.dim,
+                                       p.query_mask ? p.query_mask + b * p.nq + first : nullptr,
+                                       p.key_mask ? p.key_mask + b * p.nk : nullptr, p.scale, p.causal);
+  part.heads_kv = 1;
+  return part;
+}
+
+// The query heads computed together: one, or with a selection shared by each group (§8.4) the group, whose
+// heads are no longer independent.
+int64_t heads_per_part(const ref::Problem& p, const ref::Config& c) {
+  return c.selection == ref::Scope::group ? p.heads / p.kv_heads() : 1;
 }
 
 // The output, opened before any work (so that a bad path fails at once), and written at the end; its
@@ -212,12 +222,14 @@ int run_attend(const Options& options, const std::string&) {
     Emulated(in, config).forward(out);
     coverage = ref::coverage(p, config, ref::select(p, config));
   } else {
-    // Slice by slice: the same numbers as one call (every slice is independent), with progress between them.
+    // Slice by slice (group by group when a group shares its selection): the same numbers as one call (they are
+    // independent), with progress between them.
     Progress progress(options, "attend", in.batch * in.heads);
+    const int64_t span = heads_per_part(p, config);
     for (int64_t b = 0; b < in.batch; ++b)
-      for (int64_t h = 0; h < in.heads; ++h) {
+      for (int64_t h = 0; h < in.heads; h += span) {
         progress.at(b * in.heads + h);
-        const ref::Problem slice = part(p, b, h, 0, in.nq);
+        const ref::Problem slice = part(p, b, h, 0, in.nq, span);
         const ref::Selection selection = ref::select(slice, config);
         ref::attend(slice, config, selection, out.data() + (b * in.heads + h) * in.nq * in.dim);
         const ref::Coverage c = ref::coverage(slice, config, selection);
@@ -230,6 +242,7 @@ int run_attend(const Options& options, const std::string&) {
                                           join(config.scales, ",") + ", budgets " + join(config.budgets, ",") +
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
                                           (config.policy == ref::Policy::row ? ", policy row" : "") +
+                                          (config.selection == ref::Scope::group ? ", selection group" : "") +
                                           (in.causal ? ", causal" : "") + ", backend " + backend + ", " +
                                           fixed(coverage.exact_fraction(), 4) +
                                           " of the entries exact\n");
@@ -276,13 +289,14 @@ int run_grad(const Options& options, const std::string&) {
           throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
                                       index_string({in.batch, in.heads, n, in.dim}, i));
   }
-  // Slice by slice, as attend: the selection of each slice is the forward's, then held fixed.
+  // Slice by slice (or group by group), as attend: the selection of each is the forward's, then held fixed.
   Progress progress(options, "grad", in.batch * in.heads);
+  const int64_t span = heads_per_part(p, config);
   for (int64_t b = 0; backend == "reference" && b < in.batch; ++b)
-    for (int64_t h = 0; h < in.heads; ++h) {
+    for (int64_t h = 0; h < in.heads; h += span) {
       progress.at(b * in.heads + h);
       const int64_t bh = b * in.heads + h;
-      const ref::Problem slice = part(p, b, h, 0, in.nq);
+      const ref::Problem slice = part(p, b, h, 0, in.nq, span);
       const ref::Gradients g = ref::attend_backward(slice, config, ref::select(slice, config),
                                                     dout.data() + bh * in.nq * in.dim);
       store_f32(g.dq, dq, size_t(bh * in.nq * in.dim), {in.batch, in.heads, in.nq, in.dim}, "dq");
@@ -349,6 +363,7 @@ int run_select(const Options& options, const std::string&) {
   json += "  \"prior_first\": " + std::to_string(config.prior_first) + ",\n";
   json += "  \"prior_diagonal\": " + std::to_string(config.prior_diagonal) + ",\n";
   json += std::string("  \"policy\": \"") + (config.policy == ref::Policy::row ? "row" : "global") + "\",\n";
+  json += std::string("  \"selection\": \"") + (config.selection == ref::Scope::group ? "group" : "head") + "\",\n";
   json += std::string("  \"causal\": ") + (in.causal ? "true" : "false") + ",\n";
   json += "  \"batch\": " + std::to_string(in.batch) + ", \"heads\": " + std::to_string(in.heads) +
           ", \"nq\": " + std::to_string(in.nq) + ", \"nk\": " + std::to_string(in.nk) + ",\n";

@@ -323,6 +323,15 @@ ref::Config load_config(const Options& options, int64_t nq, int64_t nk) {
       throw Failure("--policy", "'global' cannot be combined with --causal: a global budget lets later rows' keys "
                                 "change an earlier row's selection (docs/semantics.md §9.4); use row");
   }
+  // §8.4: with grouped K/V heads, one selection per group instead of one per query head.
+  if (const auto m = options.get("--selection")) {
+    if (*m == "head")
+      c.selection = ref::Scope::head;
+    else if (*m == "group")
+      c.selection = ref::Scope::group;
+    else
+      throw Failure("--selection", "'" + *m + "' is not 'head' or 'group'");
+  }
   if (const auto f = options.get("--prior-first")) c.prior_first = parse_int("--prior-first", *f, 0);
   if (const auto g = options.get("--prior-diagonal")) c.prior_diagonal = parse_int("--prior-diagonal", *g, 0);
 

@@ -68,6 +68,10 @@ constexpr std::string_view kMra =
     "                                  head); row: every block row refines its own best --budget blocks\n"
     "                                  (docs/semantics.md §10). Default global; row with --causal, which\n"
     "                                  refuses global.\n"
+    "  --selection head|group          with K and V of fewer heads than Q: head, every query head selects its\n"
+    "                                  own blocks (default); group, the heads sharing a K/V head share one\n"
+    "                                  selection, ranked by their mean query, budgets per group\n"
+    "                                  (docs/semantics.md §8.4). Without grouped heads both are the same.\n"
     "  --mode full|sparse              full: unrefined blocks count at low resolution (MRA-L);\n"
     "                                  sparse: only full-resolution entries count (MRA-L-s). Default full.\n"
     "  --prior-first N                 prefer the first N block rows and columns (global tokens).\n"
@@ -96,7 +100,7 @@ const std::vector<std::string> kInputFlags{"--q",     "--k",     "--v",      "--
 const std::vector<std::string> kMraFlags{"--q",           "--k",          "--v",           "--mask",
                                          "--key-mask",    "--query-mask", "--scale",       "--scales",
                                          "--budget",      "--blocks-per-row", "--mode",    "--prior-first",
-                                         "--prior-diagonal", "--policy", "--inputs",  "--layout"};
+                                         "--prior-diagonal", "--policy", "--selection", "--inputs", "--layout"};
 
 std::vector<std::string> with(std::vector<std::string> flags, std::vector<std::string> more) {
   flags.insert(flags.end(), more.begin(), more.end());

@@ -291,7 +291,8 @@ int run_plot(const Options& options, const std::string&) {
   const std::vector<std::string> foreign = selection ? std::vector<std::string>{"--scale-sets"}
                                                      : std::vector<std::string>{"--scales", "--budget", "--mode",
                                                                                 "--prior-first", "--prior-diagonal",
-                                                                                "--policy", "--causal", "--batch", "--head"};
+                                                                                "--policy", "--selection", "--causal", "--batch",
+                                                                                "--head"};
   for (const std::string& flag : foreign)
     if (options.has(flag)) throw Failure(flag, "is not an option of plot " + args[0]);
   const Inputs in = load_inputs(options);

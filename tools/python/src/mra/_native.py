@@ -18,6 +18,7 @@ MAX_LEVELS = 4  # MRA_MAX_LEVELS of runtime/mra.h
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
 MODE_FULL, MODE_SPARSE = 0, 1
 POLICY_GLOBAL, POLICY_ROW = 0, 1
+SELECTION_HEAD, SELECTION_GROUP = 0, 1
 SUCCESS, LAUNCH_FAILED = 0, 4  # mra_status of runtime/mra.h
 
 
@@ -39,7 +40,7 @@ class Problem(ctypes.Structure):
                 ("budgets", ctypes.c_int64 * (MAX_LEVELS - 1)), ("mode", ctypes.c_int),
                 ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64), ("scale", ctypes.c_double),
                 ("heads_kv", ctypes.c_int64), ("strides", ctypes.c_int64 * 16),
-                ("causal", ctypes.c_int32), ("policy", ctypes.c_int)]
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int), ("selection", ctypes.c_int)]
 
 
 class ReferenceProblem(ctypes.Structure):
@@ -52,7 +53,7 @@ class ReferenceProblem(ctypes.Structure):
                 ("prior_first", ctypes.c_int64), ("prior_diagonal", ctypes.c_int64),
                 ("heads_kv", ctypes.c_int64), ("q_strides", ctypes.c_int64 * 4), ("k_strides", ctypes.c_int64 * 4),
                 ("v_strides", ctypes.c_int64 * 4), ("out_strides", ctypes.c_int64 * 4),
-                ("causal", ctypes.c_int32), ("policy", ctypes.c_int32)]
+                ("causal", ctypes.c_int32), ("policy", ctypes.c_int32), ("selection", ctypes.c_int32)]
 
 
 def _find(name: str) -> str:

@@ -35,6 +35,7 @@ class Config:
     prior_first: int
     prior_diagonal: int
     policy: str = "global"
+    selection: str = "head"
 
 
 def _int(name: str, value, minimum: int = 0) -> int:
@@ -56,15 +57,17 @@ def _int_list(name: str, value, minimum: int) -> tuple:
 def resolve_config(nq: int, nk: int, scales: Sequence[int] = DEFAULT_SCALES,
                    budget: Union[int, Sequence[int], None] = None, blocks_per_row: Optional[int] = None,
                    mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0,
-                   policy: str = "global") -> Config:
+                   policy: str = "global", selection: str = "head") -> Config:
     """The configuration of `mra-ref attend`'s options: `budget` (one per refinement step) or `blocks_per_row`
     (default 4) gives the budgets (under policy "row" per block row: blocks_per_row itself at every level, as
-    mra-ref); checks everything the reference checks."""
+    mra-ref); selection "head" or "group" (docs/semantics.md §8.4); checks everything the reference checks."""
     scales = _int_list("scales", scales, 1)
     if mode not in ("full", "sparse"):
         raise MraError(f"mode: {mode!r} is not 'full' or 'sparse'")
     if policy not in ("global", "row"):
         raise MraError(f"policy: {policy!r} is not 'global' or 'row'")
+    if selection not in ("head", "group"):
+        raise MraError(f"selection: {selection!r} is not 'head' or 'group'")
     if budget is not None and blocks_per_row is not None:
         raise MraError("budget: cannot be combined with blocks_per_row")
     if len(scales) < 2:
@@ -85,11 +88,12 @@ def resolve_config(nq: int, nk: int, scales: Sequence[int] = DEFAULT_SCALES,
                                    levels, nq, nk, per_row, out)
             budgets = tuple(out)
     return Config(scales, budgets, mode == "sparse", _int("prior_first", prior_first),
-                  _int("prior_diagonal", prior_diagonal), policy)
+                  _int("prior_diagonal", prior_diagonal), policy, selection)
 
 
 def _shapes(q: np.ndarray, k: np.ndarray, v: np.ndarray):
-    """(batch, heads, nq, nk, dim) of mra-ref's shape rules."""
+    """(batch, heads, nq, nk, dim) of mra-ref's shape rules; k and v may have fewer heads than q, a count dividing
+    q's (grouped K/V heads, docs/semantics.md §8: _kv_heads)."""
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.dtype not in (np.float16, np.float32, np.float64):
             raise MraError(f"{name}: dtype {a.dtype} is not float16, float32 or float64")
@@ -97,8 +101,10 @@ def _shapes(q: np.ndarray, k: np.ndarray, v: np.ndarray):
         raise MraError(f"q: shape {q.shape} is not [N, D], [H, N, D] or [B, H, N, D]")
     if k.shape != v.shape:
         raise MraError(f"k and v: shapes {k.shape} and {v.shape} differ")
-    if k.ndim != q.ndim or k.shape[:-2] != q.shape[:-2] or k.shape[-1] != q.shape[-1]:
-        raise MraError(f"k: shape {k.shape} does not match q {q.shape} (same leading sizes and D)")
+    grouped = q.ndim >= 3 and k.ndim == q.ndim and k.shape[-3] > 0 and q.shape[-3] % k.shape[-3] == 0
+    if k.ndim != q.ndim or k.shape[:-3] != q.shape[:-3] or not (grouped or k.shape[:-2] == q.shape[:-2]) \
+            or k.shape[-1] != q.shape[-1]:
+        raise MraError(f"k: shape {k.shape} does not match q {q.shape} (same batch and D, a head count dividing q's)")
     lead = (1,) * (4 - q.ndim) + q.shape[:-2]
     return lead[0], lead[1], q.shape[-2], k.shape[-2], q.shape[-1]
 
@@ -150,8 +156,13 @@ def _ptr(a: Optional[np.ndarray]):
     return None if a is None else a.ctypes.data
 
 
+def _kv_heads(q: np.ndarray, k: np.ndarray) -> int:
+    """K/V heads of arrays that passed _shapes (1 for [N, D])."""
+    return k.shape[-3] if k.ndim >= 3 else 1
+
+
 def runtime_problem(batch: int, heads: int, nq: int, nk: int, dim: int, dtype: int, config: Config,
-                    scale: float, causal: bool = False) -> _native.Problem:
+                    scale: float, causal: bool = False, heads_kv: int = 0) -> _native.Problem:
     """The mra_problem of a problem and its configuration; MraError when the C API cannot express it."""
     if len(config.scales) > _native.MAX_LEVELS:
         raise MraError(f"scales: the generated kernels have at most {_native.MAX_LEVELS} resolutions, "
@@ -159,8 +170,9 @@ def runtime_problem(batch: int, heads: int, nq: int, nk: int, dim: int, dtype: i
     p = _native.Problem(batch=batch, heads=heads, nq=nq, nk=nk, dim=dim, dtype=dtype, levels=len(config.scales),
                         mode=_native.MODE_SPARSE if config.sparse else _native.MODE_FULL,
                         prior_first=config.prior_first, prior_diagonal=config.prior_diagonal, scale=scale,
-                        causal=int(causal),
-                        policy=_native.POLICY_ROW if config.policy == "row" else _native.POLICY_GLOBAL)
+                        causal=int(causal), heads_kv=heads_kv,
+                        policy=_native.POLICY_ROW if config.policy == "row" else _native.POLICY_GLOBAL,
+                        selection=_native.SELECTION_GROUP if config.selection == "group" else _native.SELECTION_HEAD)
     for i, s in enumerate(config.scales):
         p.resolutions[i] = s
     for i, b in enumerate(config.budgets):
@@ -189,7 +201,7 @@ def _describe(p: _native.Problem) -> str:
 
 
 def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Config], scale: float,
-                   causal: bool = False) -> np.ndarray:
+                   causal: bool = False, heads_kv: int = 0) -> np.ndarray:
     batch, heads, nq, nk, dim = shape
     q, k, v = (_aligned(a, np.float32) for a in (q, k, v))
     out = np.empty(q.shape, np.float32)
@@ -200,14 +212,16 @@ def _run_reference(function, q, k, v, qmask, kmask, shape, config: Optional[Conf
                                  sparse=int(config.sparse) if config else 0,
                                  prior_first=config.prior_first if config else 0,
                                  prior_diagonal=config.prior_diagonal if config else 0,
-                                 policy=int(config is not None and config.policy == "row"), causal=int(causal))
+                                 policy=int(config is not None and config.policy == "row"), causal=int(causal),
+                                 heads_kv=heads_kv, selection=int(config is not None and config.selection == "group"))
     _native.call_reference(function, ctypes.byref(p), _ptr(q), _ptr(k), _ptr(v), _ptr(qmask), _ptr(kmask), _ptr(out))
     return out
 
 
-def _run_emulated(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool) -> np.ndarray:
+def _run_emulated(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool,
+                  heads_kv: int) -> np.ndarray:
     dtype, code = (np.float16, _native.DTYPE_F16) if q.dtype == np.float16 else (np.float32, _native.DTYPE_F32)
-    p = runtime_problem(*shape, code, config, scale, causal)
+    p = runtime_problem(*shape, code, config, scale, causal, heads_kv)
     size = workspace_size(p, "emulated")
     q, k, v = (_aligned(a, dtype) for a in (q, k, v))
     out = _aligned(np.empty(q.shape, dtype), dtype)
@@ -233,11 +247,11 @@ def _device_alloc(stack: contextlib.ExitStack, nbytes: int) -> ctypes.c_void_p:
     return ptr
 
 
-def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool) -> np.ndarray:
+def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal: bool, heads_kv: int) -> np.ndarray:
     if not _native.HAVE_CUDA:
         raise MraError("backend: 'cuda' is not built in this installation (libmra.so was built without nvcc)")
     dtype, code = (np.float16, _native.DTYPE_F16) if q.dtype == np.float16 else (np.float32, _native.DTYPE_F32)
-    p = runtime_problem(*shape, code, config, scale, causal)
+    p = runtime_problem(*shape, code, config, scale, causal, heads_kv)
     size = workspace_size(p, "cuda")
     to_device, to_host = 1, 2  # cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost
     rt = _native.runtime
@@ -263,8 +277,10 @@ def _run_cuda(q, k, v, qmask, kmask, shape, config: Config, scale: float, causal
 def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int, Sequence[int], None] = None,
            blocks_per_row: Optional[int] = None, mode: str = "full", prior_first: int = 0, prior_diagonal: int = 0,
            policy: Optional[str] = None, scale: Optional[float] = None, mask=None, query_mask=None,
-           causal: bool = False, backend: str = "reference") -> np.ndarray:
-    """MRA attention of (q, k, v), shaped like q.
+           causal: bool = False, selection: str = "head", backend: str = "reference") -> np.ndarray:
+    """MRA attention of (q, k, v), shaped like q. k and v may have fewer heads than q (a count dividing q's: grouped
+    K/V heads, docs/semantics.md §8); selection "head" (default: every query head selects its own blocks) or
+    "group" (the heads sharing a K/V head share one selection, ranked by their mean query, §8.4).
 
     scales: block sides s_1 > ... > s_L = 1 (default (32, 1)); budget: blocks refined per batch and head, one per
     refinement step, or blocks_per_row (default 4) to derive them; mode: "full" (MRA-L) or "sparse" (MRA-L-s);
@@ -282,16 +298,19 @@ def attend(q, k, v, *, scales: Sequence[int] = DEFAULT_SCALES, budget: Union[int
     causal = bool(causal)
     if policy is None:
         policy = "row" if causal else "global"
-    config = resolve_config(nq, nk, scales, budget, blocks_per_row, mode, prior_first, prior_diagonal, policy)
+    config = resolve_config(nq, nk, scales, budget, blocks_per_row, mode, prior_first, prior_diagonal, policy,
+                            selection)
     if causal and config.policy == "global":
         raise MraError("policy: 'global' cannot be combined with causal=True: a global budget lets later rows' keys "
                        "change an earlier row's selection (docs/semantics.md §9.4); use 'row'")
     qmask, kmask = resolve_masks(mask, query_mask, batch, nq, nk)
     s = _scale(scale)
+    heads_kv = _kv_heads(q, k)
     if backend == "reference":
-        return _run_reference(_native.reference.mra_reference_attend, q, k, v, qmask, kmask, shape, config, s, causal)
+        return _run_reference(_native.reference.mra_reference_attend, q, k, v, qmask, kmask, shape, config, s, causal,
+                              heads_kv)
     run = _run_emulated if backend == "emulated" else _run_cuda
-    return run(q, k, v, qmask, kmask, shape, config, s, causal)
+    return run(q, k, v, qmask, kmask, shape, config, s, causal, heads_kv)
 
 
 def exact(q, k, v, *, scale: Optional[float] = None, mask=None, query_mask=None, causal: bool = False,
@@ -303,4 +322,4 @@ def exact(q, k, v, *, scale: Optional[float] = None, mask=None, query_mask=None,
     shape = _shapes(q, k, v)
     qmask, kmask = resolve_masks(mask, query_mask, shape[0], shape[2], shape[3])
     return _run_reference(_native.reference.mra_reference_exact, q, k, v, qmask, kmask, shape, None, _scale(scale),
-                          bool(causal))
+                          bool(causal), _kv_heads(q, k))

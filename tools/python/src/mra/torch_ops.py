@@ -6,10 +6,13 @@
 
 CPU tensors run the generated kernels on the host (the emulated backend, libmra.so's mra_forward_host), CUDA
 tensors the CUDA kernels on the current stream (mra_forward, when libmra.so was built with nvcc). float32,
-float16 and bfloat16 are computed in their own dtype (sums in f32), shapes [B, H, N, D]. Fake-tensor
+float16 and bfloat16 are computed in their own dtype (sums in f32), shapes [B, H, N, D]; k and v may have fewer
+heads than q (grouped K/V heads, a count dividing q's: docs/semantics.md §8). Options as mra.attend's, causal
+attention (§9) and the selection shared by a group of heads (§8.4) included. Fake-tensor
 implementations let torch.compile trace the operators.
 
-Three operators: torch.ops.mra.attend (inference: saves nothing, so differentiating through it raises an error),
+The operators take the options after `scale` as row (policy row), causal and group (selection shared by the
+group), each False by default. Three operators: torch.ops.mra.attend (inference: saves nothing, so differentiating through it raises an error),
 torch.ops.mra.attend_train (returns the output and the forward's workspace, the state the backward reads; it is
 differentiable) and torch.ops.mra.attend_backward (mra_backward / mra_backward_host: the gradients of
 docs/semantics.md §7, the selection held fixed; float32 only for now). attend() below picks attend_train when a
@@ -35,7 +38,8 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Option
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise MraError(f"mra::attend: q, k and v must be [B, H, N, D], got {tuple(q.shape)}, {tuple(k.shape)}, "
                        f"{tuple(v.shape)}")
-    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[1] < 1 or q.shape[1] % k.shape[1] != 0 \
+            or k.shape[3] != q.shape[3]:
         raise MraError(f"mra::attend: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise MraError(f"mra::attend: dtypes {q.dtype}, {k.dtype}, {v.dtype}: all three must be one of float32, "
@@ -60,11 +64,13 @@ def _aligned_contiguous(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _problem(q: torch.Tensor, k: torch.Tensor, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+def _problem(q: torch.Tensor, k: torch.Tensor, scales, budgets, sparse, prior_first, prior_diagonal, scale, row,
+             causal, group):
     """The C API's mra_problem of a call, and whether it runs on CUDA."""
-    config = Config(tuple(scales), tuple(budgets), sparse, prior_first, prior_diagonal)
+    config = Config(tuple(scales), tuple(budgets), sparse, prior_first, prior_diagonal, "row" if row else "global",
+                    "group" if group else "head")
     b, h, nq, d = q.shape
-    p = runtime_problem(b, h, nq, k.shape[2], d, _DTYPES[q.dtype], config, scale)
+    p = runtime_problem(b, h, nq, k.shape[2], d, _DTYPES[q.dtype], config, scale, causal, k.shape[1])
     cuda = q.device.type == "cuda"
     if cuda and not _native.HAVE_CUDA:
         raise MraError("mra::attend: CUDA tensors, but libmra.so was built without the CUDA backend (no nvcc)")
@@ -77,10 +83,11 @@ def _stream(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
 
 
-def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal,
+             group):
     """Runs the forward; returns the output and the workspace it filled (the backward's saved state)."""
     _check(q, k, v, query_mask, key_mask)
-    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = workspace_size(p, "cuda" if cuda else "emulated")
     q, k, v = (_aligned_contiguous(t) for t in (q, k, v))
     masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
@@ -100,12 +107,15 @@ def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first
 @torch.library.custom_op("mra::attend", mutates_args=())
 def _attend_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
                key_mask: Optional[torch.Tensor], scales: List[int], budgets: List[int], sparse: bool,
-               prior_first: int, prior_diagonal: int, scale: float) -> torch.Tensor:
-    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale)[0]
+               prior_first: int, prior_diagonal: int, scale: float, row: bool = False, causal: bool = False,
+               group: bool = False) -> torch.Tensor:
+    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale, row,
+                    causal, group)[0]
 
 
 @_attend_op.register_fake
-def _attend_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+def _attend_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale,
+                 row=False, causal=False, group=False):
     _check(q, k, v, query_mask, key_mask)
     return torch.empty_like(q)
 
@@ -125,14 +135,17 @@ _attend_op.register_autograd(_no_backward, setup_context=_setup_context)
 @torch.library.custom_op("mra::attend_train", mutates_args=())
 def _attend_train_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
                      key_mask: Optional[torch.Tensor], scales: List[int], budgets: List[int], sparse: bool,
-                     prior_first: int, prior_diagonal: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+                     prior_first: int, prior_diagonal: int, scale: float, row: bool = False, causal: bool = False,
+                     group: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale, row,
+                    causal, group)
 
 
 @_attend_train_op.register_fake
-def _attend_train_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale):
+def _attend_train_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale,
+                       row=False, causal=False, group=False):
     _check(q, k, v, query_mask, key_mask)
-    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = workspace_size(p, "cuda" if cuda else "emulated")
     return torch.empty_like(q), torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
 
@@ -141,12 +154,13 @@ def _attend_train_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, p
 def _attend_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Optional[torch.Tensor],
                         key_mask: Optional[torch.Tensor], out: torch.Tensor, dout: torch.Tensor, saved: torch.Tensor,
                         scales: List[int], budgets: List[int], sparse: bool, prior_first: int, prior_diagonal: int,
-                        scale: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        scale: float, row: bool = False, causal: bool = False,
+                        group: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check(q, k, v, query_mask, key_mask)
     if out.shape != q.shape or dout.shape != q.shape or out.dtype != q.dtype or dout.dtype != q.dtype:
         raise MraError(f"mra::attend_backward: out {tuple(out.shape)} {out.dtype} and dout {tuple(dout.shape)} "
                        f"{dout.dtype} must be shaped and typed like q {tuple(q.shape)} {q.dtype}")
-    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale)
+    p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = backward_workspace_size(p, "cuda" if cuda else "emulated")
     q, k, v, out, dout, saved = (_aligned_contiguous(t) for t in (q, k, v, out, dout, saved))
     masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
@@ -165,7 +179,7 @@ def _attend_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query
 
 @_attend_backward_op.register_fake
 def _attend_backward_fake(q, k, v, query_mask, key_mask, out, dout, saved, scales, budgets, sparse, prior_first,
-                          prior_diagonal, scale):
+                          prior_diagonal, scale, row=False, causal=False, group=False):
     _check(q, k, v, query_mask, key_mask)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
@@ -181,7 +195,7 @@ def _train_backward(ctx, dout, dsaved):
     q, k, v, query_mask, key_mask, out, saved = ctx.saved_tensors
     dq, dk, dv = torch.ops.mra.attend_backward(q, k, v, query_mask, key_mask, out, dout.contiguous(), saved,
                                                *ctx.options)
-    return (dq, dk, dv) + (None,) * 8
+    return (dq, dk, dv) + (None,) * 11
 
 
 _attend_train_op.register_autograd(_train_backward, setup_context=_train_setup)
@@ -189,14 +203,24 @@ _attend_train_op.register_autograd(_train_backward, setup_context=_train_setup)
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequence[int] = (32, 1),
            budget: Union[int, Sequence[int], None] = None, blocks_per_row: Optional[int] = None, mode: str = "full",
-           prior_first: int = 0, prior_diagonal: int = 0, scale: Optional[float] = None,
-           mask: Optional[torch.Tensor] = None, query_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+           prior_first: int = 0, prior_diagonal: int = 0, policy: Optional[str] = None, causal: bool = False,
+           selection: str = "head", scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
+           query_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """torch.ops.mra.attend with the options of mra.attend (budgets resolved here, masks [B, N] of 0/1 or bool;
-    `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given); torch.ops.mra.attend_train
-    instead when a gradient is wanted, so that backward() gives q.grad, k.grad, v.grad (float32)."""
+    `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given; causal: query i sees key j
+    only when j <= i + Nk - Nq, policy "row" by default and "global" refused, docs/semantics.md §9; selection
+    "head" or "group", §8.4); torch.ops.mra.attend_train instead when a gradient is wanted, so that backward() gives
+    q.grad, k.grad, v.grad (float32; not yet for causal attention: mra_backward refuses it)."""
     if q.dim() != 4 or k.dim() != 4:
         raise MraError(f"mra.torch_ops.attend: q and k must be [B, H, N, D], got {tuple(q.shape)}, {tuple(k.shape)}")
-    config = resolve_config(q.shape[2], k.shape[2], scales, budget, blocks_per_row, mode, prior_first, prior_diagonal)
+    causal = bool(causal)
+    if policy is None:
+        policy = "row" if causal else "global"
+    config = resolve_config(q.shape[2], k.shape[2], scales, budget, blocks_per_row, mode, prior_first, prior_diagonal,
+                            policy, selection)
+    if causal and config.policy == "global":
+        raise MraError("policy: 'global' cannot be combined with causal=True: a global budget lets later rows' keys "
+                       "change an earlier row's selection (docs/semantics.md §9.4); use 'row'")
     key_mask = None if mask is None else _mask("mask", mask, q.shape[0], k.shape[2], q.device)
     qmask = None if query_mask is None else _mask("query_mask", query_mask, q.shape[0], q.shape[2], q.device)
     if qmask is None and key_mask is not None and q.shape[2] == k.shape[2]:
@@ -205,7 +229,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequenc
     if scale is not None and not (s > 0.0 and s != float("inf")):
         raise MraError(f"scale: {scale!r} must be a positive finite number")
     args = (q, k, v, qmask, key_mask, list(config.scales), list(config.budgets), config.sparse, config.prior_first,
-            config.prior_diagonal, s)
+            config.prior_diagonal, s, config.policy == "row", causal, config.selection == "group")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return torch.ops.mra.attend_train(*args)[0]
     return torch.ops.mra.attend(*args)
