@@ -118,7 +118,9 @@ void coarse_backward(const SliceGrad& s, const Pooled& lv, const std::vector<int
 }
 
 // Stage 2 and 3 for the exact components: every real entry (i, j) of the refined pairs `pairs` of the last step
-// (§7.3): dv_j += P_ij dout_i, ds_ij = P_ij (dout_i·v_j − δ_i), dq_i += σ ds_ij k_j, dk_j += σ ds_ij q_i.
+// (§7.3): dv_j += P_ij dout_i, ds_ij = P_ij (dout_i·v_j − δ_i), dq_i += σ ds_ij k_j, dk_j += σ ds_ij q_i. Under
+// causal attention only the entries query i sees, j <= i + δ: a crossing pair is refined whole and masked entry by
+// entry (§9.7).
 void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_t> pairs, int64_t first,
                     const std::vector<RowState>& rows) {
   const Problem& p = s.p;
@@ -133,7 +135,7 @@ void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_
       s.load(q_row(p, s.b, s.h, i), q);
       s.load(s.dout_row(i), g);
       double* dq = &s.g.dq[at(s.q_at(i))];
-      for (int64_t j = c * lv.side; j < std::min((c + 1) * lv.side, p.nk); ++j) {
+      for (int64_t j = c * lv.side; j < std::min({(c + 1) * lv.side, p.nk, horizon(p, i) + 1}); ++j) {
         if (!key_real(p, s.b, j)) continue;
         s.load(k_row(p, s.b, s.h, j), k);
         s.load(v_row(p, s.b, s.h, j), v);
@@ -156,7 +158,6 @@ void exact_backward(const SliceGrad& s, const Pooled& lv, std::span<const int64_
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout) {
   validate_selection(p, c, s);
   if (dout == nullptr) throw Error("backward: dout is null");
-  if (p.causal) throw Error("backward: causal attention (docs/semantics.md §9) has no backward yet");
   const std::vector<Pooled> levels = pool_levels(p, c);
   const int64_t D = p.dim;
   Gradients grads{std::vector<double>(at(p.batch * p.heads * p.nq * D), 0.0),
@@ -164,6 +165,7 @@ Gradients attend_backward(const Problem& p, const Config& c, const Selection& s,
                   std::vector<double>(at(p.batch * p.kv_heads() * p.nk * D), 0.0)};
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
+      // §7.5, under causal attention too (§9.7): a non-finite value poisons the slice's gradients.
       if (!slice_finite(p, b, selecting_heads(p, c, h)) || !dout_finite(p, dout, b, h)) {
         poison_slice(p, b, h, grads);
         continue;

@@ -157,8 +157,7 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
 
 // codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
 // of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
-// Causal attention (§9) has no backward yet (the reference has none either).
-bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32 && p.causal == 0; }
+bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32; }
 
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream) {

@@ -98,8 +98,8 @@ typedef struct mra_problem {
   mra_strides strides;                      /* element strides; all zero: contiguous */
   /* Appended fields: zero keeps the behaviour of a problem written before them. */
   int32_t causal;                           /* 1: query i sees key j only when j <= i + nk - nq (§9); needs
-                                               MRA_POLICY_ROW (else MRA_ERROR_BAD_ARGUMENT). The backward has
-                                               no causal form: MRA_ERROR_UNSUPPORTED_CONFIG */
+                                               MRA_POLICY_ROW (else MRA_ERROR_BAD_ARGUMENT); the backward
+                                               takes it too (§9.7) */
   mra_policy policy;                        /* MRA_POLICY_GLOBAL (0) or MRA_POLICY_ROW */
   mra_selection selection;                  /* MRA_SELECTION_HEAD (0) or MRA_SELECTION_GROUP (§8.4); else
                                                MRA_ERROR_BAD_ARGUMENT */
@@ -124,7 +124,7 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
 
 /* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
  * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
- * docs/kernels.md, "Backward"), and for causal = 1 (no causal backward yet). */
+ * docs/kernels.md, "Backward"). Causal attention (causal = 1) has its backward (docs/semantics.md §9.7). */
 mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
 
 /* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's

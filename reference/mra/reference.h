@@ -189,7 +189,7 @@ struct Gradients {
   std::vector<double> dk;  // [B, Hkv, Nk, D]
   std::vector<double> dv;  // [B, Hkv, Nk, D]
 };
-// Causal attention (§9) has no backward yet: a causal problem throws Error.
+// Causal attention (§9.7): only the entries a query sees carry gradient; a non-finite slice is NaN as in §7.5.
 Gradients attend_backward(const Problem& p, const Config& c, const Selection& s, const float* dout);
 
 // MRA backward with the selection of the forward: select, then attend_backward.

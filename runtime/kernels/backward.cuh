@@ -41,12 +41,20 @@ __device__ inline const float* row_stats(const Params& p, int64_t slice, int32_t
   return at<float>(p, p.layout.rowstats) + (slice * p.nq + i) * 2;
 }
 
-// §7.5: the slice is poisoned (a non-finite q, k, v in a real token, or dout in a real query).
+// §7.5: the slice is poisoned (a non-finite q, k, v in a real token, or dout in a real query; under causal attention
+// grad_delta_kernel folds the forward's per-block flags into the dout flag, §9.7).
 __device__ inline bool grad_poisoned(const Params& p, const GradArgs& g, int64_t slice) {
   return at<int32_t>(p, p.layout.slice_bad)[slice] != 0 || in_grad_ws<int32_t>(g, g.layout.dout_bad)[slice] != 0;
 }
 
-// Stage 1: δ_i per row, in feature order, and the slice's dout flag. Grid (1, slices).
+// §9.7: the entry (i, j) is a term of row i: j <= i + Nk − Nq under causal attention, always without it.
+__device__ inline bool sees(const Params& p, int32_t i, int32_t j) {
+  return !p.layout.causal || j <= i + (p.nk - p.nq);
+}
+
+// Stage 1: δ_i per row, in feature order, and the slice's dout flag; under causal attention, where the forward
+// poisons rows and not slices (§9.5), the flag also takes the forward's level-1 block flags: the backward poisons
+// the slice (§9.7). Grid (1, slices).
 inline constexpr int kDeltaThreads = 256;
 template <class Cfg>
 __global__ void __launch_bounds__(kDeltaThreads) grad_delta_kernel(Params p, GradArgs g) {
@@ -66,6 +74,11 @@ __global__ void __launch_bounds__(kDeltaThreads) grad_delta_kernel(Params p, Gra
         d += x * to_float(out.row(i)[e]);
       }
     delta[i] = d;
+  }
+  if (p.layout.causal) {
+    const Level& l1 = p.layout.level[0];
+    const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (l1.nq + l1.nk);
+    for (int32_t x = threadIdx.x; x < l1.nq + l1.nk; x += blockDim.x) bad |= block_bad[x] != 0;
   }
   bad = __syncthreads_or(bad);
   if (threadIdx.x == 0) in_grad_ws<int32_t>(g, g.layout.dout_bad)[slice] = bad;
@@ -118,7 +131,8 @@ __device__ inline CoarseGrad coarse_grad(const Params& p, const float* qbar, con
 }
 
 // Stage 3 (mode full, level li): per query block r, gq(r) = σ / cq(r) Σ_c dλ(r, c) k̄(c) over the coarse pairs of
-// its row, taken NT candidates at a time in slot order. Grid (nq_l, slices).
+// its row (under causal attention visible ones only, §9.7), taken NT candidates at a time in slot order. Grid
+// (nq_l, slices).
 inline constexpr int kCoarseThreads = 128;
 template <class Cfg>
 __global__ void __launch_bounds__(kCoarseThreads) grad_coarse_rows_kernel(Params p, GradArgs g, int li) {
@@ -150,7 +164,8 @@ __global__ void __launch_bounds__(kCoarseThreads) grad_coarse_rows_kernel(Params
     int32_t c = 0;
     if (u < cand.count) {
       c = cand.column(u);
-      if (c < lv.nk && kcount[c] > 0.f && !refined(p, slice, li, r, c))
+      if (c < lv.nk && kcount[c] > 0.f && pair_place(p, lv.side, r, c) == order::kVisible &&
+          !refined(p, slice, li, r, c))
         w = coarse_grad<D>(p, qbar, ubar, mmin, dbar, kmean + int64_t(c) * D, vsum + int64_t(c) * D, kcount[c]).dlambda;
       else
         c = 0;
@@ -171,8 +186,8 @@ __global__ void __launch_bounds__(kCoarseThreads) grad_coarse_rows_kernel(Params
 }
 
 // Stage 4 (mode full, level li): per key block c, gk(c) = σ / ck(c) Σ_r dλ(r, c) q̄(r) and gv(c) = Σ_r f(r, c) Ū(r)
-// over the coarse pairs of its column: (r, c) active, not refined at li, and below level 1 inside a pair refined at
-// li - 1. NT query blocks at a time, in block order. Grid (nk_l, slices).
+// over the coarse pairs of its column: (r, c) active, visible under causal attention (§9.7), not refined at li, and
+// below level 1 inside a pair refined at li - 1. NT query blocks at a time, in block order. Grid (nk_l, slices).
 template <class Cfg>
 __global__ void __launch_bounds__(kCoarseThreads) grad_coarse_cols_kernel(Params p, GradArgs g, int li) {
   constexpr int D = Cfg::dim, NT = kCoarseThreads;
@@ -201,8 +216,8 @@ __global__ void __launch_bounds__(kCoarseThreads) grad_coarse_cols_kernel(Params
   for (int32_t r0 = 0; col_real && r0 < lv.nq; r0 += NT) {
     const int32_t r = r0 + tid;
     CoarseGrad cg{0.f, 0.f};
-    if (r < lv.nq && qcount[r] > 0.f && (li == 0 || refined(p, slice, li - 1, r / rho, c / rho)) &&
-        !refined(p, slice, li, r, c))
+    if (r < lv.nq && qcount[r] > 0.f && pair_place(p, lv.side, r, c) == order::kVisible &&
+        (li == 0 || refined(p, slice, li - 1, r / rho, c / rho)) && !refined(p, slice, li, r, c))
       cg = coarse_grad<D>(p, qmean + int64_t(r) * D, ubar + int64_t(r) * D, mmin[r], dbar[r], kbar, vs, keys);
     wk[tid] = cg.dlambda;
     wv[tid] = cg.f;
@@ -339,7 +354,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
     for (int e = tid; e < BM * BN; e += NT) {
       const int t = e / BN, n = e % BN;
       float w = 0.f;
-      if (key[n] >= 0) {
+      if (key[n] >= 0 && sees(p, row0 + t, key[n])) {  // §9.7: a crossing pair's future entries are no terms
         const float pw = exact_weight<D>(p, rs + 3 * t, qs + t * P, ks + n * P);
         w = pw * (dot<D>(gs + t * P, vs + n * P) - rs[3 * t + 2]);
       }
@@ -437,7 +452,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
           __syncthreads();
           for (int e = tid; e < KB * QB; e += NT) {
             const int n = e / QB, x = e % QB;
-            const float w = exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P);
+            // §9.7: the key's entries of a crossing block that the row does not see are no terms.
+            const float w = sees(p, i0 + x, j0 + n) ? exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P) : 0.f;
             pw[n * QB + x] = w;
             ds[n * QB + x] = w * (dot<D>(gs + x * P, vs + n * P) - rs[3 * x + 2]);
           }

@@ -287,5 +287,89 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_level_kernel(Params p, in
   }
 }
 
+// Short N (Level::small): the level-1 coarse components from the logits the selection stored, so no GEMM for
+// them: a CTA takes kSmallCoarseRows block rows, whole (no column ranges, no merge), a row's 16 lanes taking
+// columns tx, tx + 16, ... Per row: the refined pairs as a bit mask of its columns (from its CSR list), then two
+// passes over the stored logits: the maximum over the unrefined candidates, then the weights exp(λ − max),
+// through shared memory 64 columns at a time with the V sums of those columns, for num += P·V (thread (row, tx)
+// keeps features tx + 16 e) and den += weight·ck per lane in column order, then over the row's lanes in xor
+// order. Fixed orders throughout: bitwise reproducible run to run; the same values as coarse_level1_kernel up to
+// the order of the f32 sums. Never causal (small needs the global policy, causal attention policy row): no pair
+// is masked by the diagonal and no V sum is cut at a first non-finite key. Grid (ceil(nq / kSmallCoarseRows), slices).
+inline constexpr int kSmallCoarseRows = 16, kSmallCoarseChunk = 64;
+// The refined mask's words: at most kSmallCoarseRows rows of ceil(nk / 32) words; with nq * nk <= kSmallPairs that
+// is at most 16 x 32 (nq >= 16, so nk <= 1024) or nq x (nk / 32 + 1) <= 512 + 15 (nq < 16).
+inline constexpr int kSmallMaskWords = kSmallCoarseRows * 32 + kSmallCoarseRows;
+static_assert(kSmallPairs == kSmallCoarseRows * 32 * 32, "kSmallMaskWords bounds the mask for kSmallPairs");
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_level1_small_kernel(Params p) {
+  constexpr int D = Cfg::dim, W = kGemmThreads / kSmallCoarseRows, TD = D / W;
+  static_assert(D % W == 0 && kSmallCoarseChunk % W == 0, "a row's lanes split the features and columns evenly");
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads), nk = lv.nk, words = (nk + 31) / 32;
+  const int tid = threadIdx.x, tx = tid % W, ty = tid / W;
+  const int32_t r = int32_t(blockIdx.x) * kSmallCoarseRows + ty;
+  const bool row = r < lv.nq;  // uniform over the row's W lanes
+  const float* logit = at<float>(p, lv.logits) + (slice * lv.nq + (row ? r : 0)) * nk;
+  const float* vsum = at<float>(p, lv.vsum) + slice * nk * D;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * nk;
+  __shared__ uint32_t refined[kSmallMaskWords];
+  __shared__ float wgt[kSmallCoarseRows][kSmallCoarseChunk + 1];
+  __shared__ float vs[kSmallCoarseChunk][D];
+  uint32_t* mask = refined + ty * words;
+  const int32_t rows = lv.nq - int32_t(blockIdx.x) * kSmallCoarseRows;  // real rows of the CTA: their masks
+  for (int32_t i = tid; i < (rows < kSmallCoarseRows ? rows : kSmallCoarseRows) * words; i += kGemmThreads) refined[i] = 0;
+  __syncthreads();
+  if (row) {
+    const int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+    const int32_t* sel = at<int32_t>(p, lv.col) + slice * lv.cap;
+    for (int32_t i = rowptr[r] + tx; i < rowptr[r + 1]; i += W) atomicOr(&mask[sel[i] / 32], 1u << (sel[i] % 32));
+  }
+  __syncthreads();
+  // The coarse logit of column c: −inf when not a candidate or refined.
+  const auto coarse = [&](int32_t c) { return mask[c / 32] >> (c % 32) & 1u ? -INFINITY : logit[c]; };
+  float m = -INFINITY;
+  for (int32_t c = tx; row && c < nk; c += W) {
+    const float x = coarse(c);
+    m = x > m ? x : m;
+  }
+  for (int o = W / 2; o > 0; o /= 2) {
+    const float y = __shfl_xor_sync(0xffffffffu, m, o);
+    m = y > m ? y : m;
+  }
+  float den = 0.f, num[TD] = {};
+  for (int32_t c0 = 0; c0 < nk; c0 += kSmallCoarseChunk) {
+    MRA_UNROLL
+    for (int j = 0; j < kSmallCoarseChunk / W; ++j) {
+      const int32_t c = c0 + tx + W * j;
+      const float x = row && c < nk ? coarse(c) : -INFINITY;
+      const float w = x == -INFINITY ? 0.f : expf(x - m);
+      wgt[ty][tx + W * j] = w;
+      if (w != 0.f) den += w * kcount[c];
+    }
+    for (int e = tid; e < kSmallCoarseChunk * D; e += kGemmThreads) {
+      const int32_t c = c0 + e / D;
+      vs[e / D][e % D] = c < nk ? vsum[int64_t(c) * D + e % D] : 0.f;
+    }
+    __syncthreads();
+    for (int k = 0; k < kSmallCoarseChunk; ++k) {
+      const float w = wgt[ty][k];
+      MRA_UNROLL
+      for (int e = 0; e < TD; ++e) num[e] += w * vs[k][tx + W * e];
+    }
+    __syncthreads();  // wgt and vs are refilled
+  }
+  for (int o = W / 2; o > 0; o /= 2) den += __shfl_xor_sync(0xffffffffu, den, o);
+  if (!row) return;
+  if (tx == 0) {
+    at<float>(p, lv.cmax)[slice * lv.nq + r] = m;
+    at<float>(p, lv.cden)[slice * lv.nq + r] = den;
+  }
+  float* cnum = at<float>(p, lv.cnum) + (slice * lv.nq + r) * D;
+  MRA_UNROLL
+  for (int e = 0; e < TD; ++e) cnum[tx + W * e] = num[e];
+}
+
 }  // namespace MRA_KERNEL_NAMESPACE
 }  // namespace mra::kern

@@ -14,6 +14,9 @@
 //   coarse_row_select_kernel  instead of the two above under policy row (§10): the row maxima and each row's own
 //                       radix select
 //   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
+//   level1_logits_kernel, level1_small_select_kernel  instead of the level-1 kernels above at short N (global
+//                       policy, at most kSmallPairs level-1 pairs, layout.h): the logits once into the workspace,
+//                       then the whole selection in one CTA per slice from a copy in shared memory
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   level_rank_kernel   level l >= 2: 3 radix passes over the keys' scores, many CTAs per slice (chunks of slots),
 //                       the picks as at level 1
@@ -28,6 +31,7 @@
 //                       T_1) folded into (max, denominator, numerator[D]): the logits by the selection's GEMM,
 //                       the numerator as a second GEMM of the weights and the V sums
 //   coarse_merge_kernel (coarse.cuh) only with split columns: the ranges' partial components merged in range order
+//   coarse_level1_small_kernel (coarse.cuh) instead of the two above at short N: from the stored logits, whole rows
 //   coarse_level_kernel (coarse.cuh, mode full) level l >= 2: per parent row, the coarse components of its child
 //                       rows (the children not in T_l), their k̄ and V sums staged once
 //   attend_mma_kernel   (attend.cuh) per query tile: the coarse components of every level from the workspace,
@@ -123,7 +127,13 @@ mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) 
   const Level& l1 = p.layout.level[0];
   const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
   cudaError_t e = cudaSuccess;
-  if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
+  if (l1.small) {  // short N: the logits once, then the whole selection in one CTA per slice (select.cuh)
+    const unsigned tiles = unsigned((l1.nk + kBandCols - 1) / kBandCols);
+    const size_t smem = level1_small_smem(l1.nq, l1.nk);
+    e = per_slice(level1_logits_kernel<Cfg>, bands * tiles, unsigned(kGemmThreads), 0);
+    if (e == cudaSuccess) e = simt::set_max_dynamic_shared(level1_small_select_kernel<Cfg>, int(smem));
+    if (e == cudaSuccess) e = per_slice(level1_small_select_kernel<Cfg>, 1u, unsigned(kSmallThreads), smem);
+  } else if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
     e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
   } else {
     if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
@@ -131,7 +141,7 @@ mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) 
       e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
     if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
   }
-  if (e == cudaSuccess) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  if (e == cudaSuccess && !l1.small) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
   if (auto s = launched(a, e)) return s;
   for (int li = 1; li < Cfg::steps; ++li) {
     const Level& up = p.layout.level[li - 1];
@@ -185,7 +195,12 @@ mra_status forward(const KernelArgs& a) {
   }
   if (a.stages & kStageAttend) {
     // The coarse components read T_l, so they belong to this stage (a test may replace the selection).
-    if (p.full) {
+    // Short N: from the logits the selection stored (coarse.cuh); with a selection shared by a group (§8.4) the
+    // logits were computed per group, not per head, so the heads fold their own with the sweeping kernel.
+    if (p.full && a.layout.level[0].small && !a.layout.shared) {
+      const unsigned blocks = unsigned((a.layout.level[0].nq + kSmallCoarseRows - 1) / kSmallCoarseRows);
+      if (auto s = launched(per_slice(coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0))) return s;
+    } else if (p.full) {
       const Level& l1 = a.layout.level[0];
       const unsigned sweeps = unsigned((l1.nq + kBandRows - 1) / kBandRows) * unsigned(l1.split);
       if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0))) return s;
@@ -193,11 +208,11 @@ mra_status forward(const KernelArgs& a) {
         const unsigned merges = unsigned((int64_t(l1.nq) * Cfg::dim + kGemmThreads - 1) / kGemmThreads);
         if (auto s = launched(per_slice(coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0))) return s;
       }
-      for (int li = 1; li < Cfg::steps; ++li)  // the levels l >= 2: one CTA per parent row
-        if (auto s = launched(per_slice(coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
-                                        unsigned(kGemmThreads), 0, li)))
-          return s;
     }
+    for (int li = 1; p.full && li < Cfg::steps; ++li)  // the levels l >= 2: one CTA per parent row
+      if (auto s = launched(per_slice(coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
+                                      unsigned(kGemmThreads), 0, li)))
+        return s;
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
       if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;

@@ -589,6 +589,245 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Level 1 at short N (Level::small, layout.h: global policy, nq_1 * nk_1 <= kSmallPairs). There the multi-CTA
+// kernels above spread 6 sweeps over 5 to 6 launches of too few CTAs (64 at N = 4K, H = 16: the 64 x 64 tile
+// bounds the split), and the launches cost more than the work. Instead: level1_logits_kernel computes the logits
+// once over every (band, column tile) and stores them (4 bytes per pair, at most 64 KB per slice); then one CTA
+// per slice, level1_small_select_kernel, copies them into shared memory and runs the whole selection there. The
+// logits are coarse_sweep's, the rank values, the 12 + 11 + 11-bit digits, the threshold and the tie rule are the
+// multi-CTA path's: T_1 is the same bits (test `small level 1`).
+
+// The logits of one (band, column tile) into the workspace. Grid (bands * tiles, slices).
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) level1_logits_kernel(Params p) {
+  constexpr int W = kBandRows / kMicro;
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t tiles = (lv.nk + kBandCols - 1) / kBandCols;
+  const int32_t row0 = int32_t(blockIdx.x) / tiles * kBandRows, c0 = int32_t(blockIdx.x) % tiles * kBandCols;
+  float* out = at<float>(p, lv.logits) + slice * lv.nq * lv.nk;
+  const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
+  coarse_sweep<Cfg>(p, slice, Sweep{row0, 0, c0, lv.nk - c0 < kBandCols ? lv.nk : c0 + kBandCols},
+                    [&](int32_t, const float (&logit)[kMicro][kMicro]) {
+                      MRA_UNROLL
+                      for (int i = 0; i < kMicro; ++i)
+                        MRA_UNROLL
+                        for (int j = 0; j < kMicro; ++j) {
+                          const int32_t r = row0 + ty + W * i, c = c0 + tx + W * j;
+                          if (r < lv.nq && c < lv.nk) out[int64_t(r) * lv.nk + c] = logit[i][j];
+                        }
+                    });
+}
+
+inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
+
+// Calls f(r, c, e) for every pair (r, c) of an nq x nk matrix, e = r nk + c: warp w takes rows w, w + 16, ..., its
+// lanes 32 consecutive columns at a time (so the shared-memory accesses of a warp hit distinct banks). Every
+// lane of a warp makes the same number of calls when nk is a multiple of 32; `f` must not hold a warp-wide
+// operation.
+template <class F>
+__device__ inline void for_each_pair(int32_t nq, int32_t nk, F f) {
+  for (int32_t r = int32_t(threadIdx.x) / 32; r < nq; r += kSmallWarps)
+    for (int32_t c = int32_t(threadIdx.x) % 32; c < nk; c += 32) f(r, c, r * nk + c);
+}
+
+// Sum of x over the threads after this one (an integer: any order gives it), and over all of them. `warp_sum`
+// holds kSmallWarps words; contains barriers. Returned by value (an out pointer made ptxas keep it on the stack).
+struct Sums {
+  uint32_t after, total;
+};
+__device__ inline Sums sum_after(uint32_t x, uint32_t* warp_sum) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  uint32_t suffix = x;  // over lanes lane .. 31
+  for (int o = 1; o < 32; o *= 2) {
+    const uint32_t y = __shfl_down_sync(0xffffffffu, suffix, o);
+    if (lane + o < 32) suffix += y;
+  }
+  __syncthreads();  // the previous use of warp_sum is over
+  if (lane == 0) warp_sum[warp] = suffix;
+  __syncthreads();
+  uint32_t after = suffix - x, all = 0;
+  for (int w = 0; w < kSmallWarps; ++w) {
+    all += warp_sum[w];
+    if (w > warp) after += warp_sum[w];
+  }
+  return Sums{after, all};
+}
+
+// The rank value of pair (r, c) from its ordered score bits (0: not a candidate; see the kernel).
+__device__ inline uint64_t small_rank(const Params& p, int32_t r, int32_t c, uint32_t score) {
+  return (uint64_t(order::level1_priority(r, c, p.prior_first, p.prior_diagonal)) << 32) | score;
+}
+
+// The whole level-1 selection of one slice, in one CTA, from the stored logits. Grid (1, slices). Stages:
+//   1. copy the logits into shared memory, the row maxima on the way (a warp per row; stored in `rowmax` too);
+//   2. the slice's non-finite flag from pool_kernel's block flags (§2.7);
+//   3. each logit replaced by its ordered score bits (λ − row max, as rank_value; 0 for a non-candidate: no
+//      score maps to 0, since ordered_bits(x) = 0 needs x's bits all set, a NaN that arithmetic never makes), the
+//      candidates counted and radix pass 0's histogram taken in the same sweep;
+//   4. unless the budget settles it (0, a poisoned slice, or at least the candidates), passes 1 and 2; each pick
+//      finds the digit of the budget-th largest value (the multi-CTA path's pick_state, by all threads at once);
+//   5. per row the values above the threshold T and the ties; the CSR offsets rowptr[r] = (above, rows before r)
+//      + min(ties before r, t) as coarse_write_kernel; the columns, a warp per row in column order, the first t
+//      ties in flat order taken.
+// Shared memory: level1_small_smem(nq, nk) bytes, dynamic.
+template <class Cfg>
+// One CTA per SM is what its shared memory allows at the bound anyway; without the minimum, ptxas 13.0 held this
+// kernel to 40 registers (3 CTAs of 512 threads) and spilled 4-8 bytes on sm_80 and sm_90.
+__global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(Params p) {
+  const Level& lv = p.layout.level[0];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int tid = threadIdx.x, lane = tid % 32;
+  const int32_t nq = lv.nq, nk = lv.nk;
+  SIMT_DYNAMIC_SHARED(uint32_t, smem);
+  uint32_t* score = smem;                                       // [nq][nk]: logit bits, then ordered score bits
+  float* rmax = reinterpret_cast<float*>(score + nq * nk);      // [nq]
+  uint32_t* offset = reinterpret_cast<uint32_t*>(rmax + nq);    // [nq]: values above T, then the CSR offset
+  uint32_t* tie_base = offset + nq;                             // [nq]: ties, then ties in the rows before
+  uint32_t* hist = tie_base + nq;                               // [kHistBins]
+  __shared__ uint32_t warp_sum[kSmallWarps];
+  __shared__ uint32_t picked[2];  // the pick's digit and the values above its bin
+
+  // 1. The logits and the row maxima (the multi-CTA sweep's comparison: the same value in any order).
+  const float* logits = at<float>(p, lv.logits) + slice * nq * nk;
+  for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
+    float m = -INFINITY;
+    for (int32_t c = lane; c < nk; c += 32) {
+      const float x = logits[r * nk + c];
+      score[r * nk + c] = bits_of(x);
+      m = x > m ? x : m;
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      const float y = __shfl_xor_sync(0xffffffffu, m, o);
+      m = y > m ? y : m;
+    }
+    if (lane == 0) {
+      rmax[r] = m;
+      at<float>(p, lv.rowmax)[slice * nq + r] = m;
+    }
+  }
+  for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
+  // 2. A poisoned slice refines nothing.
+  int bad = 0;
+  const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (nq + nk);
+  for (int32_t i = tid; i < nq + nk; i += kSmallThreads) bad |= block_bad[i] != 0;
+  bad = __syncthreads_or(bad);
+  if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = bad;
+
+  // 3. Ordered score bits, the candidates, pass 0's histogram.
+  uint32_t mine = 0;
+  for_each_pair(nq, nk, [&](int32_t r, int32_t c, int32_t e) {
+    const float x = float_of(score[e]);
+    score[e] = x == -INFINITY ? 0u : ordered_bits(x - rmax[r]);
+    if (score[e] == 0) return;
+    ++mine;
+    atomicAdd(&hist[small_rank(p, r, c, score[e]) >> pass_shift(0)], 1u);
+  });
+  const uint32_t candidates = sum_after(mine, warp_sum).total;  // its barriers also end stage 3
+
+  // 4. The threshold T and the ties wanted t: T_1 = {value > T} + the first t of {value = T} in flat order.
+  uint64_t threshold = 0, ties = 0;
+  if (bad || lv.budget == 0) {
+    threshold = ~uint64_t(0);  // nothing exceeds it
+  } else if (uint64_t(lv.budget) < candidates) {
+    uint32_t rest = uint32_t(lv.budget);
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const int shift = pass_shift(pass), high = shift + pass_bits(pass);
+      if (pass > 0) {
+        for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
+        __syncthreads();
+        for_each_pair(nq, nk, [&](int32_t r, int32_t c, int32_t e) {
+          const uint64_t v = small_rank(p, r, c, score[e]);
+          if (score[e] != 0 && (v >> high) == (threshold >> high))
+            atomicAdd(&hist[(v >> shift) & ((1u << pass_bits(pass)) - 1u)], 1u);
+        });
+      }
+      __syncthreads();  // the histogram is complete
+      // The pick: thread t sums bins [t per, (t + 1) per); the one whose chunk holds the rest-th largest value
+      // (counted from the top) walks it down to the digit.
+      constexpr int per = kHistBins / kSmallThreads;
+      const int chunk = per >> (pass > 0);  // 11-bit digits: half the bins
+      uint32_t sum = 0;
+      for (int i = 0; i < chunk; ++i) sum += hist[tid * chunk + i];
+      uint32_t above = sum_after(sum, warp_sum).after;
+      if (above < rest && above + sum >= rest) {
+        int digit = tid * chunk + chunk - 1;
+        while (above + hist[digit] < rest) above += hist[digit--];
+        picked[0] = uint32_t(digit);
+        picked[1] = above;
+      }
+      __syncthreads();
+      threshold |= uint64_t(picked[0]) << shift;
+      rest -= picked[1];
+      __syncthreads();  // picked and hist are reused
+    }
+    ties = rest;
+  }  // else every candidate: value > 0
+
+  // 5. Per row the values above T and the ties (a warp per row, lane-uniform counts).
+  for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
+    uint32_t n_above = 0, n_ties = 0;
+    for (int32_t c0 = 0; c0 < nk; c0 += 32) {
+      const int32_t c = c0 + lane;
+      const uint32_t s = c < nk ? score[r * nk + c] : 0u;
+      const uint64_t v = small_rank(p, r, c, s);
+      n_above += __popc(__ballot_sync(0xffffffffu, s != 0 && v > threshold));
+      n_ties += __popc(__ballot_sync(0xffffffffu, s != 0 && v == threshold));
+    }
+    if (lane == 0) {
+      offset[r] = n_above;
+      tie_base[r] = n_ties;
+    }
+  }
+  __syncthreads();
+  // The CSR offsets: thread t takes rows [t k, t k + k), its sums placed after those of the threads before.
+  const int32_t k = (nq + kSmallThreads - 1) / kSmallThreads, lo = tid * k < nq ? tid * k : nq,
+                hi = lo + k < nq ? lo + k : nq;
+  uint32_t a = 0, tb = 0;
+  for (int32_t r = lo; r < hi; ++r) {
+    a += offset[r];
+    tb += tie_base[r];
+  }
+  const Sums above_sums = sum_after(a, warp_sum), tie_sums = sum_after(tb, warp_sum);
+  const uint32_t all_above = above_sums.total, all_ties = tie_sums.total;
+  a = all_above - above_sums.after - a;  // in the rows before lo
+  tb = all_ties - tie_sums.after - tb;
+  int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (nq + 1);
+  const auto quota = [&](uint64_t n) { return uint32_t(n < ties ? n : ties); };
+  for (int32_t r = lo; r < hi; ++r) {
+    const uint32_t n_above = offset[r], n_ties = tie_base[r];
+    offset[r] = a + quota(tb);
+    tie_base[r] = tb;
+    rowptr[r] = int32_t(offset[r]);
+    a += n_above;
+    tb += n_ties;
+  }
+  if (tid == 0) {
+    rowptr[nq] = int32_t(all_above + quota(all_ties));
+    at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1] = SelectState{threshold, ties, 1, candidates};
+  }
+  __syncthreads();
+  // The columns: per row in column order, 32 at a time, the tie ranks and positions from ballots.
+  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  const unsigned lower = (1u << lane) - 1u;
+  for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
+    uint32_t written = 0, seen = 0;
+    for (int32_t c0 = 0; c0 < nk; c0 += 32) {
+      const int32_t c = c0 + lane;
+      const uint32_t s = c < nk ? score[r * nk + c] : 0u;
+      const uint64_t v = small_rank(p, r, c, s);
+      const unsigned tie_mask = __ballot_sync(0xffffffffu, s != 0 && v == threshold);
+      const bool take = s != 0 && (v > threshold || (v == threshold &&
+                                                     tie_base[r] + seen + uint32_t(__popc(tie_mask & lower)) < ties));
+      const unsigned take_mask = __ballot_sync(0xffffffffu, take);
+      if (take) col[offset[r] + written + uint32_t(__popc(take_mask & lower))] = c;
+      seen += uint32_t(__popc(tie_mask));
+      written += uint32_t(__popc(take_mask));
+    }
+  }
+}
+
 // Stage 2b (§2.5, level l >= 2): the candidates of level-l row r are the children, in row r, of the refined
 // pairs of its parent row. Their key slots are laid out so that slot order is flat-index order (docs/kernels.md,
 // "Selection"): row r's candidates are one contiguous range, for the row maximum. Two passes over the row: the

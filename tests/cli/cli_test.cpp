@@ -715,7 +715,9 @@ namespace {
 struct ExactGradients {
   std::vector<double> dq, dk, dv;
 };
-ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout, const std::vector<double>& kmask) {
+// With `causal`, query i sees key j only when j <= i + nk - nq (docs/semantics.md §9.1).
+ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout, const std::vector<double>& kmask,
+                               bool causal = false) {
   ExactGradients g{std::vector<double>(p.q.size(), 0.0), std::vector<double>(p.k.size(), 0.0),
                    std::vector<double>(p.v.size(), 0.0)};
   const double scale = 1.0 / std::sqrt(static_cast<double>(p.D));
@@ -725,8 +727,9 @@ ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout
         const size_t qi = static_cast<size_t>(((b * p.H + h) * p.nq + i) * p.D);
         const auto kv = [&](int64_t j) { return static_cast<size_t>(((b * p.H + h) * p.nk + j) * p.D); };
         std::vector<double> w(static_cast<size_t>(p.nk), 0.0), out(static_cast<size_t>(p.D), 0.0);
+        const int64_t keys = causal ? std::clamp<int64_t>(i + p.nk - p.nq + 1, 0, p.nk) : p.nk;
         double m = -INFINITY, den = 0.0;
-        for (int64_t j = 0; j < p.nk; ++j) {
+        for (int64_t j = 0; j < keys; ++j) {
           if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
           double dot = 0.0;
           for (int64_t d = 0; d < p.D; ++d) dot += p.q[qi + size_t(d)] * p.k[kv(j) + size_t(d)];
@@ -734,16 +737,16 @@ ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout
           m = std::max(m, scale * dot);
         }
         if (m == -INFINITY) continue;
-        for (int64_t j = 0; j < p.nk; ++j)
+        for (int64_t j = 0; j < keys; ++j)
           if (kmask[static_cast<size_t>(b * p.nk + j)] != 0) den += w[size_t(j)] = std::exp(w[size_t(j)] - m);
-        for (int64_t j = 0; j < p.nk; ++j) {
+        for (int64_t j = 0; j < keys; ++j) {
           if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
           w[size_t(j)] /= den;
           for (int64_t d = 0; d < p.D; ++d) out[size_t(d)] += w[size_t(j)] * p.v[kv(j) + size_t(d)];
         }
         double delta = 0.0;
         for (int64_t d = 0; d < p.D; ++d) delta += dout[qi + size_t(d)] * out[size_t(d)];
-        for (int64_t j = 0; j < p.nk; ++j) {
+        for (int64_t j = 0; j < keys; ++j) {
           if (kmask[static_cast<size_t>(b * p.nk + j)] == 0) continue;
           double gv = 0.0;
           for (int64_t d = 0; d < p.D; ++d) gv += dout[qi + size_t(d)] * p.v[kv(j) + size_t(d)];
@@ -760,7 +763,7 @@ ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout
 
 }  // namespace
 
-TEST_CASE("grad: with every block selected the gradients of exact attention; errors name their option or file") {
+TEST_CASE("grad: with every block selected the gradients of exact attention, errors name their option or file") {
   TempDir dir;
   const Problem p = write_problem(dir, {2, 2, 20, 8}, {2, 2, 45, 8});  // cross-attention, partial blocks
   const std::vector<double> dout = sample(2 * 2 * 20 * 8, 4);
@@ -948,6 +951,21 @@ TEST_CASE("grad --backend emulated: the backward kernels give the reference's gr
     }
     for (size_t t = 0; t < 3; ++t) CHECK(relative_error(got[1][t], got[0][t]) < 1e-5);
   }
+  // Causal attention (§9.7), with more queries than keys: the first 3 see nothing.
+  {
+    std::vector<std::vector<double>> got[2];
+    for (int e = 0; e < 2; ++e) {
+      const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+      const Result r = run(dir, std::vector<std::string>{"grad", "--causal"} + inputs(p) +
+                                    std::vector<std::string>{"--dout", dout_path, "--scales", "16,4,1", "--budget",
+                                                             "1,2", "--backend", e ? "emulated" : "reference", "--dq",
+                                                             dq, "--dk", dk, "--dv", dv});
+      INFO(r.err);
+      REQUIRE(r.status == 0);
+      for (const std::string& f : {dq, dk, dv}) got[e].push_back(load_ok(f).values);
+    }
+    for (size_t t = 0; t < 3; ++t) CHECK(relative_error(got[1][t], got[0][t]) < 1e-5);
+  }
   // GQA (Q with 4 heads, K and V with 2): the kernels sum each K/V head's group as the reference does (§8).
   const Problem g = write_problem(dir, {1, 4, 40, 32}, {1, 2, 37, 32}, "<f4", "gqa-");
   const std::string gdout = dir.file("gqa-dout.npy");
@@ -1077,14 +1095,29 @@ TEST_CASE("--causal and --policy: causal exact attention, MRA with every block r
   const Result causal = run(dir, std::vector<std::string>{"select", "--causal", "--scales", "16,1", "--budget", "1"} + inputs(p));
   REQUIRE(causal.status == 0);
   CHECK(causal.out.find("\"blocks\": [0, 4, 5, 8, ") != std::string::npos);  // row 0: its diagonal block only
-  // The backward has no causal form yet, in the reference or the kernels: one line, exit 2, nothing written.
-  const std::string dq = dir.file("dq.npy");
-  for (const char* backend : {"reference", "emulated"}) {
-    CAPTURE(backend);
-    const Result grad = run(dir, std::vector<std::string>{"grad", "--causal", "--backend", backend, "--dout", p.q_path,
-                                                          "--dq", dq, "--dk", dir.file("dk.npy"), "--dv",
-                                                          dir.file("dv.npy")} + inputs(p));
-    check_failure(dir, grad, "grad", "causal attention", dq);
+  // grad --causal (docs/semantics.md §9.7) with every block refined: the gradients of causal exact attention, with
+  // cached keys (Nk - Nq = 30), the first 20 queries seeing nothing (-20) and self-attention, 2 and 3 levels.
+  for (const auto& shape : shapes) {
+    const int64_t nq = shape.first, nk = shape.second;
+    CAPTURE(nq);
+    const Problem g = write_problem(dir, {2, 1, nq, 8}, {2, 1, nk, 8}, "<f4", "grad-");
+    const std::vector<double> dout = sample(2 * nq * 8, 9);
+    const std::string dout_path = dir.file("grad-dout.npy");
+    write_bytes(dout_path, npy_of("<f4", {2, 1, nq, 8}, dout));
+    const ExactGradients want = exact_gradients(g, dout, std::vector<double>(size_t(2 * nk), 1.0), true);
+    const ExactGradients dense = exact_gradients(g, dout, std::vector<double>(size_t(2 * nk), 1.0));
+    const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+    for (const char* scales : {"16,1", "8,2,1"}) {
+      const Result r = run(dir, std::vector<std::string>{"grad", "--causal", "--scales", scales, "--blocks-per-row",
+                                                         "100", "--dout", dout_path, "--dq", dq, "--dk", dk, "--dv",
+                                                         dv} + inputs(g));
+      INFO(r.err);
+      REQUIRE(r.status == 0);
+      CHECK(relative_error(load_ok(dq).values, want.dq) < 1e-6);
+      CHECK(relative_error(load_ok(dk).values, want.dk) < 1e-6);
+      CHECK(relative_error(load_ok(dv).values, want.dv) < 1e-6);
+      CHECK(relative_error(load_ok(dk).values, dense.dk) > 1e-2);  // causal matters
+    }
   }
   const Result help = run(dir, {"attend", "--help"});
   CHECK(help.out.find("--causal") != std::string::npos);

@@ -4,8 +4,10 @@
 //
 // For each configuration: MRA forward with blocks_per_row = 4 (docs/semantics.md §2.8), mode full, and the
 // dense baseline, exact attention run by the fused kernel of the (32, 1) configuration of the same head dim and
-// dtype with every 32x32 block refined (mode sparse, budget = all pairs: exactly exact attention); CUDA events around each launch sequence, 3 warm-up
-// runs, the median of 21. Prints one line per configuration, then a summary table last.
+// dtype with every 32x32 block refined (mode sparse, budget = all pairs: exactly exact attention); then, where the
+// configuration has backward kernels (mra_backward_workspace_size succeeds), the backward of both on the state
+// their forward saved (the dense one: the backward of exact attention). CUDA events around each launch sequence,
+// 3 warm-up runs, the median of 21. Prints one line per configuration, then a summary table last.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,15 +27,16 @@ const mra::detail::ConfigInfo kEntries[] = {
 #undef MRA_CONFIG
 };
 
-// Median time (ms) of `runs` forward calls, after `warmup` untimed ones; negative on failure.
-double time_forward(const mra_problem& p, void* q, void* k, void* v, void* out, void* ws, size_t ws_bytes) {
+// Median time (ms) of 21 calls of `call` (returning an mra_status), after 3 untimed ones; negative on failure.
+template <class Call>
+double time_calls(Call call) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   std::vector<float> times;
   for (int i = 0; i < 3 + 21; ++i) {
     cudaEventRecord(start);
-    const mra_status s = mra_forward(&p, q, k, v, nullptr, nullptr, out, ws, ws_bytes, nullptr);
+    const mra_status s = call();
     cudaEventRecord(stop);
     if (s != MRA_SUCCESS || cudaEventSynchronize(stop) != cudaSuccess) return -1.0;
     float ms = 0.f;
@@ -44,6 +47,23 @@ double time_forward(const mra_problem& p, void* q, void* k, void* v, void* out, 
   cudaEventDestroy(stop);
   std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
   return times[times.size() / 2];
+}
+
+// The forward of p, then (when `backward`) the median time of its backward on the state that forward saved; -1 on
+// failure. Buffers: q, k, v, out, dout, dq, dk, dv of `bytes` each, ws and gws of at least the sizes p needs.
+struct Timing {
+  double forward = -1.0, backward = -1.0;
+};
+Timing time_problem(const mra_problem& p, void* const* t, void* ws, size_t ws_bytes, void* gws, size_t gws_bytes,
+                    bool backward) {
+  Timing r;
+  r.forward = time_calls([&] { return mra_forward(&p, t[0], t[1], t[2], nullptr, nullptr, t[3], ws, ws_bytes, nullptr); });
+  if (backward && r.forward >= 0)
+    r.backward = time_calls([&] {
+      return mra_backward(&p, t[0], t[1], t[2], nullptr, nullptr, t[3], t[4], t[5], t[6], t[7], ws, ws_bytes, gws,
+                          gws_bytes, nullptr);
+    });
+  return r;
 }
 
 }  // namespace
@@ -79,43 +99,48 @@ int main(int argc, char** argv) {
     const int64_t blocks = (n + dense.resolutions[0] - 1) / dense.resolutions[0];
     dense.budgets[0] = blocks * blocks;
     dense.mode = MRA_MODE_SPARSE;
-    size_t ws_mra = 0, ws_dense = 0;
+    size_t ws_mra = 0, ws_dense = 0, gws_mra = 0, gws_dense = 0;
     const mra_status s1 = mra_workspace_size(&p, &ws_mra), s2 = mra_workspace_size(&dense, &ws_dense);
+    // A configuration without backward kernels answers MRA_ERROR_UNSUPPORTED_CONFIG here: its backward is not timed.
+    const bool backward = mra_backward_workspace_size(&p, &gws_mra) == MRA_SUCCESS &&
+                          mra_backward_workspace_size(&dense, &gws_dense) == MRA_SUCCESS;
     const size_t elem = e.dtype == MRA_DTYPE_F32 ? 4 : 2, bytes = size_t(heads * n * e.dim) * elem;
-    void *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr, *ws = nullptr;
-    const bool ok = s1 == MRA_SUCCESS && s2 == MRA_SUCCESS && cudaMalloc(&q, bytes) == cudaSuccess &&
-                    cudaMalloc(&k, bytes) == cudaSuccess && cudaMalloc(&v, bytes) == cudaSuccess &&
-                    cudaMalloc(&out, bytes) == cudaSuccess &&
-                    cudaMalloc(&ws, std::max(ws_mra, ws_dense)) == cudaSuccess;
-    double t_mra = -1, t_dense = -1;
+    void* t[8] = {};  // q, k, v, out, dout, dq, dk, dv
+    void *ws = nullptr, *gws = nullptr;
+    bool ok = s1 == MRA_SUCCESS && s2 == MRA_SUCCESS &&
+              cudaMalloc(&ws, std::max(ws_mra, ws_dense)) == cudaSuccess &&
+              cudaMalloc(&gws, std::max<size_t>(std::max(gws_mra, gws_dense), 16)) == cudaSuccess;
+    for (int i = 0; i < (backward ? 8 : 4); ++i) ok = ok && cudaMalloc(&t[i], bytes) == cudaSuccess;
+    Timing t_mra, t_dense;
     if (ok) {
       // Small values keep every logit moderate whatever the dtype; the timing does not depend on them.
-      cudaMemset(q, 0x11, bytes);
-      cudaMemset(k, 0x12, bytes);
-      cudaMemset(v, 0x13, bytes);
-      t_mra = time_forward(p, q, k, v, out, ws, ws_mra);
-      t_dense = time_forward(dense, q, k, v, out, ws, ws_dense);
+      for (int i = 0; i < 5; ++i) cudaMemset(t[i], 0x11 + i, t[i] ? bytes : 0);
+      t_mra = time_problem(p, t, ws, ws_mra, gws, gws_mra, backward);
+      t_dense = time_problem(dense, t, ws, ws_dense, gws, gws_dense, backward);
     }
-    cudaFree(q);
-    cudaFree(k);
-    cudaFree(v);
-    cudaFree(out);
+    for (void* x : t) cudaFree(x);
     cudaFree(ws);
-    char line[256];
-    if (t_mra < 0 || t_dense < 0) {
+    cudaFree(gws);
+    char line[256], back[64] = "|         - |         - |       - |";
+    if (backward && t_mra.backward >= 0 && t_dense.backward >= 0)
+      std::snprintf(back, sizeof back, "| %9.3f | %9.3f | %6.1fx |", t_mra.backward, t_dense.backward,
+                    t_dense.backward / t_mra.backward);
+    if (t_mra.forward < 0 || t_dense.forward < 0 || (backward && (t_mra.backward < 0 || t_dense.backward < 0))) {
       ++failures;
       std::snprintf(line, sizeof line, "| %-28s | failed: %s / %s |", e.name, mra_status_string(s1),
                     cudaGetErrorString(cudaGetLastError()));
     } else {
-      std::snprintf(line, sizeof line, "| %-28s | %9.3f | %9.3f | %6.1fx |", e.name, t_mra, t_dense, t_dense / t_mra);
+      std::snprintf(line, sizeof line, "| %-28s | %9.3f | %9.3f | %6.1fx %s", e.name, t_mra.forward, t_dense.forward,
+                    t_dense.forward / t_mra.forward, back);
     }
     std::printf("%s\n", line);
     std::fflush(stdout);
     table.push_back(line);
   }
-  std::printf("\nMRA forward vs dense exact attention, B=1, H=%lld, N=%lld, median of 21 (ms):\n", (long long)heads,
-              (long long)n);
-  std::printf("| %-28s | %9s | %9s | %7s |\n|---|---|---|---|\n", "configuration", "MRA", "dense", "speedup");
+  std::printf("\nMRA vs dense exact attention, forward and backward (-: no backward kernels), B=1, H=%lld, N=%lld, "
+              "median of 21 (ms):\n", (long long)heads, (long long)n);
+  std::printf("| %-28s | %9s | %9s | %7s | %9s | %9s | %7s |\n|---|---|---|---|---|---|---|\n", "configuration",
+              "MRA", "dense", "speedup", "MRA bwd", "dense bwd", "speedup");
   for (const std::string& l : table) std::printf("%s\n", l.c_str());
   return failures ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 // tests/kernels/emulated_entries.h: the emulated entry point of every configuration this build has (registry.inc,
 // as -DMRA_KERNELS selected them) with its shape, for the tests that call an entry directly with a layout of their
-// own (test_launch_split.cpp, test_column_split.cpp). Each test picks the configurations it needs from the table.
+// own (test_launch_split.cpp, test_column_split.cpp, test_small_level1.cpp). Each test picks the configurations it needs from the table.
 #pragma once
 
 #include <cstdint>

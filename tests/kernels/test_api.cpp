@@ -246,11 +246,15 @@ TEST_CASE("api.policy_and_causal") {
   size_t causal_bytes = 0;
   REQUIRE(mra_workspace_size(&causal, &causal_bytes) == MRA_SUCCESS);
   CHECK(causal_bytes >= row_bytes);
-  // The backward has no causal form (§9.6): refused as an unsupported configuration.
-  row.dtype = causal.dtype = MRA_DTYPE_F32;  // the dtype with backward kernels
-  size_t grad_bytes = 0;
+  // The backward takes causal attention (§9.7) in the dtype with backward kernels, and its workspace does not
+  // depend on it; causal with policy global stays refused.
+  row.dtype = causal.dtype = MRA_DTYPE_F32;
+  size_t grad_bytes = 0, causal_grad_bytes = 0;
   CHECK(mra_backward_workspace_size(&row, &grad_bytes) == MRA_SUCCESS);
-  CHECK(mra_backward_workspace_size(&causal, &grad_bytes) == MRA_ERROR_UNSUPPORTED_CONFIG);
+  CHECK(mra_backward_workspace_size(&causal, &causal_grad_bytes) == MRA_SUCCESS);
+  CHECK(causal_grad_bytes == grad_bytes);
+  causal.policy = MRA_POLICY_GLOBAL;
+  CHECK(mra_backward_workspace_size(&causal, &causal_grad_bytes) == MRA_ERROR_BAD_ARGUMENT);
 }
 
 TEST_CASE("api.selection") {

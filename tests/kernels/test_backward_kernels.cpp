@@ -57,6 +57,7 @@ struct Case {
   double scale = 0.0;  // 0: the default 1/sqrt(D)
   std::vector<int64_t> sides;
   int64_t heads_kv = 0;       // §8: K/V heads (0: heads); k and v then hold [batch, heads_kv, nk, D]
+  bool causal = false;        // §9 (policy row)
   // §8: q and dq, out and dout, k, v, dk and dv stored with these strides (all zero: contiguous). out's span must
   // be q's (the CUDA backend copies both with q's size).
   Strides4 q_strides{}, out_strides{}, kv_strides{};
@@ -145,6 +146,7 @@ struct Stored {
 Grads run_backward(Case& c, bool reference = true) {
   mra_problem p =
       mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, c.dim, MRA_DTYPE_F32, c.scale, c.heads_kv);
+  p.causal = c.causal;
   for (int d = 0; d < 4; ++d) {
     p.strides.q[d] = c.q_strides[size_t(d)];
     p.strides.out[d] = c.out_strides[size_t(d)];
@@ -177,6 +179,7 @@ Grads run_backward(Case& c, bool reference = true) {
   ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(), qm, km,
                                      c.scale);
   rp.heads_kv = c.heads_kv;
+  rp.causal = c.causal;
   if (!reference) return g;
   g.want = ref::attend_backward(rp, c.config, g.used, c.dout.data());
   // The naive backward takes one K/V head per query head: K and V copied per head, then dk and dv of each group
@@ -184,8 +187,9 @@ Grads run_backward(Case& c, bool reference = true) {
   const int64_t group = c.heads / hkv;
   const std::vector<float> k_all = mra::test::repeat_heads(c.k, c.batch, hkv, c.nk, c.dim, group);
   const std::vector<float> v_all = mra::test::repeat_heads(c.v, c.batch, hkv, c.nk, c.dim, group);
-  const ref::Problem expanded = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), k_all.data(),
-                                                 v_all.data(), qm, km, c.scale);
+  ref::Problem expanded = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), k_all.data(),
+                                           v_all.data(), qm, km, c.scale);
+  expanded.causal = c.causal;
   mra::test::GradientsF32 per_head = mra::test::naive_backward_f32(expanded, c.config, g.used, c.dout.data());
   g.naive.dq = std::move(per_head.dq);
   g.naive.dk.assign(c.k.size(), 0.f);
@@ -439,4 +443,274 @@ TEST_CASE("backward.grouped K/V heads: a poisoned query head") {
     }
   CHECK(all_nan);
   check_all(g, c);
+}
+
+namespace {
+
+// §9.7: the case made causal under policy row with `per_row` blocks per block row at every level.
+void make_causal(Case& c, int64_t per_row) {
+  c.causal = true;
+  c.config.policy = ref::Policy::row;
+  c.config.budgets = std::vector<int64_t>(c.sides.size() - 1, per_row);
+  c.what += ", causal (delta " + std::to_string(c.nk - c.nq) + "), policy row " + std::to_string(per_row);
+}
+
+}  // namespace
+
+TEST_CASE("backward.causal on every f32 configuration") {
+  // §9.7 on every f32 configuration this build has (each has a backward): one case each, cycling through δ = 0,
+  // prefill (δ = s_1 + 3, so the diagonal crosses blocks at every level) and δ < 0 (Nq > Nk: the first queries see
+  // nothing), both modes, masks, partial blocks, 1 block per row (coarse components at every level in mode full).
+  int index = 0, run = 0;
+  std::string missing;
+  const auto one = [&](const char* name, mra_dtype dtype, int64_t dim, std::vector<int64_t> sides) {
+    if (dtype != MRA_DTYPE_F32) return;
+    const int64_t s1 = sides[0], kind = index % 3;
+    const int64_t nq = 2 * s1 + 3, nk = kind == 0 ? nq : kind == 1 ? nq + s1 + 3 : nq - s1 / 2 - 1;
+    const ref::Mode mode = index % 2 == 0 ? ref::Mode::full : ref::Mode::sparse;
+    Case c = random_case(uint64_t(400 + index), sides, dim, 1, 2, nq, nk, mode, 0.85);
+    make_causal(c, 1);
+    c.what = std::string(name) + ", " + c.what;
+    check_case(c);
+    ++index;
+    ++run;
+  };
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4)                  \
+  {                                                                           \
+    const std::vector<int64_t> all{s1, s2, s3, s4};                           \
+    one(#name, dtype, dim, std::vector<int64_t>(all.begin(), all.begin() + levels)); \
+  }
+#include "registry.inc"
+#undef MRA_CONFIG
+  if (run == 0 && !mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
+  MESSAGE(run, " f32 configurations checked with causal attention");
+}
+
+TEST_CASE("backward.causal production") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
+  // A decoder's shape: structured inputs, N = 1024, 4 blocks per row, mode full, plus 64 cached keys (δ = 64).
+  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1088, 64, 17);
+  Rng rng(18);
+  Case c;
+  c.what = "structured B 1 H 2 Nq 1024 Nk 1088 D 64, full";
+  c.batch = 1, c.heads = 2, c.nq = 1024, c.nk = 1088, c.dim = 64, c.sides = {32, 1};
+  c.q = in.q, c.k = in.k, c.v = in.v;
+  c.dout = mra::test::noise(rng, 1, 2, 1024, 64);
+  c.config.scales = c.sides;
+  make_causal(c, 4);
+  check_case(c);
+}
+
+TEST_CASE("backward.causal: no gradient from a query to a key it does not see") {
+  // §9.7 on the kernels. Nq = 3 s_1 + 5, Nk = Nq + s_1 + 3, the last 9 queries padded: the keys past the last real
+  // query's horizon get dk = dv = 0 exactly. Then every key and value after a cut inside a level-1 block is
+  // redrawn: dq stays bit for bit on every row whose level-1 block (mode full: the block's queries share q̄) or own
+  // horizon (mode sparse) ends before the cut, and some later row changes. 2 and 3 levels, both modes.
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32", "mra_fwd_r16x4x1_d32_f32"})) return;
+  int seed = 500;
+  for (auto [sides, dim] : {std::tuple{std::vector<int64_t>{32, 1}, int64_t(64)},
+                            std::tuple{std::vector<int64_t>{16, 4, 1}, int64_t(32)}})
+    for (ref::Mode mode : {ref::Mode::full, ref::Mode::sparse}) {
+      const int64_t s1 = sides[0], nq = 3 * s1 + 5, nk = nq + s1 + 3, delta = nk - nq, D = dim;
+      Case c = random_case(uint64_t(seed++), sides, dim, 1, 2, nq, nk, mode, 1.0);
+      c.qmask = mra::test::padding_mask(1, nq, {9});
+      make_causal(c, 1);
+      INFO(c.what);
+      const Grads g = run_backward(c, false);
+      const int64_t last_seen = nq - 10 + delta;  // the last real query's horizon
+      // Every seen key has a gradient in mode full (a coarse term or an exact entry covers it); in mode sparse the
+      // last seen key at least (its pair crosses the diagonal: refined).
+      int64_t unseen_nonzero = 0, seen_zero = 0, last_zero = 0;
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t j = 0; j < nk; ++j) {
+          bool zero = true;
+          for (int64_t d = 0; d < D; ++d)
+            zero = zero && g.dk[size_t((h * nk + j) * D + d)] == 0.f && g.dv[size_t((h * nk + j) * D + d)] == 0.f;
+          if (j > last_seen) unseen_nonzero += !zero;
+          else seen_zero += zero;
+          if (j == last_seen) last_zero += zero;
+        }
+      CHECK(unseen_nonzero == 0);
+      CHECK((mode == ref::Mode::sparse || seen_zero == 0));
+      CHECK(last_zero == 0);
+      const int64_t cut = s1 + s1 / 2 + delta;  // keys after the cut are redrawn
+      Case d = c;
+      Rng rng(uint64_t(seed) * 7);
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t j = cut + 1; j < nk; ++j)
+          for (int64_t e = 0; e < D; ++e) {
+            d.k[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
+            d.v[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
+          }
+      const Grads moved = run_backward(d, false);
+      int64_t kept = 0, kept_changed = 0, later_changed = 0;
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t i = 0; i < nq - 9; ++i) {
+          const int64_t last = mode == ref::Mode::full ? std::min((i / s1 + 1) * s1, nq) - 1 : i;
+          const size_t row = size_t((h * nq + i) * D);
+          const bool same = std::memcmp(&g.dq[row], &moved.dq[row], size_t(D) * sizeof(float)) == 0;
+          if (last + delta <= cut) {
+            ++kept;
+            kept_changed += !same;
+          } else {
+            later_changed += !same;
+          }
+        }
+      CHECK(kept >= 2 * (mode == ref::Mode::full ? s1 : s1 + s1 / 2));
+      CHECK(kept_changed == 0);
+      CHECK(later_changed > 0);
+    }
+}
+
+TEST_CASE("backward.causal: a non-finite value poisons the slice") {
+  // §9.7 (§7.5 under causal attention): a NaN in the last real key of slice (0, 1), which only the last queries see,
+  // and an Inf in a real query of slice (1, 0) make every real token's gradient of those slices NaN, though the
+  // forward poisons rows only (§9.5); the other slices are finite and match the reference.
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
+  Case c = random_case(520, {32, 1}, 64, 2, 2, 70, 90, ref::Mode::full, 0.8);
+  make_causal(c, 1);
+  int64_t j = c.nk - 1, i = 0;
+  while (!c.kmask[size_t(j)]) --j;
+  while (!c.qmask[size_t(c.nq + i)]) ++i;
+  c.k[size_t(((0 * 2 + 1) * c.nk + j) * c.dim + 2)] = NAN;
+  c.q[size_t(((1 * 2 + 0) * c.nq + i) * c.dim + 4)] = INFINITY;
+  const Grads g = run_backward(c);
+  for (int64_t slice = 0; slice < 4; ++slice) {
+    const int64_t b = slice / 2;
+    const bool poisoned = slice == 1 || slice == 2;
+    int64_t wrong = 0;
+    for (int64_t t = 0; t < c.nq; ++t)
+      for (int64_t d = 0; d < c.dim; ++d) {
+        const float x = g.dq[size_t((slice * c.nq + t) * c.dim + d)];
+        wrong += c.qmask[size_t(b * c.nq + t)] ? std::isnan(x) != poisoned : x != 0.f;
+      }
+    for (int64_t t = 0; t < c.nk; ++t)
+      for (int64_t d = 0; d < c.dim; ++d) {
+        const float x = g.dk[size_t((slice * c.nk + t) * c.dim + d)], y = g.dv[size_t((slice * c.nk + t) * c.dim + d)];
+        wrong += c.kmask[size_t(b * c.nk + t)] ? (std::isnan(x) != poisoned) + (std::isnan(y) != poisoned)
+                                                : (x != 0.f) + (y != 0.f);
+      }
+    INFO("slice ", slice, poisoned ? " (poisoned)" : "");
+    CHECK(wrong == 0);
+  }
+  check_all(g, c);
+}
+
+namespace {
+
+// x (a multiple of 2^-6 in [-2, 2]: exact in every storage type) as the bits of `dtype`, appended to `out`.
+void store_as(mra_dtype dtype, float x, std::vector<uint8_t>& out) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &x, 4);
+  uint16_t half = 0;
+  if (dtype == MRA_DTYPE_BF16) half = uint16_t(bits >> 16);
+  if (dtype == MRA_DTYPE_F16 && x != 0.f)  // normal and exact: exponent rebased from 127 to 15, mantissa cut to 10 bits
+    half = uint16_t(((bits >> 16) & 0x8000u) | ((((bits >> 23) & 0xffu) - 112u) << 10) | ((bits >> 13) & 0x3ffu));
+  const auto* p = dtype == MRA_DTYPE_F32 ? reinterpret_cast<const uint8_t*>(&x) : reinterpret_cast<const uint8_t*>(&half);
+  out.insert(out.end(), p, p + (dtype == MRA_DTYPE_F32 ? 4 : 2));
+}
+
+// Whether the element at `bytes` of storage `dtype` is zero (either sign).
+bool stored_zero(mra_dtype dtype, const uint8_t* bytes) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, bytes, dtype == MRA_DTYPE_F32 ? 4 : 2);
+  return (bits & (dtype == MRA_DTYPE_F32 ? 0x7fffffffu : 0x7fffu)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("backward.causal: every configuration with a backward sends nothing to unseen keys") {
+  // §9.7 on every configuration of the build, whatever its dtype, whose backward accepts causal attention (f32 today;
+  // a dtype whose backward kernels lack the causal mask fails here the day its backward is enabled). Nq = 2 s_1 + 5,
+  // Nk = Nq + s_1 + 3, the last 7 queries padded, mode full, 1 block per row: dk and dv are exactly 0 on the keys
+  // past the last real query's horizon (some of them inside refined crossing pairs) and not all 0 before; after the
+  // keys and values past a cut are redrawn, dq is bit for bit unchanged on the rows of the level-1 blocks that end
+  // before the cut. Exact comparisons only, so no tolerance per dtype is needed.
+  int checked = 0, refused = 0;
+  const auto one = [&](const char* name, mra_dtype dtype, int64_t dim, std::vector<int64_t> sides) {
+    const int64_t s1 = sides[0], nq = 2 * s1 + 5, nk = nq + s1 + 3, delta = nk - nq, heads = 2;
+    ref::Config config;
+    config.scales = sides;
+    config.policy = ref::Policy::row;
+    config.budgets = std::vector<int64_t>(sides.size() - 1, 1);
+    mra_problem p = mra::test::mra_problem_of(config, 1, heads, nq, nk, dim, dtype);
+    p.causal = 1;
+    size_t fbytes = 0, gbytes = 0;
+    if (mra_backward_workspace_size(&p, &gbytes) != MRA_SUCCESS) {
+      ++refused;
+      return;
+    }
+    REQUIRE(mra_workspace_size(&p, &fbytes) == MRA_SUCCESS);
+    INFO(name);
+    Rng rng(uint64_t(nq * 1000 + dim));
+    const auto draw = [&](int64_t n) {
+      std::vector<uint8_t> x;
+      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+      return x;
+    };
+    const size_t es = dtype == MRA_DTYPE_F32 ? 4 : 2, qn = size_t(heads * nq * dim) * es, kn = size_t(heads * nk * dim) * es;
+    const std::vector<uint8_t> q = draw(nq), dout = draw(nq), qmask = mra::test::padding_mask(1, nq, {7});
+    std::vector<uint8_t> k = draw(nk), v = draw(nk);
+    const auto run = [&](std::vector<uint8_t>& dq, std::vector<uint8_t>& dk, std::vector<uint8_t>& dv) {
+      Buffer bq(qn), bk(kn), bv(kn), bd(qn), bo(qn), bdq(qn), bdk(kn), bdv(kn), fws(fbytes);
+      std::memcpy(bq.data(), q.data(), qn);
+      std::memcpy(bk.data(), k.data(), kn);
+      std::memcpy(bv.data(), v.data(), kn);
+      std::memcpy(bd.data(), dout.data(), qn);
+      std::string error;
+      const mra_status st = mra::test::run_backward(p, {bq.data(), bk.data(), bv.data(), qn, kn, qmask.data(), nullptr},
+                                                    {bd.data(), bo.data(), bdq.data(), bdk.data(), bdv.data()},
+                                                    fws.data(), fbytes, gbytes, &error);
+      INFO(error);
+      REQUIRE(st == MRA_SUCCESS);
+      const auto* x = static_cast<const uint8_t*>(bdq.data());
+      dq.assign(x, x + qn);
+      x = static_cast<const uint8_t*>(bdk.data());
+      dk.assign(x, x + kn);
+      x = static_cast<const uint8_t*>(bdv.data());
+      dv.assign(x, x + kn);
+    };
+    std::vector<uint8_t> dq, dk, dv, dq2, dk2, dv2;
+    run(dq, dk, dv);
+    const int64_t last_seen = nq - 8 + delta;
+    int64_t unseen_nonzero = 0, seen_nonzero = 0;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t d = 0; d < dim; ++d) {
+          const size_t at = size_t((h * nk + j) * dim + d) * es;
+          const bool zero = stored_zero(dtype, &dk[at]) && stored_zero(dtype, &dv[at]);
+          (j > last_seen ? unseen_nonzero : seen_nonzero) += !zero;
+        }
+    CHECK(unseen_nonzero == 0);
+    CHECK(seen_nonzero > 0);
+    const int64_t cut = s1 + s1 / 2 + delta;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t j = cut + 1; j < nk; ++j)
+        for (int64_t d = 0; d < dim; ++d) {
+          const size_t at = size_t((h * nk + j) * dim + d) * es;
+          std::vector<uint8_t> x;
+          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          std::memcpy(&k[at], x.data(), es);
+          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          std::memcpy(&v[at], x.data() + es, es);
+        }
+    run(dq2, dk2, dv2);
+    const size_t block = size_t(s1 * dim) * es;  // level-1 query block 0 of each head ends before the cut
+    int64_t kept_changed = 0;
+    for (int64_t h = 0; h < heads; ++h)
+      kept_changed += std::memcmp(&dq[size_t(h * nq * dim) * es], &dq2[size_t(h * nq * dim) * es], block) != 0;
+    CHECK(kept_changed == 0);
+    CHECK(dq != dq2);
+    ++checked;
+  };
+#define MRA_CONFIG(name, dtype, dim, levels, s1, s2, s3, s4)                           \
+  {                                                                                    \
+    const std::vector<int64_t> all{s1, s2, s3, s4};                                    \
+    one(#name, dtype, dim, std::vector<int64_t>(all.begin(), all.begin() + levels));   \
+  }
+#include "registry.inc"
+#undef MRA_CONFIG
+  if (checked == 0 && !mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
+  MESSAGE(checked, " configurations checked, ", refused, " without a causal backward");
+  CHECK(checked > 0);
 }

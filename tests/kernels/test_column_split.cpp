@@ -69,6 +69,7 @@ TEST_CASE("column split: level-1 ranges merged give the unsplit selection, close
   const size_t n_out = size_t(slices * p.nq * p.dim);
   auto run = [&](int64_t split) {
     mra::kern::Layout L = layout;
+    L.level[0].small = 0;  // 900 pairs would take the short-N path (test_small_level1.cpp), which does not split
     mra::kern::set_level1_split(L.level[0], split);
     REQUIRE(L.level[0].split == split);
     std::vector<unsigned char> ws(layout.bytes + 256, 0xff);  // poison: NaN floats, -1 indices

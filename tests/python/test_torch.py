@@ -11,8 +11,11 @@ cannot be imported or a configuration it runs is not built (-DMRA_KERNELS).
 """
 
 import ctypes
+import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import unittest
 
 try:
@@ -31,7 +34,7 @@ from test_numpy import local_inputs  # noqa: E402
 
 # The configurations the operator runs below (the bfloat16 one before its backward is refused).
 skip_unless_built(["mra_fwd_r32x1_d64_f32", "mra_fwd_r32x1_d64_f16", "mra_fwd_r32x1_d64_bf16",
-                   "mra_fwd_r32x1_d32_f32"])
+                   "mra_fwd_r32x1_d32_f32", "mra_fwd_r16x4x1_d32_f32"])
 
 
 class TorchOpTest(unittest.TestCase):
@@ -133,6 +136,104 @@ class TorchOpTest(unittest.TestCase):
                 assert_close(grad.numpy(), ref.numpy(), 1e-5, 1e-4, f"{name} {what} vs dense autograd, seed 26")
             self.assertTrue((qq.grad[0, :, 80:] == 0).all() and (kk.grad[0, :, 80:] == 0).all())
 
+    def test_grouped_heads_and_strides(self):
+        # docs/semantics.md §8 through the operators: q with 4 heads, k and v with 2 (GQA), every tensor stored as
+        # [B, N, H, D] and handed over transposed (read through its strides, not copied). With every block refined
+        # (budget 9 of 3 x 3) the output and the gradients must be those of dense float64 attention with k and v
+        # repeated per group, differentiated by torch's autograd; the output and dq keep q's [B, N, H, D] layout.
+        rng = np.random.default_rng(27)
+        b, h, hkv, n, d = 1, 4, 2, 96, 64
+        qs, ks, vs = (torch.from_numpy(rng.standard_normal((b, n, heads, d)).astype(np.float32))
+                      for heads in (h, hkv, hkv))
+        weight = torch.from_numpy(rng.standard_normal((b, h, n, d)))
+        mask = torch.ones(1, n, dtype=torch.bool)
+        mask[0, 70:] = False
+
+        def dense(q, k, v):
+            k, v = (t.repeat_interleave(h // hkv, dim=1) for t in (k, v))
+            logits = (q @ k.transpose(-1, -2)) / 8.0
+            logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+            return (logits.softmax(-1) @ v) * mask[:, None, :, None]
+
+        q64, k64, v64 = (t.double().transpose(1, 2).requires_grad_() for t in (qs, ks, vs))
+        want = dense(q64, k64, v64)
+        (want * weight).sum().backward()
+        leaves = [t.clone().requires_grad_() for t in (qs, ks, vs)]
+        q, k, v = (t.transpose(1, 2) for t in leaves)  # [B, H, N, D] views of [B, N, H, D] storage
+        out = mt.attend(q, k, v, scales=(32, 1), budget=9, mask=mask)
+        self.assertEqual(out.stride(), q.stride(), "the output takes q's layout")
+        assert_close(out.detach().numpy(), want.detach().numpy(), 1e-5, 1e-4, "GQA [B, N, H, D] output, seed 27")
+        (out * weight.float()).sum().backward()
+        for leaf, ref, what in zip(leaves, (q64.grad, k64.grad, v64.grad), ("dq", "dk", "dv")):
+            self.assertEqual(tuple(leaf.grad.shape), tuple(leaf.shape))
+            assert_close(leaf.grad.transpose(1, 2).numpy(), ref.numpy(), 1e-5, 1e-4, f"GQA {what} vs dense, seed 27")
+        self.assertTrue((leaves[1].grad[0, 70:] == 0).all())
+
+        # With coarse terms (budget 3), GQA must give what the same problem gives with k and v copied to every
+        # query head of their group: the output alike, dq alike, and dk, dv the sums over each group of the
+        # copied problem's gradients (§8). Here k and v are slices of one packed [B, N, 2 H_kv, D] buffer and q a
+        # slice of a padded [B, N, H + 1, D] one, all read in place; and once more with a misaligned q (storage
+        # offset of one element), which the operator copies.
+        packed = torch.from_numpy(rng.standard_normal((b, n, 2 * hkv, d)).astype(np.float32)).requires_grad_()
+        padded = torch.from_numpy(rng.standard_normal((b, n, h + 1, d)).astype(np.float32)).requires_grad_()
+        flat = torch.from_numpy(rng.standard_normal(b * h * n * d + 1).astype(np.float32)).requires_grad_()
+        for what in ("in place", "misaligned q"):
+            k, v = packed[:, :, :hkv].transpose(1, 2), packed[:, :, hkv:].transpose(1, 2)
+            q = padded[:, :, :h].transpose(1, 2) if what == "in place" else flat[1:].view(b, h, n, d)
+            for t in (packed, padded, flat):
+                t.grad = None
+            out = mt.attend(q, k, v, scales=(32, 1), budget=3, mode="full")
+            (out * weight.float()).sum().backward()
+            dq = padded.grad[:, :, :h].transpose(1, 2) if what == "in place" else flat.grad[1:].view(b, h, n, d)
+            dk, dv = packed.grad[:, :, :hkv].transpose(1, 2), packed.grad[:, :, hkv:].transpose(1, 2)
+            qe, ke, ve = (t.detach().clone().requires_grad_() for t in
+                          (q, k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)))
+            oe = mt.attend(qe, ke, ve, scales=(32, 1), budget=3, mode="full")
+            assert_close(out.detach().numpy(), oe.detach().numpy(), 0.0, 0.0, f"{what}: GQA output vs copied heads")
+            (oe * weight.float()).sum().backward()
+            assert_close(dq.numpy(), qe.grad.numpy(), 0.0, 0.0, f"{what}: GQA dq vs copied heads")
+            for g, ge, name in ((dk, ke.grad, "dk"), (dv, ve.grad, "dv")):
+                summed = ge.view(b, hkv, h // hkv, n, d).sum(2)
+                assert_close(g.numpy(), summed.numpy(), 1e-6, 1e-5, f"{what}: GQA {name} vs the group sums")
+            with torch.no_grad():
+                dense = mt.attend(qe, ke, ve, scales=(32, 1), budget=9)
+            self.assertGreater(float((oe.detach() - dense).abs().max()), 1e-3,
+                               "the case must have coarse terms")
+
+    @unittest.skipUnless(os.environ.get("MRA_REF"), "MRA_REF (the mra-ref binary) is not set")
+    def test_gradients_match_the_reference_backward(self):
+        # The operator's gradients (the backward kernels, emulated) against the reference backward in double
+        # (`mra-ref grad`, docs/semantics.md §7) on the same float32 inputs, with coarse terms at two levels, GQA
+        # (4 query heads on 2 K/V heads), a key mask and [B, N, H, D] tensors read in place: max |x - ref| within
+        # 2e-6 + 1e-5 |ref| (f32 rounding of sums of about 100 terms). Global policy with Nq = Nk, then causal
+        # attention (§9.7, policy row) after 21 cached keys.
+        rng = np.random.default_rng(28)
+        b, h, hkv, d = 2, 4, 2, 32
+        for nq, nk, causal, budget in ((80, 80, False, (6, 20)), (80, 101, True, (1, 2))):
+            q, dout = (rng.standard_normal((b, nq, h, d)).astype(np.float32) for _ in range(2))
+            k, v = (rng.standard_normal((b, nk, hkv, d)).astype(np.float32) for _ in range(2))
+            mask = np.ones((b, nk), np.uint8)
+            mask[1, 61:] = 0
+            flags = ["--scales", "16,4,1", "--budget", ",".join(map(str, budget)), "--layout", "bnhd"]
+            with tempfile.TemporaryDirectory() as tmp:
+                path = {name: os.path.join(tmp, f"{name}.npy")
+                        for name in ("q", "k", "v", "dout", "mask", "dq", "dk", "dv")}
+                for name, a in (("q", q), ("k", k), ("v", v), ("dout", dout), ("mask", mask)):
+                    np.save(path[name], a)
+                subprocess.run([os.environ["MRA_REF"], "grad", "--q", path["q"], "--k", path["k"], "--v", path["v"],
+                                "--key-mask", path["mask"], *(["--query-mask", path["mask"]] * (nq == nk)),
+                                "--dout", path["dout"], *flags, *(["--causal"] * causal),
+                                "--dq", path["dq"], "--dk", path["dk"], "--dv", path["dv"]],
+                               check=True, stdout=subprocess.DEVNULL)
+                want = [np.load(path[name]) for name in ("dq", "dk", "dv")]
+            leaves = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
+            out = mt.attend(*(t.transpose(1, 2) for t in leaves), scales=(16, 4, 1), budget=budget, causal=causal,
+                            mask=torch.from_numpy(mask))
+            out.backward(torch.from_numpy(dout).transpose(1, 2))
+            for leaf, ref, name in zip(leaves, want, ("dq", "dk", "dv")):
+                assert_close(leaf.grad.numpy(), ref, 2e-6, 1e-5, f"causal {causal}: {name} vs mra-ref grad, seed 28")
+                self.assertGreater(float(np.abs(ref).max()), 1e-2, f"causal {causal}: {name} must not vanish")
+
     def test_backward_errors(self):
         q, k, v = (torch.from_numpy(a) for a in local_inputs(24, 1, 1, 64, 64))
         q.requires_grad_()
@@ -175,20 +276,15 @@ class TorchOpTest(unittest.TestCase):
             mt.attend(tq, tk[:, :1].expand(1, 3, 128, 32), tv[:, :1].expand(1, 3, 128, 32))
 
     def test_causal_backward_is_the_c_apis(self):
-        # The backward of causal attention is whatever mra_backward does with causal = 1: refused with the C
-        # status until the kernels have it; then, with every block refined, the gradients of dense causal
-        # attention differentiated by torch's autograd.
+        # The backward of causal attention is mra_backward with causal = 1 (docs/semantics.md §9.7): with every block
+        # refined, the gradients of dense causal attention differentiated by torch's autograd.
         q, k, v = (torch.from_numpy(a) for a in local_inputs(28, 1, 2, 64, 64))
         problem = mra.api.runtime_problem(1, 2, 64, 64, 64, mra._native.DTYPE_F32,
                                           mra.api.resolve_config(64, 64, (32, 1), [2], policy="row"), 0.0, True)
         size = ctypes.c_size_t()
-        supported = mra._native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)) == 0
+        self.assertEqual(mra._native.runtime.mra_backward_workspace_size(ctypes.byref(problem), ctypes.byref(size)), 0)
         qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
         out = mt.attend(qq, kk, vv, causal=True, budget=2)
-        if not supported:
-            with self.assertRaisesRegex(mra.MraError, "unsupported configuration"):
-                out.sum().backward()
-            return
         weight = torch.from_numpy(np.random.default_rng(28).standard_normal((1, 2, 64, 64)))
         (out * weight.float()).sum().backward()
         q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))

@@ -2,7 +2,8 @@
 // the racecheck tree once through the emulated backend (mra_forward_host, then mra_backward_host where the
 // configuration has backward kernels), so that ThreadSanitizer sees every kernel of every configuration; a race makes it report and exit with its own status. Sizes are
 // spread over the configurations (several blocks per level, partial blocks, cross-attention, masks,
-// two schedules) to keep the whole run within minutes under ThreadSanitizer.
+// two schedules, causal attention under policy row in half of them, full and sparse) to keep the whole run
+// within minutes under ThreadSanitizer.
 //   racecheck-kernels [name-regex]     (prints one line per configuration)
 #include "mra.h"
 #include "simt/simt.h"
@@ -87,6 +88,11 @@ int main(int argc, char** argv) {
     p.mode = index % 2 ? MRA_MODE_SPARSE : MRA_MODE_FULL;
     p.prior_first = index % 3 == 1 ? 1 : 0;
     p.prior_diagonal = index % 3 == 2 ? 2 : 0;
+    if (index % 4 == 1 || index % 4 == 2) {  // causal attention (§9, its backward §9.7): policy row, 1 + l per row
+      p.causal = 1;
+      p.policy = MRA_POLICY_ROW;
+      for (int l = 0; l + 1 < c.levels; ++l) p.budgets[l] = 1 + l;
+    }
     const bool masked = index % 3 == 0;
     simt::set_schedule(index % 2 ? simt::Schedule::shuffled : simt::Schedule::descending, seed + index);
     ++index;
@@ -119,9 +125,10 @@ int main(int argc, char** argv) {
                             aligned(dv), aligned(ws), bytes, aligned(grad_ws), grad_bytes);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("%-28s N=%lld/%lld heads=%lld %s%s%s: %s (%.1f s)\n", c.name, static_cast<long long>(p.nq),
+    std::printf("%-28s N=%lld/%lld heads=%lld %s%s%s%s: %s (%.1f s)\n", c.name, static_cast<long long>(p.nq),
                 static_cast<long long>(p.nk), static_cast<long long>(p.heads), p.mode ? "sparse" : "full",
-                masked ? " masked" : "", backward ? " +backward" : "", mra_status_string(s), seconds);
+                masked ? " masked" : "", p.causal ? " causal" : "", backward ? " +backward" : "",
+                mra_status_string(s), seconds);
     std::fflush(stdout);
     if (s != MRA_SUCCESS) {
       std::printf("  seed %llu: %s\n", static_cast<unsigned long long>(seed), simt::last_error_message().c_str());

@@ -43,6 +43,7 @@ struct Case {
   double scale = 0.0;
   int64_t heads_kv = 0;            // §8: K/V heads (0: heads)
   mra::ref::Layout layout{};       // §8: q, k, v stored with these strides (out and dout contiguous); 0: contiguous
+  bool causal = false;             // §9
   std::vector<float> q, k, v, dout;
   std::vector<uint8_t> qmask, kmask;
   Config config;
@@ -52,9 +53,24 @@ struct Case {
               qmask.empty() ? nullptr : qmask.data(), kmask.empty() ? nullptr : kmask.data(), scale};
     p.heads_kv = heads_kv;
     p.layout = layout;
+    p.causal = causal;
     return p;
   }
 };
+
+// What problem `index` of a sweep is, for failure messages.
+std::string describe(const Case& t, int index) {
+  std::ostringstream s;
+  s << "problem " << index << ": B " << t.batch << " H " << t.heads << " Nq " << t.nq << " Nk " << t.nk << " D "
+    << t.dim << " scale " << t.scale << ", scales";
+  for (int64_t x : t.config.scales) s << ' ' << x;
+  s << ", budgets";
+  for (int64_t x : t.config.budgets) s << ' ' << x;
+  s << (t.config.mode == Mode::full ? ", full" : ", sparse") << ", priors " << t.config.prior_first << '/'
+    << t.config.prior_diagonal << ", masks " << !t.qmask.empty() << '/' << !t.kmask.empty();
+  if (t.causal) s << ", causal";
+  return s.str();
+}
 
 // Problem `index` of the sweep: mode and number of levels cycle, everything else is drawn from `rng`.
 Case random_case(Rng& rng, int index) {
@@ -81,15 +97,7 @@ Case random_case(Rng& rng, int index) {
   t.dout.resize(t.q.size());
   for (auto* x : {&t.q, &t.k, &t.v, &t.dout})
     for (float& e : *x) e = quantized(rng, 1.0);
-  std::ostringstream s;
-  s << "problem " << index << ": B " << t.batch << " H " << t.heads << " Nq " << t.nq << " Nk " << t.nk << " D "
-    << t.dim << " scale " << t.scale << ", scales";
-  for (int64_t x : t.config.scales) s << ' ' << x;
-  s << ", budgets";
-  for (int64_t x : t.config.budgets) s << ' ' << x;
-  s << (t.config.mode == Mode::full ? ", full" : ", sparse") << ", priors " << t.config.prior_first << '/'
-    << t.config.prior_diagonal << ", masks " << !t.qmask.empty() << '/' << !t.kmask.empty();
-  t.text = s.str();
+  t.text = describe(t, index);
   return t;
 }
 
@@ -200,29 +208,24 @@ double inner(const std::vector<double>& a, const std::vector<float>& b, double& 
   return s;
 }
 
-}  // namespace
 
-TEST_CASE("backward: central finite differences and the adjoint identity on 240 random problems") {
-  constexpr int kProblems = 240;
-  const uint64_t seed = 0x9e3779b97f4a7c15ull;
-  Rng rng(seed);
+// The worst cases of a sweep and what kinds of problem it covered.
+struct Sweep {
   double worst_fd = 0.0, worst_fd_abs = 0.0, worst_adjoint = 0.0;
   std::string worst_fd_case;
   int cross = 0, masked = 0, partial = 0, priors = 0, three = 0, sparse = 0, with_coarse = 0;
-  for (int index = 0; index < kProblems; ++index) {
-    Case t = random_case(rng, index);
-    INFO("seed " << seed << ", " << t.text);
+
+  // Finite differences along every coordinate of q, k and v, then the adjoint identity along a random direction.
+  void check(Case& t, Rng& rng) {
     const Problem p = t.problem();
     const Selection s = mra::ref::select(p, t.config);
     const Gradients g = mra::ref::attend_backward(p, t.config, s, t.dout.data());
-
-    // Finite differences, every coordinate of q, k and v.
     const Strides4 qx{t.batch, t.heads, t.nq, t.dim}, kx{t.batch, t.heads, t.nk, t.dim};
     for (const Tensor& x : {Tensor{"dq", &t.q, &g.dq, qx, contiguous(qx)}, Tensor{"dk", &t.k, &g.dk, kx, contiguous(kx)},
                             Tensor{"dv", &t.v, &g.dv, kx, contiguous(kx)}})
       check_finite_differences(t, s, x, worst_fd, worst_fd_abs, worst_fd_case);
 
-    // Adjoint identity along a random direction: <dout, J dx> (dense forward mode) = <J^T dout, dx> (backward).
+    // <dout, J dx> (dense forward mode) = <J^T dout, dx> (backward).
     std::vector<float> dq(t.q.size()), dk(t.k.size()), dv(t.v.size());
     for (auto* x : {&dq, &dk, &dv})
       for (float& e : *x) e = quantized(rng, 1.0);
@@ -243,18 +246,145 @@ TEST_CASE("backward: central finite differences and the adjoint identity on 240 
     const auto cov = mra::ref::coverage(p, t.config, s);
     with_coarse += t.config.mode == Mode::full && cov.exact_entries < cov.total_entries && cov.exact_entries > 0;
   }
-  MESSAGE("finite differences (h = 2^-8, atol " << kAtol << ", rtol " << kRtol << "): worst "
-                                                << 100 * worst_fd << "% of tolerance, max abs err " << worst_fd_abs
-                                                << "; worst case " << worst_fd_case);
-  MESSAGE("adjoint identity: worst " << 100 * worst_adjoint << "% of tolerance (rtol 1e-12 of the summed magnitudes)");
+
+  void report(const std::string& what) const {
+    MESSAGE(what << ": finite differences (h = 2^-8, atol " << kAtol << ", rtol " << kRtol << "): worst "
+                 << 100 * worst_fd << "% of tolerance, max abs err " << worst_fd_abs << "; worst case "
+                 << worst_fd_case);
+    MESSAGE(what << ": adjoint identity: worst " << 100 * worst_adjoint
+                 << "% of tolerance (rtol 1e-12 of the summed magnitudes)");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("backward: central finite differences and the adjoint identity on 240 random problems") {
+  constexpr int kProblems = 240;
+  const uint64_t seed = 0x9e3779b97f4a7c15ull;
+  Rng rng(seed);
+  Sweep sweep;
+  for (int index = 0; index < kProblems; ++index) {
+    Case t = random_case(rng, index);
+    INFO("seed " << seed << ", " << t.text);
+    sweep.check(t, rng);
+  }
+  sweep.report("240 problems");
   // The sweep must cover every kind of problem the definition distinguishes.
-  CHECK(cross >= 40);
-  CHECK(masked >= 40);
-  CHECK(partial >= 40);
-  CHECK(priors >= 40);
-  CHECK(three == kProblems / 2);
-  CHECK(sparse == kProblems / 2);
-  CHECK(with_coarse >= 20);
+  CHECK(sweep.cross >= 40);
+  CHECK(sweep.masked >= 40);
+  CHECK(sweep.partial >= 40);
+  CHECK(sweep.priors >= 40);
+  CHECK(sweep.three == kProblems / 2);
+  CHECK(sweep.sparse == kProblems / 2);
+  CHECK(sweep.with_coarse >= 20);
+}
+
+TEST_CASE("backward: causal attention, central finite differences and the adjoint identity on 96 problems") {
+  // §9.7: problems of the sweep above made causal (policy row, per-row budgets small enough to leave coarse
+  // components): δ = Nk - Nq cycles through 0, > 0 (prefill after a cache) and < 0 (the first -δ queries see
+  // nothing), with masks, partial blocks, 2 and 3 levels and both modes. The finite differences see the causal
+  // forward, so a gradient sent to a key a query does not see, or a coarse term over future keys, fails them.
+  constexpr int kProblems = 96;
+  const uint64_t seed = 0x2545f4914f6cdd1dull;
+  Rng rng(seed);
+  Sweep sweep;
+  int prefill = 0, behind = 0, square = 0;
+  for (int index = 0; index < kProblems; ++index) {
+    Case t = random_case(rng, index);
+    const int64_t top = t.config.scales[0];
+    const int64_t kind = (index / 4) % 3;  // 0: δ = 0, 1: δ > 0, 2: δ < 0
+    const int64_t n = 2 + rng.below(3 * top);
+    t.nq = kind == 1 ? n : n + 1 + rng.below(top + 2);
+    t.nk = kind == 2 ? n : kind == 0 ? t.nq : n + 1 + rng.below(2 * top + 2);
+    for (auto* x : {&t.q, &t.k, &t.v, &t.dout}) {
+      x->resize(size_t(t.batch * t.heads * (x == &t.q || x == &t.dout ? t.nq : t.nk) * t.dim));
+      for (float& e : *x) e = quantized(rng, 1.0);
+    }
+    if (!t.qmask.empty()) t.qmask = random_mask(rng, t.batch, t.nq, 0.75);
+    if (!t.kmask.empty()) t.kmask = random_mask(rng, t.batch, t.nk, 0.75);
+    t.causal = true;
+    t.config.policy = mra::ref::Policy::row;
+    t.config.budgets[0] = rng.below(3);
+    if (t.config.budgets.size() == 2) t.config.budgets[1] = rng.below(4);
+    prefill += t.nk > t.nq;
+    behind += t.nk < t.nq;
+    square += t.nk == t.nq;
+    t.text = describe(t, index) + ", policy row";
+    INFO("seed " << seed << ", " << t.text);
+    sweep.check(t, rng);
+  }
+  sweep.report("96 causal problems");
+  CHECK(prefill >= 24);
+  CHECK(behind >= 24);
+  CHECK(square >= 24);
+  CHECK(sweep.masked >= 20);
+  CHECK(sweep.partial >= 20);
+  CHECK(sweep.three == kProblems / 2);
+  CHECK(sweep.sparse == kProblems / 2);
+  CHECK(sweep.with_coarse >= 10);
+}
+
+TEST_CASE("backward: causal attention sends no gradient to a key a query does not see") {
+  // §9.7. Nq 20, Nk 26 (δ = 6), the last 3 queries masked: the last real query (16) sees keys up to 22, so keys
+  // 23 ... 25 get dk = dv = 0 exactly. Then every key and value after a cut (12) is redrawn: dq of a row whose
+  // level-1 block ends before the cut's horizon stays bit for bit (mode full: the block's queries share q̄; mode
+  // sparse: dq_i reads row i's exact entries only, so every row i with i + δ <= cut), and some later row changes.
+  const uint64_t seed = 0x6a09e667f3bcc909ull;
+  Rng rng(seed);
+  INFO("seed " << seed);
+  for (const auto& scales : {std::vector<int64_t>{4, 1}, std::vector<int64_t>{4, 2, 1}})
+    for (const Mode mode : {Mode::full, Mode::sparse}) {
+      Case t;
+      t.batch = 1, t.heads = 2, t.nq = 20, t.nk = 26, t.dim = 3;
+      t.causal = true;
+      t.config.scales = scales;
+      t.config.mode = mode;
+      t.config.policy = mra::ref::Policy::row;
+      t.config.budgets = scales.size() == 2 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2};
+      t.qmask = padding_mask(1, 20, {3});
+      for (auto* x : {&t.q, &t.k, &t.v, &t.dout}) {
+        x->resize(size_t(2 * (x == &t.q || x == &t.dout ? 20 : 26) * 3));
+        for (float& e : *x) e = quantized(rng, 1.0);
+      }
+      INFO(describe(t, 0));
+      const Gradients g = mra::ref::mra_attention_backward(t.problem(), t.config, t.dout.data());
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t j = 0; j < 26; ++j)
+          for (int64_t d = 0; d < 3; ++d) {
+            const size_t at = size_t((h * 26 + j) * 3 + d);
+            if (j > 22) {
+              CHECK(g.dk[at] == 0.0);
+              CHECK(g.dv[at] == 0.0);
+            } else if (d == 0 && j >= 20) {
+              CHECK((g.dk[at] != 0.0 || g.dv[at] != 0.0));  // keys 20 ... 22 are seen by query 14 ... 16
+            }
+          }
+      constexpr int64_t kCut = 12, kDelta = 6;
+      Case later = t;
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t j = kCut + 1; j < 26; ++j)
+          for (int64_t d = 0; d < 3; ++d) {
+            later.k[size_t((h * 26 + j) * 3 + d)] = quantized(rng, 1.0);
+            later.v[size_t((h * 26 + j) * 3 + d)] = quantized(rng, 1.0);
+          }
+      const Gradients moved = mra::ref::mra_attention_backward(later.problem(), later.config, later.dout.data());
+      int kept = 0, changed = 0;
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t i = 0; i < 17; ++i) {
+          const int64_t last = mode == Mode::full ? std::min<int64_t>((i / 4 + 1) * 4, 20) - 1 : i;
+          bool same = true;
+          for (int64_t d = 0; d < 3; ++d) same = same && g.dq[size_t((h * 20 + i) * 3 + d)] == moved.dq[size_t((h * 20 + i) * 3 + d)];
+          if (last + kDelta <= kCut) {
+            INFO("head " << h << ", query " << i);
+            CHECK(same);
+            ++kept;
+          } else {
+            changed += !same;
+          }
+        }
+      CHECK(kept >= 8);
+      CHECK(changed > 0);
+    }
 }
 
 TEST_CASE("backward: central finite differences with grouped K/V heads and strided inputs") {
@@ -358,7 +488,7 @@ TEST_CASE("backward: padding is never read, empty rows send nothing, a non-finit
   }
 }
 
-TEST_CASE("backward: sparse mode without exact entries has zero gradients; bad arguments are reported") {
+TEST_CASE("backward: sparse mode without exact entries has zero gradients, bad arguments are reported") {
   Rng rng(11);
   Case t;
   t.nq = 6, t.nk = 6, t.dim = 2;

@@ -263,7 +263,7 @@ TEST_CASE("selection: exact ties resolve by flat index, priors outrank scores") 
   }
 }
 
-TEST_CASE("selection: budgets larger than the candidates refine everything; deeper budgets are per step") {
+TEST_CASE("selection: budgets larger than the candidates refine everything, deeper budgets are per step") {
   Case t = structured_case(11, 1, 1, 40, 40, 8);
   const Problem p = t.problem();
   Config c;
@@ -699,7 +699,10 @@ TEST_CASE("causal and policy errors are reported") {
   future.at(0, 0, 0).insert(future.at(0, 0, 0).begin() + 1, 1);
   CHECK_THROWS_WITH_AS(mra::ref::validate_selection(p, c, future), doctest::Contains("inactive"), mra::ref::Error);
   std::vector<float> dout(16 * 4, 1.0f);
-  CHECK_THROWS_WITH_AS(mra::ref::attend_backward(p, c, s, dout.data()), doctest::Contains("causal"), mra::ref::Error);
+  // The backward (§9.7) takes causal attention under policy row only, as the forward.
+  CHECK_THROWS_WITH_AS(mra::ref::attend_backward(p, global, s, dout.data()), doctest::Contains("needs policy row"),
+                       mra::ref::Error);
+  CHECK_NOTHROW(mra::ref::attend_backward(p, c, s, dout.data()));
   // Coverage counts visible entries only: 16 * 17 / 2 of them; budget 1 per row plus the diagonal blocks.
   const mra::ref::Coverage cov = mra::ref::coverage(p, c, s);
   CHECK(cov.total_entries == 136);

@@ -273,8 +273,6 @@ int run_grad(const Options& options, const std::string&) {
   // dk and dv per K/V head: the reference's are summed over the group (§8) in double before the one rounding.
   std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
   std::vector<double> dk_sum(in.k.size()), dv_sum(in.v.size());
-  // Neither the reference nor the kernels have a causal backward (docs/semantics.md §9.6): refused before any work.
-  if (in.causal) throw Failure("grad", "causal attention (docs/semantics.md §9) has no backward yet");
   if (backend == "emulated") {
     // The kernels' forward, then their backward on its saved state. The inputs are finite (load_inputs refuses
     // others), so a non-finite gradient can only be one beyond float32: refused as the reference's is.

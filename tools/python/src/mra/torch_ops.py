@@ -8,8 +8,11 @@ CPU tensors run the generated kernels on the host (the emulated backend, libmra.
 tensors the CUDA kernels on the current stream (mra_forward, when libmra.so was built with nvcc). float32,
 float16 and bfloat16 are computed in their own dtype (sums in f32), shapes [B, H, N, D]; k and v may have fewer
 heads than q (grouped K/V heads, a count dividing q's: docs/semantics.md §8). Options as mra.attend's, causal
-attention (§9) and the selection shared by a group of heads (§8.4) included. Fake-tensor
-implementations let torch.compile trace the operators.
+attention (§9) and the selection shared by a group of heads (§8.4) included. Tensors are read through their
+strides (a [B, N, H, D] tensor seen as [B, H, N, D], e.g. x.transpose(1, 2), is not copied) when the C API
+admits them (unit D stride, the others multiples of 16 bytes, 16-byte aligned data), and copied to contiguous
+memory otherwise; the output and the gradients take their input's layout. Fake-tensor implementations let
+torch.compile trace the operators.
 
 The operators take the options after `scale` as row (policy row), causal and group (selection shared by the
 group), each False by default. Three operators: torch.ops.mra.attend (inference: saves nothing, so differentiating through it raises an error),
@@ -40,7 +43,8 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Option
                        f"{tuple(v.shape)}")
     if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[1] < 1 or q.shape[1] % k.shape[1] != 0 \
             or k.shape[3] != q.shape[3]:
-        raise MraError(f"mra::attend: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
+        raise MraError(f"mra::attend: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match "
+                       f"(k and v [B, H_kv, Nk, D] with H_kv dividing q's H)")
     if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise MraError(f"mra::attend: dtypes {q.dtype}, {k.dtype}, {v.dtype}: all three must be one of float32, "
                        f"float16, bfloat16")
@@ -50,6 +54,36 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Option
     for name, m, n in (("query_mask", query_mask, q.shape[2]), ("key_mask", key_mask, k.shape[2])):
         if m is not None and (m.dtype != torch.uint8 or tuple(m.shape) != (q.shape[0], n)):
             raise MraError(f"mra::attend: {name} must be uint8 [{q.shape[0]}, {n}], got {m.dtype} {tuple(m.shape)}")
+
+
+def _strides_admitted(t: torch.Tensor) -> bool:
+    """Whether the C API reads t through its own strides (docs/semantics.md §8, rules 1, 2 and 5): unit D stride,
+    the others non-negative multiples of 16 bytes, data 16-byte aligned."""
+    step = 16 // t.element_size()
+    return t.data_ptr() % 16 == 0 and t.stride(3) == 1 and all(s >= 0 and s % step == 0 for s in t.stride()[:3])
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements are distinct and fill its storage span (torch.empty_like then keeps its strides)."""
+    return torch.empty_like(t).stride() == t.stride()
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """An input as the kernels read it: t itself when the C API admits its strides, else a contiguous copy."""
+    return t if _strides_admitted(t) else _aligned_contiguous(t)
+
+
+def _writable_layout(t: torch.Tensor) -> torch.Tensor:
+    """An input whose gradient is written with its strides (runtime/mra.h: dq, dk, dv take q's, k's, v's): t when
+    those strides are admitted and its elements distinct, else a contiguous copy."""
+    return t if _strides_admitted(t) and _dense(t) else _aligned_contiguous(t)
+
+
+def _set_strides(p, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+    """The element strides of the four tensors into mra_problem.strides (q, k, v, out, each [B, H, N, D])."""
+    for t, first in ((q, 0), (k, 4), (v, 8), (out, 12)):
+        for d in range(4):
+            p.strides[first + d] = 1 if d == 3 else t.stride(d)
 
 
 def _aligned_contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -89,9 +123,10 @@ def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first
     _check(q, k, v, query_mask, key_mask)
     p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = workspace_size(p, "cuda" if cuda else "emulated")
-    q, k, v = (_aligned_contiguous(t) for t in (q, k, v))
+    out = _output_like(q)  # before q is copied, so that it is what the fake implementation gives
+    q, k, v = (_readable(t) for t in (q, k, v))
     masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
-    out = torch.empty_like(q)
+    _set_strides(p, q, k, v, out)
     # Zeroed, so that the bytes no kernel writes (alignment padding) are the same in every run: attend_train returns
     # the workspace as an output, and torch.compile's checks compare outputs.
     workspace = torch.zeros(max(size, 16), dtype=torch.uint8, device=q.device)
@@ -102,6 +137,11 @@ def _forward(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first
         status = _native.runtime.mra_forward_host(ctypes.byref(p), *ptr, size)
     _native.check_runtime(status, f"mra::attend on {q.device.type} (scales {list(scales)}, D {q.shape[3]}, {q.dtype})")
     return out, workspace
+
+
+def _output_like(q: torch.Tensor) -> torch.Tensor:
+    """The output: q's layout when q is dense (a [B, N, H, D] q gives a [B, N, H, D] output), else contiguous."""
+    return torch.empty_like(q) if _dense(q) else torch.empty(q.shape, dtype=q.dtype, device=q.device)
 
 
 @torch.library.custom_op("mra::attend", mutates_args=())
@@ -117,7 +157,7 @@ def _attend_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_mask: Op
 def _attend_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, prior_first, prior_diagonal, scale,
                  row=False, causal=False, group=False):
     _check(q, k, v, query_mask, key_mask)
-    return torch.empty_like(q)
+    return _output_like(q)
 
 
 def _no_backward(ctx, grad):
@@ -147,7 +187,7 @@ def _attend_train_fake(q, k, v, query_mask, key_mask, scales, budgets, sparse, p
     _check(q, k, v, query_mask, key_mask)
     p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = workspace_size(p, "cuda" if cuda else "emulated")
-    return torch.empty_like(q), torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
+    return _output_like(q), torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
 
 
 @torch.library.custom_op("mra::attend_backward", mutates_args=())
@@ -162,9 +202,14 @@ def _attend_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query
                        f"{dout.dtype} must be shaped and typed like q {tuple(q.shape)} {q.dtype}")
     p, cuda = _problem(q, k, scales, budgets, sparse, prior_first, prior_diagonal, scale, row, causal, group)
     size = backward_workspace_size(p, "cuda" if cuda else "emulated")
-    q, k, v, out, dout, saved = (_aligned_contiguous(t) for t in (q, k, v, out, dout, saved))
+    # dq, dk, dv are written with the strides of q, k, v, and dout is read with out's: the forward's own layouts
+    # when they allow it, so a [B, N, H, D] model gets [B, N, H, D] gradients without a copy.
+    q, k, v = (_writable_layout(t) for t in (q, k, v))
+    out, saved = _readable(out), _aligned_contiguous(saved)
+    dout = dout if dout.stride() == out.stride() and _strides_admitted(dout) else torch.empty_like(out).copy_(dout)
     masks = [None if m is None else _aligned_contiguous(m) for m in (query_mask, key_mask)]
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = (_output_like(t) for t in (q, k, v))
+    _set_strides(p, q, k, v, out)
     workspace = torch.empty(max(size, 16), dtype=torch.uint8, device=q.device)
     ptr = [None if t is None else t.data_ptr() for t in (q, k, v, *masks, out, dout, dq, dk, dv)]
     args = (*ptr, saved.data_ptr(), saved.numel(), workspace.data_ptr(), size)
@@ -181,7 +226,7 @@ def _attend_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query
 def _attend_backward_fake(q, k, v, query_mask, key_mask, out, dout, saved, scales, budgets, sparse, prior_first,
                           prior_diagonal, scale, row=False, causal=False, group=False):
     _check(q, k, v, query_mask, key_mask)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return _output_like(q), _output_like(k), _output_like(v)
 
 
 def _train_setup(ctx, inputs, output):
@@ -193,8 +238,7 @@ def _train_setup(ctx, inputs, output):
 
 def _train_backward(ctx, dout, dsaved):
     q, k, v, query_mask, key_mask, out, saved = ctx.saved_tensors
-    dq, dk, dv = torch.ops.mra.attend_backward(q, k, v, query_mask, key_mask, out, dout.contiguous(), saved,
-                                               *ctx.options)
+    dq, dk, dv = torch.ops.mra.attend_backward(q, k, v, query_mask, key_mask, out, dout, saved, *ctx.options)
     return (dq, dk, dv) + (None,) * 11
 
 
@@ -210,7 +254,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequenc
     `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given; causal: query i sees key j
     only when j <= i + Nk - Nq, policy "row" by default and "global" refused, docs/semantics.md §9; selection
     "head" or "group", §8.4); torch.ops.mra.attend_train instead when a gradient is wanted, so that backward() gives
-    q.grad, k.grad, v.grad (float32; not yet for causal attention: mra_backward refuses it)."""
+    q.grad, k.grad, v.grad (float32; causal attention too, §9.7). q is [B, H, N, D], k and v [B, H_kv, Nk, D] with
+    H_kv dividing H, any strides."""
     if q.dim() != 4 or k.dim() != 4:
         raise MraError(f"mra.torch_ops.attend: q and k must be [B, H, N, D], got {tuple(q.shape)}, {tuple(k.shape)}")
     causal = bool(causal)
