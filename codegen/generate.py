@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""codegen/generate.py: renders the MRA kernels (forward; backward for f32) of every configuration into generated/.
+"""codegen/generate.py: renders the MRA kernels (forward and backward) of every configuration into generated/.
 
     python3 codegen/generate.py            # write generated/ (only changed files; removes stale ones)
     python3 codegen/generate.py --check    # exit 1 and show the difference when generated/ is not current
@@ -33,9 +33,9 @@ REPO = ROOT.parent
 DTYPES = {"f32": ("float", 4, "MRA_DTYPE_F32"), "f16": ("__half", 2, "MRA_DTYPE_F16"),
           "bf16": ("__nv_bfloat16", 2, "MRA_DTYPE_BF16")}
 TENSOR_CORE_DTYPES = ("f16", "bf16")
-# The dtypes whose configurations get backward kernels (runtime/kernels/backward.cuh); runtime/api.cpp's
-# has_backward states the same list.
-BACKWARD_DTYPES = ("f32",)  # their exact part runs on mma.sync; threads follow from query_rows
+# The dtypes whose configurations get backward kernels (runtime/kernels/backward.cuh): all of them, so the C API
+# (runtime/api.cpp) serves mra_backward for every generated configuration.
+BACKWARD_DTYPES = ("f32", "f16", "bf16")
 TUNING_KEYS = ("threads", "query_rows", "key_tile", "vector_width", "max_registers", "stages")
 REGISTERS_PER_SM = 65536
 # Files of the output folder that are written by hand: never rendered, removed or compared.

@@ -132,14 +132,14 @@ mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const
 }
 
 // The backward's checks beyond the forward's: every tensor pointer present and 16-byte aligned, both workspaces
-// large enough, a configuration with generated backward kernels, and gradients that can be written (§8).
+// large enough, a generated configuration (each has backward kernels), and gradients that can be written (§8).
 mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                             cudaStream_t stream, int* cuda_error) {
   if (p == nullptr) return MRA_ERROR_BAD_ARGUMENT;
   kern::Layout layout;
   if (const mra_status s = kern::make_layout(*p, &layout)) return s;
   const int index = find_config(*p);
-  if (index < 0 || !has_backward(*p)) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  if (index < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;  // every generated configuration has a backward
   for (const void* ptr : {c.q, c.k, c.v, c.out, c.dout, static_cast<const void*>(c.dq), static_cast<const void*>(c.dk),
                           static_cast<const void*>(c.dv), c.forward_workspace, static_cast<const void*>(c.workspace)})
     if (ptr == nullptr || !aligned16(ptr)) return MRA_ERROR_BAD_ARGUMENT;
@@ -154,10 +154,6 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
 }
 
 }  // namespace
-
-// codegen/generate.py renders backward kernels for the dtypes in its BACKWARD_DTYPES (f32); the generated entries
-// of the others answer kStageBackward with MRA_ERROR_UNSUPPORTED_CONFIG.
-bool has_backward(const mra_problem& p) { return p.dtype == MRA_DTYPE_F32; }
 
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream) {
@@ -214,7 +210,7 @@ extern "C" mra_status mra_backward_workspace_size(const mra_problem* problem, si
   if (problem == nullptr || bytes == nullptr) return MRA_ERROR_BAD_ARGUMENT;
   mra::kern::Layout layout;
   if (const mra_status s = mra::kern::make_layout(*problem, &layout)) return s;
-  if (mra::detail::find_config(*problem) < 0 || !mra::detail::has_backward(*problem)) return MRA_ERROR_UNSUPPORTED_CONFIG;
+  if (mra::detail::find_config(*problem) < 0) return MRA_ERROR_UNSUPPORTED_CONFIG;
   *bytes = mra::kern::make_back_layout(*problem, layout).bytes;
   return MRA_SUCCESS;
 }

@@ -47,9 +47,6 @@ struct BackwardCall {
   size_t workspace_bytes;
 };
 
-// Whether the configuration serving `p` has generated backward kernels.
-bool has_backward(const mra_problem& p);
-
 // Checks everything mra_backward documents and runs the backward of `entries[find_config(p)]`.
 mra_status run_backward(const kern::EntryFn* entries, const mra_problem* p, const BackwardCall& c,
                         cudaStream_t stream);

@@ -123,12 +123,15 @@ mra_status mra_forward_host(const mra_problem* problem, const void* q, const voi
                             size_t workspace_bytes);
 
 /* The backward's own workspace (bytes) for `problem`, needed besides the forward's; checks the problem first.
- * MRA_ERROR_UNSUPPORTED_CONFIG where no backward kernels were generated for the configuration (f16, bf16 for now:
- * docs/kernels.md, "Backward"). Causal attention (causal = 1) has its backward (docs/semantics.md §9.7). */
+ * Every generated configuration (f32, f16, bf16) has backward kernels; MRA_ERROR_UNSUPPORTED_CONFIG for a
+ * configuration that was not generated or built. Causal attention (causal = 1) has its backward (docs/semantics.md
+ * §9.7). */
 mra_status mra_backward_workspace_size(const mra_problem* problem, size_t* bytes);
 
 /* MRA backward on the device (docs/semantics.md §7): given dout = dL/d(out), writes dq, dk, dv (the problem's
- * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. Strides (§8): dout is read with out's
+ * dtype, shaped like q, k, v; masked tokens 0), the selection held fixed. f16/bf16: dout and out in that dtype,
+ * sums in f32, the exact part on tensor cores with P and dS rounded to the dtype, each gradient rounded to it once
+ * (docs/kernels.md, "Backward"). Strides (§8): dout is read with out's
  * strides, and dq, dk, dv are written with the strides of q, k and v (a packed or [B, N, H, D] layout gives
  * gradients in the same layout); their elements must be distinct (so not for a k or v given with a stride 0) and
  * share no byte with each other, q, k, v, out or dout, else MRA_ERROR_BAD_ARGUMENT. Checked as disjoint address

@@ -16,8 +16,11 @@
 // Every gradient element is written once, by one thread, as a sum in a fixed order: no atomics on floats, and the
 // result is bitwise reproducible; a K/V head shared by a group of query heads (§8) sums their gradients in one
 // thread, in head order. Every tensor is read and written through its strides: dout with out's, dq, dk and dv
-// with those of q, k and v (§8). f32 accumulation; every configuration whose generated file instantiates
-// backward<Cfg> (codegen: f32 storage for now) has it.
+// with those of q, k and v (§8). Every configuration has it (codegen renders backward<Cfg> into each generated file).
+// f32 storage: every stage on CUDA cores in f32. f16/bf16 storage: stages 5 and 6 run on tensor cores
+// (backward_mma.cuh: grad_dq_mma_kernel, grad_dkv_mma_kernel, P and dS rounded to the storage type as the A operand
+// of their products), stages 1-4 and the coarse terms are these f32 CUDA-core kernels on the widened 16-bit inputs;
+// the gradients are rounded to the storage type once, at their store (docs/kernels.md, "Backward").
 #pragma once
 
 #include "kernels/forward.cuh"
@@ -501,6 +504,15 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
   }
 }
 
+}  // namespace MRA_KERNEL_NAMESPACE
+}  // namespace mra::kern
+
+// The tensor-core stages 5 and 6 of f16/bf16 storage, on the helpers above.
+#include "kernels/backward_mma.cuh"
+
+namespace mra::kern {
+inline namespace MRA_KERNEL_NAMESPACE {
+
 // Host side: launches the backward stages of one configuration on the forward's saved state.
 template <class Cfg>
 mra_status backward(const KernelArgs& a) {
@@ -516,16 +528,27 @@ mra_status backward(const KernelArgs& a) {
     if (auto s = per_slice(grad_coarse_rows_kernel<Cfg>, unsigned(lv.nq), unsigned(kCoarseThreads), 0, li)) return s;
     if (auto s = per_slice(grad_coarse_cols_kernel<Cfg>, unsigned(lv.nk), unsigned(kCoarseThreads), 0, li)) return s;
   }
-  using DqSmem = GradSmem<Cfg::rows, Cfg::tile, Cfg::dim>;
   const unsigned q_tiles = unsigned((a.problem.nq + Cfg::rows - 1) / Cfg::rows);
-  if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
-  if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
-  constexpr int KB = DkvShape<Cfg>::KB;
-  const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
-  const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // grid rows: (batch, K/V head)
-  if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
-  return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads),
-                                     DkvShape<Cfg>::bytes, g));
+  const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // dk/dv grid rows: (batch, K/V head)
+  if constexpr (Cfg::tensor_cores) {
+    using Dkv = GradDkvMmaShape<Cfg>;
+    constexpr size_t dq_bytes = GradDqMmaSmem<Cfg>::bytes;
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_mma_kernel<Cfg>, int(dq_bytes)))) return s;
+    if (auto s = per_slice(grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes)) return s;
+    const unsigned k_tiles = unsigned((a.problem.nk + Dkv::KB - 1) / Dkv::KB);
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_mma_kernel<Cfg>, int(Dkv::bytes)))) return s;
+    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_mma_kernel<Cfg>, k_tiles, unsigned(Dkv::threads),
+                                       Dkv::bytes, g));
+  } else {
+    using DqSmem = GradSmem<Cfg::rows, Cfg::tile, Cfg::dim>;
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
+    if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
+    constexpr int KB = DkvShape<Cfg>::KB;
+    const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
+    if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
+    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads),
+                                       DkvShape<Cfg>::bytes, g));
+  }
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

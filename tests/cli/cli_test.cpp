@@ -763,7 +763,7 @@ ExactGradients exact_gradients(const Problem& p, const std::vector<double>& dout
 
 }  // namespace
 
-TEST_CASE("grad: with every block selected the gradients of exact attention; errors name their option or file") {
+TEST_CASE("grad: with every block selected the gradients of exact attention, errors name their option or file") {
   TempDir dir;
   const Problem p = write_problem(dir, {2, 2, 20, 8}, {2, 2, 45, 8});  // cross-attention, partial blocks
   const std::vector<double> dout = sample(2 * 2 * 20 * 8, 4);

@@ -15,14 +15,28 @@ import pathlib
 import re
 import sys
 
-KERNELS = ("pool_kernel", "coarse_rowmax_kernel", "coarse_rank_kernel", "coarse_count_kernel", "coarse_write_kernel",
-           "refine_keys_kernel", "select_kernel", "coarse_level1_kernel", "coarse_merge_kernel", "attend_kernel",
+# group_pool_kernel before pool_kernel: parse() takes the first name contained in the mangled one.
+KERNELS = ("group_pool_kernel", "group_share_kernel", "pool_kernel", "coarse_rowmax_kernel", "coarse_rank_kernel",
+           "coarse_count_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "coarse_level1_kernel", "coarse_merge_kernel", "attend_kernel",
            "attend_mma_kernel")
-# The backward's kernels (runtime/kernels/backward.cuh), in the configurations the manifest marks "backward".
-BACKWARD_KERNELS = ("grad_delta_kernel", "grad_block_kernel", "grad_coarse_rows_kernel", "grad_coarse_cols_kernel",
-                    "grad_dq_kernel", "grad_dkv_kernel")
+# The backward's kernels (runtime/kernels/backward.cuh), in the configurations the manifest marks "backward": the
+# stages every dtype runs, and the exact-part stages by dtype (f16/bf16 on tensor cores, backward_mma.cuh).
+BACKWARD_COMMON = ("grad_delta_kernel", "grad_block_kernel", "grad_coarse_rows_kernel", "grad_coarse_cols_kernel")
+BACKWARD_EXACT = {"f32": ("grad_dq_kernel", "grad_dkv_kernel"),
+                  "f16": ("grad_dq_mma_kernel", "grad_dkv_mma_kernel"),
+                  "bf16": ("grad_dq_mma_kernel", "grad_dkv_mma_kernel")}
+BACKWARD_KERNELS = BACKWARD_COMMON + BACKWARD_EXACT["f32"] + BACKWARD_EXACT["f16"]
 ATTEND = {"f32": "attend_kernel", "f16": "attend_mma_kernel", "bf16": "attend_mma_kernel"}  # by dtype
+# The kernels whose exact part is on tensor cores: their SASS must hold HMMA (tests/sass).
+TENSOR_CORE_KERNELS = ("attend_mma_kernel",) + BACKWARD_EXACT["f16"]
 REGISTERS_PER_SM = 65536
+
+
+def expected_kernels(cfg: dict) -> list[str]:
+    """The kernels a generated configuration (manifest.json entry) compiles: the forward's, and the backward's."""
+    out = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
+           and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
+    return out + (list(BACKWARD_COMMON + BACKWARD_EXACT[cfg["dtype"]]) if cfg.get("backward") else [])
 
 
 def parse(log: str) -> dict:
@@ -80,10 +94,7 @@ def main(argv):
             problems.append(f"{name}: no ptxas log at {log} (rebuild mra_kernels_cuda)")
             continue
         found = parse(log.read_text())
-        expected = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
-                    and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
-        expected += list(BACKWARD_KERNELS) if cfg.get("backward") else []
-        for kernel in expected:
+        for kernel in expected_kernels(cfg):
             for arch in archs:
                 r = found.get((kernel, arch))
                 if not r or "regs" not in r:

@@ -142,7 +142,7 @@ TEST_CASE("__ballot_sync, __any_sync, __all_sync and __match_any_sync, full and 
   }
 }
 
-TEST_CASE("a partial warp completes full-mask operations; exited lanes do not vote") {
+TEST_CASE("a partial warp completes full-mask operations, exited lanes do not vote") {
   EmulatorSettings settings;
   for (const auto& s : all_schedules()) {
     settings.use(s);

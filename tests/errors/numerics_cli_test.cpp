@@ -73,7 +73,7 @@ std::vector<std::string> command(const std::string& name, std::vector<std::strin
 
 }  // namespace
 
-TEST_CASE("numerics: logits of 1e4 and beyond stay finite; exact and fully refined MRA match exact attention") {
+TEST_CASE("numerics: logits of 1e4 and beyond stay finite, exact and fully refined MRA match exact attention") {
   constexpr int64_t n = 96, d = 4;
   for (const double amplitude : {100.0, 1000.0, 1e4}) {
     CAPTURE(amplitude);

@@ -209,13 +209,13 @@ std::vector<float> naive_attention_f32(const Problem& p, const Config& c, const 
   return out;
 }
 
-GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selection& s, const float* dout) {
+GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selection& s, const float* dout,
+                                float (*round_stored)(float)) {
   const int64_t D = p.dim, steps = int64_t(c.scales.size()) - 1, fin = c.scales[size_t(steps - 1)];
   const float scale = float(p.effective_scale()), nan = std::numeric_limits<float>::quiet_NaN();
   GradientsF32 g{std::vector<float>(size_t(p.batch * p.heads * p.nq * D), 0.f),
                  std::vector<float>(size_t(p.batch * p.heads * p.nk * D), 0.f),
                  std::vector<float>(size_t(p.batch * p.heads * p.nk * D), 0.f)};
-  const auto identity = [](float x) { return x; };
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h) {
       const int64_t slice = b * p.heads + h;
@@ -259,8 +259,10 @@ GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selecti
         for (int64_t i = R * fin; i < std::min((R + 1) * fin, p.nq); ++i) {
           float m = 0.f, den = 0.f;
           if (!query_real(i) ||
-              !row_forward(q + i * D, horizon(p, i), coarse, keys, k, v, D, scale, identity, logit, m, den, out.data()))
+              !row_forward(q + i * D, horizon(p, i), coarse, keys, k, v, D, scale, round_stored, logit, m, den,
+                           out.data()))
             continue;
+          for (float& x : out) x = round_stored(x);
           const float* gi = go + i * D;
           const float delta = dot_f32(gi, out.data(), D);
           for (const Coarse& t : coarse) {  // dA = P (dout_i·V − n δ_i) and dV = P dout_i, per pair
@@ -274,10 +276,11 @@ GradientsF32 naive_backward_f32(const Problem& p, const Config& c, const Selecti
             const int64_t j = keys[t];
             const float w = std::exp(logit[t] - m) / den;
             const float ds = w * (dot_f32(gi, v + j * D, D) - delta);
+            const float w_used = round_stored(w), ds_used = round_stored(ds);  // the tensor cores' A operands
             for (int64_t d = 0; d < D; ++d) {
-              dv[j * D + d] += w * gi[d];
-              dq[i * D + d] += scale * ds * k[j * D + d];
-              dk[j * D + d] += scale * ds * q[i * D + d];
+              dv[j * D + d] += w_used * gi[d];
+              dq[i * D + d] += scale * ds_used * k[j * D + d];
+              dk[j * D + d] += scale * ds_used * q[i * D + d];
             }
           }
         }

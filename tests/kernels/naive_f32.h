@@ -29,11 +29,15 @@ std::vector<float> naive_attention_f32(const mra::ref::Problem& p, const mra::re
 // then every term's weight P and its gradient, exact entries straight to dq, dk, dv, coarse pairs summed over their
 // rows and spread over the real tokens of their blocks at the end. Contiguous inputs with one K/V head per query
 // head (a grouped problem is given expanded, and the caller sums dk, dv over each group). A slice whose real q, k,
-// v or dout is not finite gives NaN on its real tokens (§7.5).
+// v or dout is not finite gives NaN on its real tokens (§7.5). `round_stored` rounds where a 16-bit configuration
+// rounds (identity for f32): the forward's exact weights before P V (as naive_attention_f32's round_p), the stored
+// output out_i that δ_i is taken from, and the backward's exact P and dS before they multiply dout, k and q (the A
+// operands of its tensor-core products); the coarse terms stay unrounded, and the gradients are returned unrounded
+// (the caller rounds them to the storage type, as the kernels' final store does).
 struct GradientsF32 {
   std::vector<float> dq, dk, dv;
 };
 GradientsF32 naive_backward_f32(const mra::ref::Problem& p, const mra::ref::Config& c, const mra::ref::Selection& s,
-                                const float* dout);
+                                const float* dout, float (*round_stored)(float));
 
 }  // namespace mra::test

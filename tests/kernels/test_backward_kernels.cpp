@@ -11,6 +11,11 @@
 // has |x - ref| <= atol + rtol |ref| with atol = min(2 E + 4 u max|ref|, K u max|ref|) and rtol = 3 u (u = 2^-24):
 // the multiple 2 and the 4 u floor as in the forward, and the worst-case bound of before (K = 4 (D + max(Nq, Nk)):
 // f32 dot products of length D, sums of at most max(Nq, Nk) products) as the outer cap, which E must respect too.
+// With 16-bit storage (f16, bf16) the inputs are rounded to the type first, the naive backward rounds where the
+// kernels' pipeline rounds (the forward's P before P V and its stored output; the backward's exact P and dS, the A
+// operands of its tensor-core products) and its gradients are rounded to the type as the kernels' final store; the
+// rule adds the storage's unit roundoff u_T: rtol = 3 u + u_T, and the cap grows by 8 u_T max|ref| (docs/kernels.md,
+// "Backward", 16-bit storage).
 // The fraction used is printed per tensor; docs/kernels.md lists the worst and the mutants it kills.
 #include <doctest/doctest.h>
 
@@ -27,6 +32,7 @@
 #include "common/inputs.h"
 #include "common/problem.h"
 #include "common/skip.h"
+#include "common/storage.h"
 #include "common/strided.h"
 #include "kernels/layout.h"
 #include "mra.h"
@@ -39,6 +45,7 @@ using mra::test::Rng;
 using mra::test::Strides4;
 
 constexpr double kU32 = 0x1.0p-24;
+constexpr double kStoredMultiple = 8.0;  // 16-bit storage: the cap's multiple of u_T max|ref| (header)
 
 // A 16-byte aligned float buffer (the C API's alignment rule), filled with `fill` bytes.
 struct Buffer {
@@ -53,6 +60,7 @@ struct Buffer {
 
 struct Case {
   std::string what;
+  mra_dtype dtype = MRA_DTYPE_F32;  // storage of q, k, v, out, dout and the gradients
   int64_t batch = 1, heads = 1, nq = 0, nk = 0, dim = 0;
   double scale = 0.0;  // 0: the default 1/sqrt(D)
   std::vector<int64_t> sides;
@@ -116,36 +124,48 @@ struct Grads {
 
 int64_t kv_heads_of(const Case& c) { return c.heads_kv ? c.heads_kv : c.heads; }
 
-// A contiguous [B, H, N, D] tensor (or none) stored with strides s (contiguous when s is all zero) in a 16-byte
-// aligned buffer; elements no index reaches hold 3.4e38 (bytes 0x7f), like the outputs before they are written.
+// A contiguous [B, H, N, D] tensor (or none) stored in type t with strides s (contiguous when s is all zero) in a
+// 16-byte aligned buffer; elements no index reaches hold the poison of tests/common/storage.h (3.4e38, f16 65504),
+// like the outputs before they are written. x must be representable in t.
 struct Stored {
+  mra_dtype type;
   Strides4 extent, strides;
   size_t elems;
   Buffer buf;
   float fill;
-  Stored(const std::vector<float>& x, Strides4 extent_, Strides4 s)
-      : extent(extent_),
+  Stored(mra_dtype t, const std::vector<float>& x, Strides4 extent_, Strides4 s)
+      : type(t),
+        extent(extent_),
         strides(s == Strides4{} ? Strides4{extent_[1] * extent_[2] * extent_[3], extent_[2] * extent_[3], extent_[3], 1}
                                 : s),
         elems(size_t(mra::test::span_of(strides, extent))),
-        buf(elems * 4, 0x7f),
-        fill(buf.f()[0]) {
-    if (!x.empty()) std::ranges::copy(mra::test::scatter(x, extent, strides, fill), buf.f());
+        buf(elems * mra::test::elem_size(t)) {
+    unsigned char* bytes = static_cast<unsigned char*>(buf.data());
+    mra::test::poison(bytes, elems, t);
+    fill = mra::test::from_storage(bytes, t, 1)[0];
+    if (x.empty()) return;
+    std::vector<float> all = mra::test::scatter(x, extent, strides, fill);
+    const std::vector<unsigned char> stored = mra::test::to_storage(all, t);
+    std::memcpy(bytes, stored.data(), stored.size());
   }
-  // The [B, H, N, D] tensor back; CHECKs that nothing outside its elements was written.
+  size_t bytes() const { return elems * mra::test::elem_size(type); }
+  // The [B, H, N, D] tensor back, as f32; CHECKs that nothing outside its elements was written.
   std::vector<float> gathered(const char* name, const std::string& what) {
-    const std::vector<float> all(buf.f(), buf.f() + elems);
+    const std::vector<float> all = mra::test::from_storage(static_cast<unsigned char*>(buf.data()), type, elems);
     CHECK_MESSAGE(mra::test::written_outside(all, extent, strides, fill) == 0, what, ": ", std::string(name),
                   " written outside its elements");
     return mra::test::gather(all, extent, strides);
   }
 };
 
-// Forward, then backward, on the test's backend, with the case's K/V heads and strides; the reference backward on
-// the kernels' selection (unless `reference` is false), from contiguous copies of the inputs.
+// Forward, then backward, on the test's backend, with the case's storage type, K/V heads and strides; the reference
+// backward on the kernels' selection (unless `reference` is false), from contiguous copies of the inputs. A 16-bit
+// case first rounds q, k, v and dout to its type in place, so that the reference and the naive backward see the
+// values the kernels read.
 Grads run_backward(Case& c, bool reference = true) {
+  for (std::vector<float>* x : {&c.q, &c.k, &c.v, &c.dout}) mra::test::to_storage(*x, c.dtype);
   mra_problem p =
-      mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, c.dim, MRA_DTYPE_F32, c.scale, c.heads_kv);
+      mra::test::mra_problem_of(c.config, c.batch, c.heads, c.nq, c.nk, c.dim, c.dtype, c.scale, c.heads_kv);
   p.causal = c.causal;
   for (int d = 0; d < 4; ++d) {
     p.strides.q[d] = c.q_strides[size_t(d)];
@@ -160,14 +180,15 @@ Grads run_backward(Case& c, bool reference = true) {
   const int64_t hkv = kv_heads_of(c);
   const Strides4 qx{c.batch, c.heads, c.nq, c.dim}, kx{c.batch, hkv, c.nk, c.dim};
   // out, dout and dq share q's strides, dk and dv those of k and v (runtime/mra.h).
-  Stored q(c.q, qx, c.q_strides), k(c.k, kx, c.kv_strides), v(c.v, kx, c.kv_strides);
-  Stored dout(c.dout, qx, c.out_strides), out({}, qx, c.out_strides), dq({}, qx, c.q_strides);
+  const mra_dtype ty = c.dtype;
+  Stored q(ty, c.q, qx, c.q_strides), k(ty, c.k, kx, c.kv_strides), v(ty, c.v, kx, c.kv_strides);
+  Stored dout(ty, c.dout, qx, c.out_strides), out(ty, {}, qx, c.out_strides), dq(ty, {}, qx, c.q_strides);
   REQUIRE(out.elems == q.elems);
-  Stored dk({}, kx, c.kv_strides), dv({}, kx, c.kv_strides);  // 3.4e38: an unwritten element fails
+  Stored dk(ty, {}, kx, c.kv_strides), dv(ty, {}, kx, c.kv_strides);  // poisoned: an unwritten element fails
   Buffer fws(fbytes, 0xff);
   const uint8_t* qm = c.qmask.empty() ? nullptr : c.qmask.data();
   const uint8_t* km = c.kmask.empty() ? nullptr : c.kmask.data();
-  const size_t qn = q.elems * 4, kn = k.elems * 4;
+  const size_t qn = q.bytes(), kn = k.bytes();
   const mra::test::Tensors t{q.buf.data(), k.buf.data(), v.buf.data(), qn, kn, qm, km};
   std::string error;
   const mra_status s = mra::test::run_backward(p, t, {dout.buf.data(), out.buf.data(), dq.buf.data(), dk.buf.data(),
@@ -190,7 +211,9 @@ Grads run_backward(Case& c, bool reference = true) {
   ref::Problem expanded = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), k_all.data(),
                                            v_all.data(), qm, km, c.scale);
   expanded.causal = c.causal;
-  mra::test::GradientsF32 per_head = mra::test::naive_backward_f32(expanded, c.config, g.used, c.dout.data());
+  float (*round_stored)(float) = mra::test::rounding(c.dtype);
+  mra::test::GradientsF32 per_head =
+      mra::test::naive_backward_f32(expanded, c.config, g.used, c.dout.data(), round_stored);
   g.naive.dq = std::move(per_head.dq);
   g.naive.dk.assign(c.k.size(), 0.f);
   g.naive.dv.assign(c.v.size(), 0.f);
@@ -202,6 +225,8 @@ Grads run_backward(Case& c, bool reference = true) {
         g.naive.dk[to] += per_head.dk[from];
         g.naive.dv[to] += per_head.dv[from];
       }
+  for (std::vector<float>* x : {&g.naive.dq, &g.naive.dk, &g.naive.dv})  // the final store to the storage type
+    for (float& e : *x) e = round_stored(e);
   return g;
 }
 
@@ -215,15 +240,18 @@ void check_tensor(const char* name, const std::vector<float>& got, const std::ve
     max_ref = std::max(max_ref, std::fabs(want[e]));
     if (std::isfinite(naive[e])) naive_err = std::max(naive_err, std::fabs(double(naive[e]) - want[e]));
   }
-  // The outer cap: the worst-case bound, K u of max|ref| and of |ref|.
-  const double kmul = 4.0 * double(c.dim + std::max(c.nq, c.nk)), cap = kmul * kU32 * max_ref;
+  // The outer cap: the worst-case bound, K u of max|ref| and of |ref|; with 16-bit storage plus what its roundings
+  // add (header: u_T of each stored value, the output's and the weights' of the forward that δ is taken from).
+  const double us = c.dtype == MRA_DTYPE_F32 ? 0.0 : mra::test::unit_roundoff(c.dtype);
+  const double kmul = 4.0 * double(c.dim + std::max(c.nq, c.nk)), cap = (kmul * kU32 + kStoredMultiple * us) * max_ref;
   CHECK_MESSAGE(naive_err <= cap, c.what, ": ", std::string(name), ": the naive f32 backward's error ", naive_err,
                 " must be within the worst-case bound ", cap);
-  const double atol = std::min(2.0 * naive_err + 4.0 * kU32 * max_ref, cap), rtol = 3.0 * kU32;
+  const double atol = std::min(2.0 * naive_err + 4.0 * kU32 * max_ref, cap), rtol = 3.0 * kU32 + us;
   const int64_t heads = std::string(name) == "dq" ? c.heads : kv_heads_of(c);
   const mra::test::Comparison cmp =
       mra::test::compare(got.data(), ref32.data(), int64_t(got.size()), atol, rtol, {c.batch, heads, n, c.dim});
-  MESSAGE(c.what, ": ", std::string(name), " (naive f32 error ", naive_err, ") ", cmp.report);
+  const double in_ut = us > 0 ? naive_err / (us * max_ref) : 0.0;
+  MESSAGE(c.what, ": ", std::string(name), " (naive error ", naive_err, " = ", in_ut, " u_T max|ref|) ", cmp.report);
   CHECK_MESSAGE(cmp.ok, c.what, ": ", std::string(name), " ", cmp.report);
 }
 
@@ -368,6 +396,22 @@ TEST_CASE("backward.deterministic") {
   CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);
 }
 
+TEST_CASE("backward.deterministic, tensor cores") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_bf16"})) return;
+  // The f16/bf16 exact part on tensor cores (two warps per CTA in both kernels here): the same bits under another
+  // order of the emulated threads.
+  Case c = random_case(32, {32, 1}, 64, 1, 2, 80, 70, ref::Mode::full, 0.8);
+  c.dtype = MRA_DTYPE_BF16;
+  mra::test::set_schedule(0);
+  const Grads a = run_backward(c, false);
+  mra::test::set_schedule(1);
+  const Grads b = run_backward(c, false);
+  mra::test::set_schedule(0);
+  CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4) == 0);
+  CHECK(std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4) == 0);
+  CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);
+}
+
 namespace {
 
 enum class Storage { bnhd, padded };
@@ -447,6 +491,25 @@ TEST_CASE("backward.grouped K/V heads: a poisoned query head") {
 
 namespace {
 
+// The generated configurations of this build with 16-bit storage: (name, dtype, head dim, block sides).
+struct Built16 {
+  std::string name;
+  mra_dtype dtype;
+  int64_t dim;
+  std::vector<int64_t> sides;
+};
+std::vector<Built16> built_16bit() {
+  std::vector<Built16> out;
+#define MRA_CONFIG(cname, dtype, dim, levels, s1, s2, s3, s4)                                             \
+  if (dtype != MRA_DTYPE_F32 && mra::test::configuration_built(#cname)) {                                   \
+    const int64_t all[4] = {s1, s2, s3, s4};                                                                \
+    out.push_back({#cname, dtype, dim, std::vector<int64_t>(all, all + levels)});                          \
+  }
+#include "registry.inc"
+#undef MRA_CONFIG
+  return out;
+}
+
 // §9.7: the case made causal under policy row with `per_row` blocks per block row at every level.
 void make_causal(Case& c, int64_t per_row) {
   c.causal = true;
@@ -456,6 +519,56 @@ void make_causal(Case& c, int64_t per_row) {
 }
 
 }  // namespace
+
+TEST_CASE("backward.16-bit storage, every configuration") {
+  // Every f16/bf16 configuration built: q, k, v, dout rounded to the type, the forward's stored output, the
+  // gradients stored in the type (docs/kernels.md, "Backward", 16-bit storage). Partial blocks (Nq = 2 s_1 + 5,
+  // Nk = 2 s_1 - 3), masks, mode full (every level's coarse gradients); f16 on one K/V head per query head, bf16
+  // with 2 query heads on 1 K/V head (§8) and in mode sparse every other configuration; every third configuration
+  // causal (§9.7, policy row, 1 block per row; δ = Nk − Nq = −8: the first queries see nothing).
+  const std::vector<Built16> configs = built_16bit();
+  if (configs.empty()) {
+    MESSAGE("skipped: this build has no f16/bf16 configuration (MRA_KERNELS)");
+    mra::test::case_skipped = true;
+    return;
+  }
+  uint64_t seed = 400;
+  int64_t geometry = 0;  // counts the (sides, D) pairs, each built as f16 and as bf16
+  for (const Built16& cfg : configs) {
+    const int64_t s1 = cfg.sides[0];
+    const bool bf16 = cfg.dtype == MRA_DTYPE_BF16;
+    const ref::Mode mode = bf16 && geometry++ % 2 ? ref::Mode::sparse : ref::Mode::full;
+    Case c = random_case(seed, cfg.sides, cfg.dim, 1, 2, 2 * s1 + 5, 2 * s1 - 3, mode, 0.85);
+    c.dtype = cfg.dtype;
+    if (bf16) {
+      Rng rng(seed + 1000);
+      c.heads_kv = 1;
+      c.k = mra::test::noise(rng, c.batch, 1, c.nk, c.dim);
+      c.v = mra::test::noise(rng, c.batch, 1, c.nk, c.dim);
+      c.what += ", 2 heads on 1";
+    }
+    if (seed % 3 == 2) make_causal(c, 1);
+    c.what = cfg.name + ": " + c.what;
+    check_case(c);
+    ++seed;
+  }
+}
+
+TEST_CASE("backward.r32x1_d64_bf16 production") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_bf16"})) return;
+  // Structured inputs at N = 1024 with 4 blocks per row, as the f32 production case, in bf16 storage.
+  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1024, 64, 9);
+  Rng rng(10);
+  Case c;
+  c.what = "bf16, structured B 1 H 2 N 1024 D 64, full, 4 blocks per row";
+  c.dtype = MRA_DTYPE_BF16;
+  c.batch = 1, c.heads = 2, c.nq = 1024, c.nk = 1024, c.dim = 64, c.sides = {32, 1};
+  c.q = in.q, c.k = in.k, c.v = in.v;
+  c.dout = mra::test::noise(rng, 1, 2, 1024, 64);
+  c.config.scales = c.sides;
+  c.config.budgets = ref::budgets_from_blocks_per_row(c.sides, 1024, 1024, 4);
+  check_case(c);
+}
 
 TEST_CASE("backward.causal on every f32 configuration") {
   // §9.7 on every f32 configuration this build has (each has a backward): one case each, cycling through δ = 0,
@@ -620,8 +733,8 @@ bool stored_zero(mra_dtype dtype, const uint8_t* bytes) {
 }  // namespace
 
 TEST_CASE("backward.causal: every configuration with a backward sends nothing to unseen keys") {
-  // §9.7 on every configuration of the build, whatever its dtype, whose backward accepts causal attention (f32 today;
-  // a dtype whose backward kernels lack the causal mask fails here the day its backward is enabled). Nq = 2 s_1 + 5,
+  // §9.7 on every configuration of the build, whatever its dtype, whose backward accepts causal attention (every
+  // one: f32 on CUDA cores, f16/bf16 with the exact part on tensor cores). Nq = 2 s_1 + 5,
   // Nk = Nq + s_1 + 3, the last 7 queries padded, mode full, 1 block per row: dk and dv are exactly 0 on the keys
   // past the last real query's horizon (some of them inside refined crossing pairs) and not all 0 before; after the
   // keys and values past a cut are redrawn, dq is bit for bit unchanged on the rows of the level-1 blocks that end

@@ -21,14 +21,12 @@
 #include <string>
 #include <vector>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "backend.h"
 #include "common/check.h"
 #include "common/inputs.h"
 #include "common/problem.h"
 #include "common/skip.h"
+#include "common/storage.h"
 #include "common/strided.h"
 #include "kernels/entry.h"
 #include "kernels/layout.h"
@@ -43,6 +41,11 @@ using mra::kern::Layout;
 using mra::kern::Level;
 namespace ref = mra::ref;
 using mra::test::Rng;
+using mra::test::elem_size;
+using mra::test::from_storage;
+using mra::test::poison;
+using mra::test::to_storage;
+using mra::test::unit_roundoff;
 
 constexpr double kU32 = 0x1.0p-24;  // unit roundoff of f32
 
@@ -71,65 +74,6 @@ struct Case {
   bool production = false;           // one end-to-end run (no second schedule); the given-selection run only
                                      // when a near tie made the selections differ
 };
-
-double unit_roundoff(mra_dtype t) { return t == MRA_DTYPE_F32 ? kU32 : t == MRA_DTYPE_F16 ? 0x1.0p-11 : 0x1.0p-8; }
-size_t elem_size(mra_dtype t) { return t == MRA_DTYPE_F32 ? 4 : 2; }
-
-// Where the tensor-core kernels round P (docs/kernels.md, "Precision"): the naive implementation rounds its exact
-// weights the same way, so the calibrated tolerance measures that rounding too.
-float round_f16(float x) { return __half2float(__float2half_rn(x)); }
-float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-float round_none(float x) { return x; }
-float (*p_rounding(mra_dtype t))(float) {
-  return t == MRA_DTYPE_F16 ? round_f16 : t == MRA_DTYPE_BF16 ? round_bf16 : round_none;
-}
-
-// Rounds `x` to the storage type in place and returns its bytes in that type.
-std::vector<unsigned char> to_storage(std::vector<float>& x, mra_dtype t) {
-  std::vector<unsigned char> bytes(x.size() * elem_size(t));
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (t == MRA_DTYPE_F16) {
-      const __half h = __float2half_rn(x[i]);
-      x[i] = __half2float(h);
-      std::memcpy(&bytes[2 * i], &h, 2);
-    } else if (t == MRA_DTYPE_BF16) {
-      const __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
-      x[i] = __bfloat162float(h);
-      std::memcpy(&bytes[2 * i], &h, 2);
-    } else {
-      std::memcpy(&bytes[4 * i], &x[i], 4);
-    }
-  }
-  return bytes;
-}
-
-std::vector<float> from_storage(const std::vector<unsigned char>& bytes, mra_dtype t, size_t n) {
-  std::vector<float> x(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (t == MRA_DTYPE_F16) {
-      __half h;
-      std::memcpy(&h, &bytes[2 * i], 2);
-      x[i] = __half2float(h);
-    } else if (t == MRA_DTYPE_BF16) {
-      __nv_bfloat16 h;
-      std::memcpy(&h, &bytes[2 * i], 2);
-      x[i] = __bfloat162float(h);
-    } else {
-      std::memcpy(&x[i], &bytes[4 * i], 4);
-    }
-  }
-  return x;
-}
-
-// Fills n elements of type t with a large finite value (f32 and bf16 0x7f7f..: 3.4e38, f16 0x7bff: 65504), so
-// that an element the kernels leave unwritten fails any comparison instead of passing as NaN or zero.
-void poison(unsigned char* out, size_t n, mra_dtype t) {
-  const uint16_t half = t == MRA_DTYPE_F16 ? 0x7bffu : 0x7f7fu;
-  for (size_t i = 0; i < n; ++i) {
-    if (t == MRA_DTYPE_F32) std::memset(out + 4 * i, 0x7f, 4);
-    else std::memcpy(out + 2 * i, &half, 2);
-  }
-}
 
 // The elements of a contiguous [B, H, N, D] tensor (`bytes`, `es` bytes each) placed with strides `s` into a
 // buffer of the strides' span; positions no index reaches hold 0xff bytes (NaN in every dtype), so a kernel
@@ -255,11 +199,11 @@ class Runner {
         mra::test::run_stages(problem_, t, out.data(), out_span * es, ws.data(), ws_bytes_, stages, &error);
     INFO("run failed: ", error);
     REQUIRE(s == MRA_SUCCESS);
-    const std::vector<float> all = from_storage({out.data(), out.data() + out_span * es}, cfg_.dtype, out_span);
+    const std::vector<float> all = from_storage(out.data(), cfg_.dtype, out_span);
     if (!strided) return all;
     std::vector<unsigned char> one(es);
     poison(one.data(), 1, cfg_.dtype);
-    CHECK(mra::test::written_outside(all, q_extent_, out_strides_, from_storage(one, cfg_.dtype, 1)[0]) == 0);
+    CHECK(mra::test::written_outside(all, q_extent_, out_strides_, from_storage(one.data(), cfg_.dtype, 1)[0]) == 0);
     return mra::test::gather(all, q_extent_, out_strides_);
   }
 
@@ -632,7 +576,7 @@ Expected expected_output(const Runner& run, const Case& c, const Config& cfg, co
                          const ref::Selection& sel) {
   Expected e{std::vector<float>(run.out_elems()), cap, cap, 0};
   ref::attend(run.problem(), c.config, sel, e.out.data());
-  const std::vector<float> naive = mra::test::naive_attention_f32(run.naive_problem(), c.config, sel, p_rounding(cfg.dtype));
+  const std::vector<float> naive = mra::test::naive_attention_f32(run.naive_problem(), c.config, sel, mra::test::rounding(cfg.dtype));
   double vmax = 0;
   for (float x : c.v)
     if (std::isfinite(x)) vmax = std::max(vmax, double(std::fabs(x)));

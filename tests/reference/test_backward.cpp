@@ -488,7 +488,7 @@ TEST_CASE("backward: padding is never read, empty rows send nothing, a non-finit
   }
 }
 
-TEST_CASE("backward: sparse mode without exact entries has zero gradients; bad arguments are reported") {
+TEST_CASE("backward: sparse mode without exact entries has zero gradients, bad arguments are reported") {
   Rng rng(11);
   Case t;
   t.nq = 6, t.nk = 6, t.dim = 2;

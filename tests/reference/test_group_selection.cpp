@@ -169,7 +169,7 @@ TEST_CASE("group selection: per head differs from it when the heads of a group a
   CHECK(mra::ref::select(p, c).refined != mra::ref::select(p, per_head).refined);
 }
 
-TEST_CASE("group selection: a non-finite query poisons its group; causal, the rows of its block in every head") {
+TEST_CASE("group selection: a non-finite query poisons its group, under causal attention the rows of its block in every head") {
   const int64_t nq = 40, nk = 40, bad_row = 13;  // level-1 block 1 of side 8
   for (bool causal : {false, true}) {
     Inputs in(7200, 2, nq, nk, false);

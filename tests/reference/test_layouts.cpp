@@ -157,7 +157,7 @@ TEST_CASE("strided q, k, v and out ([B, N, H, D], padded rows, a shared batch) e
   CHECK(mra_out(shared, c) == mra_out(two.grouped(), c));
 }
 
-TEST_CASE("the backward with grouped K/V heads sums the group's gradients; dout is read with out's strides") {
+TEST_CASE("the backward with grouped K/V heads sums the group's gradients, dout is read with out's strides") {
   for (int64_t heads_kv : {1, 2}) {
     Grouped g(91, 2, 4, heads_kv, 33, 47, 8);
     const Config c{{8, 1}, {5}, Mode::full, 0, 0};

@@ -263,7 +263,7 @@ TEST_CASE("selection: exact ties resolve by flat index, priors outrank scores") 
   }
 }
 
-TEST_CASE("selection: budgets larger than the candidates refine everything; deeper budgets are per step") {
+TEST_CASE("selection: budgets larger than the candidates refine everything, deeper budgets are per step") {
   Case t = structured_case(11, 1, 1, 40, 40, 8);
   const Problem p = t.problem();
   Config c;

@@ -9,8 +9,8 @@ registers) and writes one row per (configuration, kernel, architecture; the back
 manifest marks a configuration "backward"): HMMA, FFMA, LDS, LDSM, LDGSTS, LDG by
 width, BAR, SHFL, MUFU, local memory (LDL/STL), all instructions, registers, and for the attention kernels the
 CTAs per SM and warps per SM the registers, the shared memory and the thread limits allow. The counts are
-static (instructions in the kernel's code, not executed ones). Fails when an f16/bf16 attention kernel has no
-HMMA, when any kernel uses local memory, or when an expected kernel is missing. Exits 77 (ctest: skipped) when
+static (instructions in the kernel's code, not executed ones). Fails when an f16/bf16 tensor-core kernel (the
+forward's attend_mma_kernel, the backward's grad_dq_mma_kernel and grad_dkv_mma_kernel) has no HMMA, when any kernel uses local memory, or when an expected kernel is missing. Exits 77 (ctest: skipped) when
 no cuobjdump is found (tools/bootstrap.sh installs the PyPI wheel nvidia-cuda-cuobjdump).
 """
 
@@ -25,7 +25,8 @@ import sys
 import sysconfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "codegen"))
-from nvcc_resources import ATTEND, BACKWARD_KERNELS, KERNELS, ctas_by_registers, report  # noqa: E402  (one list, one table writer)
+from nvcc_resources import (BACKWARD_KERNELS, KERNELS, TENSOR_CORE_KERNELS, ctas_by_registers,  # noqa: E402
+                            expected_kernels, report)  # (one list, one table writer)
 
 SKIPPED = 77
 COLUMNS = ("HMMA", "FFMA", "LDS", "LDSM", "LDGSTS", "LDG", "BAR", "SHFL", "MUFU", "LDL/STL", "all")
@@ -139,10 +140,7 @@ def main(argv) -> int:
     for name, cfg in sorted(configs.items()):
         if name not in built:
             continue  # not in this build's MRA_KERNELS subset
-        expected = [k for k in KERNELS if (k != "refine_keys_kernel" or len(cfg["resolutions"]) > 2)
-                    and (not k.startswith("attend") or k == ATTEND[cfg["dtype"]])]
-        expected += list(BACKWARD_KERNELS) if cfg.get("backward") else []
-        for kernel in expected:
+        for kernel in expected_kernels(cfg):
             for arch in archs:
                 c = sass.get((name, kernel, arch))
                 if c is None:
@@ -156,7 +154,7 @@ def main(argv) -> int:
                     occ = f"{ctas} / {warps}"
                 rows.append(f"| {name} | {kernel} | sm_{arch} | " +
                             " | ".join(ldg if col == "LDG" else str(c[col]) for col in COLUMNS) + f" | {r} | {occ} |")
-                if kernel == "attend_mma_kernel" and c["HMMA"] == 0:
+                if kernel in TENSOR_CORE_KERNELS and c["HMMA"] == 0:
                     problems.append(f"{name}: {kernel} on sm_{arch} has no HMMA (the exact part is not on tensor cores)")
                 if c["LDL/STL"]:
                     problems.append(f"{name}: {kernel} on sm_{arch} uses local memory ({c['LDL/STL']} LDL/STL)")
