@@ -211,7 +211,8 @@ TEST_CASE("small level 1: one CTA per slice selects the multi-CTA path's T_1, bi
     same_selection(*e, p, in, false);
   }
   SUBCASE("one block row, and a column of blocks") {
-    for (const auto& [nq, nk] : {std::pair<int64_t, int64_t>{s1 - 3, 300 * s1}, {600 * s1 + 7, 20 * s1}}) {
+    for (const std::pair<int64_t, int64_t>& shape : {std::pair<int64_t, int64_t>{s1 - 3, 300 * s1}, {600 * s1 + 7, 20 * s1}}) {
+      const int64_t nq = shape.first, nk = shape.second;
       CAPTURE(nq);
       mra_problem p = problem_of(*e, 1, nq, nk, 37, MRA_MODE_SPARSE);
       p.prior_diagonal = 2;
