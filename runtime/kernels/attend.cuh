@@ -1,7 +1,7 @@
 // runtime/kernels/attend.cuh: stage 3 of the MRA forward pipeline (forward.cuh), the fused attention kernels:
 // attend_mma_kernel (f16/bf16, the exact part on tensor cores) and attend_kernel (f32, CUDA cores). Both start
-// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components (level 1 from
-// coarse_level1_kernel, coarse.cuh; the levels l >= 2 folded here).
+// with the same two pieces: the skip of a tile with nothing to compute, and the coarse components (every level's
+// from coarse.cuh, merged here).
 #pragma once
 
 #include "kernels/common.cuh"
@@ -11,22 +11,16 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 3 (§2.6). Grid (ceil(Nq / rows), slices); a CTA owns `rows` query rows inside one finest block R (side
 // s_{L-1}). It first folds the coarse components of R's block row at every level into one running (max,
-// denominator, numerator[D]), shared by its rows (level 1 read from the workspace); then it streams the keys
+// denominator, numerator[D]), shared by its rows (read from the workspace); then it streams the keys
 // of the refined blocks of R in tiles of `tile` keys through shared memory, with a per-row online softmax. Every sum has a fixed order (no
 // atomics, no order that depends on timing): the output is bitwise reproducible and written once.
 
-// The shared memory of the coarse components: the running state of the tile's block row and one chunk of
-// candidates. `words` 4-byte words.
+// The shared memory of the coarse components: the merged state of the tile's block row. `words` 4-byte words.
 template <class Cfg>
 struct CoarseSmem {
-  static constexpr int D = Cfg::dim, NT = Cfg::threads;
-  static constexpr int num = 0;                    // numerator [D]
-  static constexpr int qbar = num + D;             // pooled query of the level [D]
-  static constexpr int wgt = qbar + D;             // weights of one chunk [NT]
-  static constexpr int scratch = wgt + NT;         // block_max [NT / 32]
-  static constexpr int state = scratch + NT / 32;  // [0] coarse max, [1] coarse denominator
-  static constexpr int col = state + 2;            // int32 [NT]: key-block column of a coarse candidate
-  static constexpr int words = col + NT;
+  static constexpr int num = 0;                 // numerator [D]
+  static constexpr int state = num + Cfg::dim;  // [0] coarse max, [1] coarse denominator
+  static constexpr int words = state + 2;
 };
 
 // The saved state of query row i (§7.2, layout.h `rowstats`): its stabilizer and denominator, or (-inf, 0) when
@@ -35,35 +29,6 @@ __device__ inline void save_row_stats(const Params& p, int64_t slice, int32_t i,
   float* rs = at<float>(p, p.layout.rowstats) + (slice * p.nq + i) * 2;
   rs[0] = m;
   rs[1] = z;
-}
-
-// The candidates of block row r at level li (§2.5): every key block at level 1; below, the rho children of each
-// refined pair of the parent row, in flat order. Slot u < count is key block column(u), which may lie past the
-// last block.
-struct RowCandidates {
-  int32_t rho = 1, start = 0, count = 0;
-  const int32_t* up_col = nullptr;
-  __device__ RowCandidates(const Params& p, int64_t slice, int li, int32_t r) {
-    count = p.layout.level[li].nk;
-    if (li == 0) return;
-    const Level& up = p.layout.level[li - 1];
-    rho = up.side / p.layout.level[li].side;
-    const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-    up_col = at<int32_t>(p, up.col) + slice * up.cap;
-    const int32_t parent = r / rho;
-    start = up_row[parent];
-    count = (up_row[parent + 1] - start) * rho;
-  }
-  __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
-};
-
-// Whether pair (r, c) of level li is in T_l: a binary search of the sorted columns of row r.
-__device__ inline bool refined(const Params& p, int64_t slice, int li, int32_t r, int32_t c) {
-  const Level& lv = p.layout.level[li];
-  const int32_t* row = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-  const int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
-  const int32_t at_c = lower_bound(col, row[r], row[r + 1], c);
-  return at_c < row[r + 1] && col[at_c] == c;
 }
 
 // Causal attention (§9.1, §9.5): the exact keys a tile of query rows [row0, row0 + rows) loads are those before
@@ -100,76 +65,42 @@ __device__ bool tile_skipped(const Params& p, int64_t slice, int32_t b, int32_t 
   return true;
 }
 
-// Coarse components (§2.5-2.6, mode full): the level-1 state of the tile's block row (coarse_level1_kernel, in
-// the workspace), then at each level l >= 2 the candidates of the tile's block row that were not refined, in
-// chunks of NT, folded into (state[0] = max, state[1] = denominator, num[] = numerator).
-// `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and cs[num] hold the result, (-inf, 0, 0)
-// in mode "exact" or when every candidate was refined.
+// Coarse components (§2.5-2.6, mode full): the states of the tile's block row at every coarse level
+// (coarse_level1_kernel and coarse_level_kernel, coarse.cuh: (max, denominator, numerator[D]) in the workspace),
+// merged level by level from level 1's: M = max(m, m_l), den = den·exp(m − M) + den_l·exp(m_l − M), num likewise
+// (a factor 0 for a state with max −inf). `cs` is the CoarseSmem area; on return (after a barrier) cs[state] and
+// cs[num] hold the result, (-inf, 0, 0) in mode "exact" or when every candidate was refined.
 template <class Cfg>
-__device__ void coarse_components(const Params& p, int64_t slice, int32_t b, int32_t row0, float* cs) {
+__device__ void coarse_components(const Params& p, int64_t slice, int32_t row0, float* cs) {
   using C = CoarseSmem<Cfg>;
   constexpr int D = Cfg::dim, NT = Cfg::threads;
-  const int tid = threadIdx.x;
   float* num = cs + C::num;
-  float* qbar = cs + C::qbar;
-  float* wgt = cs + C::wgt;
-  float* scratch = cs + C::scratch;
   float* state = cs + C::state;
-  int32_t* col = reinterpret_cast<int32_t*>(cs + C::col);
-  const Level& l1 = p.layout.level[0];
-  const int64_t r1 = slice * l1.nq + row0 / l1.side;
-  for (int d = tid; d < D; d += NT) num[d] = p.full ? at<float>(p, l1.cnum)[r1 * D + d] : 0.f;
-  if (tid == 0) {
-    state[0] = p.full ? at<float>(p, l1.cmax)[r1] : -INFINITY;
-    state[1] = p.full ? at<float>(p, l1.cden)[r1] : 0.f;
-  }
-  __syncthreads();
-  for (int li = 1; p.full && li < Cfg::steps; ++li) {
-    const Level& lv = p.layout.level[li];
-    const int32_t r = row0 / lv.side;
-    const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
-    const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
-    const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
-    for (int d = tid; d < D; d += NT) qbar[d] = at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + d];
-    const RowCandidates cand(p, slice, li, r);
-    const int32_t count = cand.count;
-    __syncthreads();
-    for (int32_t u0 = 0; u0 < count; u0 += NT) {
-      const int32_t u = u0 + tid;
-      float logit = -INFINITY;
-      int32_t c = -1;
-      if (u < count) {
-        c = cand.column(u);
-        // Under causal attention only a visible pair is a coarse component (§9.3: crossing pairs are refined,
-        // future ones are not candidates).
-        if (c < lv.nk && kcount[c] > 0.f && pair_place(p, lv.side, r, c) == order::kVisible &&
-            !refined(p, slice, li, r, c))
-          logit = p.scale * dot<D>(qbar, kmean + int64_t(c) * D);
+  for (int d = threadIdx.x; d < D; d += NT) {
+    float m = -INFINITY, den = 0.f, x = 0.f;
+    for (int li = 0; p.full && li < Cfg::steps; ++li) {
+      const Level& lv = p.layout.level[li];
+      const int64_t r = slice * lv.nq + row0 / lv.side;
+      const float ml = at<float>(p, lv.cmax)[r], dl = at<float>(p, lv.cden)[r], xl = at<float>(p, lv.cnum)[r * D + d];
+      if (li == 0) {
+        m = ml;
+        den = dl;
+        x = xl;
+        continue;
       }
-      col[tid] = c;
-      const float chunk_max = block_max(logit, scratch);
-      const float m_old = state[0];
-      const float m_new = chunk_max > m_old ? chunk_max : m_old;
-      wgt[tid] = logit == -INFINITY ? 0.f : expf(logit - m_new);
-      __syncthreads();
-      const float rescale = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
-      for (int d = tid; d < D; d += NT) {
-        float a = num[d] * rescale;
-        for (int t = 0; t < NT; ++t)
-          if (wgt[t] != 0.f) a += wgt[t] * vsum[int64_t(col[t]) * D + d];
-        num[d] = a;
-      }
-      if (tid == 0) {
-        float den = state[1] * rescale;
-        for (int t = 0; t < NT; ++t)
-          if (wgt[t] != 0.f) den += wgt[t] * kcount[col[t]];
-        state[1] = den;
-      }
-      __syncthreads();
-      if (tid == 0) state[0] = m_new;
-      __syncthreads();
+      const float top = ml > m ? ml : m;
+      const float a = m == -INFINITY ? 0.f : expf(m - top), al = ml == -INFINITY ? 0.f : expf(ml - top);
+      m = top;
+      den = den * a + dl * al;
+      x = x * a + xl * al;
+    }
+    num[d] = x;
+    if (d == 0) {
+      state[0] = m;
+      state[1] = den;
     }
   }
+  __syncthreads();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -317,7 +248,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_mma_kernel
   };
   for (int32_t it = 0; it < ST - 1; ++it) issue_tile(it);
 
-  coarse_components<Cfg>(p, slice, b, row0, cs);
+  coarse_components<Cfg>(p, slice, row0, cs);
 
   // Per thread: rows g and g + 8 of the warp's slab (h = 0, 1), columns 2t, 2t + 1 of every 8-wide n-tile.
   // The accumulators start from the coarse state, shared by every row; the coarse denominator is counted once
@@ -529,7 +460,7 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) attend_kernel(Par
     if (row0 + i < p.nq) load_widen<T, Cfg::vec>(q.row(row0 + i) + d, x);
     for (int t = 0; t < Cfg::vec; ++t) qs[i * P + d + t] = x[t];
   }
-  coarse_components<Cfg>(p, slice, b, row0, cs);
+  coarse_components<Cfg>(p, slice, row0, cs);
 
   // The coarse state starts every row; its denominator is counted once per row (lane kg = 0 of the group),
   // since the partial sums l are summed over the group at the end.

@@ -1,6 +1,6 @@
-// runtime/kernels/coarse.cuh: the level-1 coarse components (§2.6, mode full), a stage of the MRA forward
-// pipeline (forward.cuh) between the selection and the attention kernels: computed once per level-1 block row,
-// read by every attention CTA of that row.
+// runtime/kernels/coarse.cuh: the coarse components (§2.6, mode full), a stage of the MRA forward pipeline
+// (forward.cuh) between the selection and the attention kernels: computed once per block row of every coarse
+// level, read by every attention CTA of that row.
 #pragma once
 
 #include "kernels/common.cuh"
@@ -170,6 +170,120 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_merge_kernel(Params p) {
   if (d == 0) {
     at<float>(p, lv.cmax)[slice * lv.nq + r] = m;
     at<float>(p, lv.cden)[slice * lv.nq + r] = den;
+  }
+}
+
+// §2.6, levels l >= 2 (mode full; level index li). Per level-l block row r, over its candidates c (the rho children
+// in row r of each refined pair of its parent row, §2.5) that were not refined (not in T_l), with λ = σ q̄_r·k̄_c:
+//   max_r = max_c λ,   den_r = Σ_c exp(λ − max_r)·ck(c),   num_r = Σ_c exp(λ − max_r)·V(c)  (f32 [D])
+// written to the level's cmax, cden, cnum ((−inf, 0, 0) for a row without such candidates), for the attention
+// kernels to merge with level 1's: once per row, instead of by every attention CTA of the row. One CTA per parent
+// row (grid (nq_{l-1}, slices)): its rho child rows share the candidate columns, whose k̄ rows and V sums are
+// staged through shared memory kLevelCols at a time, coalesced, once per parent row. Per step, warp w takes child
+// rows w, w + 8, ...: a lane per column, the logit as a D-long dot in feature order (as the selection's), the
+// step max over the lanes (xor shuffles), the rescale of the row's running max, the weights, the denominator per
+// lane and then over the lanes in xor order; then every thread adds weights x V sums into its (row, feature)
+// numerators in column order. Only a visible pair counts (causal attention, §9.3), and a weight 0 adds nothing, so
+// the V sums of the key blocks from the first non-finite key on never meet one (every row that reaches them is
+// NaN anyway, §9.5). Every sum has a fixed order: bitwise reproducible run to run.
+inline constexpr int kLevelCols = 32;  // one lane per column of a step
+template <class Cfg>
+__global__ void __launch_bounds__(kGemmThreads) coarse_level_kernel(Params p, int li) {
+  constexpr int D = Cfg::dim, RHO = Cfg::rho, NT = kGemmThreads, WARPS = NT / 32;
+  constexpr int OWN = (RHO + WARPS - 1) / WARPS, PER = (RHO * D + NT - 1) / NT;  // rows per warp, numerators per thread
+  const Level& lv = p.layout.level[li];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const int32_t b = int32_t(slice / p.heads);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int32_t rho = p.layout.level[li - 1].side / lv.side, r0 = int32_t(blockIdx.x) * rho;
+  const RowCandidates cand(p, slice, li, r0);  // the parent row's candidates, shared by its child rows
+  const float* kmean = at<float>(p, lv.kmean) + slice * lv.nk * D;
+  const float* vsum = at<float>(p, lv.vsum) + slice * lv.nk * D;
+  const float* qcount = at<float>(p, lv.qcount) + int64_t(b) * lv.nq;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * lv.nk;
+  __shared__ float qbar[RHO][D];
+  __shared__ float ks[kLevelCols][D + 1];  // padded: the lanes' dots read 32 rows at distinct banks
+  __shared__ float vs[kLevelCols][D];
+  __shared__ float wgt[RHO][kLevelCols];
+  __shared__ float rescale[RHO];
+  __shared__ int32_t cols[kLevelCols];  // key-block column of the step's candidates; -1 past the row's or nk
+  for (int e = tid; e < RHO * D; e += NT) {
+    const int32_t r = r0 + e / D;
+    qbar[e / D][e % D] = e / D < rho && r < lv.nq ? at<float>(p, lv.qmean)[(slice * lv.nq + r) * D + e % D] : 0.f;
+  }
+  float m[OWN], den[OWN], num[PER];
+  MRA_UNROLL
+  for (int k = 0; k < OWN; ++k) {
+    m[k] = -INFINITY;
+    den[k] = 0.f;
+  }
+  MRA_UNROLL
+  for (int j = 0; j < PER; ++j) num[j] = 0.f;
+
+  for (int32_t u0 = 0; u0 < cand.count; u0 += kLevelCols) {
+    if (tid < kLevelCols) {
+      const int32_t c = u0 + tid < cand.count ? cand.column(u0 + tid) : lv.nk;
+      cols[tid] = c < lv.nk ? c : -1;
+    }
+    __syncthreads();  // cols written; the step before is done with ks, vs, wgt
+    for (int e = tid; e < kLevelCols * D; e += NT) {
+      const int32_t c = cols[e / D];
+      ks[e / D][e % D] = c >= 0 ? kmean[int64_t(c) * D + e % D] : 0.f;
+      vs[e / D][e % D] = c >= 0 ? vsum[int64_t(c) * D + e % D] : 0.f;
+    }
+    __syncthreads();
+    MRA_UNROLL
+    for (int k = 0; k < OWN; ++k) {
+      const int i = warp + WARPS * k;
+      if (i >= RHO) break;  // uniform over the warp
+      const int32_t r = r0 + i, c = cols[lane];
+      float x = -INFINITY;
+      if (i < rho && r < lv.nq && qcount[r] > 0.f && c >= 0 && kcount[c] > 0.f &&
+          pair_place(p, lv.side, r, c) == order::kVisible && !refined(p, slice, li, r, c))
+        x = p.scale * dot<D>(qbar[i], ks[lane]);
+      float mx = x > m[k] ? x : m[k];
+      for (int o = 16; o > 0; o /= 2) {
+        const float y = __shfl_xor_sync(0xffffffffu, mx, o);
+        mx = y > mx ? y : mx;
+      }
+      const float a = m[k] == -INFINITY ? 0.f : expf(m[k] - mx);
+      const float w = x == -INFINITY ? 0.f : expf(x - mx);
+      wgt[i][lane] = w;
+      float dsum = w != 0.f ? w * kcount[c] : 0.f;
+      for (int o = 16; o > 0; o /= 2) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+      den[k] = den[k] * a + dsum;
+      m[k] = mx;
+      if (lane == 0) rescale[i] = a;
+    }
+    __syncthreads();
+    MRA_UNROLL
+    for (int j = 0; j < PER; ++j) {
+      const int e = tid + NT * j;
+      if (e >= RHO * D) break;
+      float acc = num[j] * rescale[e / D];
+      for (int c = 0; c < kLevelCols; ++c) {
+        const float w = wgt[e / D][c];
+        if (w != 0.f) acc += w * vs[c][e % D];
+      }
+      num[j] = acc;
+    }
+  }
+
+  float* cmax = at<float>(p, lv.cmax) + slice * lv.nq;
+  float* cden = at<float>(p, lv.cden) + slice * lv.nq;
+  float* cnum = at<float>(p, lv.cnum) + slice * lv.nq * D;
+  MRA_UNROLL
+  for (int k = 0; k < OWN; ++k) {
+    const int i = warp + WARPS * k;
+    if (lane == 0 && i < rho && r0 + i < lv.nq) {
+      cmax[r0 + i] = m[k];
+      cden[r0 + i] = den[k];
+    }
+  }
+  MRA_UNROLL
+  for (int j = 0; j < PER; ++j) {
+    const int e = tid + NT * j;
+    if (e < rho * D && r0 + e / D < lv.nq) cnum[int64_t(r0) * D + e] = num[j];
   }
 }
 

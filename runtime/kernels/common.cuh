@@ -56,6 +56,17 @@ struct Tuning {
   static constexpr int stages = Stages;
 };
 
+// The largest ratio rho = s_{l-1} / s_l over the levels l >= 2 (1 with two levels): the child rows of a parent row.
+template <class Res>
+constexpr int largest_rho() {
+  int m = 1;
+  for (int l = 2; l < Res::levels; ++l) {
+    const int rho = Res::side[l - 2] / Res::side[l - 1];
+    m = rho > m ? rho : m;
+  }
+  return m;
+}
+
 template <class Res, int Dim, class Storage, class Tune>
 struct Config {
   using T = Storage;
@@ -63,6 +74,7 @@ struct Config {
   static constexpr int levels = Res::levels;
   static constexpr int steps = levels - 1;
   static constexpr int finest = Res::side[levels - 2];  // s_{L-1}: the side of the exact blocks
+  static constexpr int rho = largest_rho<Res>();
   static constexpr int threads = Tune::threads;
   static constexpr int rows = Tune::query_rows;
   static constexpr int tile = Tune::key_tile;
@@ -200,6 +212,35 @@ __device__ inline int32_t lower_bound(const int32_t* a, int32_t lo, int32_t hi, 
     if (a[mid] < x) lo = mid + 1; else hi = mid;
   }
   return lo;
+}
+
+// The candidates of block row r at level li (§2.5): every key block at level 1; below, the rho children of each
+// refined pair of the parent row, in flat order. Slot u < count is key block column(u), which may lie past the
+// last block.
+struct RowCandidates {
+  int32_t rho = 1, start = 0, count = 0;
+  const int32_t* up_col = nullptr;
+  __device__ RowCandidates(const Params& p, int64_t slice, int li, int32_t r) {
+    count = p.layout.level[li].nk;
+    if (li == 0) return;
+    const Level& up = p.layout.level[li - 1];
+    rho = up.side / p.layout.level[li].side;
+    const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+    up_col = at<int32_t>(p, up.col) + slice * up.cap;
+    const int32_t parent = r / rho;
+    start = up_row[parent];
+    count = (up_row[parent + 1] - start) * rho;
+  }
+  __device__ int32_t column(int32_t u) const { return up_col == nullptr ? u : up_col[start + u / rho] * rho + u % rho; }
+};
+
+// Whether pair (r, c) of level li is in T_l: a binary search of the sorted columns of row r.
+__device__ inline bool refined(const Params& p, int64_t slice, int li, int32_t r, int32_t c) {
+  const Level& lv = p.layout.level[li];
+  const int32_t* row = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  const int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  const int32_t at_c = lower_bound(col, row[r], row[r + 1], c);
+  return at_c < row[r + 1] && col[at_c] == c;
 }
 
 template <int Dim>

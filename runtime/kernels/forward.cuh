@@ -18,8 +18,12 @@
 //                       policy, at most kSmallPairs level-1 pairs, layout.h): the logits once into the workspace,
 //                       then the whole selection in one CTA per slice from a copy in shared memory
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
-//   select_kernel       level l >= 2: the top budget_l keys by radix select -> T_l as CSR
-//   / select_row_kernel (policy row: the top budget_l keys of every block row)
+//   level_rank_kernel   level l >= 2: 3 radix passes over the keys' scores, many CTAs per slice (chunks of slots),
+//                       the picks as at level 1
+//   level_count_kernel  level l >= 2: per chunk, the keys above the threshold and the ties
+//   level_write_kernel  level l >= 2: T_l as CSR, columns in slot (= flat) order from each chunk's offset
+//   / select_row_kernel (policy row, instead of the three: the top budget_l keys of every block row, one CTA
+//                       per slice)
 //   group_pool_kernel, group_share_kernel (group.cuh) with a selection shared by each group of query heads (§8.4):
 //                       the stages above from coarse_rowmax_kernel on run once per (batch, K/V head), on the group's
 //                       mean pooled query, between these two, which make their inputs and copy T_l to every head
@@ -28,8 +32,10 @@
 //                       the numerator as a second GEMM of the weights and the V sums
 //   coarse_merge_kernel (coarse.cuh) only with split columns: the ranges' partial components merged in range order
 //   coarse_level1_small_kernel (coarse.cuh) instead of the two above at short N: from the stored logits, whole rows
-//   attend_mma_kernel   (attend.cuh) per query tile: the level-1 coarse components from the workspace and those
-//                       of the levels l >= 2 from pooled V sums, then the exact entries
+//   coarse_level_kernel (coarse.cuh, mode full) level l >= 2: per parent row, the coarse components of its child
+//                       rows (the children not in T_l), their k̄ and V sums staged once
+//   attend_mma_kernel   (attend.cuh) per query tile: the coarse components of every level from the workspace,
+//                       merged, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
@@ -141,10 +147,15 @@ mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) 
     const Level& up = p.layout.level[li - 1];
     e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / p.layout.level[li].side)),
                   unsigned(kRowThreads), 0, li);
-    if (e == cudaSuccess && p.layout.by_row)
+    if (e == cudaSuccess && p.layout.by_row) {
       e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
-    else if (e == cudaSuccess)
-      e = simt::launch(select_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+    } else {  // the GPU-wide radix select: 3 histogram passes, the per-chunk counts, the columns
+      const unsigned chunks = unsigned(p.layout.level[li].chunks);
+      for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
+        e = per_slice(level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
+      if (e == cudaSuccess) e = per_slice(level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+      if (e == cudaSuccess) e = per_slice(level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+    }
     if (auto s = launched(a, e)) return s;
   }
   return MRA_SUCCESS;
@@ -183,7 +194,7 @@ mra_status forward(const KernelArgs& a) {
     }
   }
   if (a.stages & kStageAttend) {
-    // The level-1 coarse components read T_1, so they belong to this stage (a test may replace the selection).
+    // The coarse components read T_l, so they belong to this stage (a test may replace the selection).
     // Short N: from the logits the selection stored (coarse.cuh); with a selection shared by a group (§8.4) the
     // logits were computed per group, not per head, so the heads fold their own with the sweeping kernel.
     if (p.full && a.layout.level[0].small && !a.layout.shared) {
@@ -198,6 +209,10 @@ mra_status forward(const KernelArgs& a) {
         if (auto s = launched(per_slice(coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0))) return s;
       }
     }
+    for (int li = 1; p.full && li < Cfg::steps; ++li)  // the levels l >= 2: one CTA per parent row
+      if (auto s = launched(per_slice(coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
+                                      unsigned(kGemmThreads), 0, li)))
+        return s;
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
       if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;

@@ -21,7 +21,8 @@ __device__ inline int64_t first_head_slice(const Params& p, int64_t gs) {
 }
 
 // Grid (nq_l + nk_l, batch * heads_kv), Cfg::dim threads, one feature each; query blocks first, as pool_kernel.
-// `g` is the group region's layout. At level 1, CTA 0 of each group also clears its selection histograms.
+// `g` is the group region's layout. CTA 0 of each group also clears its radix histograms of the level (level 1,
+// and the levels l >= 2 under the global policy), as pool_kernel does.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) group_pool_kernel(Params p, Layout g, int li) {
   constexpr int D = Cfg::dim;
@@ -31,7 +32,7 @@ __global__ void __launch_bounds__(Cfg::dim) group_pool_kernel(Params p, Layout g
   const bool is_q = int32_t(blockIdx.x) < lv.nq;
   const int32_t blk = is_q ? int32_t(blockIdx.x) : int32_t(blockIdx.x) - lv.nq, nb = is_q ? lv.nq : lv.nk;
   const int d = threadIdx.x;
-  if (li == 0 && blockIdx.x == 0) {
+  if ((li == 0 || !g.by_row) && blockIdx.x == 0) {
     uint64_t* hist = at<uint64_t>(p, gv.hist) + gs * kPasses * kHistWords;
     for (int i = d; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
   }

@@ -4,9 +4,10 @@
 // The workspace holds, per coarse level l = 1 .. L-1 (index `li` = l - 1), the pooled means, V sums and token
 // counts, and the refined pairs T_l as CSR: row offsets and, per row, the sorted key-block columns
 // (docs/kernels.md, "Pipeline"). Level 1 never stores its (N/s_1)^2 pairs: it keeps the row maxima of its
-// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass;
-// in mode full also its coarse components per block row (max, denominator, numerator[D]; coarse.cuh).
-// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above). The attention kernels also
+// logits, a radix histogram, the selection state and per-row counts, and recomputes the logits in every pass.
+// In mode full every level keeps its coarse components per block row (max, denominator, numerator[D]; coarse.cuh).
+// Levels l >= 2 store one 64-bit key per candidate (rho^2 per refined pair above) and, under the global policy, the
+// radix histograms, selection state and per-chunk counts of their GPU-wide select. The attention kernels also
 // keep, per query row, the stabilizer and denominator of its softmax (`rowstats`): after a forward the
 // workspace is the saved state the backward reads (docs/kernels.md, "Backward"). Offsets are in bytes from the
 // workspace start.
@@ -42,6 +43,12 @@ inline constexpr unsigned kMaxGridY = 65535;
 // it the rounding of the level-1 coarse components, depends on the problem only.
 inline constexpr int64_t kLevel1Tile = 64;
 inline constexpr int64_t kFillCtas = 264;
+// The selection of a level l >= 2 (global policy) spreads each slice's key slots over CTAs of kSelectThreads
+// threads, `Level::chunk` consecutive slots each: kSelectChunk by default; a test may lower it to any multiple of
+// kSelectThreads (the per-chunk counts are sized for the smallest).
+inline constexpr int kSelectThreads = 256;
+inline constexpr int64_t kSelectChunk = 4096;
+
 // Level 1 at short N (global policy): when a slice has at most kSmallPairs level-1 pairs and at most kSmallRows block
 // rows, its logits are computed once and stored (4 bytes per pair), and one CTA per slice selects from a copy in
 // shared memory (select.cuh, "short N"). The bounds keep that copy, the row arrays and the radix histogram under
@@ -79,12 +86,16 @@ struct Level {
   // 1 under policy row. With split > 1, the row maxima, per-row counts and coarse components are kept per range.
   int32_t split = 1, split_cols = 0;
   size_t rowmax_part = 0;                 // f32 [slices, nq, split]: max logit per row and range, split > 1
-  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1
-  size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1
+  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1; l >= 2 global policy
+  size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1; l >= 2 global
+  // Levels l >= 2, global policy: slots per CTA of the selection launches, chunks per slice (grid x), and per
+  // chunk the keys above the threshold and the ties.
+  int32_t chunk = 0, chunks = 0;
+  size_t chunkcount = 0;                  // u32 [slices, chunks, 2]
   size_t rowcount = 0;                    // u32 [slices, nq, split, 2]: (above, ties) per row and range  level 1
   size_t rowpick = 0;                     // RowPick [slices, nq], policy row only        level 1
-  size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  level 1, mode full
-  size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         level 1, mode full
+  size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  mode full
+  size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         mode full
   size_t pmax = 0, pden = 0, pnum = 0;    // the same per row and range ([slices, nq, split(, D)]), split > 1
   // Level 1 at short N (kSmallPairs): 1 when the selection runs from stored logits in one CTA per slice.
   int32_t small = 0;
@@ -189,6 +200,14 @@ inline void set_level1_split(Level& v, int64_t split) {
   v.split_cols = static_cast<int32_t>(per * kLevel1Tile);
 }
 
+// Cuts the key slots of a level l >= 2 (`v`, slots set) into chunks of `chunk` slots (a multiple of
+// kSelectThreads, at most kSelectChunk), at least one. make_layout sizes the per-chunk counts for the smallest chunk;
+// a test may lower it.
+inline void set_select_chunk(Level& v, int64_t chunk) {
+  v.chunk = static_cast<int32_t>(chunk);
+  v.chunks = static_cast<int32_t>(v.slots > 0 ? (v.slots + chunk - 1) / chunk : 1);
+}
+
 inline mra_problem group_problem(const mra_problem& p);
 
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
@@ -268,6 +287,13 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
     v.col = take(slices * (cap > 0 ? cap : 1), sizeof(int32_t));
     if (li > 0) {
       v.keys = take(slices * (slots > 0 ? slots : 1), sizeof(uint64_t));
+      if (!L.by_row) {  // the GPU-wide radix select (policy row selects per row, select_row_kernel)
+        set_select_chunk(v, kSelectThreads);
+        v.chunkcount = take(slices * v.chunks * 2, sizeof(uint32_t));
+        set_select_chunk(v, kSelectChunk);
+        v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
+        v.state = take(slices * kPasses, sizeof(SelectState));
+      }
     } else {
       // Column ranges: as many as bring bands x slices x split to kFillCtas (policy row: 1).
       const int64_t bands = (nq + kLevel1Tile - 1) / kLevel1Tile;
@@ -281,14 +307,16 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       v.rowcount = take(slices * nq * v.split * 2, sizeof(uint32_t));
       v.rowpick = take(L.by_row ? slices * nq : 0, sizeof(RowPick));
       if (mode == MRA_MODE_FULL) {
-        v.cmax = take(slices * nq, sizeof(float));
-        v.cden = take(slices * nq, sizeof(float));
-        v.cnum = take(slices * nq * p.dim, sizeof(float));
         const int64_t parts = v.split > 1 ? slices * nq * v.split : 0;
         v.pmax = take(parts, sizeof(float));
         v.pden = take(parts, sizeof(float));
         v.pnum = take(parts * p.dim, sizeof(float));
       }
+    }
+    if (mode == MRA_MODE_FULL) {  // the coarse components per block row (coarse.cuh)
+      v.cmax = take(slices * nq, sizeof(float));
+      v.cden = take(slices * nq, sizeof(float));
+      v.cnum = take(slices * nq * p.dim, sizeof(float));
     }
     prev_cap = cap;
   }
@@ -329,8 +357,8 @@ inline Layout group_layout(const mra_problem& p, const Layout& L) {
   auto shift = [&L](size_t& offset) { offset += L.group; };
   for (Level& v : g.level) {
     for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
-                      &v.state, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden, &v.pnum,
-                      &v.logits})
+                      &v.state, &v.chunkcount, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden,
+                      &v.pnum, &v.logits})
       shift(*f);
   }
   for (int li = 0; li < g.steps; ++li) {

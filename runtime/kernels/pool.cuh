@@ -8,8 +8,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
 // Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
-// non-finite value in a real token (§2.7; for a key block, which key first, §9.5: 1 + its offset in the block),
-// and CTA 0 clears the slice's selection histograms.
+// non-finite value in a real token (§2.7; for a key block, which key first, §9.5: 1 + its offset in the block).
+// CTA 0 clears the slice's radix histograms of the level (level 1, and the levels l >= 2 under the global policy).
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;
@@ -29,8 +29,8 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
 
   __shared__ int first_bad;  // offset in the block of the first token with a non-finite value, side if none
   if (d == 0) first_bad = lv.side;
-  // The level-1 radix histograms start at 0 (coarse_rank_kernel adds to them in the launches after this one).
-  if (li == 0 && blockIdx.x == 0) {
+  // The radix histograms start at 0 (coarse_rank_kernel and level_rank_kernel add to them in later launches).
+  if ((li == 0 || !p.layout.by_row) && blockIdx.x == 0) {
     uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
     for (int i = d; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
   }

@@ -26,7 +26,6 @@ inline constexpr uint64_t kSlotMask = (uint64_t(1) << kSlotBits) - 1;
 __host__ __device__ inline uint64_t slot_key(float score, int64_t slot) {
   return (uint64_t(1) << 63) | (uint64_t(ordered_bits(score)) << kSlotBits) | (kSlotMask - uint64_t(slot));
 }
-__host__ __device__ inline int64_t slot_of_key(uint64_t key) { return int64_t(kSlotMask - (key & kSlotMask)); }
 // A crossing pair of causal attention (§9.3) is refined besides the budget: its key has every score bit set, above
 // every candidate's (a candidate's score is at most 0, and a row that could hold a NaN score ranks nothing, §9.5).
 __host__ __device__ inline uint64_t forced_key(int64_t slot) {
@@ -239,11 +238,12 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_rowmax_kernel(Params p) {
 // last word) into the slice's non-finite flag (a poisoned slice refines nothing, §2.7), counts the candidates
 // and settles the cases that need no search (budget 0, budget >= candidates); a digit whose whole bin is
 // wanted settles the threshold early, and the passes after it skip their sweeps. Uniform over the CTA (its
-// kGemmThreads threads); contains barriers.
+// kGemmThreads threads); contains barriers. The levels l >= 2 (level index li) pick alike from their own
+// histograms (level_rank_kernel), whose last word stays 0: only level 1 sets the slice's flag.
 inline constexpr int kScanThreads = kGemmThreads;
 template <class Cfg>
-__device__ SelectState pick_state(const Params& p, int64_t slice, int pass) {
-  const Level& lv = p.layout.level[0];
+__device__ SelectState pick_state(const Params& p, int64_t slice, int pass, int li = 0) {
+  const Level& lv = p.layout.level[li];
   const int tid = threadIdx.x;
   constexpr int per = kHistBins / kScanThreads;
   const uint64_t* hist = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
@@ -263,7 +263,7 @@ __device__ SelectState pick_state(const Params& p, int64_t slice, int pass) {
       for (int t = 0; t < kScanThreads; ++t) total += part[t];
       s.candidates = total;
       const bool any_bad = hist[kHistBins] != 0;
-      if (blockIdx.x == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
+      if (blockIdx.x == 0 && li == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = any_bad;
       if (any_bad || lv.budget == 0) {
         s = SelectState{~uint64_t(0), 0, 1, total};  // nothing exceeds the threshold
         search = false;
@@ -881,100 +881,195 @@ __global__ void __launch_bounds__(kRowThreads) refine_keys_kernel(Params p, int 
   }
 }
 
-// Stage 2c (§2.4, level l >= 2): T_l = the top min(budget_l, candidates) keys of the slice. Grid (slices), one
-// CTA per slice over the rho^2 * |T_{l-1}| keys. A radix select, 8 bits per pass from the top, finds the k-th
-// largest key K; the selected slots (key >= K, exactly k of them since keys are distinct) are compacted in slot
-// order (= flat order), then turned into CSR row offsets and columns.
-inline constexpr int kSelectThreads = 256;
-template <class Cfg>
-__global__ void __launch_bounds__(kSelectThreads) select_kernel(Params p, int li) {
-  const Level& lv = p.layout.level[li];
-  const Level& up = p.layout.level[li - 1];
-  const int32_t rho = up.side / lv.side;
-  const int64_t slice = blockIdx.x;
-  const int tid = threadIdx.x;
-  const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
-  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
-  int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
-  const int32_t* up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
-  const int32_t* up_col = at<int32_t>(p, up.col) + slice * up.cap;
-  __shared__ uint32_t hist[256];
-  __shared__ uint32_t pick_digit, pick_rest;
-  __shared__ int32_t warp_total[kSelectThreads / 32];
-
-  const int64_t slots = int64_t(rho) * rho * up_row[up.nq];
-  const uint32_t want = uint32_t(lv.budget < slots ? lv.budget : slots);
-  uint64_t prefix = 0, prefix_mask = 0;
-  uint32_t rest = want;
-  for (int shift = 56; shift >= 0 && want > 0; shift -= 8) {
-    for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
-    for (int64_t s = tid; s < slots; s += blockDim.x) {
-      const uint64_t key = keys[s];
-      if ((key & prefix_mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
-    }
-    __syncthreads();
-    if (tid == 0) {
-      uint32_t above = 0;
-      int digit = 255;
-      for (; digit > 0 && above + hist[digit] < rest; --digit) above += hist[digit];
-      pick_digit = uint32_t(digit);
-      pick_rest = rest - above;
-    }
-    __syncthreads();
-    prefix |= uint64_t(pick_digit) << shift;
-    prefix_mask |= uint64_t(255) << shift;
-    rest = pick_rest;
-    __syncthreads();
+// Stage 2c (§2.4, level l >= 2, global policy): T_l = the top min(budget_l, candidates) keys of the slice, by the
+// level-1 radix select spread over the GPU. The slots in use (rho^2 per pair of T_{l-1}) are cut into chunks of
+// lv.chunk consecutive slots, one CTA each: grid (lv.chunks, slices), sized for the capacity, so a CTA past the
+// slots in use returns at once (CTA 0 always runs: it stores the picks). The rank value of a key is its score
+// (priority 0 below level 1) in the 34-bit form of level 1, so the same three histograms, picks (pick_state) and
+// settled cases apply; the tie-break by flat index is slot order. Then per chunk the keys above the threshold and
+// the ties (level_count_kernel), and the columns written in slot order from each chunk's offset
+// (level_write_kernel): a fixed-order result, bitwise reproducible and the same for any chunk size.
+struct ChildSlots {
+  const int32_t* up_row;  // T_{l-1}'s row offsets and columns, of this slice
+  const int32_t* up_col;
+  int32_t up_nq, nq, rho;
+  __device__ ChildSlots(const Params& p, int li, int64_t slice) {
+    const Level& lv = p.layout.level[li];
+    const Level& up = p.layout.level[li - 1];
+    up_row = at<int32_t>(p, up.rowptr) + slice * (up.nq + 1);
+    up_col = at<int32_t>(p, up.col) + slice * up.cap;
+    up_nq = up.nq;
+    nq = lv.nq;
+    rho = up.side / lv.side;
   }
-  // prefix is now the want-th largest key; 0 when there are fewer candidates than the budget.
-
-  int32_t written = 0;
-  const int lane = tid % 32, warp = tid / 32;
-  for (int64_t s0 = 0; s0 < slots; s0 += blockDim.x) {
-    const int64_t s = s0 + tid;
-    const uint64_t key = s < slots ? keys[s] : 0;
-    const bool chosen = want > 0 && key != 0 && key >= prefix;
-    const uint32_t ballot = __ballot_sync(0xffffffffu, chosen);
-    if (lane == 0) warp_total[warp] = __popc(ballot);
-    __syncthreads();
-    int32_t pos = written + __popc(ballot & ((1u << lane) - 1u));
-    int32_t chunk = 0;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) {
-      if (w < warp) pos += warp_total[w];
-      chunk += warp_total[w];
-    }
-    if (chosen) col[pos] = int32_t(slot_of_key(key));
-    written += chunk;
-    __syncthreads();
+  __device__ int64_t used() const { return int64_t(rho) * rho * up_row[up_nq]; }
+  // Row r's first slot (refine_keys_kernel's layout); for r = nq the slots in use.
+  __device__ int64_t first(int32_t r) const {
+    if (r >= nq) return used();
+    const int32_t start = up_row[r / rho], n = up_row[r / rho + 1] - start;
+    return int64_t(rho) * rho * start + int64_t(r % rho) * rho * n;
   }
-  __syncthreads();
-  // Row r = parent * rho + t_r starts at slot rho^2 start_parent + t_r rho count_parent (see refine_keys_kernel).
-  for (int32_t r = tid; r <= lv.nq; r += blockDim.x) {
-    int64_t first = int64_t(rho) * rho * up_row[up.nq];
-    if (r < lv.nq) {
-      const int32_t parent = r / rho, start = up_row[parent], n = up_row[parent + 1] - start;
-      first = int64_t(rho) * rho * start + int64_t(r % rho) * rho * n;
-    }
-    int32_t lo = 0, hi = written;  // first selected slot >= first
-    while (lo < hi) {
-      const int32_t mid = lo + (hi - lo) / 2;
-      if (col[mid] < first) lo = mid + 1; else hi = mid;
-    }
-    rowptr[r] = lo;
-  }
-  __syncthreads();
-  // Slot -> key-block column: the parent row is the one whose slot range holds the slot.
-  for (int32_t t = tid; t < written; t += blockDim.x) {
-    const int64_t s = col[t];
-    int32_t lo = 0, hi = up.nq;  // last parent with rho^2 * start <= s
+  // The key-block column of slot s: its parent row is the last whose slot range starts at or before s.
+  __device__ int32_t column(int64_t s) const {
+    int32_t lo = 0, hi = up_nq;
     while (lo < hi) {
       const int32_t mid = lo + (hi - lo + 1) / 2;
       if (int64_t(rho) * rho * up_row[mid] <= s) lo = mid; else hi = mid - 1;
     }
+    // Within the parent row's rho^2 n slots (< 2^31): 32-bit arithmetic (a 64-bit division is a call, with a
+    // stack frame and a spill on sm_90).
     const int32_t start = up_row[lo], n = up_row[lo + 1] - start;
-    const int64_t u = (s - int64_t(rho) * rho * start) % (int64_t(rho) * n);
-    col[t] = up_col[start + int32_t(u / rho)] * rho + int32_t(u % rho);
+    const int32_t u = int32_t(s - int64_t(rho) * rho * start) % (rho * n);
+    return up_col[start + u / rho] * rho + u % rho;
+  }
+};
+
+// A key's rank value: its 32 score bits (0 for a non-candidate, which the kernels skip by key == 0).
+__device__ inline uint64_t key_value(uint64_t key) { return key >> kSlotBits & 0xffffffffu; }
+
+// The slots [begin, end) of this CTA's chunk (empty past the slots in use).
+struct Chunk {
+  int64_t begin, end;
+};
+__device__ inline Chunk chunk_of(const Level& lv, const ChildSlots& slots) {
+  const int64_t begin = int64_t(blockIdx.x) * lv.chunk, used = slots.used();
+  return Chunk{begin, begin + lv.chunk < used ? begin + lv.chunk : used};
+}
+
+// Radix pass `pass` of level li: after the pick of the pass before, the histogram of the next digit of the chunk's
+// values that match the digits found so far, added into the slice's (integers: any order gives the same counts).
+static_assert(kSelectThreads == kScanThreads, "pick_state scans with the CTA's threads");
+template <class Cfg>
+__global__ void __launch_bounds__(kSelectThreads) level_rank_kernel(Params p, int li, int pass) {
+  const Level& lv = p.layout.level[li];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const ChildSlots slots(p, li, slice);
+  const Chunk ch = chunk_of(lv, slots);
+  if (blockIdx.x > 0 && ch.begin >= ch.end) return;  // uniform over the CTA
+  const SelectState st = pass == 0 ? SelectState{0, 0, 0, 0} : pick_state<Cfg>(p, slice, pass - 1, li);
+  if (st.done) return;
+  const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
+  uint64_t* global = at<uint64_t>(p, lv.hist) + (slice * kPasses + pass) * kHistWords;
+  __shared__ uint32_t hist[kHistBins];
+  const int tid = threadIdx.x;
+  for (int i = tid; i < kHistBins; i += blockDim.x) hist[i] = 0;
+  const int shift = pass_shift(pass), high = shift + pass_bits(pass);
+  const uint64_t digit_mask = (uint64_t(1) << pass_bits(pass)) - 1;
+  __syncthreads();
+  for (int64_t s = ch.begin + tid; s < ch.end; s += blockDim.x) {
+    const uint64_t key = keys[s], v = key_value(key);
+    if (key != 0 && (v >> high) == (st.threshold >> high)) atomicAdd(&hist[(v >> shift) & digit_mask], 1u);
+  }
+  __syncthreads();
+  for (int i = tid; i < (1 << pass_bits(pass)); i += blockDim.x)
+    if (hist[i]) atomicAdd(reinterpret_cast<unsigned long long*>(&global[i]), (unsigned long long)hist[i]);
+}
+
+// After the last pick: per chunk, the keys above the threshold and the ties (lv.chunkcount).
+template <class Cfg>
+__global__ void __launch_bounds__(kSelectThreads) level_count_kernel(Params p, int li) {
+  const Level& lv = p.layout.level[li];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const ChildSlots slots(p, li, slice);
+  const Chunk ch = chunk_of(lv, slots);
+  if (blockIdx.x > 0 && ch.begin >= ch.end) return;  // uniform over the CTA
+  const SelectState st = pick_state<Cfg>(p, slice, kPasses - 1, li);
+  const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
+  __shared__ uint32_t count[2];
+  if (threadIdx.x == 0) count[0] = count[1] = 0;
+  __syncthreads();
+  uint32_t above = 0, ties = 0;
+  for (int64_t s = ch.begin + threadIdx.x; s < ch.end; s += blockDim.x) {
+    const uint64_t key = keys[s], v = key_value(key);
+    above += key != 0 && v > st.threshold;
+    ties += key != 0 && v == st.threshold;
+  }
+  atomicAdd(&count[0], above);
+  atomicAdd(&count[1], ties);
+  __syncthreads();
+  uint32_t* out = at<uint32_t>(p, lv.chunkcount) + (slice * lv.chunks + blockIdx.x) * 2;
+  if (threadIdx.x < 2) out[threadIdx.x] = count[threadIdx.x];
+}
+
+// The exclusive prefix of `flag` over the CTA's threads in thread order, and the CTA's total; `warp_total`
+// holds kSelectThreads / 32 words. Contains barriers.
+struct Prefix {
+  uint32_t before, total;
+};
+__device__ inline Prefix block_prefix(bool flag, uint32_t* warp_total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned ballot = __ballot_sync(0xffffffffu, flag);
+  if (lane == 0) warp_total[warp] = __popc(ballot);
+  __syncthreads();
+  Prefix r{uint32_t(__popc(ballot & ((1u << lane) - 1u))), 0};
+  for (int w = 0; w < kSelectThreads / 32; ++w) {
+    if (w < warp) r.before += warp_total[w];
+    r.total += warp_total[w];
+  }
+  __syncthreads();
+  return r;
+}
+
+// The columns of T_l in slot order and its row offsets. A chunk's first position is (keys above the threshold in
+// the chunks before) + min(ties before, quota), as level 1's segments (band_offsets); within the chunk the CTA
+// takes kSelectThreads slots at a time, the tie ranks and the positions by block prefixes. The row offsets: for
+// each row whose first slot lies in the chunk (the last chunk in use also the rows from its end on, and nq), the
+// chosen slots before it.
+template <class Cfg>
+__global__ void __launch_bounds__(kSelectThreads) level_write_kernel(Params p, int li) {
+  const Level& lv = p.layout.level[li];
+  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
+  const ChildSlots slots(p, li, slice);
+  const Chunk ch = chunk_of(lv, slots);
+  const bool last = ch.end == slots.used();  // the chunk holding the last slot in use, or chunk 0 when none is
+  if (blockIdx.x > 0 && ch.begin >= ch.end) return;  // uniform over the CTA
+  const int tid = threadIdx.x;
+  const SelectState st = at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1];
+  const uint64_t* keys = at<uint64_t>(p, lv.keys) + slice * lv.slots;
+  const uint32_t* counts = at<uint32_t>(p, lv.chunkcount) + slice * lv.chunks * 2;
+  int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
+  int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (lv.nq + 1);
+  __shared__ unsigned long long before[2];     // above and ties in the chunks before
+  __shared__ uint32_t chosen[kSelectChunk];    // chosen slots of the chunk before each of its slots
+  __shared__ uint32_t warp_total[kSelectThreads / 32];
+  __shared__ int32_t rows[2];                  // the rows whose offsets this chunk writes
+  if (tid < 2) before[tid] = 0;
+  __syncthreads();
+  unsigned long long above = 0, ties = 0;
+  for (int32_t c = tid; c < int32_t(blockIdx.x); c += blockDim.x) {
+    above += counts[2 * c];
+    ties += counts[2 * c + 1];
+  }
+  atomicAdd(&before[0], above);
+  atomicAdd(&before[1], ties);
+  __syncthreads();
+  const uint64_t offset = before[0] + (before[1] < st.ties ? before[1] : st.ties);
+  uint64_t tie_base = before[1];
+  uint32_t written = 0;
+  for (int64_t s0 = ch.begin; s0 < ch.end; s0 += blockDim.x) {
+    const int64_t s = s0 + tid;
+    const uint64_t key = s < ch.end ? keys[s] : 0, v = key_value(key);
+    const Prefix tie = block_prefix(key != 0 && v == st.threshold, warp_total);
+    const bool take = key != 0 && (v > st.threshold || (v == st.threshold && tie_base + tie.before < st.ties));
+    const Prefix pos = block_prefix(take, warp_total);
+    if (s < ch.end) chosen[s - ch.begin] = written + pos.before;
+    if (take) col[offset + written + pos.before] = slots.column(s);
+    written += pos.total;
+    tie_base += tie.total;
+  }
+  if (tid < 2) {  // rows[0]: the first row starting at or after the chunk's start; rows[1]: likewise its end
+    const int64_t bound = tid == 0 ? ch.begin : last ? INT64_MAX : ch.end;
+    int32_t lo = 0, hi = lv.nq + 1;
+    while (lo < hi) {
+      const int32_t mid = lo + (hi - lo) / 2;
+      if (slots.first(mid) < bound) lo = mid + 1; else hi = mid;
+    }
+    rows[tid] = lo;
+  }
+  __syncthreads();
+  for (int32_t r = rows[0] + tid; r < rows[1]; r += blockDim.x) {
+    const int64_t f = slots.first(r);
+    rowptr[r] = int32_t(offset + (f < ch.end ? chosen[f - ch.begin] : written));
   }
 }
 

@@ -17,8 +17,8 @@ import sys
 
 # group_pool_kernel before pool_kernel: parse() takes the first name contained in the mangled one.
 KERNELS = ("group_pool_kernel", "group_share_kernel", "pool_kernel", "coarse_rowmax_kernel", "coarse_rank_kernel",
-           "coarse_count_kernel", "coarse_write_kernel", "refine_keys_kernel", "select_kernel", "coarse_level1_kernel", "coarse_merge_kernel", "attend_kernel",
-           "attend_mma_kernel")
+           "coarse_count_kernel", "coarse_write_kernel", "refine_keys_kernel", "level_rank_kernel", "level_count_kernel",
+           "level_write_kernel", "coarse_level1_kernel", "coarse_merge_kernel", "attend_kernel", "attend_mma_kernel")
 # The backward's kernels (runtime/kernels/backward.cuh), in the configurations the manifest marks "backward": the
 # stages every dtype runs, and the exact-part stages by dtype (f16/bf16 on tensor cores, backward_mma.cuh).
 BACKWARD_COMMON = ("grad_delta_kernel", "grad_block_kernel", "grad_coarse_rows_kernel", "grad_coarse_cols_kernel")

@@ -73,6 +73,8 @@ struct Case {
   bool near_ties = false;            // scores lie within the epsilon of a threshold (a production case checks it)
   bool production = false;           // one end-to-end run (no second schedule); the given-selection run only
                                      // when a near tie made the selections differ
+  int64_t select_chunk = 0;          // levels l >= 2, global policy: slots per selection CTA (0: the layout's);
+                                     // when set, every slice that is not poisoned must span more than 4 chunks
 };
 
 // The elements of a contiguous [B, H, N, D] tensor (`bytes`, `es` bytes each) placed with strides `s` into a
@@ -165,6 +167,8 @@ class Runner {
     // The workspace is allocated at the API's size; the layout gives the offsets the checks read.
     REQUIRE(mra::kern::make_layout(problem_, &layout_) == MRA_SUCCESS);
     REQUIRE(mra_workspace_size(&problem_, &ws_bytes_) == MRA_SUCCESS);
+    if (c.select_chunk > 0)
+      for (int li = 1; li < layout_.steps; ++li) mra::kern::set_select_chunk(layout_.level[li], c.select_chunk);
   }
 
   // A workspace filled with 0xff bytes (NaN floats, -1 indices, the largest keys), so that whatever a kernel
@@ -731,6 +735,15 @@ void check_case(const Config& cfg, Case& c) {
       INFO("slice ", slice, ", level ", li + 1, ": refined-list entries written beyond the CSR total ", total);
       CHECK(touched == 0);
     }
+  for (int li = 1; c.select_chunk > 0 && li < run.layout().steps; ++li)  // the selection spread over many CTAs
+    for (int64_t slice = 0; slice < c.batch * c.heads; ++slice) {
+      if (std::count(c.bad_slices.begin(), c.bad_slices.end(), slice) != 0) continue;
+      const Level& up = run.layout().level[li - 1];
+      const int64_t rho = up.side / run.layout().level[li].side;
+      const int64_t used = rho * rho * ws.at<int32_t>(up.rowptr)[slice * (up.nq + 1) + up.nq];
+      INFO("slice ", slice, ", level ", li + 1, ": ", used, " key slots in chunks of ", c.select_chunk);
+      CHECK(used > 4 * c.select_chunk);
+    }
   const std::vector<float> out = run.run(ws, mra::kern::kStageAttend);
   if (c.config.mode == ref::Mode::full) check_level1_coarse(run, ws, c, cfg.dim);
   const Expected e2e = expected_output(run, c, cfg, cap, comparison_selection(theirs, mine));
@@ -982,6 +995,36 @@ void small_cases(const Config& cfg) {
     c.bad_slices = {1};
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
     check_case(cfg, c);
+  }
+  if (cfg.sides.size() > 2) {
+    // Levels l >= 2 select across the GPU: with chunks of 256 slots the level-2 keys of a slice spread over
+    // about 8 CTAs (2048 / (4 rho^2) level-1 block rows, 4 refined pairs each, rho^2 children per pair), whose
+    // histograms, counts and offsets are merged.
+    const int64_t rho = cfg.sides[0] / cfg.sides[1], nq = (2048 / (4 * rho * rho)) * s1 + 5;
+    SUBCASE("three levels, level-2 selection over many CTAs: masks, priors, partial blocks, a poisoned slice") {
+      Case c = structured_case(cfg, "many CTAs per slice", 1, 3, nq, nq + s1 / 2, rng.seed() + 11);
+      c.qmask = mra::test::padding_mask(1, c.nq, {3});
+      c.kmask = mra::test::random_mask(rng, 1, c.nk, 0.9);
+      c.v[size_t((2 * c.nk + 7) * cfg.dim + 2)] = NAN;  // head 2 poisoned: nothing refined at any level
+      if (c.kmask[7] == 0) c.kmask[7] = 1;
+      c.bad_slices = {2};
+      c.config = mra_config(cfg, c.nq, c.nk, 4, ref::Mode::full, 1, 2);
+      c.select_chunk = mra::kern::kSelectThreads;
+      check_case(cfg, c);
+    }
+    SUBCASE("three levels, level-2 selection over many CTAs: exact ties cut across chunks, sparse") {
+      Case c;
+      c.what = "many CTAs per slice, ties";
+      c.nq = nq;
+      c.nk = nq - 3;
+      c.q.assign(size_t(c.nq * cfg.dim), 0.f);
+      c.k = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+      c.v = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+      c.config = mra_config(cfg, c.nq, c.nk, 4, ref::Mode::sparse, 1, 1);
+      c.exact_ties = true;
+      c.select_chunk = mra::kern::kSelectThreads;
+      check_case(cfg, c);
+    }
   }
   SUBCASE("causal: self-attention, partial blocks, masks, priors") {
     Case c;

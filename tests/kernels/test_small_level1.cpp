@@ -211,19 +211,25 @@ TEST_CASE("small level 1: one CTA per slice selects the multi-CTA path's T_1, bi
     same_selection(*e, p, in, false);
   }
   SUBCASE("one block row, and a column of blocks") {
-    for (const auto& [nq, nk] : {std::pair<int64_t, int64_t>{s1 - 3, 300 * s1}, {600 * s1 + 7, 20 * s1}}) {
+    for (const std::pair<int64_t, int64_t>& shape : {std::pair<int64_t, int64_t>{s1 - 3, 300 * s1}, {600 * s1 + 7, 20 * s1}}) {
+      const int64_t nq = shape.first, nk = shape.second;
       CAPTURE(nq);
       mra_problem p = problem_of(*e, 1, nq, nk, 37, MRA_MODE_SPARSE);
       p.prior_diagonal = 2;
       same_selection(*e, p, structured(p, rng.seed() + 2), false);
     }
   }
-  SUBCASE("exact ties across rows: constant q and k, the threshold inside a tie group") {
-    mra_problem p = problem_of(*e, 1, 20 * s1, 50 * s1 - 9, 3 * 20 + 11, MRA_MODE_SPARSE);
-    Inputs in{std::vector<float>(size_t(p.nq * p.dim), 0.25f), std::vector<float>(size_t(p.nk * p.dim), 0.5f),
-              mra::test::noise(rng, 1, 1, p.nk, p.dim), {}, {}};
-    p.prior_first = 2;  // three priority classes, the last one cut by the budget
-    same_selection(*e, p, in, true);
+  SUBCASE("exact ties across rows: constant q and k, the threshold inside a tie group or at its end") {
+    // Priors 2 give three classes of tied pairs: 4 of priority 2, 132 of priority 1, the rest 0. A budget of 71
+    // cuts the priority-1 group; 136 wants it whole (the multi-CTA pick settles early on a whole bin).
+    for (int64_t budget : {int64_t(71), int64_t(136)}) {
+      CAPTURE(budget);
+      mra_problem p = problem_of(*e, 1, 20 * s1, 50 * s1 - 9, budget, MRA_MODE_SPARSE);
+      Inputs in{std::vector<float>(size_t(p.nq * p.dim), 0.25f), std::vector<float>(size_t(p.nk * p.dim), 0.5f),
+                mra::test::noise(rng, 1, 1, p.nk, p.dim), {}, {}};
+      p.prior_first = 2;
+      same_selection(*e, p, in, true);
+    }
   }
   SUBCASE("300 key blocks of 4 patterns: exact ties across rows and 32-column chunks, masks, the diagonal prior") {
     // As the production case "exact ties" of test_kernels.cpp: every key of block j is pattern (j + slice) % 4, so
