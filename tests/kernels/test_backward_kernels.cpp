@@ -646,8 +646,8 @@ TEST_CASE("backward.causal: no gradient from a query to a key it does not see") 
       for (int64_t h = 0; h < 2; ++h)
         for (int64_t j = cut + 1; j < nk; ++j)
           for (int64_t e = 0; e < D; ++e) {
-            d.k[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
-            d.v[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
+            d.k[size_t((h * nk + j) * D + e)] = mra::test::grid_value(rng, 1000, 0x1p-8f);
+            d.v[size_t((h * nk + j) * D + e)] = mra::test::grid_value(rng, 1000, 0x1p-8f);
           }
       const Grads moved = run_backward(d, false);
       int64_t kept = 0, kept_changed = 0, later_changed = 0;
@@ -752,7 +752,7 @@ TEST_CASE("backward.causal: every configuration with a backward sends nothing to
     Rng rng(uint64_t(nq * 1000 + dim));
     const auto draw = [&](int64_t n) {
       std::vector<uint8_t> x;
-      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
       return x;
     };
     const size_t es = dtype == MRA_DTYPE_F32 ? 4 : 2, qn = size_t(heads * nq * dim) * es, kn = size_t(heads * nk * dim) * es;
@@ -796,9 +796,9 @@ TEST_CASE("backward.causal: every configuration with a backward sends nothing to
         for (int64_t d = 0; d < dim; ++d) {
           const size_t at = size_t((h * nk + j) * dim + d) * es;
           std::vector<uint8_t> x;
-          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
           std::memcpy(&k[at], x.data(), es);
-          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
           std::memcpy(&v[at], x.data() + es, es);
         }
     run(dq2, dk2, dv2);

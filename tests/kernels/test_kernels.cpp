@@ -909,7 +909,7 @@ void causal_future_keys(const Config& cfg, Rng& rng) {
       for (int64_t j = cut + 1; j < c.nk; ++j)
         for (int64_t e = 0; e < D; ++e) {
           const size_t at = size_t((b * c.nk + j) * D + e);
-          const float x = float(rng.below(2001) - 1000) / 64.0f;
+          const float x = mra::test::grid_value(rng, 1000, 0x1p-6f);
           d.k[at] = trial == 1 && e == 0 && j == cut + 2 ? NAN : x;
           d.v[at] = trial == 1 && e == 1 && j == cut + 4 ? INFINITY : -x;
         }
@@ -1090,7 +1090,7 @@ std::vector<float> patterned_keys(Rng& rng, int64_t slices, int64_t nk, int64_t 
   std::vector<float> k(size_t(slices * nk * dim));
   for (int64_t slice = 0; slice < slices; ++slice) {
     std::vector<float> pattern(size_t(patterns * dim));
-    for (float& x : pattern) x = float(rng.below(33) - 16) / 8.0f;
+    for (float& x : pattern) x = mra::test::grid_value(rng, 16, 0x1p-3f);
     for (int64_t j = 0; j < nk; ++j)
       for (int64_t d = 0; d < dim; ++d)
         k[size_t((slice * nk + j) * dim + d)] = pattern[size_t(((j / s1 + slice) % patterns) * dim + d)];
