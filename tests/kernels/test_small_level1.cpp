@@ -241,7 +241,7 @@ TEST_CASE("small level 1: the spread selection makes the multi-CTA path's T_1, b
     mra_problem p = problem_of(*e, 2, 2 * s1 + 5, 300 * s1 - 37, 120, MRA_MODE_SPARSE);
     p.prior_diagonal = 1;
     std::vector<float> pattern(size_t(4 * p.dim));
-    for (float& x : pattern) x = float(int(rng.below(33)) - 16) / 8.0f;
+    for (float& x : pattern) x = mra::test::grid_value(rng, 16, 0x1p-3f);
     Inputs in{mra::test::noise(rng, 1, 2, p.nq, p.dim), std::vector<float>(size_t(2 * p.nk * p.dim)),
               mra::test::noise(rng, 1, 2, p.nk, p.dim), {}, mra::test::random_mask(rng, 1, p.nk, 0.97)};
     for (int64_t slice = 0; slice < 2; ++slice)

@@ -28,7 +28,8 @@ def assert_close(x, ref, atol: float, rtol: float, what: str) -> None:
     if x.shape != ref.shape:
         raise AssertionError(f"{what}: shape {x.shape} != {ref.shape}")
     err = np.abs(x - ref)
-    used = err / (atol + rtol * np.abs(ref))
+    with np.errstate(divide="ignore", invalid="ignore"):  # NaN and infinite elements are ruled on just below
+        used = err / (atol + rtol * np.abs(ref))
     nan_x, nan_ref = np.isnan(x), np.isnan(ref)
     used = np.where(nan_x | nan_ref, np.where(nan_x & nan_ref, 0.0, np.inf), used)
     worst = np.unravel_index(int(np.argmax(used)), used.shape) if used.size else ()

@@ -2,7 +2,7 @@
 
     import mra.torch_ops
     out = mra.torch_ops.attend(q, k, v, scales=(32, 1), blocks_per_row=4)    # q [B, H, N, D] tensors
-    out.sum().backward()                                                      # float32: q.grad, k.grad, v.grad
+    out.sum().backward()                                                      # q.grad, k.grad, v.grad
 
 CPU tensors run the generated kernels on the host (the emulated backend, libmra.so's mra_forward_host), CUDA
 tensors the CUDA kernels on the current stream (mra_forward, when libmra.so was built with nvcc). float32,
@@ -18,7 +18,8 @@ The operators take the options after `scale` as row (policy row), causal and gro
 group), each False by default. Three operators: torch.ops.mra.attend (inference: saves nothing, so differentiating through it raises an error),
 torch.ops.mra.attend_train (returns the output and the forward's workspace, the state the backward reads; it is
 differentiable) and torch.ops.mra.attend_backward (mra_backward / mra_backward_host: the gradients of
-docs/semantics.md §7, the selection held fixed; float32 only for now). attend() below picks attend_train when a
+docs/semantics.md §7, the selection held fixed; in the inputs' dtype, float16 and bfloat16 on the tensor-core
+backward of docs/kernels.md). attend() below picks attend_train when a
 gradient is wanted.
 """
 
@@ -254,7 +255,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scales: Sequenc
     `mask` masks the keys, and the queries too when Nq == Nk and no query_mask is given; causal: query i sees key j
     only when j <= i + Nk - Nq, policy "row" by default and "global" refused, docs/semantics.md §9; selection
     "head" or "group", §8.4); torch.ops.mra.attend_train instead when a gradient is wanted, so that backward() gives
-    q.grad, k.grad, v.grad (float32; causal attention too, §9.7). q is [B, H, N, D], k and v [B, H_kv, Nk, D] with
+    q.grad, k.grad, v.grad (every dtype; causal attention too, §9.7). q is [B, H, N, D], k and v [B, H_kv, Nk, D] with
     H_kv dividing H, any strides."""
     if q.dim() != 4 or k.dim() != 4:
         raise MraError(f"mra.torch_ops.attend: q and k must be [B, H, N, D], got {tuple(q.shape)}, {tuple(k.shape)}")
