@@ -473,6 +473,39 @@ TEST_CASE("backward.grouped K/V heads and strides") {
   check_case(c);
 }
 
+TEST_CASE("backward.a selection shared by each group of heads") {
+  // §8.4: the forward kernels select once per (batch, K/V head), ranked by the group's mean query, and the backward
+  // differentiates with that selection held fixed. The kernels' selection must be the reference's group
+  // selection (one per group, every head of the group the same) and the gradients the reference's on it. (A group
+  // mean that pools its first head only, mutant group-pool-first-head-only, fails it; 0.8 s.)
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32", "mra_fwd_r16x4x1_d32_f32"})) return;
+  for (const auto& [seed, sides, dim, policy] : {std::tuple{320, std::vector<int64_t>{32, 1}, 64, ref::Policy::global},
+                                                 std::tuple{321, std::vector<int64_t>{16, 4, 1}, 32, ref::Policy::row}}) {
+    Case c = random_case(uint64_t(seed), sides, dim, 2, 4, 70, 70, ref::Mode::full, 0.8);
+    group_and_stride(c, 2, Storage::bnhd, uint64_t(seed) + 1000);
+    c.config.selection = ref::Scope::group;
+    c.config.policy = policy;
+    c.what += ", selection group";
+    const Grads g = check_case(c);
+    ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(),
+                                       c.qmask.data(), c.kmask.data(), c.scale);
+    rp.heads_kv = c.heads_kv;
+    const ref::Selection want = ref::select(rp, c.config);
+    int64_t refined = 0;
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads; ++h)
+        for (int64_t l = 0; l < int64_t(sides.size()) - 1; ++l) {
+          CAPTURE(b);
+          CAPTURE(h);
+          CAPTURE(l);
+          CHECK(g.used.at(b, h, l) == want.at(b, h, l));
+          CHECK(g.used.at(b, h, l) == g.used.at(b, h - h % 2, l));  // the group's first head's
+          refined += int64_t(g.used.at(b, h, l).size());
+        }
+    CHECK(refined > 0);
+  }
+}
+
 TEST_CASE("backward.grouped K/V heads: a poisoned query head") {
   // §7.5 with §8: an Inf in dout of a real query of head 3 (batch 0) makes dq of that slice and dk, dv of its K/V
   // head (1 of 2) NaN on real tokens; the other query head of the group and the other K/V head are finite.
