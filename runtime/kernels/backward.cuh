@@ -388,6 +388,82 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_kernel(Pa
   }
 }
 
+// Stage 6's grid row, shared by grad_dkv_kernel and grad_dkv_mma_kernel: the CTA's batch b and K/V head hkv (grid
+// row blockIdx.y), the first of its KB keys j0 and their finest key block C, and the slice of the first query head of
+// its group (its group's query heads are the slices first .. first + group - 1).
+struct KeyTile {
+  int32_t b, hkv, j0, C;
+  int64_t first;
+};
+
+template <int KB, int F>
+__device__ inline KeyTile key_tile(const Params& p) {
+  const int32_t heads_kv = p.heads / p.group, kv = p.slice0 + int32_t(blockIdx.y);
+  const int32_t b = kv / heads_kv, hkv = kv % heads_kv, j0 = int32_t(blockIdx.x) * KB;
+  return KeyTile{b, hkv, j0, j0 / F, int64_t(b) * p.heads + int64_t(hkv) * p.group};
+}
+
+// Stage 6's walk, shared by grad_dkv_kernel and grad_dkv_mma_kernel (NT threads): for each query head of the group
+// in head order, the query blocks R with (R, C) refined at the last step, found NT at a time in block order (flag:
+// NT words); each one's rows Step at a time. qid[0, Slots) gets the step's rows (-1 past Step slots, the block's end,
+// Nq or a masked query), then, after a barrier, step(slice, q, dout, i0) runs on them. Stops at the first poisoned
+// query head of the group and returns whether there was one (§7.5: the tile's real keys then get NaN).
+template <class Cfg, int NT, int Step, int Slots, class StepFn>
+__device__ inline bool for_refined_query_steps(const Params& p, const GradArgs& g, const KeyTile& kt, int32_t* qid,
+                                               int32_t* flag, StepFn&& step) {
+  using T = typename Cfg::T;
+  constexpr int F = Cfg::finest;
+  const int tid = threadIdx.x;
+  const Level& fin = p.layout.level[Cfg::steps - 1];
+  bool bad = false;  // uniform: every thread reads the same flags
+  for (int32_t m = 0; m < p.group; ++m) {
+    const int64_t slice = kt.first + m;
+    bad = bad || grad_poisoned(p, g, slice);
+    const Rows<const T> q = q_rows<T>(p, slice), dout = dout_rows<T>(p, g.dout, slice);
+    for (int32_t R0 = 0; !bad && R0 < fin.nq; R0 += NT) {
+      flag[tid] = R0 + tid < fin.nq && refined(p, slice, Cfg::steps - 1, R0 + tid, kt.C);
+      __syncthreads();
+      for (int t = 0; t < NT && R0 + t < fin.nq; ++t) {
+        if (!flag[t]) continue;  // uniform: every thread reads the same flag
+        const int32_t rfirst = (R0 + t) * F;
+        for (int32_t i0 = rfirst; i0 < rfirst + F && i0 < p.nq; i0 += Step) {
+          for (int x = tid; x < Slots; x += NT) {
+            const int32_t i = i0 + x;
+            qid[x] = x < Step && i < p.nq && i < rfirst + F && is_real(p.qmask, kt.b, p.nq, i) ? i : -1;
+          }
+          __syncthreads();
+          step(slice, q, dout, i0);
+        }
+      }
+      __syncthreads();  // flags are rewritten by the next chunk
+    }
+  }
+  return bad;
+}
+
+// Stage 6's output of key j (real: not masked), feature d: σ times the exact part ak of dk and the exact part av of
+// dv, plus the coarse levels' gk and gv of every query head of the group, in head order; NaN when a query head of
+// the group is poisoned (bad), 0 for a masked key.
+struct KeyGrad {
+  float k, v;
+};
+
+__device__ inline KeyGrad key_grad(const Params& p, const GradArgs& g, const KeyTile& kt, int32_t j, int d, int dim,
+                                   bool real, bool bad, float ak, float av) {
+  KeyGrad r{0.f, 0.f};
+  if (real && bad) {
+    r.k = r.v = quiet_nan();
+  } else if (real) {
+    r.k = p.scale * ak;
+    r.v = av;
+    for (int32_t m = 0; m < p.group; ++m) {
+      r.k += coarse_sum(p, g, kt.first + m, j, d, dim, &BackLevel::gk, false);
+      r.v += coarse_sum(p, g, kt.first + m, j, d, dim, &BackLevel::gv, false);
+    }
+  }
+  return r;
+}
+
 // Stage 6: dk and dv of a tile of KB keys of one K/V head, inside one finest key block C. For each query head of the
 // head's group in head order (§8: a shared K/V head's gradients are the sums over its group), the query blocks R
 // with (R, C) refined at the last step are found NT at a time in block order; each one's rows, QB at a time, give
@@ -415,92 +491,59 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
   int32_t* id = reinterpret_cast<int32_t*>(smem + S::id);
   int32_t* flag = reinterpret_cast<int32_t*>(smem + S::words);
   const int tid = threadIdx.x;
-  // Grid row: (batch b, K/V head hkv); its group's query heads are the slices first .. first + group - 1.
-  const int32_t heads_kv = p.heads / p.group, kv = p.slice0 + int32_t(blockIdx.y);
-  const int32_t b = kv / heads_kv, hkv = kv % heads_kv, j0 = int32_t(blockIdx.x) * KB, C = j0 / F;
-  const int64_t first = int64_t(b) * p.heads + int64_t(hkv) * p.group;
-  const Level& fin = p.layout.level[Cfg::steps - 1];
+  const KeyTile kt = key_tile<KB, F>(p);
+  const int32_t j0 = kt.j0;
 
   int32_t* key = id;        // [KB]
   int32_t* qid = id + KB;   // [QB]
   for (int t = tid; t < KB; t += NT) {
     const int32_t j = j0 + t;
-    key[t] = j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : -1;
+    key[t] = j < p.nk && is_real(p.kmask, kt.b, p.nk, j) ? j : -1;
   }
   __syncthreads();
-  load_rows<T, D>(k_rows<T>(p, first), v_rows<T>(p, first), key, KB, ks, vs);
+  load_rows<T, D>(k_rows<T>(p, kt.first), v_rows<T>(p, kt.first), key, KB, ks, vs);
   __syncthreads();
   float acck[E], accv[E];
   MRA_UNROLL
   for (int e = 0; e < E; ++e) acck[e] = accv[e] = 0.f;
-  bool bad = false;  // uniform: every thread reads the same flags
-  for (int32_t m = 0; m < p.group; ++m) {
-    const int64_t slice = first + m;
-    bad = bad || grad_poisoned(p, g, slice);
-    const Rows<const T> q = q_rows<T>(p, slice), dout = dout_rows<T>(p, g.dout, slice);
-    for (int32_t R0 = 0; !bad && R0 < fin.nq; R0 += NT) {
-      flag[tid] = R0 + tid < fin.nq && refined(p, slice, Cfg::steps - 1, R0 + tid, C);
-      __syncthreads();
-      for (int t = 0; t < NT && R0 + t < fin.nq; ++t) {
-        if (!flag[t]) continue;  // uniform: every thread reads the same flag
-        const int32_t rfirst = (R0 + t) * F;
-        for (int32_t i0 = rfirst; i0 < rfirst + F && i0 < p.nq; i0 += QB) {
-          for (int x = tid; x < QB; x += NT) {
-            const int32_t i = i0 + x;
-            qid[x] = i < p.nq && i < rfirst + F && is_real(p.qmask, b, p.nq, i) ? i : -1;
-          }
-          __syncthreads();
-          load_rows<T, D>(q, dout, qid, QB, qs, gs);
-          load_row_state(p, g, slice, qid, QB, rs);
-          __syncthreads();
-          for (int e = tid; e < KB * QB; e += NT) {
-            const int n = e / QB, x = e % QB;
-            // §9.7: the key's entries of a crossing block that the row does not see are no terms.
-            const float w = sees(p, i0 + x, j0 + n) ? exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P) : 0.f;
-            pw[n * QB + x] = w;
-            ds[n * QB + x] = w * (dot<D>(gs + x * P, vs + n * P) - rs[3 * x + 2]);
-          }
-          __syncthreads();
-          MRA_UNROLL
-          for (int e = 0; e < E; ++e) {
-            const int y = tid + NT * e, n = y / D, d = y % D;
-            if (y >= KB * D) continue;
-            float ak = acck[e], av = accv[e];
-            for (int x = 0; x < QB; ++x) {
-              av += pw[n * QB + x] * gs[x * P + d];
-              ak += ds[n * QB + x] * qs[x * P + d];
-            }
-            acck[e] = ak;
-            accv[e] = av;
-          }
-          __syncthreads();
+  const bool bad = for_refined_query_steps<Cfg, NT, QB, QB>(
+      p, g, kt, qid, flag, [&](int64_t slice, const Rows<const T>& q, const Rows<const T>& dout, int32_t i0) {
+        load_rows<T, D>(q, dout, qid, QB, qs, gs);
+        load_row_state(p, g, slice, qid, QB, rs);
+        __syncthreads();
+        for (int e = tid; e < KB * QB; e += NT) {
+          const int n = e / QB, x = e % QB;
+          // §9.7: the key's entries of a crossing block that the row does not see are no terms.
+          const float w = sees(p, i0 + x, j0 + n) ? exact_weight<D>(p, rs + 3 * x, qs + x * P, ks + n * P) : 0.f;
+          pw[n * QB + x] = w;
+          ds[n * QB + x] = w * (dot<D>(gs + x * P, vs + n * P) - rs[3 * x + 2]);
         }
-      }
-      __syncthreads();  // flags are rewritten by the next chunk
-    }
-  }
+        __syncthreads();
+        MRA_UNROLL
+        for (int e = 0; e < E; ++e) {
+          const int y = tid + NT * e, n = y / D, d = y % D;
+          if (y >= KB * D) continue;
+          float ak = acck[e], av = accv[e];
+          for (int x = 0; x < QB; ++x) {
+            av += pw[n * QB + x] * gs[x * P + d];
+            ak += ds[n * QB + x] * qs[x * P + d];
+          }
+          acck[e] = ak;
+          accv[e] = av;
+        }
+        __syncthreads();
+      });
 
-  // Output: σ dk and dv of the exact part, plus the coarse part of every level and every head of the group; written
-  // with k's and v's strides.
-  const Rows<T> dk = rows_of<T>(g.dk, p.k_strides, b, hkv), dv = rows_of<T>(g.dv, p.v_strides, b, hkv);
+  // Output: key_grad of every (key, feature) of the tile, written with k's and v's strides.
+  const Rows<T> dk = rows_of<T>(g.dk, p.k_strides, kt.b, kt.hkv), dv = rows_of<T>(g.dv, p.v_strides, kt.b, kt.hkv);
   MRA_UNROLL
   for (int e = 0; e < E; ++e) {
     const int y = tid + NT * e, n = y / D, d = y % D;
     const int32_t j = j0 + n;
     if (y >= KB * D || j >= p.nk) continue;
-    const bool real = is_real(p.kmask, b, p.nk, j);
-    float gk = 0.f, gv = 0.f;
-    if (real && bad) gk = gv = quiet_nan();
-    else if (real) {
-      gk = p.scale * acck[e];
-      gv = accv[e];
-      for (int32_t m = 0; m < p.group; ++m) {
-        gk += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gk, false);
-        gv += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gv, false);
-      }
-    }
-    dk.row(j)[d] = from_float<T>(gk);
-    dv.row(j)[d] = from_float<T>(gv);
+    const KeyGrad r = key_grad(p, g, kt, j, d, D, is_real(p.kmask, kt.b, p.nk, j), bad, acck[e], accv[e]);
+    dk.row(j)[d] = from_float<T>(r.k);
+    dv.row(j)[d] = from_float<T>(r.v);
   }
 }
 

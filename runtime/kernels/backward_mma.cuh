@@ -83,6 +83,30 @@ __device__ inline ExactGrad exact_grad(const Params& p, const float* st, bool ke
   return {w, w * (dp - st[2])};
 }
 
+// A row of a warp's C fragments at their store: the token it is (a query of dq, a key of dk and dv), whether it is
+// stored (inside the CTA's tile and below Nq or Nk) and whether that token is real (not masked).
+struct FragRow {
+  int32_t token;
+  bool stored, real;
+};
+
+// The store of a warp's C fragments of N columns, shared by both kernels' outputs: for h = 0, 1, row(g + 8 h) gives
+// the FragRow of row g + 8 h of the warp's 16-row tile; for a stored one, put(row, c, nt, r) for each of its columns
+// c = 8 nt + 2 t + e, held in element r = 2 h + e of the warp's fragments [nt].
+template <int N, class RowFn, class PutFn>
+__device__ inline void store_c_fragments(int lane, RowFn&& row, PutFn&& put) {
+  const int gr = lane / 4, t4 = lane % 4;
+  MRA_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const FragRow fr = row(gr + 8 * h);
+    if (!fr.stored) continue;
+    MRA_UNROLL
+    for (int nt = 0; nt < N / 8; ++nt)
+      MRA_UNROLL
+      for (int e = 0; e < 2; ++e) put(fr, nt * 8 + 2 * t4 + e, nt, 2 * h + e);
+  }
+}
+
 // Stage 5 on tensor cores: dq of a tile of BM query rows inside one finest block R (grid and order as
 // grad_dq_kernel): per key tile of R's refined keys, S = Q Kᵀ and dP = dO Vᵀ per warp, dS in registers, dQ += dS K.
 template <class Cfg>
@@ -164,23 +188,20 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dq_mma_kerne
 
   // Output: σ times the exact part, plus the coarse part of every level; rows g and g + 8 of the warp's slab.
   const Rows<T> dq = rows_of<T>(g.dq, p.q_strides, slice / p.heads, slice % p.heads);
-  MRA_UNROLL
-  for (int h = 0; h < 2; ++h) {
-    const int x = warp * 16 + gr + 8 * h;
-    const int32_t i = row0 + x;
-    if (x >= BM || i >= p.nq) continue;
-    const bool real = is_real(p.qmask, b, p.nq, i);
-    MRA_UNROLL
-    for (int nt = 0; nt < D / 8; ++nt)
-      MRA_UNROLL
-      for (int e = 0; e < 2; ++e) {
-        const int d = nt * 8 + 2 * t4 + e;
+  store_c_fragments<D>(
+      lane,
+      [&](int y) {
+        const int x = warp * 16 + y;
+        const int32_t i = row0 + x;
+        const bool stored = x < BM && i < p.nq;
+        return FragRow{i, stored, stored && is_real(p.qmask, b, p.nq, i)};
+      },
+      [&](const FragRow& fr, int d, int nt, int r) {
         float value = 0.f;
-        if (real && bad) value = quiet_nan();
-        else if (real) value = p.scale * acc[nt][2 * h + e] + coarse_sum(p, g, slice, i, d, D, &BackLevel::gq, true);
-        dq.row(i)[d] = from_float<T>(value);
-      }
-  }
+        if (fr.real && bad) value = quiet_nan();
+        else if (fr.real) value = p.scale * acc[nt][r] + coarse_sum(p, g, slice, fr.token, d, D, &BackLevel::gq, true);
+        dq.row(fr.token)[d] = from_float<T>(value);
+      });
 }
 
 // Stage 6 on tensor cores: dk and dv of KB keys of one K/V head inside one finest key block C (grid, loops and order
@@ -225,92 +246,58 @@ __global__ void __launch_bounds__(GradDkvMmaShape<Cfg>::threads, GradDkvMmaShape
   int32_t* flag = qid + QB;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, gr = lane / 4, t4 = lane % 4;
   const int slab = warp / S::FS, f0 = warp % S::FS * FD;
-  const int32_t heads_kv = p.heads / p.group, kv = p.slice0 + int32_t(blockIdx.y);
-  const int32_t b = kv / heads_kv, hkv = kv % heads_kv, j0 = int32_t(blockIdx.x) * KB, C = j0 / F;
-  const int64_t first = int64_t(b) * p.heads + int64_t(hkv) * p.group;
-  const Level& fin = p.layout.level[Cfg::steps - 1];
+  const KeyTile kt = key_tile<KB, F>(p);
+  const int32_t j0 = kt.j0;
 
   for (int t = tid; t < M; t += NT) {
     const int32_t j = j0 + t;
-    key[t] = t < KB && j < p.nk && is_real(p.kmask, b, p.nk, j) ? j : -1;
+    key[t] = t < KB && j < p.nk && is_real(p.kmask, kt.b, p.nk, j) ? j : -1;
   }
   __syncthreads();
-  load_tiles<T, D, P>(k_rows<T>(p, first), v_rows<T>(p, first), key, M, ks, vs);
+  load_tiles<T, D, P>(k_rows<T>(p, kt.first), v_rows<T>(p, kt.first), key, M, ks, vs);
   float acck[FD / 8][4], accv[FD / 8][4];
   MRA_UNROLL
   for (int nt = 0; nt < FD / 8; ++nt)
     MRA_UNROLL
     for (int r = 0; r < 4; ++r) acck[nt][r] = accv[nt][r] = 0.f;
-  bool bad = false;  // uniform: every thread reads the same flags
-  for (int32_t m = 0; m < p.group; ++m) {
-    const int64_t slice = first + m;
-    bad = bad || grad_poisoned(p, g, slice);
-    const Rows<const T> q = q_rows<T>(p, slice), dout = dout_rows<T>(p, g.dout, slice);
-    for (int32_t R0 = 0; !bad && R0 < fin.nq; R0 += NT) {
-      flag[tid] = R0 + tid < fin.nq && refined(p, slice, Cfg::steps - 1, R0 + tid, C);
-      __syncthreads();
-      for (int t = 0; t < NT && R0 + t < fin.nq; ++t) {
-        if (!flag[t]) continue;  // uniform: every thread reads the same flag
-        const int32_t rfirst = (R0 + t) * F;
-        for (int32_t i0 = rfirst; i0 < rfirst + F && i0 < p.nq; i0 += QR) {
-          for (int x = tid; x < QB; x += NT) {
-            const int32_t i = i0 + x;
-            qid[x] = x < QR && i < p.nq && i < rfirst + F && is_real(p.qmask, b, p.nq, i) ? i : -1;
-          }
-          __syncthreads();
-          load_tiles<T, D, P>(q, dout, qid, QB, qs, gs);
-          load_row_state(p, g, slice, qid, QB, rs);
-          __syncthreads();  // the query tile and its state are in shared memory for every warp
-          float s[QB / 8][4], dp[QB / 8][4];
-          warp_abt<T, D, QB, P>(s, ks + slab * 16 * P, qs, lane);
-          warp_abt<T, D, QB, P>(dp, vs + slab * 16 * P, gs, lane);
+  const bool bad = for_refined_query_steps<Cfg, NT, QR, QB>(
+      p, g, kt, qid, flag, [&](int64_t slice, const Rows<const T>& q, const Rows<const T>& dout, int32_t i0) {
+        load_tiles<T, D, P>(q, dout, qid, QB, qs, gs);
+        load_row_state(p, g, slice, qid, QB, rs);
+        __syncthreads();  // the query tile and its state are in shared memory for every warp
+        float s[QB / 8][4], dp[QB / 8][4];
+        warp_abt<T, D, QB, P>(s, ks + slab * 16 * P, qs, lane);
+        warp_abt<T, D, QB, P>(dp, vs + slab * 16 * P, gs, lane);
+        MRA_UNROLL
+        for (int nt = 0; nt < QB / 8; ++nt)
           MRA_UNROLL
-          for (int nt = 0; nt < QB / 8; ++nt)
-            MRA_UNROLL
-            for (int r = 0; r < 4; ++r) {
-              const int y = slab * 16 + gr + 8 * (r / 2), x = nt * 8 + 2 * t4 + r % 2;
-              // §9.7: the key's entries of a crossing block that the row does not see are no terms.
-              const bool term = key[y] >= 0 && sees(p, i0 + x, j0 + y);
-              const ExactGrad e = exact_grad(p, rs + 3 * x, term, s[nt][r], dp[nt][r]);
-              s[nt][r] = e.p;
-              dp[nt][r] = e.ds;
-            }
-          warp_wb<T, QB, FD, P>(accv, s, gs + f0, lane);
-          warp_wb<T, QB, FD, P>(acck, dp, qs + f0, lane);
-        }  // the next step's first barrier (after its qid) keeps its loads behind every warp's use of this tile
-      }
-      __syncthreads();  // flags are rewritten by the next chunk
-    }
-  }
-
-  // Output: σ dk and dv of the exact part, plus the coarse part of every level and every head of the group; rows g
-  // and g + 8 of the warp's slab, its FD features.
-  const Rows<T> dk = rows_of<T>(g.dk, p.k_strides, b, hkv), dv = rows_of<T>(g.dv, p.v_strides, b, hkv);
-  MRA_UNROLL
-  for (int h = 0; h < 2; ++h) {
-    const int y = slab * 16 + gr + 8 * h;
-    const int32_t j = j0 + y;
-    if (y >= KB || j >= p.nk) continue;
-    const bool real = is_real(p.kmask, b, p.nk, j);
-    MRA_UNROLL
-    for (int nt = 0; nt < FD / 8; ++nt)
-      MRA_UNROLL
-      for (int e = 0; e < 2; ++e) {
-        const int d = f0 + nt * 8 + 2 * t4 + e;
-        float gk = 0.f, gv = 0.f;
-        if (real && bad) gk = gv = quiet_nan();
-        else if (real) {
-          gk = p.scale * acck[nt][2 * h + e];
-          gv = accv[nt][2 * h + e];
-          for (int32_t m = 0; m < p.group; ++m) {
-            gk += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gk, false);
-            gv += coarse_sum(p, g, first + m, j, d, D, &BackLevel::gv, false);
+          for (int r = 0; r < 4; ++r) {
+            const int y = slab * 16 + gr + 8 * (r / 2), x = nt * 8 + 2 * t4 + r % 2;
+            // §9.7: the key's entries of a crossing block that the row does not see are no terms.
+            const bool term = key[y] >= 0 && sees(p, i0 + x, j0 + y);
+            const ExactGrad e = exact_grad(p, rs + 3 * x, term, s[nt][r], dp[nt][r]);
+            s[nt][r] = e.p;
+            dp[nt][r] = e.ds;
           }
-        }
-        dk.row(j)[d] = from_float<T>(gk);
-        dv.row(j)[d] = from_float<T>(gv);
-      }
-  }
+        warp_wb<T, QB, FD, P>(accv, s, gs + f0, lane);
+        warp_wb<T, QB, FD, P>(acck, dp, qs + f0, lane);
+      });  // the next step's first barrier (after its qid) keeps its loads behind every warp's use of this tile
+
+  // Output: key_grad of rows g and g + 8 of the warp's slab, its FD features.
+  const Rows<T> dk = rows_of<T>(g.dk, p.k_strides, kt.b, kt.hkv), dv = rows_of<T>(g.dv, p.v_strides, kt.b, kt.hkv);
+  store_c_fragments<FD>(
+      lane,
+      [&](int y) {
+        const int32_t j = j0 + slab * 16 + y;
+        const bool stored = slab * 16 + y < KB && j < p.nk;
+        return FragRow{j, stored, stored && is_real(p.kmask, kt.b, p.nk, j)};
+      },
+      [&](const FragRow& fr, int c, int nt, int r) {
+        const int d = f0 + c;
+        const KeyGrad kg = key_grad(p, g, kt, fr.token, d, D, fr.real, bad, acck[nt][r], accv[nt][r]);
+        dk.row(fr.token)[d] = from_float<T>(kg.k);
+        dv.row(fr.token)[d] = from_float<T>(kg.v);
+      });
 }
 
 }  // namespace MRA_KERNEL_NAMESPACE

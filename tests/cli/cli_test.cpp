@@ -927,6 +927,74 @@ TEST_CASE("grouped K/V heads (K and V with fewer heads than Q) and --layout bnhd
                 "--layout", "bnhd needs inputs shaped [N, H, D] or [B, N, H, D]", fresh);
 }
 
+// True when every value is one of the 16-bit type's (float16: 11 significant bits, bfloat16: 8).
+bool representable(const std::vector<double>& values, const std::string& storage) {
+  const int bits = storage == "f16" ? 11 : 8;
+  for (double x : values) {
+    int e = 0;
+    const double m = std::frexp(x, &e);  // x = m 2^e, |m| in [0.5, 1)
+    if (std::ldexp(m, bits) != std::nearbyint(std::ldexp(m, bits))) return false;
+  }
+  return true;
+}
+
+TEST_CASE("--storage f16|bf16: the 16-bit kernels, their results stored in the 16-bit type") {
+  if (!mra::test::skip_unless_built({"mra_fwd_r16x1_d32_f16", "mra_fwd_r16x1_d32_bf16", "mra_fwd_r16x4x1_d32_bf16"}))
+    return;
+  TempDir dir;
+  // sample() values have at most 8 significant bits: both 16-bit types hold the inputs exactly, so the reference
+  // on the same files is the right comparison. Relative error bounds: 8 units of each type's roundoff.
+  const Problem p = write_problem(dir, {2, 1, 40, 32}, {2, 1, 40, 32});
+  const std::string ref = dir.file("ref.npy"), emu = dir.file("emu.npy");
+  const std::vector<std::string> config{"--scales", "16,1", "--budget", "4"};
+  REQUIRE(run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + std::vector<std::string>{"-o", ref})
+              .status == 0);
+  for (const auto& [storage, bound] : {std::pair{std::string("f16"), 8 * 0x1p-11}, std::pair{std::string("bf16"), 8 * 0x1p-8}}) {
+    CAPTURE(storage);
+    const Result e = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config +
+                                  std::vector<std::string>{"--backend", "emulated", "--storage", storage, "-o", emu});
+    INFO(e.err);
+    REQUIRE(e.status == 0);
+    CHECK(e.out.find("backend emulated, storage " + storage) != std::string::npos);
+    const mra::npy::Array a = load_ok(emu);
+    CHECK(representable(a.values, storage));
+    CHECK(relative_error(a.values, load_ok(ref).values) < bound);
+  }
+  // The backward on tensor cores (bfloat16, three levels): gradients in bfloat16, near the reference's.
+  const std::string dout = dir.file("dout.npy");
+  write_bytes(dout, npy_of("<f4", {2, 1, 40, 32}, sample(2 * 40 * 32, 6)));
+  std::vector<std::vector<double>> got[2];
+  for (int e = 0; e < 2; ++e) {
+    const std::string dq = dir.file("dq.npy"), dk = dir.file("dk.npy"), dv = dir.file("dv.npy");
+    std::vector<std::string> args = std::vector<std::string>{"grad"} + inputs(p) +
+                                    std::vector<std::string>{"--dout", dout, "--scales", "16,4,1", "--budget", "3,10",
+                                                             "--dq", dq, "--dk", dk, "--dv", dv};
+    if (e) args = args + std::vector<std::string>{"--backend", "emulated", "--storage", "bf16"};
+    const Result r = run(dir, args);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    for (const std::string& f : {dq, dk, dv}) got[e].push_back(load_ok(f).values);
+  }
+  for (size_t t = 0; t < 3; ++t) {
+    CHECK(representable(got[1][t], "bf16"));
+    CHECK(relative_error(got[1][t], got[0][t]) < 8 * 0x1p-8);
+  }
+  // Errors: a value float16 cannot hold, a storage the reference does not have, an unknown type.
+  std::vector<double> big = p.q;
+  big[37] = 70000;
+  const std::string big_q = dir.file("big.npy"), out = dir.file("out.npy");
+  write_bytes(big_q, npy_of("<f4", {2, 1, 40, 32}, big));
+  check_failure(dir, run(dir, {"attend", "--q", big_q, "--k", p.k_path, "--v", p.v_path, "--scales", "16,1",
+                               "--backend", "emulated", "--storage", "f16", "-o", out}),
+                "--q", "7.000e+04 at [0, 0, 1, 5] is beyond the range of --storage f16", out);
+  check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                  std::vector<std::string>{"--storage", "bf16", "-o", out}),
+                "--storage", "needs --backend emulated", out);
+  check_failure(dir, run(dir, std::vector<std::string>{"attend"} + inputs(p) +
+                                  std::vector<std::string>{"--backend", "emulated", "--storage", "f8", "-o", out}),
+                "--storage", "expected f32, f16 or bf16, got 'f8'", out);
+}
+
 TEST_CASE("grad --backend emulated: the backward kernels give the reference's gradients") {
   if (!mra::test::skip_unless_built({"mra_fwd_r16x4x1_d32_f32"})) return;
   TempDir dir;

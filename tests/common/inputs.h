@@ -20,6 +20,13 @@ inline std::vector<float> noise(Rng& rng, int64_t batch, int64_t heads, int64_t 
   return mra::synthetic::noise(rng, batch * heads * n * dim, amplitude);
 }
 
+// A number drawn uniformly from the grid {-half, ..., half} times `step` (a power of two, so the scaling is exact):
+// the sums, differences and small power-of-two means of such numbers are exact in float, which the tests that
+// need exact arithmetic (exact ties, bit-for-bit comparisons, exact means) rely on.
+inline float grid_value(Rng& rng, int64_t half, float step) {
+  return float(rng.below(2 * half + 1) - half) * step;
+}
+
 // A [batch, n] 0/1 mask: batch b pads its last `pad[b]` tokens.
 inline std::vector<uint8_t> padding_mask(int64_t batch, int64_t n, const std::vector<int64_t>& pad) {
   std::vector<uint8_t> m(size_t(batch * n), 1);

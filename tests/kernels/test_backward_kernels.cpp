@@ -99,6 +99,21 @@ Case random_case(uint64_t seed, std::vector<int64_t> sides, int64_t dim, int64_t
   return c;
 }
 
+// A production-size case of the (32, 1) D = 64 configurations, B 1 H 2, mode full: structured q, k, v (locality,
+// global tokens; tools/synthetic with `seed`) of Nq queries and Nk keys, dout iid normal from seed + 1. Budgets,
+// policy and dtype are the caller's.
+Case production_case(const std::string& what, int64_t nq, int64_t nk, uint64_t seed) {
+  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, nq, nk, 64, seed);
+  Rng rng(seed + 1);
+  Case c;
+  c.what = what;
+  c.batch = 1, c.heads = 2, c.nq = nq, c.nk = nk, c.dim = 64, c.sides = {32, 1};
+  c.q = in.q, c.k = in.k, c.v = in.v;
+  c.dout = mra::test::noise(rng, 1, 2, nq, 64);
+  c.config.scales = c.sides;
+  return c;
+}
+
 // The kernels' refined pairs of every level, from the forward's workspace, as a reference selection.
 ref::Selection kernel_selection(const Case& c, const mra::kern::Layout& L, Buffer& ws) {
   ref::Selection s{c.batch, c.heads, L.steps, std::vector<std::vector<int64_t>>(size_t(c.batch * c.heads * L.steps))};
@@ -320,14 +335,7 @@ TEST_CASE("backward.policy row") {
 TEST_CASE("backward.r32x1_d64_f32 production") {
   if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
   // Structured inputs (locality, global tokens) at N = 1024 with 4 blocks per row, as mra-base-512-4 uses.
-  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1024, 64, 7);
-  Rng rng(8);
-  Case c;
-  c.what = "structured B 1 H 2 N 1024 D 64, full, 4 blocks per row";
-  c.batch = 1, c.heads = 2, c.nq = 1024, c.nk = 1024, c.dim = 64, c.sides = {32, 1};
-  c.q = in.q, c.k = in.k, c.v = in.v;
-  c.dout = mra::test::noise(rng, 1, 2, 1024, 64);
-  c.config.scales = c.sides;
+  Case c = production_case("structured B 1 H 2 N 1024 D 64, full, 4 blocks per row", 1024, 1024, 7);
   c.config.budgets = ref::budgets_from_blocks_per_row(c.sides, 1024, 1024, 4);
   check_case(c);
 }
@@ -465,6 +473,39 @@ TEST_CASE("backward.grouped K/V heads and strides") {
   check_case(c);
 }
 
+TEST_CASE("backward.a selection shared by each group of heads") {
+  // §8.4: the forward kernels select once per (batch, K/V head), ranked by the group's mean query, and the backward
+  // differentiates with that selection held fixed. The kernels' selection must be the reference's group
+  // selection (one per group, every head of the group the same) and the gradients the reference's on it. (A group
+  // mean that pools its first head only, mutant group-pool-first-head-only, fails it; 0.8 s.)
+  if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32", "mra_fwd_r16x4x1_d32_f32"})) return;
+  for (const auto& [seed, sides, dim, policy] : {std::tuple{320, std::vector<int64_t>{32, 1}, 64, ref::Policy::global},
+                                                 std::tuple{321, std::vector<int64_t>{16, 4, 1}, 32, ref::Policy::row}}) {
+    Case c = random_case(uint64_t(seed), sides, dim, 2, 4, 70, 70, ref::Mode::full, 0.8);
+    group_and_stride(c, 2, Storage::bnhd, uint64_t(seed) + 1000);
+    c.config.selection = ref::Scope::group;
+    c.config.policy = policy;
+    c.what += ", selection group";
+    const Grads g = check_case(c);
+    ref::Problem rp = ref::Problem::of(c.batch, c.heads, c.nq, c.nk, c.dim, c.q.data(), c.k.data(), c.v.data(),
+                                       c.qmask.data(), c.kmask.data(), c.scale);
+    rp.heads_kv = c.heads_kv;
+    const ref::Selection want = ref::select(rp, c.config);
+    int64_t refined = 0;
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads; ++h)
+        for (int64_t l = 0; l < int64_t(sides.size()) - 1; ++l) {
+          CAPTURE(b);
+          CAPTURE(h);
+          CAPTURE(l);
+          CHECK(g.used.at(b, h, l) == want.at(b, h, l));
+          CHECK(g.used.at(b, h, l) == g.used.at(b, h - h % 2, l));  // the group's first head's
+          refined += int64_t(g.used.at(b, h, l).size());
+        }
+    CHECK(refined > 0);
+  }
+}
+
 TEST_CASE("backward.grouped K/V heads: a poisoned query head") {
   // §7.5 with §8: an Inf in dout of a real query of head 3 (batch 0) makes dq of that slice and dk, dv of its K/V
   // head (1 of 2) NaN on real tokens; the other query head of the group and the other K/V head are finite.
@@ -557,15 +598,8 @@ TEST_CASE("backward.16-bit storage, every configuration") {
 TEST_CASE("backward.r32x1_d64_bf16 production") {
   if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_bf16"})) return;
   // Structured inputs at N = 1024 with 4 blocks per row, as the f32 production case, in bf16 storage.
-  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1024, 64, 9);
-  Rng rng(10);
-  Case c;
-  c.what = "bf16, structured B 1 H 2 N 1024 D 64, full, 4 blocks per row";
+  Case c = production_case("bf16, structured B 1 H 2 N 1024 D 64, full, 4 blocks per row", 1024, 1024, 9);
   c.dtype = MRA_DTYPE_BF16;
-  c.batch = 1, c.heads = 2, c.nq = 1024, c.nk = 1024, c.dim = 64, c.sides = {32, 1};
-  c.q = in.q, c.k = in.k, c.v = in.v;
-  c.dout = mra::test::noise(rng, 1, 2, 1024, 64);
-  c.config.scales = c.sides;
   c.config.budgets = ref::budgets_from_blocks_per_row(c.sides, 1024, 1024, 4);
   check_case(c);
 }
@@ -602,14 +636,7 @@ TEST_CASE("backward.causal on every f32 configuration") {
 TEST_CASE("backward.causal production") {
   if (!mra::test::skip_unless_built({"mra_fwd_r32x1_d64_f32"})) return;
   // A decoder's shape: structured inputs, N = 1024, 4 blocks per row, mode full, plus 64 cached keys (δ = 64).
-  const mra::synthetic::Inputs in = mra::synthetic::structured(1, 2, 1024, 1088, 64, 17);
-  Rng rng(18);
-  Case c;
-  c.what = "structured B 1 H 2 Nq 1024 Nk 1088 D 64, full";
-  c.batch = 1, c.heads = 2, c.nq = 1024, c.nk = 1088, c.dim = 64, c.sides = {32, 1};
-  c.q = in.q, c.k = in.k, c.v = in.v;
-  c.dout = mra::test::noise(rng, 1, 2, 1024, 64);
-  c.config.scales = c.sides;
+  Case c = production_case("structured B 1 H 2 Nq 1024 Nk 1088 D 64, full", 1024, 1088, 17);
   make_causal(c, 4);
   check_case(c);
 }
@@ -652,8 +679,8 @@ TEST_CASE("backward.causal: no gradient from a query to a key it does not see") 
       for (int64_t h = 0; h < 2; ++h)
         for (int64_t j = cut + 1; j < nk; ++j)
           for (int64_t e = 0; e < D; ++e) {
-            d.k[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
-            d.v[size_t((h * nk + j) * D + e)] = float(rng.below(2001) - 1000) / 256.0f;
+            d.k[size_t((h * nk + j) * D + e)] = mra::test::grid_value(rng, 1000, 0x1p-8f);
+            d.v[size_t((h * nk + j) * D + e)] = mra::test::grid_value(rng, 1000, 0x1p-8f);
           }
       const Grads moved = run_backward(d, false);
       int64_t kept = 0, kept_changed = 0, later_changed = 0;
@@ -758,7 +785,7 @@ TEST_CASE("backward.causal: every configuration with a backward sends nothing to
     Rng rng(uint64_t(nq * 1000 + dim));
     const auto draw = [&](int64_t n) {
       std::vector<uint8_t> x;
-      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+      for (int64_t e = 0; e < heads * n * dim; ++e) store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
       return x;
     };
     const size_t es = dtype == MRA_DTYPE_F32 ? 4 : 2, qn = size_t(heads * nq * dim) * es, kn = size_t(heads * nk * dim) * es;
@@ -802,9 +829,9 @@ TEST_CASE("backward.causal: every configuration with a backward sends nothing to
         for (int64_t d = 0; d < dim; ++d) {
           const size_t at = size_t((h * nk + j) * dim + d) * es;
           std::vector<uint8_t> x;
-          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
           std::memcpy(&k[at], x.data(), es);
-          store_as(dtype, float(int64_t(rng.below(257)) - 128) / 64.f, x);
+          store_as(dtype, mra::test::grid_value(rng, 128, 0x1p-6f), x);
           std::memcpy(&v[at], x.data() + es, es);
         }
     run(dq2, dk2, dv2);

@@ -834,6 +834,25 @@ Case structured_case(const Config& cfg, const char* what, int64_t batch, int64_t
   return c;
 }
 
+// iid normal inputs (mra::test::noise) of one batch of `heads` slices, drawn from `rng` in the order q, k, v; with
+// `zero_q`, q is all zero (every score ties exactly) and only k and v are drawn. Masks, priors and budgets are the
+// caller's.
+Case noise_case(const Config& cfg, Rng& rng, const char* what, int64_t heads, int64_t nq, int64_t nk,
+                bool zero_q = false) {
+  Case c;
+  c.what = what;
+  c.heads = heads;
+  c.nq = nq;
+  c.nk = nk;
+  if (zero_q)
+    c.q.assign(size_t(heads * nq * cfg.dim), 0.f);
+  else
+    c.q = mra::test::noise(rng, 1, heads, nq, cfg.dim);
+  c.k = mra::test::noise(rng, 1, heads, nk, cfg.dim);
+  c.v = mra::test::noise(rng, 1, heads, nk, cfg.dim);
+  return c;
+}
+
 // §8: structured inputs with `heads_kv` K/V heads (the first heads_kv heads of a structured draw, so every group
 // sees structure) and 4 query heads, stored as `storage`; masks and priors as the structured case.
 Case grouped_case(const Config& cfg, Rng& rng, int64_t heads_kv, Storage storage, int64_t nq, int64_t nk,
@@ -890,7 +909,7 @@ void causal_future_keys(const Config& cfg, Rng& rng) {
       for (int64_t j = cut + 1; j < c.nk; ++j)
         for (int64_t e = 0; e < D; ++e) {
           const size_t at = size_t((b * c.nk + j) * D + e);
-          const float x = float(rng.below(2001) - 1000) / 64.0f;
+          const float x = mra::test::grid_value(rng, 1000, 0x1p-6f);
           d.k[at] = trial == 1 && e == 0 && j == cut + 2 ? NAN : x;
           d.v[at] = trial == 1 && e == 1 && j == cut + 4 ? INFINITY : -x;
         }
@@ -923,13 +942,7 @@ void small_cases(const Config& cfg) {
   Rng rng(seed_of(cfg.name));
   INFO("seed ", rng.seed());
   SUBCASE("random, length not a multiple of s_1") {
-    Case c;
-    c.what = "random";
-    c.heads = 2;
-    c.nq = c.nk = 4 * s1 + 3;
-    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
-    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
-    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    Case c = noise_case(cfg, rng, "random", 2, 4 * s1 + 3, 4 * s1 + 3);
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full);
     check_case(cfg, c);
   }
@@ -948,13 +961,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("exact ties: zero queries, the order is priority then flat index") {
-    Case c;
-    c.what = "ties";
-    c.nq = 3 * s1 + 5;
-    c.nk = 5 * s1 - 3;
-    c.q.assign(size_t(c.nq * cfg.dim), 0.f);
-    c.k = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
-    c.v = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+    Case c = noise_case(cfg, rng, "ties", 1, 3 * s1 + 5, 5 * s1 - 3, true);
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::full, 1, 1);
     c.exact_ties = true;
     check_case(cfg, c);
@@ -967,14 +974,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("policy row: exact ties, the order is priority then column in every row") {
-    Case c;
-    c.what = "row policy ties";
-    c.heads = 2;
-    c.nq = 3 * s1 + 5;
-    c.nk = 5 * s1 - 3;
-    c.q.assign(size_t(2 * c.nq * cfg.dim), 0.f);
-    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
-    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    Case c = noise_case(cfg, rng, "row policy ties", 2, 3 * s1 + 5, 5 * s1 - 3, true);
     c.v[size_t((c.nk + 3) * cfg.dim)] = NAN;  // head 1 poisoned: it selects nothing (§2.7)
     c.bad_slices = {1};
     c.config = mra_config(cfg, c.nq, c.nk, 2, ref::Mode::sparse, 0, 1, true);
@@ -982,13 +982,7 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("non-finite input in a real token poisons its slice only") {
-    Case c;
-    c.what = "non-finite";
-    c.heads = 2;
-    c.nq = c.nk = 2 * s1 + 3;
-    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
-    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
-    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
+    Case c = noise_case(cfg, rng, "non-finite", 2, 2 * s1 + 3, 2 * s1 + 3);
     c.kmask = mra::test::padding_mask(1, c.nk, {2});
     c.v[size_t((c.nk + 5) * cfg.dim + 1)] = NAN;           // head 1, real key 5
     c.k[size_t((c.nk - 1) * cfg.dim + 3)] = INFINITY;      // head 0, padded key: never read
@@ -1013,13 +1007,7 @@ void small_cases(const Config& cfg) {
       check_case(cfg, c);
     }
     SUBCASE("three levels, level-2 selection over many CTAs: exact ties cut across chunks, sparse") {
-      Case c;
-      c.what = "many CTAs per slice, ties";
-      c.nq = nq;
-      c.nk = nq - 3;
-      c.q.assign(size_t(c.nq * cfg.dim), 0.f);
-      c.k = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
-      c.v = mra::test::noise(rng, 1, 1, c.nk, cfg.dim);
+      Case c = noise_case(cfg, rng, "many CTAs per slice, ties", 1, nq, nq - 3, true);
       c.config = mra_config(cfg, c.nq, c.nk, 4, ref::Mode::sparse, 1, 1);
       c.exact_ties = true;
       c.select_chunk = mra::kern::kSelectThreads;
@@ -1042,25 +1030,14 @@ void small_cases(const Config& cfg) {
     check_case(cfg, c);
   }
   SUBCASE("causal: prefill after cached keys and more queries than keys, sparse") {
-    Case c;
-    c.what = "causal prefill";
+    // Nk - Nq = 2 s_1 - 2: the diagonal crosses blocks at every level.
+    Case c = noise_case(cfg, rng, "causal prefill", 2, 2 * s1 + 3, 4 * s1 + 1);
     c.causal = true;
-    c.heads = 2;
-    c.nq = 2 * s1 + 3;
-    c.nk = 4 * s1 + 1;  // Nk - Nq = 2 s_1 - 2: the diagonal crosses blocks at every level
-    c.q = mra::test::noise(rng, 1, 2, c.nq, cfg.dim);
-    c.k = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
-    c.v = mra::test::noise(rng, 1, 2, c.nk, cfg.dim);
     c.config = mra_config(cfg, c.nq, c.nk, 1, ref::Mode::sparse, 0, 0, true);
     check_case(cfg, c);
-    Case d;
-    d.what = "causal, Nq > Nk";
+    // The first Nq - Nk queries see no key: their rows are 0.
+    Case d = noise_case(cfg, rng, "causal, Nq > Nk", 1, 3 * s1 + 1, 2 * s1 + 6);
     d.causal = true;
-    d.nq = 3 * s1 + 1;
-    d.nk = 2 * s1 + 6;  // the first Nq - Nk queries see no key: their rows are 0
-    d.q = mra::test::noise(rng, 1, 1, d.nq, cfg.dim);
-    d.k = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
-    d.v = mra::test::noise(rng, 1, 1, d.nk, cfg.dim);
     d.config = mra_config(cfg, d.nq, d.nk, 1, ref::Mode::full, 0, 1, true);
     check_case(cfg, d);
   }
@@ -1113,7 +1090,7 @@ std::vector<float> patterned_keys(Rng& rng, int64_t slices, int64_t nk, int64_t 
   std::vector<float> k(size_t(slices * nk * dim));
   for (int64_t slice = 0; slice < slices; ++slice) {
     std::vector<float> pattern(size_t(patterns * dim));
-    for (float& x : pattern) x = float(rng.below(33) - 16) / 8.0f;
+    for (float& x : pattern) x = mra::test::grid_value(rng, 16, 0x1p-3f);
     for (int64_t j = 0; j < nk; ++j)
       for (int64_t d = 0; d < dim; ++d)
         k[size_t((slice * nk + j) * dim + d)] = pattern[size_t(((j / s1 + slice) % patterns) * dim + d)];
@@ -1226,23 +1203,15 @@ void run_long(const char* name, int64_t n, int64_t blocks_per_row, int kind) {
   Rng rng(0x6c6f6e67u + uint64_t(n));
   INFO("seed ", rng.seed());
   Case c;
-  c.nq = c.nk = n;
   if (kind == 0) {
     c = structured_case(*cfg, "long structured", 1, 1, n, n, rng.seed());
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::full, 2, 3);
   } else if (kind == 1) {
-    c.what = "long ties";
-    c.q.assign(size_t(n * cfg->dim), 0.f);
-    c.k = mra::test::noise(rng, 1, 1, n, cfg->dim);
-    c.v = mra::test::noise(rng, 1, 1, n, cfg->dim);
+    c = noise_case(*cfg, rng, "long ties", 1, n, n, true);
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::full);  // no priors: one tie class
     c.exact_ties = true;
   } else {
-    c.what = "long random";
-    c.heads = 2;
-    c.q = mra::test::noise(rng, 1, 2, n, cfg->dim);
-    c.k = mra::test::noise(rng, 1, 2, n, cfg->dim);
-    c.v = mra::test::noise(rng, 1, 2, n, cfg->dim);
+    c = noise_case(*cfg, rng, "long random", 2, n, n);
     c.kmask = mra::test::random_mask(rng, 1, n, 0.9);
     c.config = mra_config(*cfg, n, n, blocks_per_row, ref::Mode::sparse);
   }

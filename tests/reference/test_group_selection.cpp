@@ -34,7 +34,7 @@ constexpr int64_t kBatch = 2, kHeads = 4, kDim = 8;
 // float, so the mean query of a group of 1, 2 or 4 heads is the exact mean.
 std::vector<float> grid(Rng& rng, size_t n) {
   std::vector<float> x(n);
-  for (float& v : x) v = float(int64_t(rng.below(4097)) - 2048) / 1024.0f;
+  for (float& v : x) v = grid_value(rng, 2048, 0x1p-10f);
   return x;
 }
 

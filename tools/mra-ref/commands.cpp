@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "half.h"
 #include "inputs.h"
 #include "mra.h"
 #include "mra/reference.h"
@@ -30,76 +32,6 @@ void no_positional(const Options& options) {
   if (!options.positional().empty()) throw Failure(options.positional().front(), "unexpected argument");
 }
 
-// The generated kernels on the CPU (runtime/mra.h), f32 storage: what a GPU would compute, without a GPU. A
-// configuration without a generated kernel is reported, not approximated by something else. forward() keeps its
-// workspace: the saved state backward() reads (docs/kernels.md, "Backward").
-class Emulated {
- public:
-  Emulated(const Inputs& in, const ref::Config& config) : in_(in), config_(config) {
-    if (config.scales.size() > MRA_MAX_LEVELS)
-      throw Failure(kSubject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
-    p_.batch = in.batch;
-    p_.heads = in.heads;
-    p_.heads_kv = in.heads_kv;
-    p_.nq = in.nq;
-    p_.nk = in.nk;
-    p_.dim = in.dim;
-    p_.dtype = MRA_DTYPE_F32;
-    p_.levels = static_cast<int32_t>(config.scales.size());
-    for (size_t l = 0; l < config.scales.size(); ++l) p_.resolutions[l] = config.scales[l];
-    for (size_t l = 0; l < config.budgets.size(); ++l) p_.budgets[l] = config.budgets[l];
-    p_.mode = config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
-    p_.prior_first = config.prior_first;
-    p_.prior_diagonal = config.prior_diagonal;
-    p_.policy = config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
-    p_.selection = config.selection == ref::Scope::group ? MRA_SELECTION_GROUP : MRA_SELECTION_HEAD;
-    p_.scale = in.scale;
-    p_.causal = in.causal;
-  }
-
-  void forward(std::vector<float>& out) {
-    check(mra_workspace_size(&p_, &bytes_), "");
-    workspace_.assign(bytes_ / sizeof(std::max_align_t) + 1, {});
-    check(mra_forward_host(&p_, in_.q.data(), in_.k.data(), in_.v.data(), qmask(), kmask(), out.data(),
-                           workspace_.data(), bytes_), "");
-  }
-
-  // After forward(out): the gradients of L = sum(dout * out).
-  void backward(const std::vector<float>& out, const std::vector<float>& dout, std::vector<float>& dq,
-                std::vector<float>& dk, std::vector<float>& dv) {
-    size_t grad_bytes = 0;
-    check(mra_backward_workspace_size(&p_, &grad_bytes), "; backward kernels exist for f32");
-    std::vector<std::max_align_t> grad_workspace(grad_bytes / sizeof(std::max_align_t) + 1);
-    check(mra_backward_host(&p_, in_.q.data(), in_.k.data(), in_.v.data(), qmask(), kmask(), out.data(), dout.data(),
-                            dq.data(), dk.data(), dv.data(), workspace_.data(), bytes_, grad_workspace.data(),
-                            grad_bytes), "; backward kernels exist for f32");
-  }
-
- private:
-  static constexpr const char* kSubject = "--backend emulated";
-  const uint8_t* qmask() const { return in_.query_mask.empty() ? nullptr : in_.query_mask.data(); }
-  const uint8_t* kmask() const { return in_.key_mask.empty() ? nullptr : in_.key_mask.data(); }
-  void check(mra_status status, const std::string& more) const {
-    if (status != MRA_SUCCESS)
-      throw Failure(kSubject, std::string(mra_status_string(status)) + " (scales " + join(config_.scales, ",") +
-                                  ", D " + std::to_string(in_.dim) + ", f32; docs/kernels.md lists what is generated" +
-                                  more + ")");
-  }
-
-  const Inputs& in_;
-  const ref::Config& config_;
-  mra_problem p_{};
-  size_t bytes_ = 0;
-  std::vector<std::max_align_t> workspace_;
-};
-
-// Text for stdout or stderr, checked: a full disk or a closed pipe is an error, not a silent exit 0 (main
-// checks the final flush and close as well).
-void checked_print(std::FILE* to, const std::string& text) {
-  if (std::fputs(text.c_str(), to) < 0 || std::fflush(to) != 0)
-    throw Failure(to == stdout ? "stdout" : "stderr", std::string("cannot write: ") + std::strerror(errno));
-}
-
 std::string fixed(double x, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, x);
@@ -110,6 +42,153 @@ std::string sci(double x) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.3e", x);
   return buf;
+}
+
+// The backend of attend and grad (--backend) and, for the kernels, their storage type (--storage): what the
+// inputs are rounded to before the kernels read them and what their results are stored in.
+struct Backend {
+  std::string name = "reference";
+  std::string storage = "f32";
+  mra_dtype dtype = MRA_DTYPE_F32;
+
+  explicit Backend(const Options& options) {
+    name = options.get("--backend").value_or(name);
+    if (name != "reference" && name != "emulated")
+      throw Failure("--backend", "expected reference or emulated, got '" + name + "'");
+    const std::optional<std::string> given = options.get("--storage");
+    if (!given) return;
+    if (name != "emulated")
+      throw Failure("--storage", "needs --backend emulated (the reference computes in float64 with float32 results)");
+    storage = *given;
+    if (storage == "f16")
+      dtype = MRA_DTYPE_F16;
+    else if (storage == "bf16")
+      dtype = MRA_DTYPE_BF16;
+    else if (storage != "f32")
+      throw Failure("--storage", "expected f32, f16 or bf16, got '" + storage + "'");
+  }
+  bool emulated() const { return name == "emulated"; }
+  // For the summary line: "emulated, storage bf16".
+  std::string describe() const { return name + (emulated() ? ", storage " + storage : ""); }
+};
+
+// The generated kernels on the CPU (runtime/mra.h), in the storage type --storage names: what a GPU would compute,
+// without a GPU. A configuration without a generated kernel is reported, not approximated by something else.
+// forward() keeps its workspace: the saved state backward() reads (docs/kernels.md, "Backward").
+class Emulated {
+ public:
+  Emulated(const Inputs& in, const ref::Config& config, const Backend& backend)
+      : in_(in), config_(config), backend_(backend) {
+    if (config.scales.size() > MRA_MAX_LEVELS)
+      throw Failure(kSubject, "at most " + std::to_string(MRA_MAX_LEVELS) + " resolutions are generated");
+    p_.batch = in.batch;
+    p_.heads = in.heads;
+    p_.heads_kv = in.heads_kv;
+    p_.nq = in.nq;
+    p_.nk = in.nk;
+    p_.dim = in.dim;
+    p_.dtype = backend.dtype;
+    p_.levels = static_cast<int32_t>(config.scales.size());
+    for (size_t l = 0; l < config.scales.size(); ++l) p_.resolutions[l] = config.scales[l];
+    for (size_t l = 0; l < config.budgets.size(); ++l) p_.budgets[l] = config.budgets[l];
+    p_.mode = config.mode == ref::Mode::full ? MRA_MODE_FULL : MRA_MODE_SPARSE;
+    p_.prior_first = config.prior_first;
+    p_.prior_diagonal = config.prior_diagonal;
+    p_.policy = config.policy == ref::Policy::row ? MRA_POLICY_ROW : MRA_POLICY_GLOBAL;
+    p_.selection = config.selection == ref::Scope::group ? MRA_SELECTION_GROUP : MRA_SELECTION_HEAD;
+    p_.scale = in.scale;
+    p_.causal = in.causal;
+    q_ = stored(in.q, "--q", {in.batch, in.heads, in.nq, in.dim});
+    k_ = stored(in.k, "--k", {in.batch, in.heads_kv, in.nk, in.dim});
+    v_ = stored(in.v, "--v", {in.batch, in.heads_kv, in.nk, in.dim});
+  }
+
+  void forward(std::vector<float>& out) {
+    check(mra_workspace_size(&p_, &bytes_), "");
+    workspace_.assign(bytes_ / sizeof(std::max_align_t) + 1, {});
+    out_.assign(out.size() * element_bytes(), 0);
+    check(mra_forward_host(&p_, q_.data(), k_.data(), v_.data(), qmask(), kmask(), out_.data(), workspace_.data(),
+                           bytes_), "");
+    loaded(out_, out);
+  }
+
+  // After forward(out): the gradients of L = sum(dout * out), dout rounded to the storage type first.
+  void backward(const std::vector<float>& dout, std::vector<float>& dq, std::vector<float>& dk,
+                std::vector<float>& dv) {
+    const std::vector<unsigned char> upstream = stored(dout, "--dout", {in_.batch, in_.heads, in_.nq, in_.dim});
+    std::vector<unsigned char> grads[3];
+    for (auto [g, n] : {std::pair{0, dq.size()}, std::pair{1, dk.size()}, std::pair{2, dv.size()}})
+      grads[g].assign(n * element_bytes(), 0);
+    size_t grad_bytes = 0;
+    check(mra_backward_workspace_size(&p_, &grad_bytes), "");
+    std::vector<std::max_align_t> grad_workspace(grad_bytes / sizeof(std::max_align_t) + 1);
+    check(mra_backward_host(&p_, q_.data(), k_.data(), v_.data(), qmask(), kmask(), out_.data(), upstream.data(),
+                            grads[0].data(), grads[1].data(), grads[2].data(), workspace_.data(), bytes_,
+                            grad_workspace.data(), grad_bytes), "");
+    loaded(grads[0], dq);
+    loaded(grads[1], dk);
+    loaded(grads[2], dv);
+  }
+
+ private:
+  static constexpr const char* kSubject = "--backend emulated";
+  size_t element_bytes() const { return backend_.dtype == MRA_DTYPE_F32 ? 4 : 2; }
+  const uint8_t* qmask() const { return in_.query_mask.empty() ? nullptr : in_.query_mask.data(); }
+  const uint8_t* kmask() const { return in_.key_mask.empty() ? nullptr : in_.key_mask.data(); }
+
+  // `x` in the storage type; a value beyond its range (float16's 65504) is refused, naming `flag` and the index.
+  std::vector<unsigned char> stored(const std::vector<float>& x, const char* flag,
+                                    const std::vector<int64_t>& shape) const {
+    std::vector<unsigned char> bytes(x.size() * element_bytes());
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (backend_.dtype == MRA_DTYPE_F32) {
+        std::memcpy(&bytes[4 * i], &x[i], 4);
+        continue;
+      }
+      const uint16_t h = backend_.dtype == MRA_DTYPE_F16 ? half::float_to_binary16(x[i]) : half::float_to_bfloat16(x[i]);
+      if (std::isinf(from_storage(h)))
+        throw Failure(flag, sci(x[i]) + " at " + index_string(shape, i) + " is beyond the range of --storage " +
+                                backend_.storage);
+      std::memcpy(&bytes[2 * i], &h, 2);
+    }
+    return bytes;
+  }
+  float from_storage(uint16_t h) const {
+    return backend_.dtype == MRA_DTYPE_F16 ? half::binary16_to_float(h) : half::bfloat16_to_float(h);
+  }
+  // The kernels' results as float32 (exact: every 16-bit value is a float).
+  void loaded(const std::vector<unsigned char>& bytes, std::vector<float>& to) const {
+    for (size_t i = 0; i < to.size(); ++i) {
+      if (backend_.dtype == MRA_DTYPE_F32) {
+        std::memcpy(&to[i], &bytes[4 * i], 4);
+        continue;
+      }
+      uint16_t h;
+      std::memcpy(&h, &bytes[2 * i], 2);
+      to[i] = from_storage(h);
+    }
+  }
+  void check(mra_status status, const std::string& more) const {
+    if (status != MRA_SUCCESS)
+      throw Failure(kSubject, std::string(mra_status_string(status)) + " (scales " + join(config_.scales, ",") +
+                                  ", D " + std::to_string(in_.dim) + ", " + backend_.storage +
+                                  "; docs/kernels.md lists what is generated" + more + ")");
+  }
+
+  const Inputs& in_;
+  const ref::Config& config_;
+  const Backend& backend_;
+  mra_problem p_{};
+  std::vector<unsigned char> q_, k_, v_, out_;
+  size_t bytes_ = 0;
+  std::vector<std::max_align_t> workspace_;
+};
+
+// Text for stdout or stderr, checked: a full disk or a closed pipe is an error, not a silent exit 0 (main
+// checks the final flush and close as well).
+void checked_print(std::FILE* to, const std::string& text) {
+  if (std::fputs(text.c_str(), to) < 0 || std::fflush(to) != 0)
+    throw Failure(to == stdout ? "stdout" : "stderr", std::string("cannot write: ") + std::strerror(errno));
 }
 
 // Progress of a long computation on stderr, when stderr is a terminal and --quiet is not given: one line,
@@ -208,9 +287,7 @@ class Destination {
 int run_attend(const Options& options, const std::string&) {
   no_positional(options);
   const std::string out_path = options.require("-o");
-  const std::string backend = options.get("--backend").value_or("reference");
-  if (backend != "reference" && backend != "emulated")
-    throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
+  const Backend backend(options);
   Destination destination(out_path);
   refuse_output_over_inputs(options, "-o", out_path);
   const Inputs in = load_inputs(options);
@@ -218,8 +295,8 @@ int run_attend(const Options& options, const std::string&) {
   const ref::Problem p = in.problem();
   std::vector<float> out(in.q.size());
   ref::Coverage coverage;
-  if (backend == "emulated") {
-    Emulated(in, config).forward(out);
+  if (backend.emulated()) {
+    Emulated(in, config, backend).forward(out);
     coverage = ref::coverage(p, config, ref::select(p, config));
   } else {
     // Slice by slice (group by group when a group shares its selection): the same numbers as one call (they are
@@ -243,7 +320,7 @@ int run_attend(const Options& options, const std::string&) {
                                           ", mode " + (config.mode == ref::Mode::full ? "full" : "sparse") +
                                           (config.policy == ref::Policy::row ? ", policy row" : "") +
                                           (config.selection == ref::Scope::group ? ", selection group" : "") +
-                                          (in.causal ? ", causal" : "") + ", backend " + backend + ", " +
+                                          (in.causal ? ", causal" : "") + ", backend " + backend.describe() + ", " +
                                           fixed(coverage.exact_fraction(), 4) +
                                           " of the entries exact\n");
   return 0;
@@ -263,9 +340,7 @@ int run_grad(const Options& options, const std::string&) {
       if (destinations[t]->file() == destinations.back()->file())
         throw Failure(flag, "names the same file as " + flags[t].first + " ('" + paths.back() + "')");
   }
-  const std::string backend = options.get("--backend").value_or("reference");
-  if (backend != "reference" && backend != "emulated")
-    throw Failure("--backend", "expected reference or emulated, got '" + backend + "'");
+  const Backend backend(options);
   const Inputs in = load_inputs(options);
   const std::vector<float> dout = load_upstream(options, in);
   const ref::Config config = load_config(options, in.nq, in.nk);
@@ -273,24 +348,25 @@ int run_grad(const Options& options, const std::string&) {
   // dk and dv per K/V head: the reference's are summed over the group (§8) in double before the one rounding.
   std::vector<float> dq(in.q.size()), dk(in.k.size()), dv(in.v.size());
   std::vector<double> dk_sum(in.k.size()), dv_sum(in.v.size());
-  if (backend == "emulated") {
+  if (backend.emulated()) {
     // The kernels' forward, then their backward on its saved state. The inputs are finite (load_inputs refuses
-    // others), so a non-finite gradient can only be one beyond float32: refused as the reference's is.
-    Emulated kernels(in, config);
+    // others), so a non-finite gradient can only be one beyond the storage type: refused as the reference's is.
+    Emulated kernels(in, config, backend);
     std::vector<float> out(in.q.size());
     kernels.forward(out);
-    kernels.backward(out, dout, dq, dk, dv);
-    for (const auto& [values, n, what] : {std::tuple{&dq, in.nq, "dq"}, std::tuple{&dk, in.nk, "dk"},
-                                          std::tuple{&dv, in.nk, "dv"}})
+    kernels.backward(dout, dq, dk, dv);
+    for (const auto& [values, heads, n, what] :
+         {std::tuple{&dq, in.heads, in.nq, "dq"}, std::tuple{&dk, in.heads_kv, in.nk, "dk"},
+          std::tuple{&dv, in.heads_kv, in.nk, "dv"}})
       for (size_t i = 0; i < values->size(); ++i)
         if (!std::isfinite((*values)[i]))
-          throw Failure("--dout", std::string("the gradient ") + what + " overflows float32 at " +
-                                      index_string({in.batch, in.heads, n, in.dim}, i));
+          throw Failure("--dout", std::string("the gradient ") + what + " overflows " + backend.storage + " at " +
+                                      index_string({in.batch, heads, n, in.dim}, i));
   }
   // Slice by slice (or group by group), as attend: the selection of each is the forward's, then held fixed.
   Progress progress(options, "grad", in.batch * in.heads);
   const int64_t span = heads_per_part(p, config);
-  for (int64_t b = 0; backend == "reference" && b < in.batch; ++b)
+  for (int64_t b = 0; !backend.emulated() && b < in.batch; ++b)
     for (int64_t h = 0; h < in.heads; h += span) {
       progress.at(b * in.heads + h);
       const int64_t bh = b * in.heads + h;
@@ -304,7 +380,7 @@ int run_grad(const Options& options, const std::string&) {
         dv_sum[kv_first + i] += g.dv[i];
       }
     }
-  if (backend == "reference") {
+  if (!backend.emulated()) {
     store_f32(dk_sum, dk, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dk");
     store_f32(dv_sum, dv, 0, {in.batch, in.heads_kv, in.nk, in.dim}, "dv");
   }
@@ -315,7 +391,7 @@ int run_grad(const Options& options, const std::string&) {
                 "wrote " + printable(paths[0]) + " " + shape_string(in.q_shape) + ", " + printable(paths[1]) +
                     " and " + printable(paths[2]) + " " + shape_string(in.k_shape) + ": gradients of MRA attention with the selection held fixed, scales " +
                     join(config.scales, ",") + ", budgets " + join(config.budgets, ",") + ", mode " +
-                    (config.mode == ref::Mode::full ? "full" : "sparse") + ", backend " + backend + "\n");
+                    (config.mode == ref::Mode::full ? "full" : "sparse") + ", backend " + backend.describe() + "\n");
   return 0;
 }
 

@@ -77,6 +77,13 @@ constexpr std::string_view kMra =
     "  --prior-first N                 prefer the first N block rows and columns (global tokens).\n"
     "  --prior-diagonal N              prefer a diagonal band of N blocks.\n";
 
+constexpr std::string_view kStorage =
+    "  --storage f32|f16|bf16          with --backend emulated: the kernels' storage type (default f32). Inputs\n"
+    "                                  (and dout) are rounded to it, to nearest even, before the kernels read\n"
+    "                                  them (a value beyond float16's 65504 is refused); the kernels store their\n"
+    "                                  results in it, written as float32 (exactly). 16-bit storage runs the\n"
+    "                                  tensor-core kernels (docs/kernels.md, precision contract).\n";
+
 constexpr std::string_view kOutput =
     "\nOutput and progress:\n"
     "  -o OUT                          a file (written to a temporary and renamed, keeping an existing file's\n"
@@ -115,9 +122,10 @@ const std::vector<Command>& commands() {
            std::string(kInputs) + std::string(kMra) +
            "\nBackend:\n"
            "  --backend reference|emulated    reference: the C++ reference (default); emulated: the generated CUDA\n"
-           "                                  kernels (f32) run on the CPU by the SIMT emulation, for the\n"
-           "                                  configurations docs/kernels.md lists.\n" + std::string(kOutput),
-       with(kMraFlags, {"-o", "--backend"}), {"--quiet", "--causal"}, mra::cli::run_attend},
+           "                                  kernels run on the CPU by the SIMT emulation, for the\n"
+           "                                  configurations docs/kernels.md lists.\n" + std::string(kStorage) +
+           std::string(kOutput),
+       with(kMraFlags, {"-o", "--backend", "--storage"}), {"--quiet", "--causal"}, mra::cli::run_attend},
       {"grad", "gradients of MRA attention (the backward pass) into float32 arrays",
        "usage: mra-ref grad --q Q.npy --k K.npy --v V.npy --dout DOUT.npy [options] --dq DQ.npy --dk DK.npy\n"
        "                    --dv DV.npy\n"
@@ -129,9 +137,10 @@ const std::vector<Command>& commands() {
            std::string(kInputs) + std::string(kMra) +
            "\nBackend:\n"
            "  --backend reference|emulated    reference: the C++ reference backward (default); emulated: the generated\n"
-           "                                  forward and backward kernels (f32) run on the CPU by the SIMT emulation.\n" +
-           std::string(kOutput),
-       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv", "--backend"}), {"--quiet", "--causal"}, mra::cli::run_grad},
+           "                                  forward and backward kernels run on the CPU by the SIMT emulation.\n" +
+           std::string(kStorage) + std::string(kOutput),
+       with(kMraFlags, {"--dout", "--dq", "--dk", "--dv", "--backend", "--storage"}), {"--quiet", "--causal"},
+       mra::cli::run_grad},
       {"exact", "exact softmax attention of .npy, .npz or safetensors inputs",
        "usage: mra-ref exact --q Q.npy --k K.npy --v V.npy [--mask M.npy] [--scale S] [--causal] -o OUT.npy\n"
        "Computes exact softmax attention and writes it as float32, shaped like Q.\n" + std::string(kInputs) +

@@ -1,6 +1,7 @@
 // tools/mra-ref/npy.cpp: the .npy reader and writer declared in npy.h. Tested by tests/cli (ctest -L cli).
 #include "npy.h"
 
+#include "half.h"
 #include "output.h"
 
 #include <algorithm>
@@ -198,23 +199,10 @@ uint64_t read_le(const unsigned char* p, int size) {
   return v;
 }
 
-// IEEE binary16 to double, exactly: every half value is representable.
-double half_to_double(uint16_t h) {
-  const int sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-  double magnitude;
-  if (exponent == 0x1f)
-    magnitude = mantissa ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  else if (exponent == 0)
-    magnitude = std::ldexp(static_cast<double>(mantissa), -24);
-  else
-    magnitude = std::ldexp(static_cast<double>(mantissa | 0x400), exponent - 25);
-  return sign ? -magnitude : magnitude;
-}
-
 double element(const unsigned char* p, const DType& t) {
   const uint64_t bits = read_le(p, t.size);
   if (t.kind == Kind::floating) {
-    if (t.size == 2) return half_to_double(static_cast<uint16_t>(bits));
+    if (t.size == 2) return half::binary16_to_float(static_cast<uint16_t>(bits));
     if (t.size == 4) return static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(bits)));
     return std::bit_cast<double>(bits);
   }

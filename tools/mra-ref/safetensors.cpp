@@ -1,6 +1,7 @@
 // tools/mra-ref/safetensors.cpp: the safetensors reader and writer declared in safetensors.h. Tested by
 // tests/cli, fuzzed (safetensors).
 #include "safetensors.h"
+#include "half.h"
 
 #include <bit>
 #include <cstring>
@@ -252,9 +253,8 @@ npy::Array decode(std::string_view data, const Tensor& t) {
   npy::Parsed p = npy::decode(descr, t.shape, data.substr(t.begin, t.end - t.begin));
   if (!p.ok()) fail("tensor " + npy::quoted(t.name) + ": " + p.error);
   if (t.dtype == "BF16") {
-    // bfloat16 is the upper half of a float32: the bits, read as an unsigned integer, shifted into place.
-    for (double& x : p.array.values)
-      x = static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(x) << 16));
+    // Read as unsigned integers: the bits.
+    for (double& x : p.array.values) x = half::bfloat16_to_float(static_cast<uint16_t>(x));
     p.array.kind = npy::Kind::floating;
   }
   p.array.descr = t.dtype;
