@@ -50,11 +50,13 @@ inline constexpr int kSelectThreads = 256;
 inline constexpr int64_t kSelectChunk = 4096;
 
 // Level 1 at short N (global policy): when a slice has at most kSmallPairs level-1 pairs and at most kSmallRows block
-// rows, its logits are computed once and stored (4 bytes per pair), and one CTA per slice selects from a copy in
-// shared memory (select.cuh, "short N"). The bounds keep that copy, the row arrays and the radix histogram under
-// 99 KB of dynamic shared memory (level1_small_smem), which every GPU from sm_80 on grants a CTA; N = 4096 at
-// s_1 = 32 (128 x 128 pairs) is the largest square problem. Like the split, a function of the problem only.
-inline constexpr int64_t kSmallPairs = 16384, kSmallRows = 1024;
+// rows, its logits are computed once and stored (4 bytes per pair), and the selection runs from them in a few CTAs
+// per slice, each a share of whole block rows (select.cuh, "short N"): `Level::shares` of them, as many as keep
+// shares x slices within kSmallFill (one CTA per SM of a 132-SM GPU: a single wave), at least one, at most one
+// per row. The bounds keep the last CTA's
+// bit masks of the slice's pairs and its row array in shared memory; N = 4096 at s_1 = 32 (128 x 128 pairs) is the
+// largest square problem. Like the split, a function of the problem only.
+inline constexpr int64_t kSmallPairs = 16384, kSmallRows = 1024, kSmallFill = 132;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
 
@@ -97,16 +99,15 @@ struct Level {
   size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  mode full
   size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         mode full
   size_t pmax = 0, pden = 0, pnum = 0;    // the same per row and range ([slices, nq, split(, D)]), split > 1
-  // Level 1 at short N (kSmallPairs): 1 when the selection runs from stored logits in one CTA per slice.
-  int32_t small = 0;
+  // Level 1 at short N (kSmallPairs): 1 when the selection runs from stored logits, `shares` CTAs per slice of
+  // `share_rows` block rows each (the last may hold fewer).
+  int32_t small = 0, shares = 0, share_rows = 0;
   size_t logits = 0;                      // f32 [slices, nq, nk]: the pooled logits (-inf: no candidate)  small
+  // small: per share, its candidates' entries (rank value, flat index) in descending order of their radix pass-0
+  // digit, in `keys` (u64 [slices, nq * nk], the share's from its first pair on), and where each digit's run ends
+  // (with several shares per slice: a lone share keeps them in shared memory; shares x slices <= kSmallFill then).
+  size_t bucket_end = 0;                  // u32 [slices, shares, kHistBins]: entries with a digit >= d   small
 };
-
-// The dynamic shared memory of level1_small_select_kernel: the slice's nq x nk scores, per row its maximum, offset
-// and tie base, and the radix histogram (4 bytes each).
-inline size_t level1_small_smem(int64_t nq, int64_t nk) {
-  return static_cast<size_t>(nq * nk + 3 * nq + kHistBins) * 4;
-}
 
 struct Layout {
   int32_t steps = 0;           // L - 1
@@ -300,6 +301,13 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       set_level1_split(v, L.by_row ? 1 : (kFillCtas + bands * slices - 1) / (bands * slices));
       v.small = !L.by_row && nq * nk <= kSmallPairs && nq <= kSmallRows;
       v.logits = take(v.small ? slices * nq * nk : 0, sizeof(float));
+      if (v.small) {
+        const int64_t fill = kSmallFill / slices > 1 ? kSmallFill / slices : 1, most = fill < nq ? fill : nq;
+        v.share_rows = static_cast<int32_t>((nq + most - 1) / most);
+        v.shares = static_cast<int32_t>((nq + v.share_rows - 1) / v.share_rows);
+        v.keys = take(slices * nq * nk, sizeof(uint64_t));
+        v.bucket_end = take(v.shares > 1 ? slices * v.shares * kHistBins : 0, sizeof(uint32_t));
+      }
       v.rowmax = take(slices * nq, sizeof(float));
       v.rowmax_part = take(v.split > 1 ? slices * nq * v.split : 0, sizeof(float));
       v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
@@ -358,7 +366,7 @@ inline Layout group_layout(const mra_problem& p, const Layout& L) {
   for (Level& v : g.level) {
     for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
                       &v.state, &v.chunkcount, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden,
-                      &v.pnum, &v.logits})
+                      &v.pnum, &v.logits, &v.bucket_end})
       shift(*f);
   }
   for (int li = 0; li < g.steps; ++li) {

@@ -593,10 +593,11 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
 // Level 1 at short N (Level::small, layout.h: global policy, nq_1 * nk_1 <= kSmallPairs). There the multi-CTA
 // kernels above spread 6 sweeps over 5 to 6 launches of too few CTAs (64 at N = 4K, H = 16: the 64 x 64 tile
 // bounds the split), and the launches cost more than the work. Instead: level1_logits_kernel computes the logits
-// once over every (band, column tile) and stores them (4 bytes per pair, at most 64 KB per slice); then one CTA
-// per slice, level1_small_select_kernel, copies them into shared memory and runs the whole selection there. The
-// logits are coarse_sweep's, the rank values, the 12 + 11 + 11-bit digits, the threshold and the tie rule are the
-// multi-CTA path's: T_1 is the same bits (test `small level 1`).
+// once over every (band, column tile) and stores them (4 bytes per pair, at most 64 KB per slice); then
+// level1_small_select_kernel selects from them in Level::shares CTAs per slice, each ranking a share of whole
+// block rows, the last of them to finish resolving the threshold from the few entries near it. The logits are
+// coarse_sweep's, the rank values, the 12 + 11 + 11-bit digits, the threshold and the tie rule are the multi-CTA
+// path's: T_1 is the same bits (test `small level 1`).
 
 // The logits of one (band, column tile) into the workspace. Grid (bands * tiles, slices).
 template <class Cfg>
@@ -621,14 +622,20 @@ __global__ void __launch_bounds__(kGemmThreads) level1_logits_kernel(Params p) {
 }
 
 inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
+// An entry of the short-N selection: rank value (34 bits) above the pair's flat index in the slice (r nk + c).
+inline constexpr int kFlatBits = 14;
+static_assert((int64_t(1) << kFlatBits) == kSmallPairs, "a flat index of the slice fits the entry's low bits");
+// The last CTA's bit masks of the slice's pairs: ceil(nk / 32) words per row, at most kSmallPairs / 32 + kSmallRows
+// in all; they and the per-row array take the share's cursor array.
+inline constexpr int kSelectMaskWords = int(kSmallPairs / 32 + kSmallRows);
+static_assert(2 * kSelectMaskWords + kSmallRows <= kHistBins, "the masks and rows fit in the cursors' place");
 
-// Calls f(r, c, e) for every pair (r, c) of an nq x nk matrix, e = r nk + c: warp w takes rows w, w + 16, ..., its
-// lanes 32 consecutive columns at a time (so the shared-memory accesses of a warp hit distinct banks). Every
-// lane of a warp makes the same number of calls when nk is a multiple of 32; `f` must not hold a warp-wide
-// operation.
+// Calls f(r, c, e) for every pair (r, c) of rows [r0, r1) of an nk-column matrix, e = r nk + c: warp w takes rows
+// r0 + w, r0 + w + 16, ..., its lanes 32 consecutive columns at a time (coalesced loads). `f` must not hold a
+// warp-wide operation.
 template <class F>
-__device__ inline void for_each_pair(int32_t nq, int32_t nk, F f) {
-  for (int32_t r = int32_t(threadIdx.x) / 32; r < nq; r += kSmallWarps)
+__device__ inline void for_each_pair(int32_t r0, int32_t r1, int32_t nk, F f) {
+  for (int32_t r = r0 + int32_t(threadIdx.x) / 32; r < r1; r += kSmallWarps)
     for (int32_t c = int32_t(threadIdx.x) % 32; c < nk; c += 32) f(r, c, r * nk + c);
 }
 
@@ -660,42 +667,57 @@ __device__ inline uint64_t small_rank(const Params& p, int32_t r, int32_t c, uin
   return (uint64_t(order::level1_priority(r, c, p.prior_first, p.prior_diagonal)) << 32) | score;
 }
 
-// The whole level-1 selection of one slice, in one CTA, from the stored logits. Grid (1, slices). Stages:
-//   1. copy the logits into shared memory, the row maxima on the way (a warp per row; stored in `rowmax` too);
-//   2. the slice's non-finite flag from pool_kernel's block flags (§2.7);
-//   3. each logit replaced by its ordered score bits (λ − row max, as rank_value; 0 for a non-candidate: no
-//      score maps to 0, since ordered_bits(x) = 0 needs x's bits all set, a NaN that arithmetic never makes), the
-//      candidates counted and radix pass 0's histogram taken in the same sweep;
-//   4. unless the budget settles it (0, a poisoned slice, or at least the candidates), passes 1 and 2; each pick
-//      finds the digit of the budget-th largest value (the multi-CTA path's pick_state, by all threads at once);
-//   5. per row the values above the threshold T and the ties; the CSR offsets rowptr[r] = (above, rows before r)
-//      + min(ties before r, t) as coarse_write_kernel; the columns, a warp per row in column order, the first t
-//      ties in flat order taken.
-// Shared memory: level1_small_smem(nq, nk) bytes, dynamic.
+// The level-1 selection of one slice from the stored logits. Grid (shares, slices): CTA k ranks block rows
+// [k share_rows, (k + 1) share_rows) (stages 1-4), then the last CTA of the slice to finish (a ticket after a
+// fence, so no CTA waits for another) selects for the slice (stages 5-8):
+//   1. per row its maximum logit (a warp per row; stored in `rowmax`), and the share of pool_kernel's non-finite
+//      block flags (§2.7) counted in the slice histogram's flag word;
+//   2. per pair its rank value: ordered score bits of λ − row max (as rank_value; 0 for a non-candidate: no score
+//      maps to 0, since ordered_bits(x) = 0 needs x's bits all set, a NaN that arithmetic never makes) under the
+//      priority; radix pass 0's histogram of them, added into the slice's (integers: any order gives the counts);
+//   3. a counting sort of the share's entries by pass-0 digit, descending, into its run of `keys`, and per digit d
+//      the entries with a digit >= d (`bucket_end`, when the slice has several shares): the entries at or above
+//      any digit are a prefix of the run;
+//   4. the ticket;
+//   5. the last CTA: the pick of pass 0 from the slice's histogram (the candidates, the flag, the cases that need
+//      no search: budget 0, a poisoned slice, at least the candidates), then passes 1 and 2 over the only entries
+//      that can matter, those at or above the picked digit (the budget's plus the digit's own), from the runs;
+//   6. the refined pairs as bit masks of the slice's pairs: value > T, and the ties (value = T) in a second mask;
+//   7. the first t ties in flat order (row-major mask words, a prefix of their counts) moved into the first;
+//   8. per row its count, the CSR offsets (a scan over the rows), and the columns from the mask words (a warp per
+//      row, a word per lane, positions by a prefix over the lanes).
+// The entries' order within a digit's run depends on the atomics, but every stage after the sort uses them as a
+// set (counts, masks), so T_1 and the workspace it is read from are bitwise reproducible.
 template <class Cfg>
-// One CTA per SM is what its shared memory allows at the bound anyway; without the minimum, ptxas 13.0 held this
-// kernel to 40 registers (3 CTAs of 512 threads) and spilled 4-8 bytes on sm_80 and sm_90.
+// A minimum of one CTA per SM: the launch is one wave by construction (shares x slices <= kSmallFill when the slices
+// allow), and without the minimum ptxas held the one-CTA kernel this replaced to 40 registers and spilled (48 now).
 __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(Params p) {
+  constexpr int per = kHistBins / kSmallThreads;  // histogram bins per thread in the scans
   const Level& lv = p.layout.level[0];
   const int64_t slice = p.slice0 + int64_t(blockIdx.y);
   const int tid = threadIdx.x, lane = tid % 32;
-  const int32_t nq = lv.nq, nk = lv.nk;
-  SIMT_DYNAMIC_SHARED(uint32_t, smem);
-  uint32_t* score = smem;                                       // [nq][nk]: logit bits, then ordered score bits
-  float* rmax = reinterpret_cast<float*>(score + nq * nk);      // [nq]
-  uint32_t* offset = reinterpret_cast<uint32_t*>(rmax + nq);    // [nq]: values above T, then the CSR offset
-  uint32_t* tie_base = offset + nq;                             // [nq]: ties, then ties in the rows before
-  uint32_t* hist = tie_base + nq;                               // [kHistBins]
+  const int32_t nq = lv.nq, nk = lv.nk, share = int32_t(blockIdx.x);
+  const int32_t r0 = share * lv.share_rows, r1 = r0 + lv.share_rows < nq ? r0 + lv.share_rows : nq;
+  const float* logits = at<float>(p, lv.logits) + slice * nq * nk;
+  uint64_t* entries = at<uint64_t>(p, lv.keys) + slice * nq * nk;
+  uint32_t* bucket_end = at<uint32_t>(p, lv.bucket_end) + slice * lv.shares * kHistBins;
+  // Pass 0's histogram and its flag word; the first word of pass 1's, unused here and cleared by pool_kernel
+  // with the rest, is the ticket.
+  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
+  uint32_t* ticket = reinterpret_cast<uint32_t*>(global + kHistWords);
+  __shared__ uint32_t hist[kHistBins];
+  __shared__ uint32_t aux[kHistBins];  // the share's cursors per digit; the last CTA's masks and rows
+  __shared__ float rmax[kSmallRows];   // the share's row maxima
   __shared__ uint32_t warp_sum[kSmallWarps];
   __shared__ uint32_t picked[2];  // the pick's digit and the values above its bin
+  __shared__ uint32_t gathered[kSmallFill];  // the last CTA: per share, its entries at or above the picked digit
+  __shared__ int last;
 
-  // 1. The logits and the row maxima (the multi-CTA sweep's comparison: the same value in any order).
-  const float* logits = at<float>(p, lv.logits) + slice * nq * nk;
-  for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
+  // 1. The row maxima (the multi-CTA sweep's comparison: the same value in any order), the block flags.
+  for (int32_t r = r0 + tid / 32; r < r1; r += kSmallWarps) {
     float m = -INFINITY;
     for (int32_t c = lane; c < nk; c += 32) {
       const float x = logits[r * nk + c];
-      score[r * nk + c] = bits_of(x);
       m = x > m ? x : m;
     }
     for (int o = 16; o > 0; o /= 2) {
@@ -703,33 +725,87 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
       m = y > m ? y : m;
     }
     if (lane == 0) {
-      rmax[r] = m;
+      rmax[r - r0] = m;
       at<float>(p, lv.rowmax)[slice * nq + r] = m;
     }
   }
   for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
-  // 2. A poisoned slice refines nothing.
+  const int32_t blocks = nq + nk, flags = (blocks + lv.shares - 1) / lv.shares;
+  const int32_t f0 = share * flags, f1 = f0 + flags < blocks ? f0 + flags : blocks;
+  const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
   int bad = 0;
-  const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * (nq + nk);
-  for (int32_t i = tid; i < nq + nk; i += kSmallThreads) bad |= block_bad[i] != 0;
-  bad = __syncthreads_or(bad);
-  if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = bad;
+  for (int32_t i = f0 + tid; i < f1; i += kSmallThreads) bad |= block_bad[i] != 0;
+  if (__syncthreads_or(bad) && tid == 0) atomicAdd(reinterpret_cast<unsigned long long*>(&global[kHistBins]), 1ull);
 
-  // 3. Ordered score bits, the candidates, pass 0's histogram.
-  uint32_t mine = 0;
-  for_each_pair(nq, nk, [&](int32_t r, int32_t c, int32_t e) {
-    const float x = float_of(score[e]);
-    score[e] = x == -INFINITY ? 0u : ordered_bits(x - rmax[r]);
-    if (score[e] == 0) return;
-    ++mine;
-    atomicAdd(&hist[small_rank(p, r, c, score[e]) >> pass_shift(0)], 1u);
+  // 2. The rank values and pass 0's histogram.
+  const auto value = [&](int32_t r, int32_t c, int32_t e) {
+    const float x = logits[e];
+    return x == -INFINITY ? uint64_t(0) : small_rank(p, r, c, ordered_bits(x - rmax[r - r0]));
+  };
+  for_each_pair(r0, r1, nk, [&](int32_t r, int32_t c, int32_t e) {
+    const uint64_t v = value(r, c, e);
+    if (v != 0) atomicAdd(&hist[v >> pass_shift(0)], 1u);
   });
-  const uint32_t candidates = sum_after(mine, warp_sum).total;  // its barriers also end stage 3
+  __syncthreads();
 
-  // 4. The threshold T and the ties wanted t: T_1 = {value > T} + the first t of {value = T} in flat order.
+  // 3. The counting sort: thread t owns bins [t per, (t + 1) per); the runs of the digits above them come first.
+  uint32_t mine = 0;
+  for (int i = 0; i < per; ++i) {
+    const uint32_t h = hist[tid * per + i];
+    mine += h;
+    if (h) atomicAdd(reinterpret_cast<unsigned long long*>(&global[tid * per + i]), (unsigned long long)h);
+  }
+  uint32_t end = sum_after(mine, warp_sum).after;
+  for (int i = per - 1; i >= 0; --i) {
+    const int d = tid * per + i;
+    aux[d] = end;  // the cursor: where digit d's run starts; after the scatter, where it ends
+    end += hist[d];
+    if (lv.shares > 1) bucket_end[share * kHistBins + d] = end;
+  }
+  __syncthreads();
+  uint64_t* run = entries + int64_t(r0) * nk;
+  for_each_pair(r0, r1, nk, [&](int32_t r, int32_t c, int32_t e) {
+    const uint64_t v = value(r, c, e);
+    if (v != 0) run[atomicAdd(&aux[v >> pass_shift(0)], 1u)] = v << kFlatBits | uint64_t(e);
+  });
+
+  // 4. The ticket: the fence orders this share's entries, ends and counts before it; the last CTA fences again
+  // before reading the others' (data it has not read before, so no stale copy of it is cached).
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(ticket, 1u) == uint32_t(lv.shares - 1);
+  __syncthreads();
+  if (!last) return;  // uniform over the CTA
+  __threadfence();
+
+  // 5. The threshold T and the ties wanted t: T_1 = {value > T} + the first t of {value = T} in flat order.
+  mine = 0;
+  for (int i = 0; i < per; ++i) {
+    hist[tid * per + i] = uint32_t(global[tid * per + i]);
+    mine += hist[tid * per + i];
+  }
+  const uint32_t candidates = sum_after(mine, warp_sum).total;  // its barriers also end the copy
+  const bool poisoned = global[kHistBins] != 0;
+  if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = poisoned;
+  // The entries that can still be refined, those with a pass-0 digit >= low (kHistBins: none): a prefix of each
+  // share's run, its length from the share's run ends (a lone share's are its own cursors, never stored).
+  const auto gather = [&](int32_t low) {
+    for (int32_t k = tid; k < lv.shares; k += kSmallThreads)
+      gathered[k] = low >= kHistBins ? 0u : lv.shares == 1 ? aux[low] : bucket_end[k * kHistBins + low];
+    __syncthreads();
+  };
+  // Calls f(v, e) for each gathered entry: rank value v, flat index e.
+  const auto for_each_entry = [&](auto f) {
+    for (int32_t k = 0; k < lv.shares; ++k) {
+      const uint64_t* from = entries + int64_t(k) * lv.share_rows * nk;
+      for (uint32_t i = tid; i < gathered[k]; i += kSmallThreads)
+        f(from[i] >> kFlatBits, int32_t(from[i] & (kSmallPairs - 1)));
+    }
+  };
   uint64_t threshold = 0, ties = 0;
-  if (bad || lv.budget == 0) {
+  if (poisoned || lv.budget == 0) {
     threshold = ~uint64_t(0);  // nothing exceeds it
+    gather(kHistBins);
   } else if (uint64_t(lv.budget) < candidates) {
     uint32_t rest = uint32_t(lv.budget);
     for (int pass = 0; pass < kPasses; ++pass) {
@@ -737,16 +813,13 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
       if (pass > 0) {
         for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
         __syncthreads();
-        for_each_pair(nq, nk, [&](int32_t r, int32_t c, int32_t e) {
-          const uint64_t v = small_rank(p, r, c, score[e]);
-          if (score[e] != 0 && (v >> high) == (threshold >> high))
-            atomicAdd(&hist[(v >> shift) & ((1u << pass_bits(pass)) - 1u)], 1u);
+        for_each_entry([&](uint64_t v, int32_t) {
+          if ((v >> high) == (threshold >> high)) atomicAdd(&hist[(v >> shift) & ((1u << pass_bits(pass)) - 1u)], 1u);
         });
       }
       __syncthreads();  // the histogram is complete
-      // The pick: thread t sums bins [t per, (t + 1) per); the one whose chunk holds the rest-th largest value
+      // The pick: thread t sums bins [t chunk, (t + 1) chunk); the one whose chunk holds the rest-th largest value
       // (counted from the top) walks it down to the digit.
-      constexpr int per = kHistBins / kSmallThreads;
       const int chunk = per >> (pass > 0);  // 11-bit digits: half the bins
       uint32_t sum = 0;
       for (int i = 0; i < chunk; ++i) sum += hist[tid * chunk + i];
@@ -761,69 +834,78 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
       threshold |= uint64_t(picked[0]) << shift;
       rest -= picked[1];
       __syncthreads();  // picked and hist are reused
+      if (pass == 0) gather(int32_t(threshold >> shift));
     }
     ties = rest;
-  }  // else every candidate: value > 0
+  } else {  // every candidate: value > 0, from digit 0 on
+    gather(0);
+  }
 
-  // 5. Per row the values above T and the ties (a warp per row, lane-uniform counts).
-  for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
-    uint32_t n_above = 0, n_ties = 0;
-    for (int32_t c0 = 0; c0 < nk; c0 += 32) {
-      const int32_t c = c0 + lane;
-      const uint32_t s = c < nk ? score[r * nk + c] : 0u;
-      const uint64_t v = small_rank(p, r, c, s);
-      n_above += __popc(__ballot_sync(0xffffffffu, s != 0 && v > threshold));
-      n_ties += __popc(__ballot_sync(0xffffffffu, s != 0 && v == threshold));
-    }
-    if (lane == 0) {
-      offset[r] = n_above;
-      tie_base[r] = n_ties;
-    }
+  // 6. The masks: bit c % 32 of word r words + c / 32.
+  const int32_t words = (nk + 31) / 32, all_words = nq * words;
+  uint32_t* taken = aux;
+  uint32_t* tied = aux + kSelectMaskWords;
+  uint32_t* rows = aux + 2 * kSelectMaskWords;
+  for (int32_t i = tid; i < all_words; i += kSmallThreads) taken[i] = tied[i] = 0;
+  __syncthreads();
+  for_each_entry([&](uint64_t v, int32_t e) {
+    const int32_t r = e / nk, c = e % nk;
+    if (v > threshold) atomicOr(&taken[r * words + c / 32], 1u << (c % 32));
+    else if (v == threshold) atomicOr(&tied[r * words + c / 32], 1u << (c % 32));
+  });
+  __syncthreads();
+
+  // 7. The tie quota: thread t takes words [t wk, (t + 1) wk), the ties in the words before counted first.
+  const int32_t wk = (all_words + kSmallThreads - 1) / kSmallThreads, w0 = tid * wk < all_words ? tid * wk : all_words,
+                w1 = w0 + wk < all_words ? w0 + wk : all_words;
+  uint32_t n_ties = 0;
+  for (int32_t w = w0; w < w1; ++w) n_ties += uint32_t(__popc(tied[w]));
+  const Sums tie_sums = sum_after(n_ties, warp_sum);
+  uint64_t rank = tie_sums.total - tie_sums.after - n_ties;  // ties before word w0
+  for (int32_t w = w0; w < w1 && rank < ties; ++w)
+    for (uint32_t t = tied[w]; t != 0 && rank < ties; t &= t - 1, ++rank) taken[w] |= t & (~t + 1u);
+  __syncthreads();
+
+  // 8. The counts per row, the CSR offsets (thread t takes rows [t k, t k + k), after the threads before), the
+  // columns.
+  for (int32_t r = tid; r < nq; r += kSmallThreads) {
+    uint32_t n = 0;
+    for (int32_t j = 0; j < words; ++j) n += uint32_t(__popc(taken[r * words + j]));
+    rows[r] = n;
   }
   __syncthreads();
-  // The CSR offsets: thread t takes rows [t k, t k + k), its sums placed after those of the threads before.
   const int32_t k = (nq + kSmallThreads - 1) / kSmallThreads, lo = tid * k < nq ? tid * k : nq,
                 hi = lo + k < nq ? lo + k : nq;
-  uint32_t a = 0, tb = 0;
-  for (int32_t r = lo; r < hi; ++r) {
-    a += offset[r];
-    tb += tie_base[r];
-  }
-  const Sums above_sums = sum_after(a, warp_sum), tie_sums = sum_after(tb, warp_sum);
-  const uint32_t all_above = above_sums.total, all_ties = tie_sums.total;
-  a = all_above - above_sums.after - a;  // in the rows before lo
-  tb = all_ties - tie_sums.after - tb;
+  uint32_t a = 0;
+  for (int32_t r = lo; r < hi; ++r) a += rows[r];
+  const Sums row_sums = sum_after(a, warp_sum);
+  a = row_sums.total - row_sums.after - a;  // in the rows before lo
   int32_t* rowptr = at<int32_t>(p, lv.rowptr) + slice * (nq + 1);
-  const auto quota = [&](uint64_t n) { return uint32_t(n < ties ? n : ties); };
   for (int32_t r = lo; r < hi; ++r) {
-    const uint32_t n_above = offset[r], n_ties = tie_base[r];
-    offset[r] = a + quota(tb);
-    tie_base[r] = tb;
-    rowptr[r] = int32_t(offset[r]);
-    a += n_above;
-    tb += n_ties;
+    const uint32_t n = rows[r];
+    rows[r] = a;
+    rowptr[r] = int32_t(a);
+    a += n;
   }
   if (tid == 0) {
-    rowptr[nq] = int32_t(all_above + quota(all_ties));
+    rowptr[nq] = int32_t(row_sums.total);
     at<SelectState>(p, lv.state)[slice * kPasses + kPasses - 1] = SelectState{threshold, ties, 1, candidates};
   }
   __syncthreads();
-  // The columns: per row in column order, 32 at a time, the tie ranks and positions from ballots.
   int32_t* col = at<int32_t>(p, lv.col) + slice * lv.cap;
-  const unsigned lower = (1u << lane) - 1u;
   for (int32_t r = tid / 32; r < nq; r += kSmallWarps) {
-    uint32_t written = 0, seen = 0;
-    for (int32_t c0 = 0; c0 < nk; c0 += 32) {
-      const int32_t c = c0 + lane;
-      const uint32_t s = c < nk ? score[r * nk + c] : 0u;
-      const uint64_t v = small_rank(p, r, c, s);
-      const unsigned tie_mask = __ballot_sync(0xffffffffu, s != 0 && v == threshold);
-      const bool take = s != 0 && (v > threshold || (v == threshold &&
-                                                     tie_base[r] + seen + uint32_t(__popc(tie_mask & lower)) < ties));
-      const unsigned take_mask = __ballot_sync(0xffffffffu, take);
-      if (take) col[offset[r] + written + uint32_t(__popc(take_mask & lower))] = c;
-      seen += uint32_t(__popc(tie_mask));
-      written += uint32_t(__popc(take_mask));
+    uint32_t written = rows[r];
+    for (int32_t j0 = 0; j0 < words; j0 += 32) {
+      const int32_t j = j0 + lane;
+      uint32_t bits = j < words ? taken[r * words + j] : 0u;
+      const uint32_t n = uint32_t(__popc(bits));
+      uint32_t upto = n;  // over lanes 0 .. lane
+      for (int o = 1; o < 32; o *= 2) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, upto, o);
+        if (lane >= o) upto += y;
+      }
+      for (uint32_t pos = written + upto - n; bits != 0; bits &= bits - 1, ++pos) col[pos] = j * 32 + __ffs(int(bits)) - 1;
+      written += __shfl_sync(0xffffffffu, upto, 31);
     }
   }
 }

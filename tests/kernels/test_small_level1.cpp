@@ -1,12 +1,13 @@
 // tests/kernels/test_small_level1.cpp: level 1 at short N (layout.h's Level::small; select.cuh's
 // level1_logits_kernel and level1_small_select_kernel, coarse.cuh's coarse_level1_small_kernel). The choice of the
-// path is checked as a function of the problem; then each problem runs twice, on the one-CTA-per-slice path and
-// with the layout forced onto the multi-CTA kernels: T_1 (row offsets, columns), the row maxima and the slice's
-// non-finite flag must be the very same bits (the logits, rank values, threshold and tie rule are the same), the
-// selection must equal §2.4's where ties are exact, and in mode full the outputs must match the reference and
-// each other closely (only the order of the coarse sums differs) and be the same bits run to run. Problems: the
-// bound itself (128 x 128 pairs, N = 4096), partial blocks with masks and priors, a row and a column of blocks,
-// exact ties across rows, a poisoned slice beside a clean one, budgets 0 and above the candidates.
+// path is checked as a function of the problem; then each problem runs twice, on the short-N path (a share of rows
+// per CTA, the last CTA of each slice selecting) and with the layout forced onto the multi-CTA kernels: T_1 (row
+// offsets, columns), the row maxima and the slice's non-finite flag must be the very same bits (the logits, rank
+// values, threshold and tie rule are the same), the selection must equal §2.4's where ties are exact, and in mode
+// full the outputs must match the reference and each other closely (only the order of the coarse sums differs)
+// and be the same bits run to run. Problems: the bound itself (128 x 128 pairs, N = 4096), partial blocks with masks and priors, a row and a column of blocks,
+// exact ties across rows, 67 slices of one CTA each, a poisoned slice beside a clean one, budgets 0 and above the
+// candidates.
 //   ctest --test-dir build -L kernels -R small
 #include <doctest/doctest.h>
 
@@ -186,9 +187,12 @@ TEST_CASE("small level 1: the path is a function of the problem") {
   p.heads = 1;
   REQUIRE(mra::kern::make_layout(p, &b) == MRA_SUCCESS);
   CHECK(a.level[0].small == b.level[0].small);  // not a function of the slices (nor of the device)
+  // The CTAs per slice: at most kSmallFill (132) over all slices, whole rows each (16 heads: 8 x 16 rows; 1: 128 x 1).
+  CHECK((a.level[0].shares == 8 && a.level[0].share_rows == 16));
+  CHECK((b.level[0].shares == 128 && b.level[0].share_rows == 1));
 }
 
-TEST_CASE("small level 1: one CTA per slice selects the multi-CTA path's T_1, bit for bit") {
+TEST_CASE("small level 1: the spread selection makes the multi-CTA path's T_1, bit for bit") {
   const Entry* e = two_level_f32();
   if (e == nullptr) return;
   INFO("configuration ", e->name);
@@ -246,6 +250,13 @@ TEST_CASE("small level 1: one CTA per slice selects the multi-CTA path's T_1, bi
           in.k[size_t((slice * p.nk + j) * p.dim + d)] = pattern[size_t(((j / s1 + slice) % 4) * p.dim + d)];
     std::fill(in.kmask.begin() + 5 * s1, in.kmask.begin() + 7 * s1, 0);
     same_selection(*e, p, in, true);
+  }
+  SUBCASE("67 slices: one CTA per slice, ranking all its rows (the shares depend on the slices)") {
+    mra_problem p = problem_of(*e, 67, 3 * s1 - 3, 5 * s1, 2 * 3 + 1, MRA_MODE_SPARSE);
+    mra::kern::Layout L;
+    REQUIRE(mra::kern::make_layout(p, &L) == MRA_SUCCESS);
+    CHECK(L.level[0].shares == 1);
+    same_selection(*e, p, structured(p, rng.seed() + 5), false);
   }
   SUBCASE("a poisoned slice beside a clean one") {
     mra_problem p = problem_of(*e, 2, 40 * s1, 40 * s1, 4 * 40, MRA_MODE_SPARSE);
