@@ -689,8 +689,8 @@ __device__ inline uint64_t small_rank(const Params& p, int32_t r, int32_t c, uin
 // The entries' order within a digit's run depends on the atomics, but every stage after the sort uses them as a
 // set (counts, masks), so T_1 and the workspace it is read from are bitwise reproducible.
 template <class Cfg>
-// One CTA per SM is what its 37 KB of shared memory and 512 threads leave room for anyway; without the minimum,
-// ptxas held the earlier one-CTA kernel to 40 registers and spilled.
+// A minimum of one CTA per SM: the launch is one wave by construction (shares x slices <= kSmallFill when the slices
+// allow), and without the minimum ptxas held the one-CTA kernel this replaced to 40 registers and spilled (48 now).
 __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(Params p) {
   constexpr int per = kHistBins / kSmallThreads;  // histogram bins per thread in the scans
   const Level& lv = p.layout.level[0];
