@@ -14,10 +14,10 @@
 //   coarse_row_select_kernel  instead of the two above under policy row (§10): the row maxima and each row's own
 //                       radix select
 //   coarse_write_kernel level 1: the CSR row offsets of T_1 and its columns, row by row in column order
-//   level1_logits_kernel, level1_small_select_kernel  instead of the level-1 kernels above at short N (global
-//                       policy, at most kSmallPairs level-1 pairs, layout.h): the logits once into the workspace,
-//                       then the selection from them: a share of rows per CTA ranked and sorted by its top digit,
-//                       the last CTA of the slice resolving the threshold from the entries near it
+//   level1_small_select_kernel  instead of the level-1 kernels above at short N (global policy, at most
+//                       kSmallPairs level-1 pairs, layout.h), one launch: per CTA a share of rows, its logits
+//                       computed once into the workspace, ranked and sorted by their top digit, the last CTA of
+//                       the slice resolving the threshold from the entries near it
 //   refine_keys_kernel  level l >= 2: pooled logits of the children of T_{l-1} -> 64-bit keys
 //   level_rank_kernel   level l >= 2: 3 radix passes over the keys' scores, many CTAs per slice (chunks of slots),
 //                       the picks as at level 1
@@ -128,10 +128,8 @@ mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) 
   const Level& l1 = p.layout.level[0];
   const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
   cudaError_t e = cudaSuccess;
-  if (l1.small) {  // short N: the logits once, then the selection from them in a few CTAs per slice (select.cuh)
-    const unsigned tiles = unsigned((l1.nk + kBandCols - 1) / kBandCols);
-    e = per_slice(level1_logits_kernel<Cfg>, bands * tiles, unsigned(kGemmThreads), 0);
-    if (e == cudaSuccess) e = per_slice(level1_small_select_kernel<Cfg>, unsigned(l1.shares), unsigned(kSmallThreads), 0);
+  if (l1.small) {  // short N: the logits once and the selection from them, a few CTAs per slice (select.cuh)
+    e = per_slice(level1_small_select_kernel<Cfg>, unsigned(l1.shares), unsigned(kSmallThreads), 0);
   } else if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
     e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
   } else {

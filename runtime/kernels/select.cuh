@@ -63,6 +63,12 @@ __device__ inline Sweep sweep_of(const Level& lv) {
   return Sweep{band * kBandRows, part, c_begin, lv.nk - c_begin < lv.split_cols ? lv.nk : c_begin + lv.split_cols};
 }
 
+// The pooled logit σ q̄·k̄ of level-1 pair (r, c) from its sum over the features, or -inf where the pair is not a
+// candidate (`real`: both blocks hold real tokens; under causal attention, a pair that is not visible, §9.3).
+__device__ inline float level1_logit(const Params& p, bool real, int32_t r, int32_t c, float sum) {
+  return real && pair_place(p, p.layout.level[0].side, r, c) == order::kVisible ? p.scale * sum : -INFINITY;
+}
+
 template <class Cfg, class Visit>
 __device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Visit visit) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro;
@@ -114,9 +120,7 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Vis
       const bool col_real = c < lv.nk && kcount[c] > 0.f;
       MRA_UNROLL
       for (int i = 0; i < kMicro; ++i)
-        logit[i][j] = row_real[i] && col_real && pair_place(p, lv.side, row0 + ty + W * i, c) == order::kVisible
-                          ? p.scale * acc[i][j]
-                          : -INFINITY;
+        logit[i][j] = level1_logit(p, row_real[i] && col_real, row0 + ty + W * i, c, acc[i][j]);
     }
     visit(c0, logit);
   }
@@ -592,36 +596,77 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
 // ---------------------------------------------------------------------------------------------------------
 // Level 1 at short N (Level::small, layout.h: global policy, nq_1 * nk_1 <= kSmallPairs). There the multi-CTA
 // kernels above spread 6 sweeps over 5 to 6 launches of too few CTAs (64 at N = 4K, H = 16: the 64 x 64 tile
-// bounds the split), and the launches cost more than the work. Instead: level1_logits_kernel computes the logits
-// once over every (band, column tile) and stores them (4 bytes per pair, at most 64 KB per slice); then
-// level1_small_select_kernel selects from them in Level::shares CTAs per slice, each ranking a share of whole
-// block rows, the last of them to finish resolving the threshold from the few entries near it. The logits are
-// coarse_sweep's, the rank values, the 12 + 11 + 11-bit digits, the threshold and the tie rule are the multi-CTA
-// path's: T_1 is the same bits (test `small level 1`).
+// bounds the split), and the launches cost more than the work. Instead one launch, level1_small_select_kernel:
+// Level::shares CTAs per slice, each computing the logits of a share of whole block rows once and storing them
+// (4 bytes per pair, at most 64 KB per slice; coarse_level1_small_kernel reads them again), ranking them, and the
+// last of them to finish resolving the threshold from the few entries near it. The logits are coarse_sweep's
+// sums (features in feature order, level1_logit), the rank values, the 12 + 11 + 11-bit digits, the threshold and
+// the tie rule are the multi-CTA path's: T_1 is the same bits (test `small level 1`).
+inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
 
-// The logits of one (band, column tile) into the workspace. Grid (bands * tiles, slices).
+// The logits of block rows [r0, r1) and every column into the workspace, in tiles of kSmallWarps rows x
+// kShareCols columns: warp w takes row w of the tile, its lanes columns lane + 32 j (for_each_pair's order of
+// the pairs), so a q̄ element is one broadcast read and the k̄ reads of a warp are consecutive words of a padded
+// tile. Features are staged kGemmK at a time, the next slab's loads issued before the current one's products so
+// that their L2 latency overlaps them; each pair's sum is in feature order (coarse_sweep's additions: the same
+// bits).
+inline constexpr int kShareCols = 128, kShareMicro = kShareCols / 32, kShareLoads = kShareCols * kGemmK / kSmallThreads;
+static_assert(kShareLoads * kSmallThreads == kShareCols * kGemmK && kSmallWarps * kGemmK <= kSmallThreads);
 template <class Cfg>
-__global__ void __launch_bounds__(kGemmThreads) level1_logits_kernel(Params p) {
-  constexpr int W = kBandRows / kMicro;
+__device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t r1) {
+  constexpr int D = Cfg::dim;
+  static_assert(D % kGemmK == 0);
   const Level& lv = p.layout.level[0];
-  const int64_t slice = p.slice0 + int64_t(blockIdx.y);
-  const int32_t tiles = (lv.nk + kBandCols - 1) / kBandCols;
-  const int32_t row0 = int32_t(blockIdx.x) / tiles * kBandRows, c0 = int32_t(blockIdx.x) % tiles * kBandCols;
-  float* out = at<float>(p, lv.logits) + slice * lv.nq * lv.nk;
-  const int tx = int(threadIdx.x) % W, ty = int(threadIdx.x) / W;
-  coarse_sweep<Cfg>(p, slice, Sweep{row0, 0, c0, lv.nk - c0 < kBandCols ? lv.nk : c0 + kBandCols},
-                    [&](int32_t, const float (&logit)[kMicro][kMicro]) {
-                      MRA_UNROLL
-                      for (int i = 0; i < kMicro; ++i)
-                        MRA_UNROLL
-                        for (int j = 0; j < kMicro; ++j) {
-                          const int32_t r = row0 + ty + W * i, c = c0 + tx + W * j;
-                          if (r < lv.nq && c < lv.nk) out[int64_t(r) * lv.nk + c] = logit[i][j];
-                        }
-                    });
+  const int32_t b = int32_t(slice / p.heads), nk = lv.nk;
+  const float* qmean = at<float>(p, lv.qmean) + slice * lv.nq * D;
+  const float* kmean = at<float>(p, lv.kmean) + slice * nk * D;
+  const float* qcount = at<float>(p, lv.qcount) + int64_t(b) * lv.nq;
+  const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * nk;
+  float* out = at<float>(p, lv.logits) + slice * lv.nq * nk;
+  __shared__ float qs[kGemmK][kSmallWarps];
+  __shared__ float ks[kGemmK][kShareCols + 1];  // padded: the transposing stores spread over the banks
+  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  for (int32_t t0 = r0; t0 < r1; t0 += kSmallWarps) {
+    const int32_t r = t0 + warp;
+    const bool row_real = r < r1 && qcount[r] > 0.f;
+    for (int32_t c0 = 0; c0 < nk; c0 += kShareCols) {
+      // This thread's staging loads of slab d0: k̄ element tid + k 512 of the tile (column e / kGemmK, feature
+      // e % kGemmK) and, for the first kSmallWarps x kGemmK threads, one q̄ element.
+      float kn[kShareLoads], qn = 0.f;
+      const auto fetch = [&](int d0) {
+        MRA_UNROLL
+        for (int k = 0; k < kShareLoads; ++k) {
+          const int i = (tid + k * kSmallThreads) / kGemmK, d = tid % kGemmK;
+          kn[k] = c0 + i < nk ? kmean[int64_t(c0 + i) * D + d0 + d] : 0.f;
+        }
+        const int i = tid / kGemmK;
+        if (i < kSmallWarps) qn = t0 + i < r1 ? qmean[int64_t(t0 + i) * D + d0 + tid % kGemmK] : 0.f;
+      };
+      fetch(0);
+      float acc[kShareMicro] = {};
+      MRA_NO_UNROLL
+      for (int d0 = 0; d0 < D; d0 += kGemmK) {
+        MRA_UNROLL
+        for (int k = 0; k < kShareLoads; ++k) ks[tid % kGemmK][(tid + k * kSmallThreads) / kGemmK] = kn[k];
+        if (tid / kGemmK < kSmallWarps) qs[tid % kGemmK][tid / kGemmK] = qn;
+        __syncthreads();
+        if (d0 + kGemmK < D) fetch(d0 + kGemmK);
+        for (int d = 0; d < kGemmK; ++d) {
+          const float a = qs[d][warp];
+          MRA_UNROLL
+          for (int j = 0; j < kShareMicro; ++j) acc[j] += a * ks[d][lane + 32 * j];
+        }
+        __syncthreads();
+      }
+      MRA_UNROLL
+      for (int j = 0; j < kShareMicro; ++j) {
+        const int32_t c = c0 + lane + 32 * j;
+        if (r < r1 && c < nk) out[int64_t(r) * nk + c] = level1_logit(p, row_real && kcount[c] > 0.f, r, c, acc[j]);
+      }
+    }
+  }
 }
 
-inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
 // An entry of the short-N selection: rank value (34 bits) above the pair's flat index in the slice (r nk + c).
 inline constexpr int kFlatBits = 14;
 static_assert((int64_t(1) << kFlatBits) == kSmallPairs, "a flat index of the slice fits the entry's low bits");
@@ -667,9 +712,10 @@ __device__ inline uint64_t small_rank(const Params& p, int32_t r, int32_t c, uin
   return (uint64_t(order::level1_priority(r, c, p.prior_first, p.prior_diagonal)) << 32) | score;
 }
 
-// The level-1 selection of one slice from the stored logits. Grid (shares, slices): CTA k ranks block rows
-// [k share_rows, (k + 1) share_rows) (stages 1-4), then the last CTA of the slice to finish (a ticket after a
-// fence, so no CTA waits for another) selects for the slice (stages 5-8):
+// The level-1 selection of one slice. Grid (shares, slices): CTA k ranks block rows [k share_rows, (k + 1)
+// share_rows) (stages 0-4), then the last CTA of the slice to finish (a ticket after a fence, so no CTA waits for
+// another) selects for the slice (stages 5-8):
+//   0. the logits of its rows (share_logits), stored; its own threads read them back in stages 1-3;
 //   1. per row its maximum logit (a warp per row; stored in `rowmax`), and the share of pool_kernel's non-finite
 //      block flags (§2.7) counted in the slice histogram's flag word;
 //   2. per pair its rank value: ordered score bits of λ − row max (as rank_value; 0 for a non-candidate: no score
@@ -712,6 +758,10 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   __shared__ uint32_t picked[2];  // the pick's digit and the values above its bin
   __shared__ uint32_t gathered[kSmallFill];  // the last CTA: per share, its entries at or above the picked digit
   __shared__ int last;
+
+  // 0. The logits. No barrier after it: stages 1-3 visit the pairs as it stores them (warp per row, lane per
+  // 32nd column: for_each_pair), so each thread reads back only its own stores.
+  share_logits<Cfg>(p, slice, r0, r1);
 
   // 1. The row maxima (the multi-CTA sweep's comparison: the same value in any order), the block flags.
   for (int32_t r = r0 + tid / 32; r < r1; r += kSmallWarps) {
