@@ -1,13 +1,13 @@
 // tests/kernels/test_small_level1.cpp: level 1 at short N (layout.h's Level::small; select.cuh's
-// level1_logits_kernel and level1_small_select_kernel, coarse.cuh's coarse_level1_small_kernel). The choice of the
+// level1_small_select_kernel with its share_logits, coarse.cuh's coarse_level1_small_kernel). The choice of the
 // path is checked as a function of the problem; then each problem runs twice, on the short-N path (a share of rows
 // per CTA, the last CTA of each slice selecting) and with the layout forced onto the multi-CTA kernels: T_1 (row
 // offsets, columns), the row maxima and the slice's non-finite flag must be the very same bits (the logits, rank
 // values, threshold and tie rule are the same), the selection must equal §2.4's where ties are exact, and in mode
 // full the outputs must match the reference and each other closely (only the order of the coarse sums differs)
 // and be the same bits run to run. Problems: the bound itself (128 x 128 pairs, N = 4096), partial blocks with masks and priors, a row and a column of blocks,
-// exact ties across rows, 67 slices of one CTA each, a poisoned slice beside a clean one, budgets 0 and above the
-// candidates.
+// exact ties across rows, a key block without real keys above every real logit, 67 slices of one CTA each (40
+// rows: several logit tiles), a poisoned slice beside a clean one, budgets 0 and above the candidates.
 //   ctest --test-dir build -L kernels -R small
 #include <doctest/doctest.h>
 
@@ -235,6 +235,14 @@ TEST_CASE("small level 1: the spread selection makes the multi-CTA path's T_1, b
       same_selection(*e, p, in, true);
     }
   }
+  SUBCASE("a key block without real keys is no candidate, though its mean (0) is above every real logit") {
+    // q · k < 0 for every real pair (all tied), so a logit kept for the empty block would be the row maximum.
+    mra_problem p = problem_of(*e, 1, 20 * s1, 50 * s1 - 9, 71, MRA_MODE_SPARSE);
+    Inputs in{std::vector<float>(size_t(p.nq * p.dim), 0.25f), std::vector<float>(size_t(p.nk * p.dim), -0.5f),
+              mra::test::noise(rng, 1, 1, p.nk, p.dim), {}, std::vector<uint8_t>(size_t(p.nk), 1)};
+    std::fill(in.kmask.begin() + 7 * s1, in.kmask.begin() + 8 * s1, 0);
+    same_selection(*e, p, in, true);
+  }
   SUBCASE("300 key blocks of 4 patterns: exact ties across rows and 32-column chunks, masks, the diagonal prior") {
     // As the production case "exact ties" of test_kernels.cpp: every key of block j is pattern (j + slice) % 4, so
     // the pairs of a row with the same pattern tie exactly in f32 and in double, and the budget cuts a tie group.
@@ -252,7 +260,8 @@ TEST_CASE("small level 1: the spread selection makes the multi-CTA path's T_1, b
     same_selection(*e, p, in, true);
   }
   SUBCASE("67 slices: one CTA per slice, ranking all its rows (the shares depend on the slices)") {
-    mra_problem p = problem_of(*e, 67, 3 * s1 - 3, 5 * s1, 2 * 3 + 1, MRA_MODE_SPARSE);
+    // 40 block rows: the share's logits take three 16-row tiles.
+    mra_problem p = problem_of(*e, 67, 40 * s1 - 3, 5 * s1, 2 * 40 + 1, MRA_MODE_SPARSE);
     mra::kern::Layout L;
     REQUIRE(mra::kern::make_layout(p, &L) == MRA_SUCCESS);
     CHECK(L.level[0].shares == 1);
