@@ -29,11 +29,14 @@ pip_packages=()
 python3 -c 'import numpy' 2>/dev/null || pip_packages+=(numpy)
 python3 -c 'import jinja2' 2>/dev/null || pip_packages+=(Jinja2)
 python3 -c 'import safetensors' 2>/dev/null || pip_packages+=(safetensors)
-# cuobjdump and nvdisasm for the SASS checks (ctest -L sass), when the CUDA toolkit here lacks them.
-if ! command -v cuobjdump >/dev/null && [ ! -x /usr/local/cuda/bin/cuobjdump ] &&
-   ! python3 -c 'import sysconfig, pathlib, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()["purelib"]) / "nvidia/cu13/bin/cuobjdump").is_file())'; then
-  pip_packages+=(nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)
-fi
+# cuobjdump and nvdisasm for the SASS checks (ctest -L sass; both needed), each when the CUDA toolkit here lacks it
+# (where tests/sass/sass_mix.py looks: PATH, /usr/local/cuda/bin, the PyPI wheel's nvidia/cu13/bin).
+for tool in cuobjdump nvdisasm; do
+  if ! command -v "$tool" >/dev/null && [ ! -x "/usr/local/cuda/bin/$tool" ] &&
+     ! python3 -c 'import sysconfig, pathlib, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()["purelib"]) / "nvidia/cu13/bin" / sys.argv[1]).is_file())' "$tool"; then
+    pip_packages+=("nvidia-cuda-$tool")
+  fi
+done
 if [ "${1:-}" = "--tests" ]; then
   python3 -c 'import scikit_build_core' 2>/dev/null || pip_packages+=(scikit-build-core)
   python3 -c 'import torch' 2>/dev/null || pip_packages+=(torch)
