@@ -53,9 +53,9 @@ inline constexpr int64_t kSelectChunk = 4096;
 // rows, its logits are computed once and stored (4 bytes per pair), and the selection runs from them in a few CTAs
 // per slice, each a share of whole block rows (select.cuh, "short N"): `Level::shares` of them, as many as keep
 // shares x slices within kSmallFill (one CTA per SM of a 132-SM GPU: a single wave), at least one, at most one
-// per row. The bounds keep the last CTA's
-// bit masks of the slice's pairs and its row array in shared memory; N = 4096 at s_1 = 32 (128 x 128 pairs) is the
-// largest square problem. Like the split, a function of the problem only.
+// per row. The bounds keep the last CTA's bit masks of the slice's pairs and its row array in shared memory;
+// N = 4096 at s_1 = 32 (128 x 128 pairs) is the largest square problem. Like the split, a function of the problem
+// only.
 inline constexpr int64_t kSmallPairs = 16384, kSmallRows = 1024, kSmallFill = 132;
 inline constexpr int64_t kMaxSlices = int64_t(1) << 20;
 inline constexpr int64_t kMaxDim = 1 << 10;
