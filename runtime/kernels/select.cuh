@@ -649,8 +649,9 @@ __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t
         MRA_UNROLL
         for (int k = 0; k < kShareLoads; ++k) ks[tid % kGemmK][(tid + k * kSmallThreads) / kGemmK] = kn[k];
         if (tid / kGemmK < kSmallWarps) qs[tid % kGemmK][tid / kGemmK] = qn;
-        __syncthreads();
+        // Before the barrier, which ptxas does not move loads across: in flight during the products.
         if (d0 + kGemmK < D) fetch(d0 + kGemmK);
+        __syncthreads();
         for (int d = 0; d < kGemmK; ++d) {
           const float a = qs[d][warp];
           MRA_UNROLL
