@@ -1,7 +1,7 @@
 // tests/kernels/backend.h: the backend the kernel cross-checks run on. test_kernels and test_backward_kernels link
-// backend_emulated.cpp (the CPU emulation, always); test_kernels_cuda and test_backward_kernels_cuda link
-// backend_cuda.cpp (a GPU, built when nvcc is present and run by tools/gpu-check.sh). All buffers here are host memory; the CUDA backend copies them to the device
-// and the workspace and output back.
+// backend_emulated.cpp (the CPU emulation, always); mra-gpu-kit (gpu_kit.cpp), which runs the cases of both on a
+// GPU, links backend_cuda.cpp (built when nvcc is present and run by tools/gpu-check.sh). All buffers here are host
+// memory; the CUDA backend copies them to the device and the workspace and output back.
 #pragma once
 
 #include <cstddef>

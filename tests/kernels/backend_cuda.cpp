@@ -1,4 +1,5 @@
-// tests/kernels/backend_cuda.cpp: tests/kernels/backend.h on a GPU (mra::runtime, the nvcc-built kernels).
+// tests/kernels/backend_cuda.cpp: tests/kernels/backend.h on a GPU (the C API's CUDA backend, the nvcc-built
+// kernels), in mra-gpu-kit.
 // Every call copies the inputs and the workspace to the device, runs, and copies the workspace and outputs back.
 #include <cuda_runtime.h>
 

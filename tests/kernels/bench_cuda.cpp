@@ -1,6 +1,6 @@
-// tests/kernels/bench_cuda.cpp: times every generated configuration on a GPU against dense exact attention.
-//   build (nvcc present): cmake --build build --target bench_kernels_cuda; run: tools/gpu-check.sh
-//   bench_kernels_cuda [N] [heads]          (defaults 8192 and 16: q, k and v exceed the 50 MB L2 of an H200)
+// tests/kernels/bench_cuda.cpp: times every generated configuration on a GPU against dense exact attention; the
+// `bench` mode of the GPU kit (gpu_kit.cpp).
+//   mra-gpu-kit bench [N] [heads]          (defaults 8192 and 16: q, k and v exceed the 50 MB L2 of an H200)
 //
 // For each configuration: MRA forward with blocks_per_row = 4 (docs/semantics.md §2.8), mode full, and the
 // dense baseline, exact attention run by the fused kernel of the (32, 1) configuration of the same head dim and
@@ -12,10 +12,10 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bench.h"
 #include "dispatch.h"
 #include "mra.h"
 
@@ -68,12 +68,10 @@ Timing time_problem(const mra_problem& p, void* const* t, void* ws, size_t ws_by
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const int64_t n = argc > 1 ? std::atoll(argv[1]) : 8192;
-  const int64_t heads = argc > 2 ? std::atoll(argv[2]) : 16;
+int mra::test::bench(int64_t n, int64_t heads) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "bench_kernels_cuda: no CUDA device\n");
+    std::fprintf(stderr, "mra-gpu-kit bench: no CUDA device\n");
     return 2;
   }
   std::vector<std::string> table;

@@ -1,7 +1,7 @@
 // tests/kernels/test_backward_kernels.cpp: the generated backward kernels (runtime/kernels/backward.cuh), run through
 // the C API (the forward, then the backward on its workspace) against the reference backward in double
 // (docs/semantics.md §7) given the kernels' own selection, read from the forward's workspace. test_backward_kernels
-// runs them on the CPU emulation (backend_emulated.cpp); test_backward_kernels_cuda (CTest backward.cuda, built
+// runs them on the CPU emulation (backend_emulated.cpp); mra-gpu-kit (gpu_kit.cpp: CTest backward.cuda, built
 // with nvcc, skipped without a GPU; tools/gpu-check.sh) runs the same cases on a GPU (backend_cuda.cpp).
 //   ctest --test-dir build -L backward        or        build/tests/kernels/test_backward_kernels
 //

@@ -1168,8 +1168,8 @@ void production_cases(const Config& cfg) {
   check_case(cfg, c);
 }
 
-// test_kernels_cuda reports itself skipped before any case runs when there is no GPU (main_cuda.cpp); a case
-// that finds no backend anyway fails.
+// On a GPU (mra-gpu-kit check, CTest kernels.cuda) the run reports itself skipped before any case runs when there
+// is no device (gpu_kit.cpp); a case that finds no backend anyway fails.
 void require_backend() {
   std::string why;
   const bool ok = mra::test::available(&why);

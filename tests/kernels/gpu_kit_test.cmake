@@ -1,0 +1,134 @@
+# tests/kernels/gpu_kit_test.cmake: the CTest test nvcc.gpu_kit (tests/kernels/CMakeLists.txt). Builds the target
+# mra_gpu_kit (packing only: the kit's executable is part of the default build) and checks the bundle a GPU
+# machine without a CUDA toolkit receives:
+#   - mra-gpu-kit.tar.xz is at most 60 MiB;
+#   - it unpacks to mra-gpu-kit/{mra-gpu-kit, gpu-check.sh};
+#   - the executable needs no shared library but glibc's, libstdc++ and libgcc_s (no libcudart: the driver's
+#     libcuda.so.1 is opened by the static CUDA runtime when it starts), and no glibc or libstdc++ newer than
+#     Ubuntu 22.04's (glibc 2.35, GLIBCXX 3.4.30), the oldest system the kit is for;
+#   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected; the
+#     filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
+#     argument is refused with exit status 2;
+#   - where there is no GPU, the packed gpu-check.sh runs from the kit (no cmake, no nvcc) and fails naming the
+#     missing device.
+#   cmake -DBUILD=<build> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
+#         -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda> -DBACKWARD=<that of backward.cuda>
+#         -P tests/kernels/gpu_kit_test.cmake
+cmake_minimum_required(VERSION 3.25)
+foreach(var BUILD ARCHIVE WORK EXPECTED READELF FORWARD BACKWARD)
+  if(NOT ${var})
+    message(FATAL_ERROR "gpu_kit_test.cmake: -D${var}= is required")
+  endif()
+endforeach()
+
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD} --target mra_gpu_kit RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out ERROR_VARIABLE out)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "building the target mra_gpu_kit failed:\n${out}")
+endif()
+
+file(SIZE ${ARCHIVE} size)
+math(EXPR limit "60 * 1024 * 1024")
+math(EXPR size_kib "${size} / 1024")
+message(STATUS "mra-gpu-kit.tar.xz: ${size} bytes (${size_kib} KiB), limit ${limit}")
+if(size GREATER limit)
+  message(FATAL_ERROR "mra-gpu-kit.tar.xz is ${size} bytes, over the kit's limit of 60 MiB (${limit} bytes)")
+endif()
+
+file(REMOVE_RECURSE ${WORK})
+file(ARCHIVE_EXTRACT INPUT ${ARCHIVE} DESTINATION ${WORK})
+set(kit ${WORK}/mra-gpu-kit)
+foreach(file mra-gpu-kit gpu-check.sh)
+  if(NOT EXISTS ${kit}/${file})
+    message(FATAL_ERROR "the kit holds no mra-gpu-kit/${file}")
+  endif()
+endforeach()
+
+# The shared libraries the executable asks the loader for: glibc's and the C++ runtime, on every Linux GPU machine.
+execute_process(COMMAND ${READELF} -d ${kit}/mra-gpu-kit OUTPUT_VARIABLE dynamic RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "readelf -d mra-gpu-kit failed")
+endif()
+string(REGEX MATCHALL "\\(NEEDED\\)[^\n]*\\[[^]\n]+\\]" needed_lines "${dynamic}")
+set(allowed libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 ld-linux-x86-64.so.2 ld-linux-aarch64.so.1
+            libstdc++.so.6 libgcc_s.so.1)
+set(needed)
+foreach(line IN LISTS needed_lines)
+  string(REGEX REPLACE ".*\\[([^]]+)\\]$" "\\1" library "${line}")
+  list(APPEND needed ${library})
+  if(NOT library IN_LIST allowed)
+    message(FATAL_ERROR "mra-gpu-kit needs ${library}, which a machine with only the NVIDIA driver may lack "
+                        "(allowed: ${allowed})")
+  endif()
+endforeach()
+if(NOT needed)
+  message(FATAL_ERROR "readelf -d mra-gpu-kit lists no NEEDED library: not a dynamic executable as built")
+endif()
+# The newest glibc and libstdc++ symbol versions it needs: the oldest system it runs on.
+execute_process(COMMAND ${READELF} -V ${kit}/mra-gpu-kit OUTPUT_VARIABLE versions)
+set(newest)
+foreach(library GLIBC GLIBCXX)
+  string(REGEX MATCHALL "${library}_[0-9]+\\.[0-9.]*[0-9]" found "${versions}")
+  list(REMOVE_DUPLICATES found)
+  list(SORT found COMPARE NATURAL ORDER DESCENDING)
+  list(GET found 0 top)
+  list(APPEND newest ${top})
+endforeach()
+message(STATUS "mra-gpu-kit needs: ${needed}; newest symbol versions: ${newest}")
+list(GET newest 0 glibc)
+list(GET newest 1 glibcxx)
+string(REPLACE "GLIBC_" "" glibc "${glibc}")
+string(REPLACE "GLIBCXX_" "" glibcxx "${glibcxx}")
+if(glibc VERSION_GREATER 2.35 OR glibcxx VERSION_GREATER 3.4.30)
+  message(FATAL_ERROR "mra-gpu-kit needs glibc ${glibc} and GLIBCXX ${glibcxx}: newer than Ubuntu 22.04 has (2.35, "
+                      "3.4.30), so the kit would not start there")
+endif()
+
+execute_process(COMMAND ${kit}/mra-gpu-kit list RESULT_VARIABLE rc OUTPUT_VARIABLE listed ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "mra-gpu-kit list exited with ${rc}:\n${listed}${err}")
+endif()
+message(STATUS "mra-gpu-kit list:\n${listed}")
+string(REGEX MATCHALL "\n  mra_[a-z0-9_]+" configs "${listed}")
+list(TRANSFORM configs STRIP)
+string(REPLACE "," ";" expected "${EXPECTED}")
+if(NOT configs STREQUAL expected)
+  message(FATAL_ERROR "mra-gpu-kit lists the configurations '${configs}', the build selected '${expected}'")
+endif()
+
+# The filters of the CTest tests kernels.cuda and backward.cuda each select cases, and together every case once.
+set(counts)
+foreach(filter "" "${FORWARD}" "${BACKWARD}")
+  execute_process(COMMAND ${kit}/mra-gpu-kit check --count ${filter} RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+  if(NOT rc EQUAL 0 OR NOT out MATCHES "passing the current filters: ([0-9]+)" OR CMAKE_MATCH_1 EQUAL 0)
+    message(FATAL_ERROR "mra-gpu-kit check --count ${filter}: exit status ${rc}, no case counted:\n${out}")
+  endif()
+  list(APPEND counts ${CMAKE_MATCH_1})
+endforeach()
+list(GET counts 0 all)
+list(GET counts 1 forward)
+list(GET counts 2 backward)
+math(EXPR both "${forward} + ${backward}")
+message(STATUS "mra-gpu-kit check: ${all} cases, ${forward} for kernels.cuda, ${backward} for backward.cuda")
+if(NOT both EQUAL all)
+  message(FATAL_ERROR "kernels.cuda (${FORWARD}) and backward.cuda (${BACKWARD}) select ${forward} + ${backward} "
+                      "cases of ${all}")
+endif()
+
+execute_process(COMMAND ${kit}/mra-gpu-kit bench 8k RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "N must be a positive integer, got '8k'")
+  message(FATAL_ERROR "mra-gpu-kit bench 8k: expected exit status 2 and one line naming N, got ${rc}:\n${err}")
+endif()
+
+# Without a device the packed script must run from the kit and fail at the cross-checks; on a GPU machine this
+# would be the whole check (minutes), which tools/gpu-check.sh is for.
+if(listed MATCHES "\ndevices: 0")
+  execute_process(COMMAND bash ${kit}/gpu-check.sh RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
+                  WORKING_DIRECTORY ${WORK})
+  if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
+     OR out MATCHES "configuring and building")
+    message(FATAL_ERROR "gpu-check.sh run from the kit without a GPU: expected a failure naming the missing device, "
+                        "got exit status ${rc}:\n${out}${err}")
+  endif()
+  message(STATUS "gpu-check.sh from the kit without a GPU failed as it must (exit status ${rc})")
+endif()
