@@ -1,21 +1,27 @@
 // tests/kernels/test_launch_stages.cpp: the launch observer (mra_set_launch_observer, forward.cuh's launch_stage).
 // Small calls of the C API on the emulator with an observer set: the stages it is told, one per launch, must be the
 // launches forward.cuh and backward.cuh make for that problem, written out below per path (short-N or multi-CTA
-// level 1, two or three levels, mode full or sparse, policy row, a selection shared by groups, the backward), as
+// level 1, two or three levels, mode full or sparse, policy row, a selection shared by groups, the backward, a
+// launch split into parts of fewer slices), as
 // runs of (stage, launches) in launch order; and the observer must be told of every launch the emulator ran
 // (simt::launch_count), so that a launch added without a stage fails here. The GPU kit's `stages` mode times the
 // stages by these names (bench_cuda.cpp; tools/perf-model's names).
 //   ctest --test-dir build -L kernels -R stages
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "common/inputs.h"
 #include "common/skip.h"
+#include "kernels/emulated_entries.h"
+#include "kernels/entry.h"
+#include "kernels/layout.h"
 #include "mra.h"
 #include "mra/reference.h"
 #include "simt/simt.h"
@@ -187,4 +193,30 @@ TEST_CASE("launch stages: three levels, short-N and multi-CTA level 1, policy ro
   group.selection = MRA_SELECTION_GROUP;
   check_runs(observe(group), {{"pool", 4}, {"select L1", 1}, {"select L2", 6}, {"share", 1}, {"coarse L1", 1},
                               {"coarse L2", 1}, {"attend", 1}});
+}
+
+TEST_CASE("launch stages: a launch split into parts is told once per part") {
+  if (!mra::test::skip_unless_built({kThree})) return;
+  const std::vector<mra::test::EmulatedEntry>& all = mra::test::emulated_entries();
+  const auto e = std::find_if(all.begin(), all.end(), [](const auto& c) { return std::string_view(c.name) == kThree; });
+  REQUIRE(e != all.end());
+  // 3 slices in parts of 1 (the entry called with a layout of its own, as test_launch_split.cpp does): every launch
+  // of the short-N case above three times, each part announced.
+  const mra_problem p = problem(MRA_DTYPE_F32, 32, {16, 4, 1}, 200, 3, MRA_MODE_FULL);
+  mra::kern::Layout layout;
+  REQUIRE(mra::kern::make_layout(p, &layout) == MRA_SUCCESS);
+  layout.slices_per_launch = 1;
+  Tensors x(p, 20261202);
+  std::vector<unsigned char> ws(layout.bytes + 16);
+  int cuda_error = 0;
+  mra::kern::KernelArgs args{p,       layout,    x[0],      x[1],    x[2],     nullptr, nullptr,
+                             x.out(), ws.data(), mra::kern::kStageAll, nullptr, &cuda_error};
+  Seen seen;
+  args.observer = record;
+  args.observer_user = &seen;
+  const uint64_t before = simt::launch_count();
+  REQUIRE(e->run(&args) == MRA_SUCCESS);
+  CHECK(seen.stages.size() == simt::launch_count() - before);
+  check_runs(runs_of(seen.stages), {{"pool", 6}, {"select L1", 3}, {"select L2", 18}, {"coarse L1", 3},
+                                    {"coarse L2", 3}, {"attend", 3}});
 }
