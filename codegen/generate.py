@@ -4,6 +4,9 @@
     python3 codegen/generate.py            # write generated/ (only changed files; removes stale ones)
     python3 codegen/generate.py --check    # exit 1 and show the difference when generated/ is not current
     python3 codegen/generate.py --out DIR  # render into another folder
+    python3 codegen/generate.py --variants DIR [--only NAME,NAME...]
+                                           # the tuning candidates of codegen/autotune.toml, for the GPU kit's
+                                           # `mra-gpu-kit autotune` (tests/kernels); into DIR, never generated/
 
 Inputs: codegen/manifest.toml (which configurations exist), codegen/tuning.toml (their tuning parameters),
 codegen/templates/*.j2. Needs Python >= 3.11 (tomllib) and Jinja2. Rendering is strict (an undefined variable
@@ -12,6 +15,10 @@ depends only on those inputs. The kernel math lives in runtime/kernels/*.cuh; te
 instantiations and the lists the build and the runtime read: registry.inc (the one list of configurations, read
 by generated/CMakeLists.txt and the runtime) and manifest.json (the same with tuning, for tools and tests).
 generated/CMakeLists.txt is written by hand (nothing in it depends on the manifest): the generator leaves it alone.
+With --variants it renders, for the configurations codegen/autotune.toml sweeps (restricted to --only), one forward-only
+kernel file per candidate tuning, each with its own entry symbol (mra_tune_..., never a configuration's mra_fwd_...),
+and autotune.inc, their list; the build folder of the GPU kit is their only destination. Jinja2 is imported only
+to render, so that codegen/apply_tuning.py can validate a tuning table without it.
 """
 
 from __future__ import annotations
@@ -25,8 +32,6 @@ import pathlib
 import sys
 import tempfile
 import tomllib
-
-import jinja2
 
 ROOT = pathlib.Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -44,6 +49,12 @@ HAND_WRITTEN = frozenset({"CMakeLists.txt"})
 
 class ConfigError(Exception):
     pass
+
+
+def derived_threads(dtype: str, query_rows: int, threads: int) -> int:
+    """The thread count a configuration runs: for f16/bf16 not a tuning value but one warp per 16 query rows."""
+    # attend_mma_kernel runs one warp per 16-row slab of the query tile (runtime/kernels/attend.cuh).
+    return 32 * -(-query_rows // 16) if dtype in TENSOR_CORE_DTYPES else threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +134,7 @@ def tuning_for(tuning: dict, name: str, head_dim: int, dtype: str, finest_side: 
         else:
             raise ConfigError(f"{name}: tuning table has no value for {key}")
     out["query_rows"] = min(out["query_rows"], finest_side)
-    if dtype in TENSOR_CORE_DTYPES:
-        # attend_mma_kernel runs one warp per 16-row slab of the query tile (runtime/kernels/attend.cuh).
-        out["threads"] = 32 * -(-out["query_rows"] // 16)
+    out["threads"] = derived_threads(dtype, out["query_rows"], out["threads"])
     return out
 
 
@@ -148,8 +157,80 @@ def load_configs(manifest_path: pathlib.Path, tuning_path: pathlib.Path) -> list
     return [configs[n] for n in sorted(configs)]
 
 
-def make_env() -> jinja2.Environment:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A tuning candidate of one configuration: its tuning with the candidate's keys replaced."""
+    name: str                  # entry symbol and file name: mra_tune_<configuration>_<k>
+    base: Config               # the configuration as tuned now (codegen/tuning.toml)
+    config: Config             # the same with the candidate's values
+    changes: tuple[tuple[str, int], ...]  # the candidate's keys and values, as autotune.toml gives them
+
+    @property
+    def description(self) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in self.changes)
+
+
+def load_variants(autotune_path: pathlib.Path, configs: list[Config], only: set[str] | None = None
+                  ) -> tuple[list[Variant], list[str]]:
+    """The candidates of autotune.toml as variants of `configs` (those in `only`, when given), each checked by
+    check_config; and one note per candidate skipped because it is the tuning the configuration has now or
+    repeats an earlier candidate (a winner merged into tuning.toml makes its candidate the current tuning)."""
+    data = tomllib.loads(autotune_path.read_text())
+    by_name = {c.name: c for c in configs}
+    if set(data) - {"sweep"}:
+        raise ConfigError(f"{autotune_path.name}: unknown tables {sorted(set(data) - {'sweep'})}: only [[sweep]]")
+    variants: dict[str, list[Variant]] = {}
+    notes = []
+    for i, sweep in enumerate(data.get("sweep", []), 1):
+        where = f"{autotune_path.name} [[sweep]] {i}"
+        if set(sweep) != {"configurations", "candidates"}:
+            raise ConfigError(f"{where}: needs exactly the keys configurations and candidates")
+        for name in sweep["configurations"]:
+            if name not in by_name:
+                raise ConfigError(f"{where}: no configuration {name!r} in the manifest")
+        for cand in sweep["candidates"]:
+            if not isinstance(cand, dict) or not cand or set(cand) - set(TUNING_KEYS) or any(
+                    type(v) is not int or v <= 0 for v in cand.values()):
+                raise ConfigError(f"{where}: a candidate must set some of {', '.join(TUNING_KEYS)} to positive "
+                                  f"integers, got {cand!r}")
+        for name in sweep["configurations"]:
+            base = by_name[name]
+            if only is not None and name not in only:
+                continue
+            for cand in sweep["candidates"]:
+                if "threads" in cand and base.dtype in TENSOR_CORE_DTYPES:
+                    raise ConfigError(f"{where}: {name}: threads is not a tuning value for {base.dtype} (one warp "
+                                      f"per 16 query rows); sweep query_rows")
+                changes = tuple((k, int(cand[k])) for k in TUNING_KEYS if k in cand)
+                c = dataclasses.replace(base, **dict(changes))
+                c = dataclasses.replace(c, threads=derived_threads(c.dtype, c.query_rows, c.threads))
+                text = ", ".join(f"{k} = {v}" for k, v in changes)
+                try:
+                    check_config(c)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: candidate {{{text}}} of {e}") from None
+                known = variants.setdefault(name, [])
+                if c == base or any(v.config == c for v in known):
+                    notes.append(f"skipped {name} {{{text}}}: "
+                                 f"{'the current tuning' if c == base else 'the same as an earlier candidate'}")
+                    continue
+                known.append(Variant(f"{name.replace('mra_fwd_', 'mra_tune_', 1)}_{len(known) + 1}", base, c,
+                                     changes))
+    return [v for name in sorted(variants) for v in variants[name]], notes
+
+
+def render_variants(variants: list[Variant]) -> dict[str, str]:
+    env = make_env()
+    files = {f"{v.name}.cu": env.get_template("variant.cu.j2").render(v=v, template="variant.cu.j2")
+             for v in variants}
+    files["autotune.inc"] = env.get_template("autotune.inc.j2").render(variants=variants,
+                                                                       template="autotune.inc.j2")
+    return files
+
+
+def make_env():
     """The one Jinja environment: an undefined variable is an error, whitespace is kept as written."""
+    import jinja2
     return jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
@@ -208,12 +289,31 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=pathlib.Path, default=REPO / "generated", help="output folder")
     ap.add_argument("--manifest", type=pathlib.Path, default=ROOT / "manifest.toml")
     ap.add_argument("--tuning", type=pathlib.Path, default=ROOT / "tuning.toml")
+    ap.add_argument("--variants", type=pathlib.Path, metavar="DIR",
+                    help="render the tuning candidates of --autotune into DIR (a build folder), not the kernels")
+    ap.add_argument("--autotune", type=pathlib.Path, default=ROOT / "autotune.toml")
+    ap.add_argument("--only", metavar="NAME,...", help="--variants: only for these configurations (those built)")
     args = ap.parse_args(argv)
+    import jinja2
     try:
-        files = render_tree(load_configs(args.manifest, args.tuning))
-    except (ConfigError, jinja2.TemplateError, tomllib.TOMLDecodeError, KeyError) as e:
+        configs = load_configs(args.manifest, args.tuning)
+        if args.variants:
+            only = set(args.only.split(",")) if args.only is not None else None
+            variants, notes = load_variants(args.autotune, configs, only)
+            files = render_variants(variants)
+        else:
+            files = render_tree(configs)
+    except (ConfigError, jinja2.TemplateError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
         print(f"generate.py: {e}", file=sys.stderr)
         return 2
+    if args.variants:
+        if args.check:
+            print("generate.py: --check compares generated/, not --variants", file=sys.stderr)
+            return 2
+        for line in notes + write_tree(files, args.variants):
+            print(line)
+        print(f"generate.py --variants: {len(variants)} candidates in {args.variants}")
+        return 0
     if args.check:
         problems = check_tree(files, args.out)
         for p in problems:

@@ -13,9 +13,19 @@
 # the CPU emulation runs in CI, forward and backward; in the build CTest kernels.cuda and backward.cuda),
 # then times each configuration against dense exact attention, the forward and, where the configuration has backward
 # kernels, the backward on the state its forward saved (`mra-gpu-kit bench`: CUDA events, 3 warm-ups, median of 21,
-# q/k/v larger than L2), and prints that table last. Sized for about 5 minutes on one H200 (estimated, never
-# measured: no GPU run of the kit has been made yet). Without a GPU the cross-checks report themselves skipped and
-# the script fails.
+# q/k/v larger than L2), then the forward of mra_fwd_r32x1_d64_bf16 per stage at H = 16 and N = 1K ... 64K, MRA and
+# exact attention (every block refined), beside tools/perf-model's estimates (`mra-gpu-kit stages`), and prints
+# those two tables last.
+# Duration on one H200, ESTIMATED (no GPU run of the kit has been made yet), under the 8 minutes of issue 9:
+#   check   ASSUMED at most 3 min: 124 cases, their CPU references (single-threaded) dominating;
+#   bench   24 calls (3 warm-ups + 21) per timing, 4 timings per configuration at N = 8192, H = 16; per f32
+#           configuration about 24 x (18 ms dense forward at an ASSUMED 15 TFLOP/s on CUDA cores + 58 ms dense backward,
+#           tools/perf-model --backward's 0.25 of the FP32 peak) = 1.8 s, 17 of them; f16/bf16 below 0.3 s each, 34 of
+#           them: about 45 s;
+#   stages  48 calls (plain and observed, 24 each) per N and mode at the model's totals, sum over N of MRA and exact
+#           = 112 ms (exact at 64K: 81 ms): 48 x 112 ms = 5.4 s;
+#   in all about 4 min, plus the process starts and the allocations.
+# Without a GPU the cross-checks report themselves skipped and the script fails.
 # Exit status: 2 for a bad argument; otherwise non-zero when the build, a cross-check or a timing run fails.
 set -euo pipefail
 usage="usage: tools/gpu-check.sh [--bundle mra-gpu-kit.tar.xz|DIR]"
@@ -54,7 +64,11 @@ else
     { tail -n 40 "$logs/gpu-check.build.log"; exit 1; }
   kit=$logs/tests/kernels/mra-gpu-kit
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+else
+  echo "gpu-check: nvidia-smi not found (no NVIDIA driver tools on PATH)"
+fi
 "$kit" list | sed -n '/^architectures/p;/^cuda runtime/,$p'
 
 echo "gpu-check: kernel cross-checks on the GPU (mra-gpu-kit check: forward and backward)"
@@ -66,4 +80,6 @@ if [[ $status == 77 ]]; then echo "gpu-check: no CUDA device found"; status=1; f
 
 echo "gpu-check: timing"
 "$kit" bench 8192 16 | tee "$logs/gpu-check.bench.log" | tail -n 55 || status=1
+echo "gpu-check: timing per stage (mra-gpu-kit stages; the estimates are tools/perf-model's)"
+"$kit" stages | tee "$logs/gpu-check.stages.log" || status=1
 exit "$status"

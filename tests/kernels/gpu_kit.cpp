@@ -6,9 +6,13 @@
 //   mra-gpu-kit check [doctest options]     every cross-check (e.g. --source-file=*test_backward_kernels.cpp;
 //                                           --count and --list-test-cases need no GPU)
 //   mra-gpu-kit bench [N] [heads]           the timing table (defaults 8192 and 16)
+//   mra-gpu-kit stages [--plan] [--model FILE] [N...]
+//                                           per-stage timings of mra_fwd_r32x1_d64_bf16, MRA and exact attention,
+//                                           beside tools/perf-model's estimates (stages_cuda.cpp)
 // Exit status: check: 0 when every case passed, 1 when one failed, 77 (CTest's SKIP_RETURN_CODE for
 // kernels.cuda) without a CUDA device, so that a machine without one reports the test skipped instead of passed
-// with nothing checked; bench: 0, 1 when a timing failed, 2 without a device; 2 for bad arguments.
+// with nothing checked; bench and stages: 0, 1 when a timing failed, 2 without a device (stages --plan needs none)
+// or, for stages, without the model's table; 2 for bad arguments.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <cuda_runtime.h>
@@ -26,10 +30,13 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads]\n"
+    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads] | stages [--plan] [--model FILE] [N...]\n"
     "  list    the configurations and GPU architectures built in, and the CUDA devices seen; needs no GPU\n"
     "  check   the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
-    "  bench   MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n";
+    "  bench   MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n"
+    "  stages  per-stage forward times of mra_fwd_r32x1_d64_bf16 (H = 16; N = 1024 ... 65536), MRA and exact\n"
+    "          attention, beside tools/perf-model's estimates (FILE, default perf-model.tsv next to this program);\n"
+    "          --plan: the tables without timings, no GPU needed\n";
 
 constexpr const char* kConfigurations[] = {
 #define MRA_CONFIG(name, ...) #name,
@@ -62,12 +69,12 @@ int list() {
   return 0;
 }
 
-// A positive integer argument of the bench mode, or false after one line naming it.
-bool positive(const char* text, const char* what, int64_t* value) {
+// A positive integer argument of the bench and stages modes, or false after one line naming it.
+bool positive(const std::string& mode, const char* text, const char* what, int64_t* value) {
   const char* end = text + std::strlen(text);
   const auto [ptr, ec] = std::from_chars(text, end, *value);
   if (ec != std::errc() || ptr != end || *value <= 0) {
-    std::fprintf(stderr, "mra-gpu-kit bench: %s must be a positive integer, got '%s'\n", what, text);
+    std::fprintf(stderr, "mra-gpu-kit %s: %s must be a positive integer, got '%s'\n", mode.c_str(), what, text);
     return false;
   }
   return true;
@@ -80,8 +87,27 @@ int main(int argc, char** argv) {
   if (mode == "list" && argc == 2) return list();
   if (mode == "bench" && argc <= 4) {
     int64_t n = 8192, heads = 16;
-    if ((argc > 2 && !positive(argv[2], "N", &n)) || (argc > 3 && !positive(argv[3], "heads", &heads))) return 2;
+    if ((argc > 2 && !positive(mode, argv[2], "N", &n)) || (argc > 3 && !positive(mode, argv[3], "heads", &heads)))
+      return 2;
     return mra::test::bench(n, heads);
+  }
+  if (mode == "stages") {
+    std::vector<int64_t> ns;
+    std::string model;
+    bool plan = false;
+    for (int i = 2; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--plan") == 0) {
+        plan = true;
+      } else if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+        model = argv[++i];
+      } else {
+        int64_t n = 0;
+        if (!positive(mode, argv[i], "N", &n)) return 2;
+        ns.push_back(n);
+      }
+    }
+    if (ns.empty()) ns = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
+    return mra::test::stages(ns, model, plan);
   }
   if (mode == "check") {
     // doctest reads its options after the mode word; argv[0] stays the program's name.
