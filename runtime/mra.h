@@ -159,7 +159,7 @@ mra_status mra_backward_host(const mra_problem* problem, const void* q, const vo
  * when that call returned anything else. Per thread, like the CUDA runtime's own last error; reading it changes nothing. */
 int mra_last_cuda_error(void);
 
-/* Launch observer, for profiling (docs/kernels.md, "Stage timing"): once set, every later mra_forward,
+/* Launch observer, for profiling (docs/kernels.md, "C API"): once set, every later mra_forward,
  * mra_backward and their _host forms call fn(user, stage, stream) on the calling thread just before each kernel
  * launch they queue, `stage` naming the part of the pipeline the launch belongs to (a static string: "pool",
  * "select L1", "coarse L1", "select L2", "coarse L2", ..., "share", "attend"; the backward's "bwd: delta",

@@ -573,7 +573,8 @@ mra_status backward(const KernelArgs& a) {
   if (auto s = per_slice(kDeltaStage, grad_delta_kernel<Cfg>, 1u, unsigned(kDeltaThreads), 0)) return s;
   for (int li = 0; p.full && li < Cfg::steps; ++li) {
     const Level& lv = a.layout.level[li];
-    if (auto s = per_slice(kBackwardCoarseStage[li], grad_block_kernel<Cfg>, unsigned(lv.nq), unsigned(Cfg::dim), 0, li)) return s;
+    if (auto s = per_slice(kBackwardCoarseStage[li], grad_block_kernel<Cfg>, unsigned(lv.nq), unsigned(Cfg::dim), 0, li))
+      return s;
     if (auto s = per_slice(kBackwardCoarseStage[li], grad_coarse_rows_kernel<Cfg>, unsigned(lv.nq),
                            unsigned(kCoarseThreads), 0, li))
       return s;
@@ -587,7 +588,8 @@ mra_status backward(const KernelArgs& a) {
     using Dkv = GradDkvMmaShape<Cfg>;
     constexpr size_t dq_bytes = GradDqMmaSmem<Cfg>::bytes;
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_mma_kernel<Cfg>, int(dq_bytes)))) return s;
-    if (auto s = per_slice(kBackwardExactStage, grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes)) return s;
+    if (auto s = per_slice(kBackwardExactStage, grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes))
+      return s;
     const unsigned k_tiles = unsigned((a.problem.nk + Dkv::KB - 1) / Dkv::KB);
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_mma_kernel<Cfg>, int(Dkv::bytes)))) return s;
     return launched(a, launch_in_parts(a, kBackwardExactStage, p, kv_slices, grad_dkv_mma_kernel<Cfg>, k_tiles,
@@ -595,7 +597,8 @@ mra_status backward(const KernelArgs& a) {
   } else {
     using DqSmem = GradSmem<Cfg::rows, Cfg::tile, Cfg::dim>;
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
-    if (auto s = per_slice(kBackwardExactStage, grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
+    if (auto s = per_slice(kBackwardExactStage, grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes))
+      return s;
     constexpr int KB = DkvShape<Cfg>::KB;
     const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;

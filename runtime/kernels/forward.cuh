@@ -87,7 +87,7 @@ inline Params make_params(const KernelArgs& a) {
   return p;
 }
 
-// The stage names the launch observer receives (mra_set_launch_observer, docs/kernels.md "Stage timing"): those of
+// The stage names the launch observer receives (mra_set_launch_observer; docs/kernels.md, "C API"): those of
 // tools/perf-model, per level. The refinement of level l (refine_keys_kernel) belongs to "select Ll" as there.
 inline constexpr const char* kPoolStage = "pool";
 inline constexpr const char* kSelectStage[] = {"select L1", "select L2", "select L3"};
@@ -112,11 +112,11 @@ inline mra_status launched(const KernelArgs& a, cudaError_t e) {
 }
 
 // Launches `kernel` with grid (x, slices), in parts of at most layout.slices_per_launch (kMaxGridY) slices, each
-// part seeing its first slice as p.slice0, and each a launch of `stage`. Slices are (batch, head) pairs, or (batch, K/V head) pairs for the
-// backward's dk/dv kernel (backward.cuh).
+// part seeing its first slice as p.slice0, and each a launch of `stage`. Slices are (batch, head) pairs, or (batch,
+// K/V head) pairs for the backward's dk/dv kernel (backward.cuh).
 template <class Kernel, class... Extra>
-cudaError_t launch_in_parts(const KernelArgs& a, const char* stage, Params p, unsigned slices, Kernel kernel, unsigned x,
-                            unsigned threads, size_t smem, Extra... extra) {
+cudaError_t launch_in_parts(const KernelArgs& a, const char* stage, Params p, unsigned slices, Kernel kernel,
+                            unsigned x, unsigned threads, size_t smem, Extra... extra) {
   const unsigned part = a.layout.slices_per_launch;
   cudaError_t e = cudaSuccess;
   for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
@@ -129,8 +129,8 @@ cudaError_t launch_in_parts(const KernelArgs& a, const char* stage, Params p, un
 
 // launch_in_parts over every (batch, head) slice.
 template <class Kernel, class... Extra>
-cudaError_t launch_per_slice(const KernelArgs& a, const char* stage, Params p, Kernel kernel, unsigned x, unsigned threads,
-                             size_t smem, Extra... extra) {
+cudaError_t launch_per_slice(const KernelArgs& a, const char* stage, Params p, Kernel kernel, unsigned x,
+                             unsigned threads, size_t smem, Extra... extra) {
   return launch_in_parts(a, stage, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
 }
 
@@ -192,7 +192,8 @@ mra_status forward(const KernelArgs& a) {
   if (a.stages & kStagePrepare) {
     for (int li = 0; li < Cfg::steps; ++li) {
       const Level& lv = a.layout.level[li];
-      if (auto s = launched(per_slice(kPoolStage, pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
+      if (auto s = launched(per_slice(kPoolStage, pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li)))
+        return s;
     }
     if (!a.layout.shared) {
       if (auto s = select_levels<Cfg>(a, p, unsigned(pr.batch * pr.heads))) return s;
@@ -219,7 +220,8 @@ mra_status forward(const KernelArgs& a) {
     // logits were computed per group, not per head, so the heads fold their own with the sweeping kernel.
     if (p.full && a.layout.level[0].small && !a.layout.shared) {
       const unsigned blocks = unsigned((a.layout.level[0].nq + kSmallCoarseRows - 1) / kSmallCoarseRows);
-      if (auto s = launched(per_slice(kCoarseStage[0], coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0)))
+      if (auto s =
+              launched(per_slice(kCoarseStage[0], coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0)))
         return s;
     } else if (p.full) {
       const Level& l1 = a.layout.level[0];

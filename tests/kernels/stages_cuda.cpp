@@ -240,15 +240,17 @@ int mra::test::stages(const std::vector<int64_t>& ns, const std::string& model_f
       const double a = median_us(ours, s), b = median_us(exact, s);
       if (!std::isnan(a)) sum_ours += a;
       if (!std::isnan(b)) sum_exact += b;
-      std::printf("| %s | %s | %s | %s | %s |\n", s.c_str(), cell(a).c_str(), cell(estimate(model, n, "full", s)).c_str(),
-                  cell(b).c_str(), cell(estimate(model, n, "dense", s)).c_str());
+      std::printf("| %s | %s | %s | %s | %s |\n", s.c_str(), cell(a).c_str(),
+                  cell(estimate(model, n, "full", s)).c_str(), cell(b).c_str(),
+                  cell(estimate(model, n, "dense", s)).c_str());
     }
-    const double est_mra = estimate(model, n, "full", "MRA total"), est_exact = estimate(model, n, "dense", "MRA total");
+    const double est_mra = estimate(model, n, "full", "MRA total");
+    const double est_exact = estimate(model, n, "dense", "MRA total");
     std::printf("| sum of the medians | %s | - | %s | - |\n", cell(sum_ours).c_str(), cell(sum_exact).c_str());
     std::printf("| total with the observer | %s | - | %s | - |\n", cell(1e3 * ours.observed).c_str(),
                 cell(1e3 * exact.observed).c_str());
-    std::printf("| **total** (no observer) | %s | %s | %s | %s |\n", cell(1e3 * ours.plain).c_str(), cell(est_mra).c_str(),
-                cell(1e3 * exact.plain).c_str(), cell(est_exact).c_str());
+    std::printf("| **total** (no observer) | %s | %s | %s | %s |\n", cell(1e3 * ours.plain).c_str(),
+                cell(est_mra).c_str(), cell(1e3 * exact.plain).c_str(), cell(est_exact).c_str());
     char line[256];
     std::snprintf(line, sizeof line, "| %lld | %s | %s | %s | %s | %s | %s | %s |", (long long)n,
                   cell(1e3 * ours.plain).c_str(), cell(est_mra).c_str(), cell(1e3 * exact.plain).c_str(),
