@@ -1,5 +1,5 @@
 // tests/kernels/bench_cuda.cpp: times every generated configuration on a GPU against dense exact attention; the
-// `bench` mode of the GPU kit (gpu_kit.cpp).
+// `bench` mode of the GPU kit (gpu_kit.cpp). Its timing helpers (bench.h) serve the `autotune` mode too.
 //   mra-gpu-kit bench [N] [heads]          (defaults 8192 and 16: q, k and v exceed the 50 MB L2 of an H200)
 //
 // For each configuration: MRA forward with blocks_per_row = 4 (docs/semantics.md §2.8), mode full, and the
@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,9 +29,9 @@ const mra::detail::ConfigInfo kEntries[] = {
 #undef MRA_CONFIG
 };
 
-// Median time (ms) of 21 calls of `call` (returning an mra_status), after 3 untimed ones; negative on failure.
-template <class Call>
-double time_calls(Call call) {
+}  // namespace
+
+double mra::test::time_calls(const std::function<mra_status()>& call) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
@@ -49,6 +51,31 @@ double time_calls(Call call) {
   return times[times.size() / 2];
 }
 
+mra_problem mra::test::bench_problem(const mra::detail::ConfigInfo& e, int64_t n, int64_t heads) {
+  mra_problem p{};
+  p.batch = 1;
+  p.heads = heads;
+  p.nq = p.nk = n;
+  p.dim = e.dim;
+  p.dtype = e.dtype;
+  p.levels = e.levels;
+  for (int l = 0; l < e.levels; ++l) p.resolutions[l] = e.sides[l];
+  for (int l = 0; l + 1 < e.levels; ++l) {  // §2.8 with blocks_per_row = 4
+    const int64_t rows = (n + e.sides[l] - 1) / e.sides[l];
+    const int64_t cap = l == 0 ? rows * rows : p.budgets[l - 1] * (e.sides[l - 1] / e.sides[l]) * (e.sides[l - 1] / e.sides[l]);
+    p.budgets[l] = std::min(4 * rows, cap);
+  }
+  return p;
+}
+
+const mra::detail::ConfigInfo* mra::test::built_config(const char* name) {
+  for (const mra::detail::ConfigInfo& e : kEntries)
+    if (std::strcmp(e.name, name) == 0) return &e;
+  return nullptr;
+}
+
+namespace {
+
 // The forward of p, then (when `backward`) the median time of its backward on the state that forward saved; -1 on
 // failure. Buffers: q, k, v, out, dout, dq, dk, dv of `bytes` each, ws and gws of at least the sizes p needs.
 struct Timing {
@@ -57,9 +84,9 @@ struct Timing {
 Timing time_problem(const mra_problem& p, void* const* t, void* ws, size_t ws_bytes, void* gws, size_t gws_bytes,
                     bool backward) {
   Timing r;
-  r.forward = time_calls([&] { return mra_forward(&p, t[0], t[1], t[2], nullptr, nullptr, t[3], ws, ws_bytes, nullptr); });
+  r.forward = mra::test::time_calls([&] { return mra_forward(&p, t[0], t[1], t[2], nullptr, nullptr, t[3], ws, ws_bytes, nullptr); });
   if (backward && r.forward >= 0)
-    r.backward = time_calls([&] {
+    r.backward = mra::test::time_calls([&] {
       return mra_backward(&p, t[0], t[1], t[2], nullptr, nullptr, t[3], t[4], t[5], t[6], t[7], ws, ws_bytes, gws,
                           gws_bytes, nullptr);
     });
@@ -77,19 +104,7 @@ int mra::test::bench(int64_t n, int64_t heads) {
   std::vector<std::string> table;
   int failures = 0;
   for (const mra::detail::ConfigInfo& e : kEntries) {
-    mra_problem p{};
-    p.batch = 1;
-    p.heads = heads;
-    p.nq = p.nk = n;
-    p.dim = e.dim;
-    p.dtype = e.dtype;
-    p.levels = e.levels;
-    for (int l = 0; l < e.levels; ++l) p.resolutions[l] = e.sides[l];
-    for (int l = 0; l + 1 < e.levels; ++l) {  // §2.8 with blocks_per_row = 4
-      const int64_t rows = (n + e.sides[l] - 1) / e.sides[l];
-      const int64_t cap = l == 0 ? rows * rows : p.budgets[l - 1] * (e.sides[l - 1] / e.sides[l]) * (e.sides[l - 1] / e.sides[l]);
-      p.budgets[l] = std::min(4 * rows, cap);
-    }
+    const mra_problem p = mra::test::bench_problem(e, n, heads);
     mra_problem dense = p;
     dense.levels = 2;
     dense.resolutions[0] = 32;

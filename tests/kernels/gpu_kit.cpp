@@ -6,9 +6,13 @@
 //   mra-gpu-kit check [doctest options]     every cross-check (e.g. --source-file=*test_backward_kernels.cpp;
 //                                           --count and --list-test-cases need no GPU)
 //   mra-gpu-kit bench [N] [heads]           the timing table (defaults 8192 and 16)
+//   mra-gpu-kit autotune [N] [heads] [--out FILE]
+//                                           times the tuning candidates against the current tuning and writes the
+//                                           winners (default mra-autotune.toml; autotune_cuda.cpp)
 // Exit status: check: 0 when every case passed, 1 when one failed, 77 (CTest's SKIP_RETURN_CODE for
 // kernels.cuda) without a CUDA device, so that a machine without one reports the test skipped instead of passed
-// with nothing checked; bench: 0, 1 when a timing failed, 2 without a device; 2 for bad arguments.
+// with nothing checked; bench and autotune: 0, 1 when a timing failed (autotune: a timing of the current tuning, or
+// the winners file could not be written), 2 without a device (one line: "no CUDA device"); 2 for bad arguments.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <cuda_runtime.h>
@@ -26,10 +30,13 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads]\n"
-    "  list    the configurations and GPU architectures built in, and the CUDA devices seen; needs no GPU\n"
-    "  check   the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
-    "  bench   MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n";
+    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads] | autotune [N] [heads] [--out FILE]\n"
+    "  list      the configurations, tuning candidates and GPU architectures built in, and the CUDA devices seen;\n"
+    "            needs no GPU\n"
+    "  check     the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
+    "  bench     MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n"
+    "  autotune  the tuning candidates (codegen/autotune.toml) against the current tuning, N (8192), heads (16);\n"
+    "            the winners go to FILE (mra-autotune.toml), for codegen/apply_tuning.py\n";
 
 constexpr const char* kConfigurations[] = {
 #define MRA_CONFIG(name, ...) #name,
@@ -43,6 +50,7 @@ int list() {
   std::printf("architectures: %s\nconfigurations: %zu\n", MRA_KIT_ARCHITECTURES,
               sizeof kConfigurations / sizeof *kConfigurations);
   for (const char* name : kConfigurations) std::printf("  %s\n", name);
+  mra::test::list_candidates();
   int runtime = 0, driver = 0, devices = 0;
   cudaRuntimeGetVersion(&runtime);
   cudaDriverGetVersion(&driver);
@@ -62,12 +70,12 @@ int list() {
   return 0;
 }
 
-// A positive integer argument of the bench mode, or false after one line naming it.
-bool positive(const char* text, const char* what, int64_t* value) {
+// A positive integer argument of the bench and autotune modes, or false after one line naming it.
+bool positive(const std::string& mode, const char* text, const char* what, int64_t* value) {
   const char* end = text + std::strlen(text);
   const auto [ptr, ec] = std::from_chars(text, end, *value);
   if (ec != std::errc() || ptr != end || *value <= 0) {
-    std::fprintf(stderr, "mra-gpu-kit bench: %s must be a positive integer, got '%s'\n", what, text);
+    std::fprintf(stderr, "mra-gpu-kit %s: %s must be a positive integer, got '%s'\n", mode.c_str(), what, text);
     return false;
   }
   return true;
@@ -78,10 +86,22 @@ bool positive(const char* text, const char* what, int64_t* value) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "list" && argc == 2) return list();
-  if (mode == "bench" && argc <= 4) {
+  if ((mode == "bench" && argc <= 4) || mode == "autotune") {
     int64_t n = 8192, heads = 16;
-    if ((argc > 2 && !positive(argv[2], "N", &n)) || (argc > 3 && !positive(argv[3], "heads", &heads))) return 2;
-    return mra::test::bench(n, heads);
+    const char* out = "mra-autotune.toml";
+    std::vector<const char*> numbers;
+    for (int i = 2; i < argc; ++i) {
+      if (mode == "autotune" && std::strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+      else numbers.push_back(argv[i]);
+    }
+    if (numbers.size() > 2) {
+      std::fprintf(stderr, "mra-gpu-kit %s: extra argument '%s'\n%s", mode.c_str(), numbers[2], kUsage);
+      return 2;
+    }
+    if ((numbers.size() > 0 && !positive(mode, numbers[0], "N", &n)) ||
+        (numbers.size() > 1 && !positive(mode, numbers[1], "heads", &heads)))
+      return 2;
+    return mode == "bench" ? mra::test::bench(n, heads) : mra::test::autotune(n, heads, out);
   }
   if (mode == "check") {
     // doctest reads its options after the mode word; argv[0] stays the program's name.

@@ -6,14 +6,18 @@
 #   - the executable needs no shared library but glibc's, libstdc++ and libgcc_s (no libcudart: the driver's
 #     libcuda.so.1 is opened by the static CUDA runtime when it starts), and no glibc or libstdc++ newer than
 #     Ubuntu 22.04's (glibc 2.35, GLIBCXX 3.4.30), the oldest system the kit is for;
-#   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected; the
+#   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected, and exactly
+#     the tuning candidates generate.py --variants rendered for them (compiled by nvcc into the kit); the
 #     filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
-#     argument is refused with exit status 2;
-#   - where there is no GPU, the packed gpu-check.sh runs from the kit (no cmake, no nvcc) and fails naming the
-#     missing device.
+#     argument is refused with exit status 2 (bench and autotune);
+#   - the kit holds codegen/{tuning,manifest}.toml, generate.py and apply_tuning.py (the merge of autotune's
+#     winners where no repository is at hand);
+#   - where there is no GPU, `mra-gpu-kit autotune` exits with status 2 and one line, "no CUDA device", and the
+#     packed gpu-check.sh runs from the kit (no cmake, no nvcc), with and without --autotune, and fails naming
+#     the missing device.
 #   cmake -DBUILD=<build> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
-#         -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda> -DBACKWARD=<that of backward.cuda>
-#         -P tests/kernels/gpu_kit_test.cmake
+#         -DCANDIDATES=<variant;variant;...> -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda>
+#         -DBACKWARD=<that of backward.cuda> -P tests/kernels/gpu_kit_test.cmake
 cmake_minimum_required(VERSION 3.25)
 foreach(var BUILD ARCHIVE WORK EXPECTED READELF FORWARD BACKWARD)
   if(NOT ${var})
@@ -38,7 +42,8 @@ endif()
 file(REMOVE_RECURSE ${WORK})
 file(ARCHIVE_EXTRACT INPUT ${ARCHIVE} DESTINATION ${WORK})
 set(kit ${WORK}/mra-gpu-kit)
-foreach(file mra-gpu-kit gpu-check.sh)
+foreach(file mra-gpu-kit gpu-check.sh codegen/tuning.toml codegen/manifest.toml codegen/generate.py
+             codegen/apply_tuning.py)
   if(NOT EXISTS ${kit}/${file})
     message(FATAL_ERROR "the kit holds no mra-gpu-kit/${file}")
   endif()
@@ -89,11 +94,20 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "mra-gpu-kit list exited with ${rc}:\n${listed}${err}")
 endif()
 message(STATUS "mra-gpu-kit list:\n${listed}")
-string(REGEX MATCHALL "\n  mra_[a-z0-9_]+" configs "${listed}")
+string(REGEX MATCHALL "\n  mra_fwd_[a-z0-9_]+" configs "${listed}")
 list(TRANSFORM configs STRIP)
 string(REPLACE "," ";" expected "${EXPECTED}")
 if(NOT configs STREQUAL expected)
   message(FATAL_ERROR "mra-gpu-kit lists the configurations '${configs}', the build selected '${expected}'")
+endif()
+# The tuning candidates: those generate.py --variants rendered when the build was configured, each compiled.
+if(CANDIDATES MATCHES "^generate.py --variants failed")
+  message(FATAL_ERROR "the kit has no tuning candidates: ${CANDIDATES}")
+endif()
+string(REGEX MATCHALL "\n  mra_tune_[a-z0-9_]+" candidates "${listed}")
+list(TRANSFORM candidates STRIP)
+if(NOT listed MATCHES "\nautotune candidates: [0-9]+\n" OR NOT "${candidates}" STREQUAL "${CANDIDATES}")
+  message(FATAL_ERROR "mra-gpu-kit lists the tuning candidates '${candidates}', generate.py rendered '${CANDIDATES}'")
 endif()
 
 # The filters of the CTest tests kernels.cuda and backward.cuda each select cases, and together every case once.
@@ -115,20 +129,30 @@ if(NOT both EQUAL all)
                       "cases of ${all}")
 endif()
 
-execute_process(COMMAND ${kit}/mra-gpu-kit bench 8k RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 2 OR NOT err MATCHES "N must be a positive integer, got '8k'")
-  message(FATAL_ERROR "mra-gpu-kit bench 8k: expected exit status 2 and one line naming N, got ${rc}:\n${err}")
-endif()
+foreach(mode bench autotune)
+  execute_process(COMMAND ${kit}/mra-gpu-kit ${mode} 8k RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit ${mode}: N must be a positive integer, got '8k'\n")
+    message(FATAL_ERROR "mra-gpu-kit ${mode} 8k: expected exit status 2 and one line naming N, got ${rc}:\n${err}")
+  endif()
+endforeach()
 
 # Without a device the packed script must run from the kit and fail at the cross-checks; on a GPU machine this
 # would be the whole check (minutes), which tools/gpu-check.sh is for.
 if(listed MATCHES "\ndevices: 0")
-  execute_process(COMMAND bash ${kit}/gpu-check.sh RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
-                  WORKING_DIRECTORY ${WORK})
-  if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
-     OR out MATCHES "configuring and building")
-    message(FATAL_ERROR "gpu-check.sh run from the kit without a GPU: expected a failure naming the missing device, "
-                        "got exit status ${rc}:\n${out}${err}")
+  execute_process(COMMAND ${kit}/mra-gpu-kit autotune --out ${WORK}/winners.toml RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit autotune: no CUDA device\n" OR EXISTS ${WORK}/winners.toml)
+    message(FATAL_ERROR "mra-gpu-kit autotune without a GPU: expected exit status 2, one line 'no CUDA device' and "
+                        "no winners file, got ${rc}:\n${out}${err}")
   endif()
-  message(STATUS "gpu-check.sh from the kit without a GPU failed as it must (exit status ${rc})")
+  foreach(option "" --autotune)
+    execute_process(COMMAND bash ${kit}/gpu-check.sh ${option} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                    ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
+    if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
+       OR out MATCHES "configuring and building")
+      message(FATAL_ERROR "gpu-check.sh ${option} run from the kit without a GPU: expected a failure naming the "
+                          "missing device, got exit status ${rc}:\n${out}${err}")
+    endif()
+    message(STATUS "gpu-check.sh ${option} from the kit without a GPU failed as it must (exit status ${rc})")
+  endforeach()
 endif()
