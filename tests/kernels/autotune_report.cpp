@@ -53,8 +53,11 @@ std::string mra::test::autotune_winners(const std::vector<SweepTiming>& sweeps, 
     const int best = autotune_winner(s);
     if (best < 0) continue;
     const CandidateTiming& c = s.candidates[size_t(best)];
-    std::string keys = c.changes;
-    for (size_t comma; (comma = keys.find(", ")) != std::string::npos;) keys.replace(comma, 2, "\n");
+    std::string keys;  // one assignment per line
+    for (size_t i = 0; i < c.changes.size(); ++i) {
+      if (c.changes.compare(i, 2, ", ") == 0) keys += '\n', ++i;
+      else keys += c.changes[i];
+    }
     tables += "\n[name.\"" + s.config + "\"]\n# autotune (" + where + "): " + format("%.3f ms", c.ms) + " with " +
               c.changes + " against " + format("%.3f ms as tuned (%+.1f %%)\n", current(s), 100.0 * (c.ms / current(s) - 1.0)) +
               keys + "\n";

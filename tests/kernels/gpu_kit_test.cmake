@@ -14,12 +14,14 @@
 #     winners where no repository is at hand);
 #   - where there is no GPU, `mra-gpu-kit autotune` exits with status 2 and one line, "no CUDA device", and the
 #     packed gpu-check.sh runs from the kit (no cmake, no nvcc), with and without --autotune, and fails naming
-#     the missing device.
+#     the missing device;
+#   - gpu-check.sh --autotune from a kit whose executable is STANDIN (gpu_kit_standin.sh, one winner, no GPU)
+#     merges the winner into <logs>/tuning.toml with the packed apply_tuning.py.
 #   cmake -DBUILD=<build> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
-#         -DCANDIDATES=<variant;variant;...> -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda>
+#         -DCANDIDATES=<variant;variant;...> -DSTANDIN=tests/kernels/gpu_kit_standin.sh -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda>
 #         -DBACKWARD=<that of backward.cuda> -P tests/kernels/gpu_kit_test.cmake
 cmake_minimum_required(VERSION 3.25)
-foreach(var BUILD ARCHIVE WORK EXPECTED READELF FORWARD BACKWARD)
+foreach(var BUILD ARCHIVE WORK EXPECTED STANDIN READELF FORWARD BACKWARD)
   if(NOT ${var})
     message(FATAL_ERROR "gpu_kit_test.cmake: -D${var}= is required")
   endif()
@@ -156,3 +158,26 @@ if(listed MATCHES "\ndevices: 0")
     message(STATUS "gpu-check.sh ${option} from the kit without a GPU failed as it must (exit status ${rc})")
   endforeach()
 endif()
+
+# The merge of `gpu-check.sh --autotune` from a kit, with a stand-in for the executable that writes one winner: the
+# merged table goes to the log folder, with the winner, and the kit's own table stays as packed.
+set(standin ${WORK}/standin)
+file(MAKE_DIRECTORY ${standin})
+file(COPY ${kit}/gpu-check.sh ${kit}/codegen DESTINATION ${standin})
+file(COPY_FILE ${STANDIN} ${standin}/mra-gpu-kit)
+file(CHMOD ${standin}/mra-gpu-kit PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
+execute_process(COMMAND bash ${standin}/gpu-check.sh --autotune RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
+set(merged ${WORK}/gpu-check-logs/tuning.toml)
+if(EXISTS ${merged})
+  file(READ ${merged} merged_text)
+  file(READ ${kit}/codegen/tuning.toml packed_text)
+  file(READ ${standin}/codegen/tuning.toml standin_text)
+endif()
+if(NOT rc EQUAL 0 OR NOT EXISTS ${merged} OR NOT out MATCHES "the merged tuning table is ${merged}"
+   OR NOT merged_text MATCHES "\n\\[name\\.\"mra_fwd_r32x1_d64_bf16\"\\]\n# autotune \\(Stand-in GPU[^\n]*\nkey_tile = 64\n$"
+   OR NOT standin_text STREQUAL packed_text)
+  message(FATAL_ERROR "gpu-check.sh --autotune from a kit (stand-in executable): expected the winner merged into "
+                      "${merged}, got exit status ${rc}:\n${out}${err}")
+endif()
+message(STATUS "gpu-check.sh --autotune from a kit merged a stand-in's winner into ${merged}")
