@@ -1,7 +1,9 @@
 // runtime/api.cpp: the backend-independent half of the C API (runtime/mra.h): statuses, workspace size,
 // configuration lookup and argument checks. Built into mra_runtime_core (runtime/CMakeLists.txt).
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <mutex>
 
 #include "dispatch.h"
 #include "kernels/layout.h"
@@ -108,6 +110,24 @@ bool gradients_apart(const mra_problem& p, const BackwardCall& c) {
   return true;
 }
 
+// The launch observer (mra_set_launch_observer): the pair under a mutex, so that a call never sees one half of an
+// old setting with the other of a new one, and a flag read first, so that an unset observer costs no lock.
+struct Observer {
+  mra_launch_observer fn = nullptr;
+  void* user = nullptr;
+};
+std::mutex g_observer_mutex;
+Observer g_observer;
+std::atomic<bool> g_observed{false};
+
+// The observer a call starting now uses, into its kernel arguments.
+void observe(kern::KernelArgs& args) {
+  if (!g_observed.load(std::memory_order_acquire)) return;
+  const std::lock_guard lock(g_observer_mutex);
+  args.observer = g_observer.fn;
+  args.observer_user = g_observer.user;
+}
+
 // The cudaError_t behind the calling thread's last MRA_ERROR_LAUNCH_FAILED (mra_last_cuda_error); per thread,
 // as the CUDA runtime keeps its own last error, so that concurrent callers do not see each other's.
 thread_local int t_last_cuda_error = 0;
@@ -126,8 +146,9 @@ mra_status checked_run(const kern::EntryFn* entries, const mra_problem* p, const
     return MRA_ERROR_BAD_ARGUMENT;
   if (workspace_bytes < layout.bytes) return MRA_ERROR_BAD_ARGUMENT;
   if (!output_apart(*p, q, k, v, out)) return MRA_ERROR_BAD_ARGUMENT;
-  const kern::KernelArgs args{*p,        layout,    q,      k,     v,        query_mask, key_mask,
-                              out,       workspace, stages, stream, cuda_error};
+  kern::KernelArgs args{*p,        layout,    q,      k,     v,        query_mask, key_mask,
+                        out,       workspace, stages, stream, cuda_error};
+  observe(args);
   return entries[index](&args);
 }
 
@@ -150,6 +171,7 @@ mra_status checked_backward(const kern::EntryFn* entries, const mra_problem* p, 
   kern::KernelArgs args{*p,     layout,  c.q,   c.k,    c.v,        c.query_mask, c.key_mask,
                         nullptr, const_cast<void*>(c.forward_workspace), kern::kStageBackward, stream, cuda_error};
   args.grad = &grad;
+  observe(args);
   return entries[index](&args);
 }
 
@@ -216,3 +238,10 @@ extern "C" mra_status mra_backward_workspace_size(const mra_problem* problem, si
 }
 
 extern "C" int mra_last_cuda_error(void) { return mra::detail::t_last_cuda_error; }
+
+extern "C" void mra_set_launch_observer(mra_launch_observer fn, void* user) {
+  using namespace mra::detail;
+  const std::lock_guard lock(g_observer_mutex);
+  g_observer = Observer{fn, user};
+  g_observed.store(fn != nullptr, std::memory_order_release);
+}

@@ -159,6 +159,19 @@ mra_status mra_backward_host(const mra_problem* problem, const void* q, const vo
  * when that call returned anything else. Per thread, like the CUDA runtime's own last error; reading it changes nothing. */
 int mra_last_cuda_error(void);
 
+/* Launch observer, for profiling (docs/kernels.md, "C API"): once set, every later mra_forward,
+ * mra_backward and their _host forms call fn(user, stage, stream) on the calling thread just before each kernel
+ * launch they queue, `stage` naming the part of the pipeline the launch belongs to (a static string: "pool",
+ * "select L1", "coarse L1", "select L2", "coarse L2", ..., "share", "attend"; the backward's "bwd: delta",
+ * "bwd: coarse L1", ..., "bwd: exact dq, dk, dv"; the names of tools/perf-model's stages) and `stream` the call's
+ * stream (NULL for the _host forms), e.g. to record a CUDA event there at each change of stage. The observer
+ * changes nothing the kernels compute; it must not call this library. One observer per copy of the library (a
+ * process-wide setting): fn = NULL clears it. A call reads it once when it starts and uses that one throughout,
+ * so setting it while calls run on other threads is safe, but `user` must stay valid until every call that may
+ * have read it has returned. Unset (the default), a call costs one atomic load more. */
+typedef void (*mra_launch_observer)(void* user, const char* stage, cudaStream_t stream);
+void mra_set_launch_observer(mra_launch_observer fn, void* user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,9 +17,19 @@
 # the CPU emulation runs in CI, forward and backward; in the build CTest kernels.cuda and backward.cuda),
 # then times each configuration against dense exact attention, the forward and, where the configuration has backward
 # kernels, the backward on the state its forward saved (`mra-gpu-kit bench`: CUDA events, 3 warm-ups, median of 21,
-# q/k/v larger than L2), and prints that table last. Sized for about 5 minutes on one H200 (estimated, never
-# measured: no GPU run of the kit has been made yet). Without a GPU the cross-checks report themselves skipped and
-# the script fails.
+# q/k/v larger than L2), then the forward of mra_fwd_r32x1_d64_bf16 per stage at H = 16 and N = 1K ... 64K, MRA and
+# exact attention (every block refined), beside tools/perf-model's estimates (`mra-gpu-kit stages`), and prints
+# those two tables last.
+# Duration on one H200, ESTIMATED (no GPU run of the kit has been made yet), under the 8 minutes of issue 9:
+#   check   ASSUMED at most 3 min: 124 cases, their CPU references (single-threaded) dominating;
+#   bench   24 calls (3 warm-ups + 21) per timing, 4 timings per configuration at N = 8192, H = 16; per f32
+#           configuration about 24 x (18 ms dense forward at an ASSUMED 15 TFLOP/s on CUDA cores + 58 ms dense backward,
+#           tools/perf-model --backward's 0.25 of the FP32 peak) = 1.8 s, 17 of them; f16/bf16 below 0.3 s each, 34 of
+#           them: about 45 s;
+#   stages  48 calls (plain and observed, 24 each) per N and mode at the model's totals, sum over N of MRA and exact
+#           = 112 ms (exact at 64K: 81 ms): 48 x 112 ms = 5.4 s;
+#   in all about 4 min, plus the process starts and the allocations.
+# Without a GPU the cross-checks report themselves skipped and the script fails.
 # --autotune: `mra-gpu-kit autotune 8192 16` (forward, same timing; estimated under a minute on one H200: about 600
 # timed forward calls of 0.1 to 1 ms plus the random inputs, never measured) writes the winners, the candidates
 # faster than the current tuning by more than 3 %, to mra-autotune.toml in the log folder, and
@@ -69,7 +79,11 @@ else
     { tail -n 40 "$logs/gpu-check.build.log"; exit 1; }
   kit=$logs/tests/kernels/mra-gpu-kit
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+else
+  echo "gpu-check: nvidia-smi not found (no NVIDIA driver tools on PATH)"
+fi
 "$kit" list | sed -n '/^architectures/p;/^cuda runtime/,$p'
 
 if [[ -n $autotune ]]; then
@@ -107,4 +121,6 @@ if [[ $status == 77 ]]; then echo "gpu-check: no CUDA device found"; status=1; f
 
 echo "gpu-check: timing"
 "$kit" bench 8192 16 | tee "$logs/gpu-check.bench.log" | tail -n 55 || status=1
+echo "gpu-check: timing per stage (mra-gpu-kit stages; the estimates are tools/perf-model's)"
+"$kit" stages | tee "$logs/gpu-check.stages.log" || status=1
 exit "$status"

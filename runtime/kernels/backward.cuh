@@ -556,20 +556,31 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
+// The backward's stage names for the launch observer (forward.cuh): those of tools/perf-model --backward.
+inline constexpr const char* kDeltaStage = "bwd: delta";
+inline constexpr const char* kBackwardCoarseStage[] = {"bwd: coarse L1", "bwd: coarse L2", "bwd: coarse L3"};
+inline constexpr const char* kBackwardExactStage = "bwd: exact dq, dk, dv";
+static_assert(sizeof kBackwardCoarseStage / sizeof *kBackwardCoarseStage == MRA_MAX_LEVELS - 1, "a name per level");
+
 // Host side: launches the backward stages of one configuration on the forward's saved state.
 template <class Cfg>
 mra_status backward(const KernelArgs& a) {
   const Params p = make_params(a);
   const GradArgs& g = *a.grad;
-  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
-    return launched(a, launch_per_slice(a, p, kernel, x, threads, smem, g, extra...));
+  auto per_slice = [&](const char* stage, auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    return launched(a, launch_per_slice(a, stage, p, kernel, x, threads, smem, g, extra...));
   };
-  if (auto s = per_slice(grad_delta_kernel<Cfg>, 1u, unsigned(kDeltaThreads), 0)) return s;
+  if (auto s = per_slice(kDeltaStage, grad_delta_kernel<Cfg>, 1u, unsigned(kDeltaThreads), 0)) return s;
   for (int li = 0; p.full && li < Cfg::steps; ++li) {
     const Level& lv = a.layout.level[li];
-    if (auto s = per_slice(grad_block_kernel<Cfg>, unsigned(lv.nq), unsigned(Cfg::dim), 0, li)) return s;
-    if (auto s = per_slice(grad_coarse_rows_kernel<Cfg>, unsigned(lv.nq), unsigned(kCoarseThreads), 0, li)) return s;
-    if (auto s = per_slice(grad_coarse_cols_kernel<Cfg>, unsigned(lv.nk), unsigned(kCoarseThreads), 0, li)) return s;
+    if (auto s = per_slice(kBackwardCoarseStage[li], grad_block_kernel<Cfg>, unsigned(lv.nq), unsigned(Cfg::dim), 0, li))
+      return s;
+    if (auto s = per_slice(kBackwardCoarseStage[li], grad_coarse_rows_kernel<Cfg>, unsigned(lv.nq),
+                           unsigned(kCoarseThreads), 0, li))
+      return s;
+    if (auto s = per_slice(kBackwardCoarseStage[li], grad_coarse_cols_kernel<Cfg>, unsigned(lv.nk),
+                           unsigned(kCoarseThreads), 0, li))
+      return s;
   }
   const unsigned q_tiles = unsigned((a.problem.nq + Cfg::rows - 1) / Cfg::rows);
   const unsigned kv_slices = unsigned(a.problem.batch * kv_heads(a.problem));  // dk/dv grid rows: (batch, K/V head)
@@ -577,20 +588,22 @@ mra_status backward(const KernelArgs& a) {
     using Dkv = GradDkvMmaShape<Cfg>;
     constexpr size_t dq_bytes = GradDqMmaSmem<Cfg>::bytes;
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_mma_kernel<Cfg>, int(dq_bytes)))) return s;
-    if (auto s = per_slice(grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes)) return s;
+    if (auto s = per_slice(kBackwardExactStage, grad_dq_mma_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), dq_bytes))
+      return s;
     const unsigned k_tiles = unsigned((a.problem.nk + Dkv::KB - 1) / Dkv::KB);
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_mma_kernel<Cfg>, int(Dkv::bytes)))) return s;
-    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_mma_kernel<Cfg>, k_tiles, unsigned(Dkv::threads),
-                                       Dkv::bytes, g));
+    return launched(a, launch_in_parts(a, kBackwardExactStage, p, kv_slices, grad_dkv_mma_kernel<Cfg>, k_tiles,
+                                       unsigned(Dkv::threads), Dkv::bytes, g));
   } else {
     using DqSmem = GradSmem<Cfg::rows, Cfg::tile, Cfg::dim>;
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dq_kernel<Cfg>, int(DqSmem::bytes)))) return s;
-    if (auto s = per_slice(grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes)) return s;
+    if (auto s = per_slice(kBackwardExactStage, grad_dq_kernel<Cfg>, q_tiles, unsigned(Cfg::threads), DqSmem::bytes))
+      return s;
     constexpr int KB = DkvShape<Cfg>::KB;
     const unsigned k_tiles = unsigned((a.problem.nk + KB - 1) / KB);
     if (auto s = launched(a, simt::set_max_dynamic_shared(grad_dkv_kernel<Cfg>, int(DkvShape<Cfg>::bytes)))) return s;
-    return launched(a, launch_in_parts(a, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles, unsigned(Cfg::threads),
-                                       DkvShape<Cfg>::bytes, g));
+    return launched(a, launch_in_parts(a, kBackwardExactStage, p, kv_slices, grad_dkv_kernel<Cfg>, k_tiles,
+                                       unsigned(Cfg::threads), DkvShape<Cfg>::bytes, g));
   }
 }
 

@@ -46,6 +46,9 @@ struct KernelArgs {
   cudaStream_t stream;  // nullptr for the emulated backend
   int* cuda_error;      // receives the cudaError_t of a refused launch (MRA_ERROR_LAUNCH_FAILED)
   const GradArgs* grad = nullptr;  // kStageBackward only
+  // The launch observer (mra_set_launch_observer), called before each launch with its stage; null: none.
+  mra_launch_observer observer = nullptr;
+  void* observer_user = nullptr;
 };
 
 using EntryFn = mra_status (*)(const KernelArgs*);

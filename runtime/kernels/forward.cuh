@@ -39,6 +39,8 @@
 //                       merged, then the exact entries
 //   / attend_kernel     of the refined key blocks streamed through shared memory with an online softmax
 //                       (f16/bf16: tensor cores; f32: CUDA cores)
+// Every launch goes through launch_stage, which first tells the launch observer, if one is set
+// (mra_set_launch_observer), the stage it belongs to: pool, select Ll, coarse Ll, share, attend.
 // Accumulation is f32 everywhere; q, k, v and the output are stored as the configuration's dtype.
 // docs/kernels.md explains the key encoding, the workspace and the tuning parameters.
 #pragma once
@@ -85,6 +87,23 @@ inline Params make_params(const KernelArgs& a) {
   return p;
 }
 
+// The stage names the launch observer receives (mra_set_launch_observer; docs/kernels.md, "C API"): those of
+// tools/perf-model, per level. The refinement of level l (refine_keys_kernel) belongs to "select Ll" as there.
+inline constexpr const char* kPoolStage = "pool";
+inline constexpr const char* kSelectStage[] = {"select L1", "select L2", "select L3"};
+inline constexpr const char* kCoarseStage[] = {"coarse L1", "coarse L2", "coarse L3"};
+inline constexpr const char* kShareStage = "share";  // group_share_kernel (§8.4): no stage of the model
+inline constexpr const char* kAttendStage = "attend";
+static_assert(sizeof kSelectStage / sizeof *kSelectStage == MRA_MAX_LEVELS - 1, "a stage name per coarse level");
+
+// One launch, announced first to the launch observer, if any, as part of `stage`.
+template <class Kernel, class... Args>
+cudaError_t launch_stage(const KernelArgs& a, const char* stage, Kernel kernel, dim3 grid, dim3 block, size_t smem,
+                         Args... args) {
+  if (a.observer) a.observer(a.observer_user, stage, a.stream);
+  return simt::launch(kernel, grid, block, smem, a.stream, args...);
+}
+
 // A refused launch keeps its cudaError_t for the caller (mra_last_cuda_error).
 inline mra_status launched(const KernelArgs& a, cudaError_t e) {
   if (e == cudaSuccess) return MRA_SUCCESS;
@@ -93,16 +112,16 @@ inline mra_status launched(const KernelArgs& a, cudaError_t e) {
 }
 
 // Launches `kernel` with grid (x, slices), in parts of at most layout.slices_per_launch (kMaxGridY) slices, each
-// part seeing its first slice as p.slice0. Slices are (batch, head) pairs, or (batch, K/V head) pairs for the
-// backward's dk/dv kernel (backward.cuh).
+// part seeing its first slice as p.slice0, and each a launch of `stage`. Slices are (batch, head) pairs, or (batch,
+// K/V head) pairs for the backward's dk/dv kernel (backward.cuh).
 template <class Kernel, class... Extra>
-cudaError_t launch_in_parts(const KernelArgs& a, Params p, unsigned slices, Kernel kernel, unsigned x, unsigned threads,
-                            size_t smem, Extra... extra) {
+cudaError_t launch_in_parts(const KernelArgs& a, const char* stage, Params p, unsigned slices, Kernel kernel,
+                            unsigned x, unsigned threads, size_t smem, Extra... extra) {
   const unsigned part = a.layout.slices_per_launch;
   cudaError_t e = cudaSuccess;
   for (unsigned first = 0; first < slices && e == cudaSuccess; first += part) {
     p.slice0 = int32_t(first);
-    e = simt::launch(kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem, a.stream, p,
+    e = launch_stage(a, stage, kernel, dim3(x, slices - first < part ? slices - first : part), dim3(threads), smem, p,
                      extra...);
   }
   return e;
@@ -110,17 +129,17 @@ cudaError_t launch_in_parts(const KernelArgs& a, Params p, unsigned slices, Kern
 
 // launch_in_parts over every (batch, head) slice.
 template <class Kernel, class... Extra>
-cudaError_t launch_per_slice(const KernelArgs& a, Params p, Kernel kernel, unsigned x, unsigned threads, size_t smem,
-                             Extra... extra) {
-  return launch_in_parts(a, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
+cudaError_t launch_per_slice(const KernelArgs& a, const char* stage, Params p, Kernel kernel, unsigned x,
+                             unsigned threads, size_t smem, Extra... extra) {
+  return launch_in_parts(a, stage, p, unsigned(a.problem.batch * a.problem.heads), kernel, x, threads, smem, extra...);
 }
 
 // The selection at every level (select.cuh) of `slices` slices of the view `p`: the query heads, or with a selection
 // shared by groups (§8.4) the group region, whose layout and heads p carries.
 template <class Cfg>
 mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) {
-  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
-    return launch_in_parts(a, p, slices, kernel, x, threads, smem, extra...);
+  auto per_slice = [&](const char* stage, auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    return launch_in_parts(a, stage, p, slices, kernel, x, threads, smem, extra...);
   };
   // Level 1: the radix passes (the first also finds the row maxima, or with the columns split over several
   // CTAs per band a launch of its own does), the per-row counts, the CSR offsets and the columns; every pass
@@ -129,29 +148,32 @@ mra_status select_levels(const KernelArgs& a, const Params& p, unsigned slices) 
   const unsigned bands = unsigned((l1.nq + kBandRows - 1) / kBandRows), sweeps = bands * unsigned(l1.split);
   cudaError_t e = cudaSuccess;
   if (l1.small) {  // short N: the logits once and the selection from them, a few CTAs per slice (select.cuh)
-    e = per_slice(level1_small_select_kernel<Cfg>, unsigned(l1.shares), unsigned(kSmallThreads), 0);
+    e = per_slice(kSelectStage[0], level1_small_select_kernel<Cfg>, unsigned(l1.shares), unsigned(kSmallThreads), 0);
   } else if (p.layout.by_row) {  // policy row (§10): each block row's own radix select, in one kernel (split 1)
-    e = per_slice(coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
+    e = per_slice(kSelectStage[0], coarse_row_select_kernel<Cfg>, bands, unsigned(kGemmThreads), 0);
   } else {
-    if (l1.split > 1) e = per_slice(coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+    if (l1.split > 1) e = per_slice(kSelectStage[0], coarse_rowmax_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
     for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-      e = per_slice(coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
-    if (e == cudaSuccess) e = per_slice(coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+      e = per_slice(kSelectStage[0], coarse_rank_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0, pass);
+    if (e == cudaSuccess) e = per_slice(kSelectStage[0], coarse_count_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
   }
-  if (e == cudaSuccess && !l1.small) e = per_slice(coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
+  if (e == cudaSuccess && !l1.small)
+    e = per_slice(kSelectStage[0], coarse_write_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0);
   if (auto s = launched(a, e)) return s;
   for (int li = 1; li < Cfg::steps; ++li) {
     const Level& up = p.layout.level[li - 1];
-    e = per_slice(refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / p.layout.level[li].side)),
+    e = per_slice(kSelectStage[li], refine_keys_kernel<Cfg>, unsigned(up.nq * (up.side / p.layout.level[li].side)),
                   unsigned(kRowThreads), 0, li);
     if (e == cudaSuccess && p.layout.by_row) {
-      e = simt::launch(select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, a.stream, p, li);
+      e = launch_stage(a, kSelectStage[li], select_row_kernel<Cfg>, dim3(slices), dim3(kSelectThreads), 0, p, li);
     } else {  // the GPU-wide radix select: 3 histogram passes, the per-chunk counts, the columns
       const unsigned chunks = unsigned(p.layout.level[li].chunks);
       for (int pass = 0; pass < kPasses && e == cudaSuccess; ++pass)
-        e = per_slice(level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
-      if (e == cudaSuccess) e = per_slice(level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
-      if (e == cudaSuccess) e = per_slice(level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+        e = per_slice(kSelectStage[li], level_rank_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li, pass);
+      if (e == cudaSuccess)
+        e = per_slice(kSelectStage[li], level_count_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
+      if (e == cudaSuccess)
+        e = per_slice(kSelectStage[li], level_write_kernel<Cfg>, chunks, unsigned(kSelectThreads), 0, li);
     }
     if (auto s = launched(a, e)) return s;
   }
@@ -162,15 +184,16 @@ template <class Cfg>
 mra_status forward(const KernelArgs& a) {
   const mra_problem& pr = a.problem;
   const Params p = make_params(a);
-  auto per_slice = [&](auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
-    return launch_per_slice(a, p, kernel, x, threads, smem, extra...);
+  auto per_slice = [&](const char* stage, auto kernel, unsigned x, unsigned threads, size_t smem, auto... extra) {
+    return launch_per_slice(a, stage, p, kernel, x, threads, smem, extra...);
   };
   auto launched = [&a](cudaError_t e) { return kern::launched(a, e); };
 
   if (a.stages & kStagePrepare) {
     for (int li = 0; li < Cfg::steps; ++li) {
       const Level& lv = a.layout.level[li];
-      if (auto s = launched(per_slice(pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li))) return s;
+      if (auto s = launched(per_slice(kPoolStage, pool_kernel<Cfg>, unsigned(lv.nq + lv.nk), unsigned(Cfg::dim), 0, li)))
+        return s;
     }
     if (!a.layout.shared) {
       if (auto s = select_levels<Cfg>(a, p, unsigned(pr.batch * pr.heads))) return s;
@@ -182,12 +205,13 @@ mra_status forward(const KernelArgs& a) {
       const unsigned groups = unsigned(pr.batch * g.heads);
       for (int li = 0; li < Cfg::steps; ++li) {
         const Level& lv = a.layout.level[li];
-        if (auto s = launched(launch_in_parts(a, p, groups, group_pool_kernel<Cfg>, unsigned(lv.nq + lv.nk),
+        if (auto s = launched(launch_in_parts(a, kPoolStage, p, groups, group_pool_kernel<Cfg>, unsigned(lv.nq + lv.nk),
                                               unsigned(Cfg::dim), 0, g.layout, li)))
           return s;
       }
       if (auto s = select_levels<Cfg>(a, g, groups)) return s;
-      if (auto s = launched(per_slice(group_share_kernel<Cfg>, 1, unsigned(kShareThreads), 0, g.layout))) return s;
+      if (auto s = launched(per_slice(kShareStage, group_share_kernel<Cfg>, 1, unsigned(kShareThreads), 0, g.layout)))
+        return s;
     }
   }
   if (a.stages & kStageAttend) {
@@ -196,24 +220,28 @@ mra_status forward(const KernelArgs& a) {
     // logits were computed per group, not per head, so the heads fold their own with the sweeping kernel.
     if (p.full && a.layout.level[0].small && !a.layout.shared) {
       const unsigned blocks = unsigned((a.layout.level[0].nq + kSmallCoarseRows - 1) / kSmallCoarseRows);
-      if (auto s = launched(per_slice(coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0))) return s;
+      if (auto s =
+              launched(per_slice(kCoarseStage[0], coarse_level1_small_kernel<Cfg>, blocks, unsigned(kGemmThreads), 0)))
+        return s;
     } else if (p.full) {
       const Level& l1 = a.layout.level[0];
       const unsigned sweeps = unsigned((l1.nq + kBandRows - 1) / kBandRows) * unsigned(l1.split);
-      if (auto s = launched(per_slice(coarse_level1_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0))) return s;
+      if (auto s = launched(per_slice(kCoarseStage[0], coarse_level1_kernel<Cfg>, sweeps, unsigned(kGemmThreads), 0)))
+        return s;
       if (l1.split > 1) {  // the column ranges' partials, merged per row
         const unsigned merges = unsigned((int64_t(l1.nq) * Cfg::dim + kGemmThreads - 1) / kGemmThreads);
-        if (auto s = launched(per_slice(coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0))) return s;
+        if (auto s = launched(per_slice(kCoarseStage[0], coarse_merge_kernel<Cfg>, merges, unsigned(kGemmThreads), 0)))
+          return s;
       }
     }
     for (int li = 1; p.full && li < Cfg::steps; ++li)  // the levels l >= 2: one CTA per parent row
-      if (auto s = launched(per_slice(coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
+      if (auto s = launched(per_slice(kCoarseStage[li], coarse_level_kernel<Cfg>, unsigned(a.layout.level[li - 1].nq),
                                       unsigned(kGemmThreads), 0, li)))
         return s;
     const unsigned tiles = unsigned((pr.nq + Cfg::rows - 1) / Cfg::rows);
     auto attend = [&](auto kernel, size_t smem) {
       if (auto s = launched(simt::set_max_dynamic_shared(kernel, int(smem)))) return s;
-      return launched(per_slice(kernel, tiles, unsigned(Cfg::threads), smem));
+      return launched(per_slice(kAttendStage, kernel, tiles, unsigned(Cfg::threads), smem));
     };
     if constexpr (Cfg::tensor_cores) {
       if (auto s = attend(attend_mma_kernel<Cfg>, a.layout.causal ? MmaSmem<Cfg>::causal_bytes : MmaSmem<Cfg>::bytes))

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "kernels/common.cuh"
+#include "kernels/pool.cuh"
 
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
@@ -21,8 +22,8 @@ __device__ inline int64_t first_head_slice(const Params& p, int64_t gs) {
 }
 
 // Grid (nq_l + nk_l, batch * heads_kv), Cfg::dim threads, one feature each; query blocks first, as pool_kernel.
-// `g` is the group region's layout. CTA 0 of each group also clears its radix histograms of the level (level 1,
-// and the levels l >= 2 under the global policy), as pool_kernel does.
+// `g` is the group region's layout. CTA 0 of each group also clears its selection counters of the level, as
+// pool_kernel does.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) group_pool_kernel(Params p, Layout g, int li) {
   constexpr int D = Cfg::dim;
@@ -32,10 +33,7 @@ __global__ void __launch_bounds__(Cfg::dim) group_pool_kernel(Params p, Layout g
   const bool is_q = int32_t(blockIdx.x) < lv.nq;
   const int32_t blk = is_q ? int32_t(blockIdx.x) : int32_t(blockIdx.x) - lv.nq, nb = is_q ? lv.nq : lv.nk;
   const int d = threadIdx.x;
-  if ((li == 0 || !g.by_row) && blockIdx.x == 0) {
-    uint64_t* hist = at<uint64_t>(p, gv.hist) + gs * kPasses * kHistWords;
-    for (int i = d; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
-  }
+  if (blockIdx.x == 0) clear_select_counters(p, g, li, gs);
   if (is_q) {  // the group's mean query, pooled: the mean of its heads' pooled queries, summed in head order
     const float* means = at<float>(p, lv.qmean);
     float sum = 0.f;

@@ -107,6 +107,9 @@ struct Level {
   // digit, in `keys` (u64 [slices, nq * nk], the share's from its first pair on), and where each digit's run ends
   // (with several shares per slice: a lone share keeps them in shared memory; shares x slices <= kSmallFill then).
   size_t bucket_end = 0;                  // u32 [slices, shares, kHistBins]: entries with a digit >= d   small
+  // small: the shares of a slice that have ranked their rows; the one that draws shares - 1 selects for the slice.
+  // Cleared by pool_kernel.
+  size_t ticket = 0;                      // u32 [slices]   small
 };
 
 struct Layout {
@@ -307,6 +310,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
         v.shares = static_cast<int32_t>((nq + v.share_rows - 1) / v.share_rows);
         v.keys = take(slices * nq * nk, sizeof(uint64_t));
         v.bucket_end = take(v.shares > 1 ? slices * v.shares * kHistBins : 0, sizeof(uint32_t));
+        v.ticket = take(slices, sizeof(uint32_t));
       }
       v.rowmax = take(slices * nq, sizeof(float));
       v.rowmax_part = take(v.split > 1 ? slices * nq * v.split : 0, sizeof(float));
@@ -366,7 +370,7 @@ inline Layout group_layout(const mra_problem& p, const Layout& L) {
   for (Level& v : g.level) {
     for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
                       &v.state, &v.chunkcount, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden,
-                      &v.pnum, &v.logits, &v.bucket_end})
+                      &v.pnum, &v.logits, &v.bucket_end, &v.ticket})
       shift(*f);
   }
   for (int li = 0; li < g.steps; ++li) {

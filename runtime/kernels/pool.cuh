@@ -6,10 +6,21 @@
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
+// The counters the selection of level li adds to in later launches start at 0: the slice's radix histograms (level
+// 1, and the levels l >= 2 under the global policy; coarse_rank_kernel, level_rank_kernel, the short-N kernel) and
+// the short-N ticket. By the threads of one CTA; `L` is the layout the selection runs in (a group's, §8.4).
+__device__ inline void clear_select_counters(const Params& p, const Layout& L, int li, int64_t slice) {
+  const Level& lv = L.level[li];
+  if (li > 0 && L.by_row) return;
+  uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
+  for (int i = threadIdx.x; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
+  if (lv.small && threadIdx.x == 0) at<uint32_t>(p, lv.ticket)[slice] = 0;
+}
+
 // Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
 // Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
 // non-finite value in a real token (§2.7; for a key block, which key first, §9.5: 1 + its offset in the block).
-// CTA 0 clears the slice's radix histograms of the level (level 1, and the levels l >= 2 under the global policy).
+// CTA 0 clears the slice's selection counters of the level (clear_select_counters).
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;
@@ -29,11 +40,7 @@ __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
 
   __shared__ int first_bad;  // offset in the block of the first token with a non-finite value, side if none
   if (d == 0) first_bad = lv.side;
-  // The radix histograms start at 0 (coarse_rank_kernel and level_rank_kernel add to them in later launches).
-  if ((li == 0 || !p.layout.by_row) && blockIdx.x == 0) {
-    uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
-    for (int i = d; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
-  }
+  if (blockIdx.x == 0) clear_select_counters(p, p.layout, li, slice);
   __syncthreads();
   float sx = 0.f, sv = 0.f;
   int count = 0;

@@ -69,6 +69,42 @@ __device__ inline float level1_logit(const Params& p, bool real, int32_t r, int3
   return real && pair_place(p, p.layout.level[0].side, r, c) == order::kVisible ? p.scale * sum : -INFINITY;
 }
 
+// The staging of one feature slab for the logit GEMMs (coarse_sweep, share_logits): features [d0, d0 + kGemmK) of
+// Rows consecutive rows of an [n, D] f32 means array (q̄ or k̄) from row `row0` on (0 past row n), by Threads
+// threads, into a shared tile s[d][i] (feature d of row row0 + i). A thread's element k is e = tid + k Threads:
+// row e / kGemmK, feature e % kGemmK, so consecutive threads read consecutive features of a row, and the
+// transposing stores into a padded tile spread over the banks. load and store move one element; fetch (global ->
+// registers) and put (registers -> shared) all of a thread's, so that a caller may issue the next slab's loads
+// before the current slab's products.
+template <int D, int Rows, int Threads>
+struct Slab {
+  static constexpr int kElems = Rows * kGemmK, kLoads = (kElems + Threads - 1) / Threads;
+  float v[kLoads] = {};
+  // Whether element k is one of this thread's (always, when the threads divide the elements).
+  __device__ static bool mine(int k) { return kElems % Threads == 0 || int(threadIdx.x) + k * Threads < kElems; }
+  __device__ static float load(const float* mean, int32_t n, int32_t row0, int d0, int k) {
+    const int e = int(threadIdx.x) + k * Threads, i = e / kGemmK;
+    return row0 + i < n ? mean[int64_t(row0 + i) * D + d0 + e % kGemmK] : 0.f;
+  }
+  template <int Cols>
+  __device__ static void store(float (&s)[kGemmK][Cols], int k, float x) {
+    static_assert(Cols >= Rows);
+    const int e = int(threadIdx.x) + k * Threads;
+    s[e % kGemmK][e / kGemmK] = x;
+  }
+  __device__ void fetch(const float* mean, int32_t n, int32_t row0, int d0) {
+    MRA_UNROLL
+    for (int k = 0; k < kLoads; ++k)
+      if (mine(k)) v[k] = load(mean, n, row0, d0, k);
+  }
+  template <int Cols>
+  __device__ void put(float (&s)[kGemmK][Cols]) const {
+    MRA_UNROLL
+    for (int k = 0; k < kLoads; ++k)
+      if (mine(k)) store(s, k, v[k]);
+  }
+};
+
 template <class Cfg, class Visit>
 __device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Visit visit) {
   constexpr int D = Cfg::dim, W = kBandRows / kMicro;
@@ -93,10 +129,16 @@ __device__ void coarse_sweep(const Params& p, int64_t slice, const Sweep& g, Vis
     float acc[kMicro][kMicro] = {};
     MRA_NO_UNROLL  // at D = 32 nvcc unrolled both slabs and spilled (coarse_row_select_kernel, sm_80)
     for (int d0 = 0; d0 < D; d0 += kGemmK) {
-      for (int e = threadIdx.x; e < kBandRows * kGemmK; e += blockDim.x) {
-        const int i = e / kGemmK, d = e % kGemmK;
-        qs[d][i] = row0 + i < lv.nq ? qmean[int64_t(row0 + i) * D + d0 + d] : 0.f;
-        ks[d][i] = c0 + i < lv.nk ? kmean[int64_t(c0 + i) * D + d0 + d] : 0.f;
+      // An element of each at a time: the kernels of this sweep are at their register limit (a slab held in
+      // registers spilled coarse_level1_kernel at D = 128).
+      using QSlab = Slab<D, kBandRows, kGemmThreads>;
+      using KSlab = Slab<D, kBandCols, kGemmThreads>;
+      static_assert(QSlab::kLoads * kGemmThreads == QSlab::kElems && KSlab::kLoads == QSlab::kLoads);
+      MRA_NO_UNROLL
+      for (int k = 0; k < QSlab::kLoads; ++k) {
+        const float qx = QSlab::load(qmean, lv.nq, row0, d0, k), kx = KSlab::load(kmean, lv.nk, c0, d0, k);
+        QSlab::store(qs, k, qx);
+        KSlab::store(ks, k, kx);
       }
       __syncthreads();
       for (int d = 0; d < kGemmK; ++d) {
@@ -610,8 +652,7 @@ inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
 // tile. Features are staged kGemmK at a time, the next slab's loads issued before the current one's products so
 // that their L2 latency overlaps them; each pair's sum is in feature order (coarse_sweep's additions: the same
 // bits).
-inline constexpr int kShareCols = 128, kShareMicro = kShareCols / 32, kShareLoads = kShareCols * kGemmK / kSmallThreads;
-static_assert(kShareLoads * kSmallThreads == kShareCols * kGemmK && kSmallWarps * kGemmK <= kSmallThreads);
+inline constexpr int kShareCols = 128, kShareMicro = kShareCols / 32;
 template <class Cfg>
 __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t r1) {
   constexpr int D = Cfg::dim;
@@ -630,25 +671,20 @@ __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t
     const int32_t r = t0 + warp;
     const bool row_real = r < r1 && qcount[r] > 0.f;
     for (int32_t c0 = 0; c0 < nk; c0 += kShareCols) {
-      // This thread's staging loads of slab d0: k̄ element tid + k 512 of the tile (column e / kGemmK, feature
-      // e % kGemmK) and, for the first kSmallWarps x kGemmK threads, one q̄ element.
-      float kn[kShareLoads], qn = 0.f;
+      // The staging loads of slab d0 (Slab): the tile's k̄ rows and, for the first kSmallWarps x kGemmK threads,
+      // its q̄ rows.
+      Slab<D, kShareCols, kSmallThreads> kn;
+      Slab<D, kSmallWarps, kSmallThreads> qn;
       const auto fetch = [&](int d0) {
-        MRA_UNROLL
-        for (int k = 0; k < kShareLoads; ++k) {
-          const int i = (tid + k * kSmallThreads) / kGemmK, d = tid % kGemmK;
-          kn[k] = c0 + i < nk ? kmean[int64_t(c0 + i) * D + d0 + d] : 0.f;
-        }
-        const int i = tid / kGemmK;
-        if (i < kSmallWarps) qn = t0 + i < r1 ? qmean[int64_t(t0 + i) * D + d0 + tid % kGemmK] : 0.f;
+        kn.fetch(kmean, nk, c0, d0);
+        qn.fetch(qmean, r1, t0, d0);
       };
       fetch(0);
       float acc[kShareMicro] = {};
       MRA_NO_UNROLL
       for (int d0 = 0; d0 < D; d0 += kGemmK) {
-        MRA_UNROLL
-        for (int k = 0; k < kShareLoads; ++k) ks[tid % kGemmK][(tid + k * kSmallThreads) / kGemmK] = kn[k];
-        if (tid / kGemmK < kSmallWarps) qs[tid % kGemmK][tid / kGemmK] = qn;
+        kn.put(ks);
+        qn.put(qs);
         // Before the barrier, which ptxas does not move loads across: in flight during the products.
         if (d0 + kGemmK < D) fetch(d0 + kGemmK);
         __syncthreads();
@@ -676,13 +712,28 @@ static_assert((int64_t(1) << kFlatBits) == kSmallPairs, "a flat index of the sli
 inline constexpr int kSelectMaskWords = int(kSmallPairs / 32 + kSmallRows);
 static_assert(2 * kSelectMaskWords + kSmallRows <= kHistBins, "the masks and rows fit in the cursors' place");
 
-// Calls f(r, c, e) for every pair (r, c) of rows [r0, r1) of an nk-column matrix, e = r nk + c: warp w takes rows
-// r0 + w, r0 + w + 16, ..., its lanes 32 consecutive columns at a time (coalesced loads). `f` must not hold a
-// warp-wide operation.
+// Calls f(k, r, c, e) for every pair (r, c) of rows [r0, r1) of an nk-column matrix, e = r nk + c: warp w takes
+// rows r0 + w, r0 + w + 16, ..., its lanes 32 consecutive columns at a time (coalesced loads). k is a compile-time
+// slot for a thread's first kHeldPairs pairs (0, 1, ... in this order) and kHeldPairs past them, so that f may keep
+// a value per pair in a register array. `f` must not hold a warp-wide operation.
+inline constexpr int kHeldPairs = 4;  // every pair of a thread when a share is at most 16 rows x 128 columns (4K)
 template <class F>
 __device__ inline void for_each_pair(int32_t r0, int32_t r1, int32_t nk, F f) {
-  for (int32_t r = r0 + int32_t(threadIdx.x) / 32; r < r1; r += kSmallWarps)
-    for (int32_t c = int32_t(threadIdx.x) % 32; c < nk; c += 32) f(r, c, r * nk + c);
+  const int32_t lane = int32_t(threadIdx.x) % 32;
+  int32_t r = lane < nk ? r0 + int32_t(threadIdx.x) / 32 : r1, c = lane;
+  const auto next = [&] {
+    c += 32;
+    if (c >= nk) {
+      c = lane;
+      r += kSmallWarps;
+    }
+  };
+  MRA_UNROLL
+  for (int k = 0; k < kHeldPairs; ++k) {
+    if (r < r1) f(k, r, c, r * nk + c);
+    next();
+  }
+  for (; r < r1; next()) f(kHeldPairs, r, c, r * nk + c);
 }
 
 // Sum of x over the threads after this one (an integer: any order gives it), and over all of them. `warp_sum`
@@ -748,10 +799,8 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   const float* logits = at<float>(p, lv.logits) + slice * nq * nk;
   uint64_t* entries = at<uint64_t>(p, lv.keys) + slice * nq * nk;
   uint32_t* bucket_end = at<uint32_t>(p, lv.bucket_end) + slice * lv.shares * kHistBins;
-  // Pass 0's histogram and its flag word; the first word of pass 1's, unused here and cleared by pool_kernel
-  // with the rest, is the ticket.
-  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
-  uint32_t* ticket = reinterpret_cast<uint32_t*>(global + kHistWords);
+  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;  // pass 0's histogram and flag word
+  uint32_t* ticket = at<uint32_t>(p, lv.ticket) + slice;
   __shared__ uint32_t hist[kHistBins];
   __shared__ uint32_t aux[kHistBins];  // the share's cursors per digit; the last CTA's masks and rows
   __shared__ float rmax[kSmallRows];   // the share's row maxima
@@ -788,13 +837,16 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   for (int32_t i = f0 + tid; i < f1; i += kSmallThreads) bad |= block_bad[i] != 0;
   if (__syncthreads_or(bad) && tid == 0) atomicAdd(reinterpret_cast<unsigned long long*>(&global[kHistBins]), 1ull);
 
-  // 2. The rank values and pass 0's histogram.
+  // 2. The rank values and pass 0's histogram. A thread keeps those of its first kHeldPairs pairs for stage 3 in
+  // registers and computes the others again there.
   const auto value = [&](int32_t r, int32_t c, int32_t e) {
     const float x = logits[e];
     return x == -INFINITY ? uint64_t(0) : small_rank(p, r, c, ordered_bits(x - rmax[r - r0]));
   };
-  for_each_pair(r0, r1, nk, [&](int32_t r, int32_t c, int32_t e) {
+  uint64_t held[kHeldPairs] = {};
+  for_each_pair(r0, r1, nk, [&](int k, int32_t r, int32_t c, int32_t e) {
     const uint64_t v = value(r, c, e);
+    if (k < kHeldPairs) held[k] = v;
     if (v != 0) atomicAdd(&hist[v >> pass_shift(0)], 1u);
   });
   __syncthreads();
@@ -815,8 +867,8 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   }
   __syncthreads();
   uint64_t* run = entries + int64_t(r0) * nk;
-  for_each_pair(r0, r1, nk, [&](int32_t r, int32_t c, int32_t e) {
-    const uint64_t v = value(r, c, e);
+  for_each_pair(r0, r1, nk, [&](int k, int32_t r, int32_t c, int32_t e) {
+    const uint64_t v = k < kHeldPairs ? held[k] : value(r, c, e);
     if (v != 0) run[atomicAdd(&aux[v >> pass_shift(0)], 1u)] = v << kFlatBits | uint64_t(e);
   });
 

@@ -74,6 +74,9 @@ void set_schedule(Schedule schedule, uint64_t seed = 0);
 void set_worker_threads(unsigned n);
 // Stack per CUDA thread; 0 restores the default (64 KiB, 256 KiB under AddressSanitizer).
 void set_stack_size(size_t bytes);
+// The launches the calling thread has asked for so far, refused ones included: lets a test account for every launch
+// of a call (tests/kernels/test_launch_stages.cpp). Emulation only.
+uint64_t launch_count();
 // Describes the last launch of the calling thread that failed (kernel, block, threads); empty after
 // a successful launch.
 std::string last_error_message();

@@ -1,5 +1,5 @@
 // tests/kernels/bench_cuda.cpp: times every generated configuration on a GPU against dense exact attention; the
-// `bench` mode of the GPU kit (gpu_kit.cpp). Its timing helpers (bench.h) serve the `autotune` mode too.
+// `bench` mode of the GPU kit (gpu_kit.cpp). Its timing helpers (bench.h) serve the `stages` mode too.
 //   mra-gpu-kit bench [N] [heads]          (defaults 8192 and 16: q, k and v exceed the 50 MB L2 of an H200)
 //
 // For each configuration: MRA forward with blocks_per_row = 4 (docs/semantics.md §2.8), mode full, and the
@@ -31,7 +31,12 @@ const mra::detail::ConfigInfo kEntries[] = {
 
 }  // namespace
 
-double mra::test::time_calls(const std::function<mra_status()>& call) {
+float mra::test::median(std::vector<float>& times) {
+  std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
+  return times[times.size() / 2];
+}
+
+double mra::test::time_calls(const std::function<mra_status()>& call, const std::function<void()>& timed) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
@@ -43,12 +48,13 @@ double mra::test::time_calls(const std::function<mra_status()>& call) {
     if (s != MRA_SUCCESS || cudaEventSynchronize(stop) != cudaSuccess) return -1.0;
     float ms = 0.f;
     cudaEventElapsedTime(&ms, start, stop);
-    if (i >= 3) times.push_back(ms);
+    if (i < 3) continue;
+    times.push_back(ms);
+    if (timed) timed();
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
-  return times[times.size() / 2];
+  return median(times);
 }
 
 mra_problem mra::test::bench_problem(const mra::detail::ConfigInfo& e, int64_t n, int64_t heads) {
@@ -66,6 +72,17 @@ mra_problem mra::test::bench_problem(const mra::detail::ConfigInfo& e, int64_t n
     p.budgets[l] = std::min(4 * rows, cap);
   }
   return p;
+}
+
+mra_problem mra::test::dense_problem(const mra_problem& p) {
+  mra_problem dense = p;
+  dense.levels = 2;
+  dense.resolutions[0] = 32;
+  dense.resolutions[1] = 1;
+  const int64_t blocks = (p.nq + dense.resolutions[0] - 1) / dense.resolutions[0];
+  dense.budgets[0] = blocks * blocks;
+  dense.mode = MRA_MODE_SPARSE;
+  return dense;
 }
 
 const mra::detail::ConfigInfo* mra::test::built_config(const char* name) {
@@ -105,13 +122,7 @@ int mra::test::bench(int64_t n, int64_t heads) {
   int failures = 0;
   for (const mra::detail::ConfigInfo& e : kEntries) {
     const mra_problem p = mra::test::bench_problem(e, n, heads);
-    mra_problem dense = p;
-    dense.levels = 2;
-    dense.resolutions[0] = 32;
-    dense.resolutions[1] = 1;
-    const int64_t blocks = (n + dense.resolutions[0] - 1) / dense.resolutions[0];
-    dense.budgets[0] = blocks * blocks;
-    dense.mode = MRA_MODE_SPARSE;
+    const mra_problem dense = mra::test::dense_problem(p);
     size_t ws_mra = 0, ws_dense = 0, gws_mra = 0, gws_dense = 0;
     const mra_status s1 = mra_workspace_size(&p, &ws_mra), s2 = mra_workspace_size(&dense, &ws_dense);
     // A configuration without backward kernels answers MRA_ERROR_UNSUPPORTED_CONFIG here: its backward is not timed.

@@ -6,13 +6,17 @@
 //   mra-gpu-kit check [doctest options]     every cross-check (e.g. --source-file=*test_backward_kernels.cpp;
 //                                           --count and --list-test-cases need no GPU)
 //   mra-gpu-kit bench [N] [heads]           the timing table (defaults 8192 and 16)
+//   mra-gpu-kit stages [--plan] [--model FILE] [N...]
+//                                           per-stage timings of mra_fwd_r32x1_d64_bf16, MRA and exact attention,
+//                                           beside tools/perf-model's estimates (stages_cuda.cpp)
 //   mra-gpu-kit autotune [N] [heads] [--out FILE]
 //                                           times the tuning candidates against the current tuning and writes the
 //                                           winners (default mra-autotune.toml; autotune_cuda.cpp)
 // Exit status: check: 0 when every case passed, 1 when one failed, 77 (CTest's SKIP_RETURN_CODE for
 // kernels.cuda) without a CUDA device, so that a machine without one reports the test skipped instead of passed
-// with nothing checked; bench and autotune: 0, 1 when a timing failed (autotune: a timing of the current tuning, or
-// the winners file could not be written), 2 without a device (one line: "no CUDA device"); 2 for bad arguments.
+// with nothing checked; bench, stages and autotune: 0, 1 when a timing failed (autotune: a timing of the current
+// tuning, or the winners file could not be written), 2 without a device (one line, "no CUDA device"; stages --plan
+// needs none) or, for stages, without the model's table, for autotune without candidates; 2 for bad arguments.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <cuda_runtime.h>
@@ -30,11 +34,15 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads] | autotune [N] [heads] [--out FILE]\n"
+    "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads] | stages [--plan] [--model FILE] [N...]\n"
+    "                   | autotune [N] [heads] [--out FILE]\n"
     "  list      the configurations, tuning candidates and GPU architectures built in, and the CUDA devices seen;\n"
     "            needs no GPU\n"
     "  check     the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
     "  bench     MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n"
+    "  stages    per-stage forward times of mra_fwd_r32x1_d64_bf16 (H = 16; N = 1024 ... 65536), MRA and exact\n"
+    "            attention, beside tools/perf-model's estimates (FILE, default perf-model.tsv next to this program);\n"
+    "            --plan: the tables without timings, no GPU needed\n"
     "  autotune  the tuning candidates (codegen/autotune.toml) against the current tuning, N (8192), heads (16);\n"
     "            the winners go to FILE (mra-autotune.toml), for codegen/apply_tuning.py\n";
 
@@ -70,7 +78,7 @@ int list() {
   return 0;
 }
 
-// A positive integer argument of the bench and autotune modes, or false after one line naming it.
+// A positive integer argument of the bench, stages and autotune modes, or false after one line naming it.
 bool positive(const std::string& mode, const char* text, const char* what, int64_t* value) {
   const char* end = text + std::strlen(text);
   const auto [ptr, ec] = std::from_chars(text, end, *value);
@@ -102,6 +110,24 @@ int main(int argc, char** argv) {
         (numbers.size() > 1 && !positive(mode, numbers[1], "heads", &heads)))
       return 2;
     return mode == "bench" ? mra::test::bench(n, heads) : mra::test::autotune(n, heads, out);
+  }
+  if (mode == "stages") {
+    std::vector<int64_t> ns;
+    std::string model;
+    bool plan = false;
+    for (int i = 2; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--plan") == 0) {
+        plan = true;
+      } else if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+        model = argv[++i];
+      } else {
+        int64_t n = 0;
+        if (!positive(mode, argv[i], "N", &n)) return 2;
+        ns.push_back(n);
+      }
+    }
+    if (ns.empty()) ns = {1024, 2048, 4096, 8192, 16384, 32768, 65536};
+    return mra::test::stages(ns, model, plan);
   }
   if (mode == "check") {
     // doctest reads its options after the mode word; argv[0] stays the program's name.

@@ -1,36 +1,46 @@
-# tests/kernels/gpu_kit_test.cmake: the CTest test nvcc.gpu_kit (tests/kernels/CMakeLists.txt). Builds the target
-# mra_gpu_kit (packing only: the kit's executable is part of the default build) and checks the bundle a GPU
-# machine without a CUDA toolkit receives:
-#   - mra-gpu-kit.tar.xz is at most 60 MiB;
-#   - it unpacks to mra-gpu-kit/{mra-gpu-kit, gpu-check.sh};
+# tests/kernels/gpu_kit_test.cmake: the CTest test nvcc.gpu_kit (tests/kernels/CMakeLists.txt). Inspects the bundle
+# a GPU machine without a CUDA toolkit receives, mra-gpu-kit.tar.xz, which the default build packs (target
+# mra_gpu_kit; building it here would relink in the build tree while the tests beside this one run its programs):
+#   - the archive is there and no older than the executable it packs;
+#   - it is at most 60 MiB;
+#   - it unpacks to mra-gpu-kit/{mra-gpu-kit, perf-model.tsv, gpu-check.sh} and codegen/{tuning,manifest}.toml,
+#     generate.py and apply_tuning.py (the merge of autotune's winners where no repository is at hand);
 #   - the executable needs no shared library but glibc's, libstdc++ and libgcc_s (no libcudart: the driver's
 #     libcuda.so.1 is opened by the static CUDA runtime when it starts), and no glibc or libstdc++ newer than
 #     Ubuntu 22.04's (glibc 2.35, GLIBCXX 3.4.30), the oldest system the kit is for;
 #   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected, and exactly
-#     the tuning candidates generate.py --variants rendered for them (compiled by nvcc into the kit); the
-#     filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
-#     argument is refused with exit status 2 (bench and autotune);
-#   - the kit holds codegen/{tuning,manifest}.toml, generate.py and apply_tuning.py (the merge of autotune's
-#     winners where no repository is at hand);
-#   - where there is no GPU, `mra-gpu-kit autotune` exits with status 2 and one line, "no CUDA device", and the
-#     packed gpu-check.sh runs from the kit (no cmake, no nvcc), with and without --autotune, and fails naming
-#     the missing device;
-#   - gpu-check.sh --autotune from a kit whose executable is STANDIN (gpu_kit_standin.sh, one winner, no GPU)
-#     merges the winner into <logs>/tuning.toml with the packed apply_tuning.py.
-#   cmake -DBUILD=<build> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
-#         -DCANDIDATES=<variant;variant;...> -DSTANDIN=tests/kernels/gpu_kit_standin.sh -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda>
-#         -DBACKWARD=<that of backward.cuda> -P tests/kernels/gpu_kit_test.cmake
+#     the tuning candidates generate.py --variants rendered for them (CANDIDATES; compiled by nvcc into the kit);
+#     the filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
+#     argument is refused with exit status 2 (bench, stages and autotune);
+#   - `mra-gpu-kit stages --plan 4096` runs without a GPU from the unpacked kit, finds perf-model.tsv next to itself
+#     and prints the model's estimate beside every stage of the case (pool, select L1, coarse L1, attend) and its
+#     total, the measured columns "-"; a model file that cannot be read is refused with exit status 2 naming it;
+#     without a GPU, `stages` (timing) exits with status 2 and one line, "no CUDA device";
+#   - where there is no GPU, `mra-gpu-kit autotune` exits with status 2 and one line, "no CUDA device", writing no
+#     winners file, and the packed gpu-check.sh runs from the kit (no cmake, no nvcc), with and without --autotune,
+#     and fails naming the missing device, every command it calls present (without nvidia-smi it says so in one
+#     line);
+#   - gpu-check.sh --autotune from a kit whose executable is STANDIN (gpu_kit_standin.sh: one winner, no GPU)
+#     merges the winner into <logs>/tuning.toml with the packed apply_tuning.py, the kit's own table unchanged.
+#   cmake -DEXE=<mra-gpu-kit> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
+#         "-DCANDIDATES=<variant;variant;...>" -DSTANDIN=tests/kernels/gpu_kit_standin.sh -DREADELF=readelf
+#         -DFORWARD=<doctest filter of kernels.cuda> -DBACKWARD=<that of backward.cuda>
+#         -P tests/kernels/gpu_kit_test.cmake
 cmake_minimum_required(VERSION 3.25)
-foreach(var BUILD ARCHIVE WORK EXPECTED STANDIN READELF FORWARD BACKWARD)
+foreach(var EXE ARCHIVE WORK EXPECTED STANDIN READELF FORWARD BACKWARD)
   if(NOT ${var})
     message(FATAL_ERROR "gpu_kit_test.cmake: -D${var}= is required")
   endif()
 endforeach()
 
-execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD} --target mra_gpu_kit RESULT_VARIABLE rc
-                OUTPUT_VARIABLE out ERROR_VARIABLE out)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "building the target mra_gpu_kit failed:\n${out}")
+if(NOT EXISTS ${ARCHIVE})
+  message(FATAL_ERROR "no ${ARCHIVE}: the default build packs it (target mra_gpu_kit); build first")
+endif()
+if(${EXE} IS_NEWER_THAN ${ARCHIVE})
+  file(TIMESTAMP ${EXE} exe_time)
+  file(TIMESTAMP ${ARCHIVE} archive_time)
+  message(FATAL_ERROR "${ARCHIVE} (${archive_time}) is older than ${EXE} (${exe_time}): build the target "
+                      "mra_gpu_kit (part of the default build) again")
 endif()
 
 file(SIZE ${ARCHIVE} size)
@@ -44,7 +54,7 @@ endif()
 file(REMOVE_RECURSE ${WORK})
 file(ARCHIVE_EXTRACT INPUT ${ARCHIVE} DESTINATION ${WORK})
 set(kit ${WORK}/mra-gpu-kit)
-foreach(file mra-gpu-kit gpu-check.sh codegen/tuning.toml codegen/manifest.toml codegen/generate.py
+foreach(file mra-gpu-kit perf-model.tsv gpu-check.sh codegen/tuning.toml codegen/manifest.toml codegen/generate.py
              codegen/apply_tuning.py)
   if(NOT EXISTS ${kit}/${file})
     message(FATAL_ERROR "the kit holds no mra-gpu-kit/${file}")
@@ -131,16 +141,42 @@ if(NOT both EQUAL all)
                       "cases of ${all}")
 endif()
 
-foreach(mode bench autotune)
+foreach(mode bench stages autotune)
   execute_process(COMMAND ${kit}/mra-gpu-kit ${mode} 8k RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit ${mode}: N must be a positive integer, got '8k'\n")
     message(FATAL_ERROR "mra-gpu-kit ${mode} 8k: expected exit status 2 and one line naming N, got ${rc}:\n${err}")
   endif()
 endforeach()
 
-# Without a device the packed script must run from the kit and fail at the cross-checks; on a GPU machine this
-# would be the whole check (minutes), which tools/gpu-check.sh is for.
+# The stages table without timings, from the unpacked kit (run elsewhere than its folder: it finds perf-model.tsv
+# next to itself): each stage of the case with the model's estimate (a number) in both estimate columns where the
+# model has one (coarse L1: MRA only; the exact run has no coarse components), its total, the measured cells "-".
+execute_process(COMMAND ${kit}/mra-gpu-kit stages --plan 4096 RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
+set(number "[0-9][0-9.e+]*")
+foreach(row "pool \\| - \\| ${number} \\| - \\| ${number}" "select L1 \\| - \\| ${number} \\| - \\| ${number}"
+            "coarse L1 \\| - \\| ${number} \\| - \\| -" "attend \\| - \\| ${number} \\| - \\| ${number}"
+            "\\*\\*total\\*\\* \\(no observer\\) \\| - \\| ${number} \\| - \\| ${number}")
+  if(NOT rc EQUAL 0 OR NOT out MATCHES "\n\\| ${row} \\|\n")
+    message(FATAL_ERROR "mra-gpu-kit stages --plan 4096: exit status ${rc}, no row matching '| ${row} |':\n${out}${err}")
+  endif()
+endforeach()
+message(STATUS "mra-gpu-kit stages --plan 4096:\n${out}")
+execute_process(COMMAND ${kit}/mra-gpu-kit stages --plan --model ${WORK}/none.tsv 4096 RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit stages: the model's estimates: cannot read '${WORK}/none.tsv'\n")
+  message(FATAL_ERROR "mra-gpu-kit stages --model <missing file>: expected exit status 2 and one line naming it, got "
+                      "${rc}:\n${err}")
+endif()
+
+# Without a device the stages' timing refuses to start, and the packed script must run from the kit and fail at the
+# cross-checks; on a GPU machine this would be the whole check (minutes), which tools/gpu-check.sh is for.
 if(listed MATCHES "\ndevices: 0")
+  execute_process(COMMAND ${kit}/mra-gpu-kit stages 1024 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit stages: no CUDA device\n")
+    message(FATAL_ERROR "mra-gpu-kit stages without a GPU: expected exit status 2 and one line 'no CUDA device', "
+                        "got ${rc}:\n${out}${err}")
+  endif()
   execute_process(COMMAND ${kit}/mra-gpu-kit autotune --out ${WORK}/winners.toml RESULT_VARIABLE rc
                   OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit autotune: no CUDA device\n" OR EXISTS ${WORK}/winners.toml)
@@ -151,7 +187,7 @@ if(listed MATCHES "\ndevices: 0")
     execute_process(COMMAND bash ${kit}/gpu-check.sh ${option} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                     ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
     if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
-       OR out MATCHES "configuring and building")
+       OR out MATCHES "configuring and building" OR "${out}${err}" MATCHES "command not found")
       message(FATAL_ERROR "gpu-check.sh ${option} run from the kit without a GPU: expected a failure naming the "
                           "missing device, got exit status ${rc}:\n${out}${err}")
     endif()

@@ -258,6 +258,7 @@ struct Worker {
   std::vector<std::pair<unsigned char*, size_t>> shared_ranges;  // this thread's static __shared__
   cudaError_t last_error = cudaSuccess;
   std::string last_message;
+  uint64_t launches = 0;  // launch_count()
 
   ~Worker() {
     if (smem_mapping) munmap(smem_mapping, smem_mapped);
@@ -1244,6 +1245,7 @@ cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
 cudaError_t launch(const LaunchSpec& spec) {
   if (tls.block)  // no finish(): this thread's state belongs to the running kernel
     return cudaErrorNotSupported;
+  ++this_worker().launches;
   std::string sticky_message;
   if (const cudaError_t e = sticky_error(&sticky_message)) return finish(e, sticky_message);
   const dim3 b = spec.block, g = spec.grid;
@@ -1314,6 +1316,8 @@ void set_stack_size(size_t bytes) {
 }
 
 std::string last_error_message() { return detail::this_worker().last_message; }
+
+uint64_t launch_count() { return detail::this_worker().launches; }
 
 cudaError_t get_last_error() {
   if (const cudaError_t e = detail::sticky_error(nullptr)) return e;
