@@ -1,5 +1,5 @@
-// tests/kernels/bench.h: the timing runs of the GPU kit, called by its `bench` (bench_cuda.cpp) and `stages`
-// (stages_cuda.cpp) modes (gpu_kit.cpp), and the timing helpers they share.
+// tests/kernels/bench.h: the timing runs of the GPU kit, called by its `bench` (bench_cuda.cpp), `stages`
+// (stages_cuda.cpp) and `autotune` (autotune_cuda.cpp) modes (gpu_kit.cpp), and the timing helpers they share.
 #pragma once
 
 #include <cstdint>
@@ -41,5 +41,15 @@ int bench(int64_t n, int64_t heads);
 // the table (stages_cuda.cpp). `plan`: the same tables, nothing measured, no GPU needed. 0 when every timing ran, 1
 // when one failed, 2 without a CUDA device (unless `plan`), without that configuration or without a readable model.
 int stages(const std::vector<int64_t>& ns, const std::string& model, bool plan);
+
+// Times the tuning candidates built into the kit (codegen/autotune.toml) against their configurations' current
+// tuning, prints the table and writes the winners, those faster by more than the noise margin, to `winners` as
+// [name."<configuration>"] tables for codegen/apply_tuning.py (autotune_cuda.cpp). 0 when it ran (winners or
+// not), 1 when a timing of the current tuning failed or the file cannot be written, 2 without a CUDA device or
+// without candidates.
+int autotune(int64_t n, int64_t heads, const char* winners);
+
+// Prints the tuning candidates built in, one per line: entry (configuration): changes (the `list` mode).
+void list_candidates();
 
 }  // namespace mra::test

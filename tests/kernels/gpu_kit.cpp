@@ -9,10 +9,14 @@
 //   mra-gpu-kit stages [--plan] [--model FILE] [N...]
 //                                           per-stage timings of mra_fwd_r32x1_d64_bf16, MRA and exact attention,
 //                                           beside tools/perf-model's estimates (stages_cuda.cpp)
+//   mra-gpu-kit autotune [N] [heads] [--out FILE]
+//                                           times the tuning candidates against the current tuning and writes the
+//                                           winners (default mra-autotune.toml; autotune_cuda.cpp)
 // Exit status: check: 0 when every case passed, 1 when one failed, 77 (CTest's SKIP_RETURN_CODE for
 // kernels.cuda) without a CUDA device, so that a machine without one reports the test skipped instead of passed
-// with nothing checked; bench and stages: 0, 1 when a timing failed, 2 without a device (stages --plan needs none)
-// or, for stages, without the model's table; 2 for bad arguments.
+// with nothing checked; bench, stages and autotune: 0, 1 when a timing failed (autotune: a timing of the current
+// tuning, or the winners file could not be written), 2 without a device (one line, "no CUDA device"; stages --plan
+// needs none) or, for stages, without the model's table, for autotune without candidates; 2 for bad arguments.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <cuda_runtime.h>
@@ -31,12 +35,16 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: mra-gpu-kit list | check [doctest options] | bench [N] [heads] | stages [--plan] [--model FILE] [N...]\n"
-    "  list    the configurations and GPU architectures built in, and the CUDA devices seen; needs no GPU\n"
-    "  check   the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
-    "  bench   MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n"
-    "  stages  per-stage forward times of mra_fwd_r32x1_d64_bf16 (H = 16; N = 1024 ... 65536), MRA and exact\n"
-    "          attention, beside tools/perf-model's estimates (FILE, default perf-model.tsv next to this program);\n"
-    "          --plan: the tables without timings, no GPU needed\n";
+    "                   | autotune [N] [heads] [--out FILE]\n"
+    "  list      the configurations, tuning candidates and GPU architectures built in, and the CUDA devices seen;\n"
+    "            needs no GPU\n"
+    "  check     the kernel cross-checks against the reference (forward and backward); 77 without a device\n"
+    "  bench     MRA against dense exact attention per configuration, N tokens (8192), heads (16)\n"
+    "  stages    per-stage forward times of mra_fwd_r32x1_d64_bf16 (H = 16; N = 1024 ... 65536), MRA and exact\n"
+    "            attention, beside tools/perf-model's estimates (FILE, default perf-model.tsv next to this program);\n"
+    "            --plan: the tables without timings, no GPU needed\n"
+    "  autotune  the tuning candidates (codegen/autotune.toml) against the current tuning, N (8192), heads (16);\n"
+    "            the winners go to FILE (mra-autotune.toml), for codegen/apply_tuning.py\n";
 
 constexpr const char* kConfigurations[] = {
 #define MRA_CONFIG(name, ...) #name,
@@ -50,6 +58,7 @@ int list() {
   std::printf("architectures: %s\nconfigurations: %zu\n", MRA_KIT_ARCHITECTURES,
               sizeof kConfigurations / sizeof *kConfigurations);
   for (const char* name : kConfigurations) std::printf("  %s\n", name);
+  mra::test::list_candidates();
   int runtime = 0, driver = 0, devices = 0;
   cudaRuntimeGetVersion(&runtime);
   cudaDriverGetVersion(&driver);
@@ -69,7 +78,7 @@ int list() {
   return 0;
 }
 
-// A positive integer argument of the bench and stages modes, or false after one line naming it.
+// A positive integer argument of the bench, stages and autotune modes, or false after one line naming it.
 bool positive(const std::string& mode, const char* text, const char* what, int64_t* value) {
   const char* end = text + std::strlen(text);
   const auto [ptr, ec] = std::from_chars(text, end, *value);
@@ -85,11 +94,22 @@ bool positive(const std::string& mode, const char* text, const char* what, int64
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "list" && argc == 2) return list();
-  if (mode == "bench" && argc <= 4) {
+  if ((mode == "bench" && argc <= 4) || mode == "autotune") {
     int64_t n = 8192, heads = 16;
-    if ((argc > 2 && !positive(mode, argv[2], "N", &n)) || (argc > 3 && !positive(mode, argv[3], "heads", &heads)))
+    const char* out = "mra-autotune.toml";
+    std::vector<const char*> numbers;
+    for (int i = 2; i < argc; ++i) {
+      if (mode == "autotune" && std::strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+      else numbers.push_back(argv[i]);
+    }
+    if (numbers.size() > 2) {
+      std::fprintf(stderr, "mra-gpu-kit %s: extra argument '%s'\n%s", mode.c_str(), numbers[2], kUsage);
       return 2;
-    return mra::test::bench(n, heads);
+    }
+    if ((numbers.size() > 0 && !positive(mode, numbers[0], "N", &n)) ||
+        (numbers.size() > 1 && !positive(mode, numbers[1], "heads", &heads)))
+      return 2;
+    return mode == "bench" ? mra::test::bench(n, heads) : mra::test::autotune(n, heads, out);
   }
   if (mode == "stages") {
     std::vector<int64_t> ns;

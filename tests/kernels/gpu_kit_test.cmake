@@ -3,24 +3,31 @@
 # mra_gpu_kit; building it here would relink in the build tree while the tests beside this one run its programs):
 #   - the archive is there and no older than the executable it packs;
 #   - it is at most 60 MiB;
-#   - it unpacks to mra-gpu-kit/{mra-gpu-kit, perf-model.tsv, gpu-check.sh};
+#   - it unpacks to mra-gpu-kit/{mra-gpu-kit, perf-model.tsv, gpu-check.sh} and codegen/{tuning,manifest}.toml,
+#     generate.py and apply_tuning.py (the merge of autotune's winners where no repository is at hand);
 #   - the executable needs no shared library but glibc's, libstdc++ and libgcc_s (no libcudart: the driver's
 #     libcuda.so.1 is opened by the static CUDA runtime when it starts), and no glibc or libstdc++ newer than
 #     Ubuntu 22.04's (glibc 2.35, GLIBCXX 3.4.30), the oldest system the kit is for;
-#   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected; the
-#     filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
-#     argument is refused with exit status 2 (bench and stages);
+#   - `mra-gpu-kit list` runs without a GPU and lists exactly the configurations this build selected, and exactly
+#     the tuning candidates generate.py --variants rendered for them (CANDIDATES; compiled by nvcc into the kit);
+#     the filters of kernels.cuda and backward.cuda each select cases, and together every case once; a bad
+#     argument is refused with exit status 2 (bench, stages and autotune);
 #   - `mra-gpu-kit stages --plan 4096` runs without a GPU from the unpacked kit, finds perf-model.tsv next to itself
 #     and prints the model's estimate beside every stage of the case (pool, select L1, coarse L1, attend) and its
 #     total, the measured columns "-"; a model file that cannot be read is refused with exit status 2 naming it;
 #     without a GPU, `stages` (timing) exits with status 2 and one line, "no CUDA device";
-#   - where there is no GPU, the packed gpu-check.sh runs from the kit (no cmake, no nvcc) and fails naming the
-#     missing device, every command it calls present (without nvidia-smi it says so in one line).
+#   - where there is no GPU, `mra-gpu-kit autotune` exits with status 2 and one line, "no CUDA device", writing no
+#     winners file, and the packed gpu-check.sh runs from the kit (no cmake, no nvcc), with and without --autotune,
+#     and fails naming the missing device, every command it calls present (without nvidia-smi it says so in one
+#     line);
+#   - gpu-check.sh --autotune from a kit whose executable is STANDIN (gpu_kit_standin.sh: one winner, no GPU)
+#     merges the winner into <logs>/tuning.toml with the packed apply_tuning.py, the kit's own table unchanged.
 #   cmake -DEXE=<mra-gpu-kit> -DARCHIVE=<build>/mra-gpu-kit.tar.xz -DWORK=<dir> -DEXPECTED=<config,config,...>
-#         -DREADELF=readelf -DFORWARD=<doctest filter of kernels.cuda> -DBACKWARD=<that of backward.cuda>
+#         "-DCANDIDATES=<variant;variant;...>" -DSTANDIN=tests/kernels/gpu_kit_standin.sh -DREADELF=readelf
+#         -DFORWARD=<doctest filter of kernels.cuda> -DBACKWARD=<that of backward.cuda>
 #         -P tests/kernels/gpu_kit_test.cmake
 cmake_minimum_required(VERSION 3.25)
-foreach(var EXE ARCHIVE WORK EXPECTED READELF FORWARD BACKWARD)
+foreach(var EXE ARCHIVE WORK EXPECTED STANDIN READELF FORWARD BACKWARD)
   if(NOT ${var})
     message(FATAL_ERROR "gpu_kit_test.cmake: -D${var}= is required")
   endif()
@@ -47,7 +54,8 @@ endif()
 file(REMOVE_RECURSE ${WORK})
 file(ARCHIVE_EXTRACT INPUT ${ARCHIVE} DESTINATION ${WORK})
 set(kit ${WORK}/mra-gpu-kit)
-foreach(file mra-gpu-kit perf-model.tsv gpu-check.sh)
+foreach(file mra-gpu-kit perf-model.tsv gpu-check.sh codegen/tuning.toml codegen/manifest.toml codegen/generate.py
+             codegen/apply_tuning.py)
   if(NOT EXISTS ${kit}/${file})
     message(FATAL_ERROR "the kit holds no mra-gpu-kit/${file}")
   endif()
@@ -98,11 +106,20 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "mra-gpu-kit list exited with ${rc}:\n${listed}${err}")
 endif()
 message(STATUS "mra-gpu-kit list:\n${listed}")
-string(REGEX MATCHALL "\n  mra_[a-z0-9_]+" configs "${listed}")
+string(REGEX MATCHALL "\n  mra_fwd_[a-z0-9_]+" configs "${listed}")
 list(TRANSFORM configs STRIP)
 string(REPLACE "," ";" expected "${EXPECTED}")
 if(NOT configs STREQUAL expected)
   message(FATAL_ERROR "mra-gpu-kit lists the configurations '${configs}', the build selected '${expected}'")
+endif()
+# The tuning candidates: those generate.py --variants rendered when the build was configured, each compiled.
+if(CANDIDATES MATCHES "^generate.py --variants failed")
+  message(FATAL_ERROR "the kit has no tuning candidates: ${CANDIDATES}")
+endif()
+string(REGEX MATCHALL "\n  mra_tune_[a-z0-9_]+" candidates "${listed}")
+list(TRANSFORM candidates STRIP)
+if(NOT listed MATCHES "\nautotune candidates: [0-9]+\n" OR NOT "${candidates}" STREQUAL "${CANDIDATES}")
+  message(FATAL_ERROR "mra-gpu-kit lists the tuning candidates '${candidates}', generate.py rendered '${CANDIDATES}'")
 endif()
 
 # The filters of the CTest tests kernels.cuda and backward.cuda each select cases, and together every case once.
@@ -124,7 +141,7 @@ if(NOT both EQUAL all)
                       "cases of ${all}")
 endif()
 
-foreach(mode bench stages)
+foreach(mode bench stages autotune)
   execute_process(COMMAND ${kit}/mra-gpu-kit ${mode} 8k RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit ${mode}: N must be a positive integer, got '8k'\n")
     message(FATAL_ERROR "mra-gpu-kit ${mode} 8k: expected exit status 2 and one line naming N, got ${rc}:\n${err}")
@@ -160,12 +177,43 @@ if(listed MATCHES "\ndevices: 0")
     message(FATAL_ERROR "mra-gpu-kit stages without a GPU: expected exit status 2 and one line 'no CUDA device', "
                         "got ${rc}:\n${out}${err}")
   endif()
-  execute_process(COMMAND bash ${kit}/gpu-check.sh RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
-                  WORKING_DIRECTORY ${WORK})
-  if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
-     OR out MATCHES "configuring and building" OR "${out}${err}" MATCHES "command not found")
-    message(FATAL_ERROR "gpu-check.sh run from the kit without a GPU: expected a failure naming the missing device, "
-                        "got exit status ${rc}:\n${out}${err}")
+  execute_process(COMMAND ${kit}/mra-gpu-kit autotune --out ${WORK}/winners.toml RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err STREQUAL "mra-gpu-kit autotune: no CUDA device\n" OR EXISTS ${WORK}/winners.toml)
+    message(FATAL_ERROR "mra-gpu-kit autotune without a GPU: expected exit status 2, one line 'no CUDA device' and "
+                        "no winners file, got ${rc}:\n${out}${err}")
   endif()
-  message(STATUS "gpu-check.sh from the kit without a GPU failed as it must (exit status ${rc})")
+  foreach(option "" --autotune)
+    execute_process(COMMAND bash ${kit}/gpu-check.sh ${option} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                    ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
+    if(rc EQUAL 0 OR NOT out MATCHES "gpu-check: from the bundle" OR NOT out MATCHES "gpu-check: no CUDA device found"
+       OR out MATCHES "configuring and building" OR "${out}${err}" MATCHES "command not found")
+      message(FATAL_ERROR "gpu-check.sh ${option} run from the kit without a GPU: expected a failure naming the "
+                          "missing device, got exit status ${rc}:\n${out}${err}")
+    endif()
+    message(STATUS "gpu-check.sh ${option} from the kit without a GPU failed as it must (exit status ${rc})")
+  endforeach()
 endif()
+
+# The merge of `gpu-check.sh --autotune` from a kit, with a stand-in for the executable that writes one winner: the
+# merged table goes to the log folder, with the winner, and the kit's own table stays as packed.
+set(standin ${WORK}/standin)
+file(MAKE_DIRECTORY ${standin})
+file(COPY ${kit}/gpu-check.sh ${kit}/codegen DESTINATION ${standin})
+file(COPY_FILE ${STANDIN} ${standin}/mra-gpu-kit)
+file(CHMOD ${standin}/mra-gpu-kit PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
+execute_process(COMMAND bash ${standin}/gpu-check.sh --autotune RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE err WORKING_DIRECTORY ${WORK})
+set(merged ${WORK}/gpu-check-logs/tuning.toml)
+if(EXISTS ${merged})
+  file(READ ${merged} merged_text)
+  file(READ ${kit}/codegen/tuning.toml packed_text)
+  file(READ ${standin}/codegen/tuning.toml standin_text)
+endif()
+if(NOT rc EQUAL 0 OR NOT EXISTS ${merged} OR NOT out MATCHES "the merged tuning table is ${merged}"
+   OR NOT merged_text MATCHES "\n\\[name\\.\"mra_fwd_r32x1_d64_bf16\"\\]\n# autotune \\(Stand-in GPU[^\n]*\nkey_tile = 64\n$"
+   OR NOT standin_text STREQUAL packed_text)
+  message(FATAL_ERROR "gpu-check.sh --autotune from a kit (stand-in executable): expected the winner merged into "
+                      "${merged}, got exit status ${rc}:\n${out}${err}")
+endif()
+message(STATUS "gpu-check.sh --autotune from a kit merged a stand-in's winner into ${merged}")
