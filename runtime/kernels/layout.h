@@ -107,8 +107,10 @@ struct Level {
   // digit, in `keys` (u64 [slices, nq * nk], the share's from its first pair on), and where each digit's run ends
   // (with several shares per slice: a lone share keeps them in shared memory; shares x slices <= kSmallFill then).
   size_t bucket_end = 0;                  // u32 [slices, shares, kHistBins]: entries with a digit >= d   small
-  // small: the shares of a slice that have ranked their rows; the one that draws shares - 1 selects for the slice.
-  // Cleared by pool_kernel.
+  // small: radix pass 0's histogram of the slice and the count of its non-finite blocks (last word), in 32 bits (at
+  // most kSmallPairs per slice), and the shares of a slice that have ranked their rows (the one that draws
+  // shares - 1 selects for the slice). Cleared by pool_kernel.
+  size_t small_hist = 0;                  // u32 [slices, kHistWords]   small
   size_t ticket = 0;                      // u32 [slices]   small
 };
 
@@ -310,6 +312,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
         v.shares = static_cast<int32_t>((nq + v.share_rows - 1) / v.share_rows);
         v.keys = take(slices * nq * nk, sizeof(uint64_t));
         v.bucket_end = take(v.shares > 1 ? slices * v.shares * kHistBins : 0, sizeof(uint32_t));
+        v.small_hist = take(slices * kHistWords, sizeof(uint32_t));
         v.ticket = take(slices, sizeof(uint32_t));
       }
       v.rowmax = take(slices * nq, sizeof(float));
@@ -370,7 +373,7 @@ inline Layout group_layout(const mra_problem& p, const Layout& L) {
   for (Level& v : g.level) {
     for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,
                       &v.state, &v.chunkcount, &v.rowcount, &v.rowpick, &v.cmax, &v.cden, &v.cnum, &v.pmax, &v.pden,
-                      &v.pnum, &v.logits, &v.bucket_end, &v.ticket})
+                      &v.pnum, &v.logits, &v.bucket_end, &v.small_hist, &v.ticket})
       shift(*f);
   }
   for (int li = 0; li < g.steps; ++li) {

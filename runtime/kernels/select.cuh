@@ -647,12 +647,16 @@ __global__ void __launch_bounds__(kGemmThreads) coarse_write_kernel(Params p) {
 inline constexpr int kSmallThreads = 512, kSmallWarps = kSmallThreads / 32;
 
 // The logits of block rows [r0, r1) and every column into the workspace, in tiles of kSmallWarps rows x
-// kShareCols columns: warp w takes row w of the tile, its lanes columns lane + 32 j (for_each_pair's order of
-// the pairs), so a q̄ element is one broadcast read and the k̄ reads of a warp are consecutive words of a padded
-// tile. Features are staged kGemmK at a time, the next slab's loads issued before the current one's products so
-// that their L2 latency overlaps them; each pair's sum is in feature order (coarse_sweep's additions: the same
-// bits).
+// kShareCols columns: warp w takes row w of the tile, lane l the kShareMicro consecutive columns from
+// kShareMicro l (for_each_pair's pairs of the thread), so a q̄ element is one broadcast read and a lane's k̄
+// elements of a feature are one 16-byte read (Quad) of a tile padded to whole quads. Features are staged kGemmK at
+// a time (Slab), the next slab's loads issued before the current one's products so that their L2 latency overlaps
+// them; each pair's sum is in feature order (coarse_sweep's additions: the same bits).
 inline constexpr int kShareCols = 128, kShareMicro = kShareCols / 32;
+struct alignas(16) Quad {
+  float v[4];
+};
+static_assert(kShareMicro == 4 && sizeof(Quad) == 4 * sizeof(float), "a lane's columns of a feature are one Quad");
 template <class Cfg>
 __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t r1) {
   constexpr int D = Cfg::dim;
@@ -665,7 +669,8 @@ __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t
   const float* kcount = at<float>(p, lv.kcount) + int64_t(b) * nk;
   float* out = at<float>(p, lv.logits) + slice * lv.nq * nk;
   __shared__ float qs[kGemmK][kSmallWarps];
-  __shared__ float ks[kGemmK][kShareCols + 1];  // padded: the transposing stores spread over the banks
+  // Padded by a quad: the rows stay 16-byte aligned and the transposing stores hit at most 2 threads per bank.
+  __shared__ __align__(16) float ks[kGemmK][kShareCols + 4];
   const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
   for (int32_t t0 = r0; t0 < r1; t0 += kSmallWarps) {
     const int32_t r = t0 + warp;
@@ -690,14 +695,15 @@ __device__ void share_logits(const Params& p, int64_t slice, int32_t r0, int32_t
         __syncthreads();
         for (int d = 0; d < kGemmK; ++d) {
           const float a = qs[d][warp];
+          const Quad b = *reinterpret_cast<const Quad*>(&ks[d][kShareMicro * lane]);
           MRA_UNROLL
-          for (int j = 0; j < kShareMicro; ++j) acc[j] += a * ks[d][lane + 32 * j];
+          for (int j = 0; j < kShareMicro; ++j) acc[j] += a * b.v[j];
         }
         __syncthreads();
       }
       MRA_UNROLL
       for (int j = 0; j < kShareMicro; ++j) {
-        const int32_t c = c0 + lane + 32 * j;
+        const int32_t c = c0 + kShareMicro * lane + j;
         if (r < r1 && c < nk) out[int64_t(r) * nk + c] = level1_logit(p, row_real && kcount[c] > 0.f, r, c, acc[j]);
       }
     }
@@ -713,18 +719,19 @@ inline constexpr int kSelectMaskWords = int(kSmallPairs / 32 + kSmallRows);
 static_assert(2 * kSelectMaskWords + kSmallRows <= kHistBins, "the masks and rows fit in the cursors' place");
 
 // Calls f(k, r, c, e) for every pair (r, c) of rows [r0, r1) of an nk-column matrix, e = r nk + c: warp w takes
-// rows r0 + w, r0 + w + 16, ..., its lanes 32 consecutive columns at a time (coalesced loads). k is a compile-time
+// rows r0 + w, r0 + w + 16, ..., lane l the columns kShareMicro l ... kShareMicro l + kShareMicro - 1 of every
+// kShareCols (share_logits' pairs of the thread; a warp's loads cover 128 consecutive words). k is a compile-time
 // slot for a thread's first kHeldPairs pairs (0, 1, ... in this order) and kHeldPairs past them, so that f may keep
 // a value per pair in a register array. `f` must not hold a warp-wide operation.
 inline constexpr int kHeldPairs = 4;  // every pair of a thread when a share is at most 16 rows x 128 columns (4K)
 template <class F>
 __device__ inline void for_each_pair(int32_t r0, int32_t r1, int32_t nk, F f) {
   const int32_t lane = int32_t(threadIdx.x) % 32;
-  int32_t r = lane < nk ? r0 + int32_t(threadIdx.x) / 32 : r1, c = lane;
+  int32_t r = kShareMicro * lane < nk ? r0 + int32_t(threadIdx.x) / 32 : r1, c = kShareMicro * lane;
   const auto next = [&] {
-    c += 32;
+    if (++c % kShareMicro == 0) c += kShareCols - kShareMicro;
     if (c >= nk) {
-      c = lane;
+      c = kShareMicro * lane;
       r += kSmallWarps;
     }
   };
@@ -733,11 +740,15 @@ __device__ inline void for_each_pair(int32_t r0, int32_t r1, int32_t nk, F f) {
     if (r < r1) f(k, r, c, r * nk + c);
     next();
   }
-  for (; r < r1; next()) f(kHeldPairs, r, c, r * nk + c);
+  while (r < r1) {
+    f(kHeldPairs, r, c, r * nk + c);
+    next();
+  }
 }
 
 // Sum of x over the threads after this one (an integer: any order gives it), and over all of them. `warp_sum`
-// holds kSmallWarps words; contains barriers. Returned by value (an out pointer made ptxas keep it on the stack).
+// holds kSmallWarps words; contains a barrier, and every thread must have passed one since it read the previous
+// call's (each call below follows a barrier). Returned by value (an out pointer made ptxas keep it on the stack).
 struct Sums {
   uint32_t after, total;
 };
@@ -748,7 +759,6 @@ __device__ inline Sums sum_after(uint32_t x, uint32_t* warp_sum) {
     const uint32_t y = __shfl_down_sync(0xffffffffu, suffix, o);
     if (lane + o < 32) suffix += y;
   }
-  __syncthreads();  // the previous use of warp_sum is over
   if (lane == 0) warp_sum[warp] = suffix;
   __syncthreads();
   uint32_t after = suffix - x, all = 0;
@@ -799,27 +809,28 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   const float* logits = at<float>(p, lv.logits) + slice * nq * nk;
   uint64_t* entries = at<uint64_t>(p, lv.keys) + slice * nq * nk;
   uint32_t* bucket_end = at<uint32_t>(p, lv.bucket_end) + slice * lv.shares * kHistBins;
-  uint64_t* global = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;  // pass 0's histogram and flag word
+  uint32_t* global = at<uint32_t>(p, lv.small_hist) + slice * kHistWords;  // pass 0's histogram and flag word
   uint32_t* ticket = at<uint32_t>(p, lv.ticket) + slice;
   __shared__ uint32_t hist[kHistBins];
   __shared__ uint32_t aux[kHistBins];  // the share's cursors per digit; the last CTA's masks and rows
   __shared__ float rmax[kSmallRows];   // the share's row maxima
   __shared__ uint32_t warp_sum[kSmallWarps];
-  __shared__ uint32_t picked[2];  // the pick's digit and the values above its bin
+  __shared__ uint32_t picked[kPasses][2];  // per pass the pick's digit and the values above its bin
   __shared__ uint32_t gathered[kSmallFill];  // the last CTA: per share, its entries at or above the picked digit
   __shared__ int last;
 
   // 0. The logits. No barrier after it: stages 1-3 visit the pairs as it stores them (warp per row, lane per
-  // 32nd column: for_each_pair), so each thread reads back only its own stores.
+  // 4 consecutive columns of every 128: for_each_pair), so each thread reads back only its own stores.
   share_logits<Cfg>(p, slice, r0, r1);
 
   // 1. The row maxima (the multi-CTA sweep's comparison: the same value in any order), the block flags.
   for (int32_t r = r0 + tid / 32; r < r1; r += kSmallWarps) {
     float m = -INFINITY;
-    for (int32_t c = lane; c < nk; c += 32) {
-      const float x = logits[r * nk + c];
-      m = x > m ? x : m;
-    }
+    for (int32_t c0 = kShareMicro * lane; c0 < nk; c0 += kShareCols)
+      for (int32_t c = c0; c < c0 + kShareMicro && c < nk; ++c) {
+        const float x = logits[r * nk + c];
+        m = x > m ? x : m;
+      }
     for (int o = 16; o > 0; o /= 2) {
       const float y = __shfl_xor_sync(0xffffffffu, m, o);
       m = y > m ? y : m;
@@ -835,7 +846,7 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   const int32_t* block_bad = at<int32_t>(p, p.layout.block_bad) + slice * blocks;
   int bad = 0;
   for (int32_t i = f0 + tid; i < f1; i += kSmallThreads) bad |= block_bad[i] != 0;
-  if (__syncthreads_or(bad) && tid == 0) atomicAdd(reinterpret_cast<unsigned long long*>(&global[kHistBins]), 1ull);
+  if (__syncthreads_or(bad) && tid == 0) atomicAdd(&global[kHistBins], 1u);
 
   // 2. The rank values and pass 0's histogram. A thread keeps those of its first kHeldPairs pairs for stage 3 in
   // registers and computes the others again there.
@@ -856,7 +867,7 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   for (int i = 0; i < per; ++i) {
     const uint32_t h = hist[tid * per + i];
     mine += h;
-    if (h) atomicAdd(reinterpret_cast<unsigned long long*>(&global[tid * per + i]), (unsigned long long)h);
+    if (h) atomicAdd(&global[tid * per + i], h);
   }
   uint32_t end = sum_after(mine, warp_sum).after;
   for (int i = per - 1; i >= 0; --i) {
@@ -884,10 +895,10 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
   // 5. The threshold T and the ties wanted t: T_1 = {value > T} + the first t of {value = T} in flat order.
   mine = 0;
   for (int i = 0; i < per; ++i) {
-    hist[tid * per + i] = uint32_t(global[tid * per + i]);
+    hist[tid * per + i] = global[tid * per + i];
     mine += hist[tid * per + i];
   }
-  const uint32_t candidates = sum_after(mine, warp_sum).total;  // its barriers also end the copy
+  const uint32_t candidates = sum_after(mine, warp_sum).total;  // its barrier also ends the copy
   const bool poisoned = global[kHistBins] != 0;
   if (tid == 0) at<int32_t>(p, p.layout.slice_bad)[slice] = poisoned;
   // The entries that can still be refined, those with a pass-0 digit >= low (kHistBins: none): a prefix of each
@@ -910,34 +921,37 @@ __global__ void __launch_bounds__(kSmallThreads, 1) level1_small_select_kernel(P
     threshold = ~uint64_t(0);  // nothing exceeds it
     gather(kHistBins);
   } else if (uint64_t(lv.budget) < candidates) {
+    // Pass 0's histogram is the copy above; passes 1 and 2 (11-bit digits) count into the first and the second
+    // half of its bins, cleared once pass 0's pick has read them, and each pass has its own `picked`, so no
+    // barrier is needed for a reuse.
     uint32_t rest = uint32_t(lv.budget);
     for (int pass = 0; pass < kPasses; ++pass) {
       const int shift = pass_shift(pass), high = shift + pass_bits(pass);
-      if (pass > 0) {
-        for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
-        __syncthreads();
+      uint32_t* h = hist + (pass == 2 ? kHistBins / 2 : 0);
+      if (pass > 0)
         for_each_entry([&](uint64_t v, int32_t) {
-          if ((v >> high) == (threshold >> high)) atomicAdd(&hist[(v >> shift) & ((1u << pass_bits(pass)) - 1u)], 1u);
+          if ((v >> high) == (threshold >> high)) atomicAdd(&h[(v >> shift) & ((1u << pass_bits(pass)) - 1u)], 1u);
         });
-      }
-      __syncthreads();  // the histogram is complete
+      __syncthreads();  // the histogram is complete (pass 0: the last reads of warp_sum are over)
       // The pick: thread t sums bins [t chunk, (t + 1) chunk); the one whose chunk holds the rest-th largest value
       // (counted from the top) walks it down to the digit.
       const int chunk = per >> (pass > 0);  // 11-bit digits: half the bins
       uint32_t sum = 0;
-      for (int i = 0; i < chunk; ++i) sum += hist[tid * chunk + i];
+      for (int i = 0; i < chunk; ++i) sum += h[tid * chunk + i];
       uint32_t above = sum_after(sum, warp_sum).after;
       if (above < rest && above + sum >= rest) {
         int digit = tid * chunk + chunk - 1;
-        while (above + hist[digit] < rest) above += hist[digit--];
-        picked[0] = uint32_t(digit);
-        picked[1] = above;
+        while (above + h[digit] < rest) above += h[digit--];
+        picked[pass][0] = uint32_t(digit);
+        picked[pass][1] = above;
       }
       __syncthreads();
-      threshold |= uint64_t(picked[0]) << shift;
-      rest -= picked[1];
-      __syncthreads();  // picked and hist are reused
-      if (pass == 0) gather(int32_t(threshold >> shift));
+      threshold |= uint64_t(picked[pass][0]) << shift;
+      rest -= picked[pass][1];
+      if (pass == 0) {
+        for (int i = tid; i < kHistBins; i += kSmallThreads) hist[i] = 0;
+        gather(int32_t(threshold >> shift));  // its barrier ends the clearing
+      }
     }
     ties = rest;
   } else {  // every candidate: value > 0, from digit 0 on
