@@ -10,7 +10,7 @@
 #                                            codegen/autotune.toml against the current tuning and merges the
 #                                            winners into the tuning table (below)
 # In the bundle modes the logs go to MRA_LOG_DIR (default ./gpu-check-logs), where an archive is also unpacked.
-# The kit is built by the CUDA build (`cmake --build build --target mra_gpu_kit`, then build/mra-gpu-kit.tar.xz):
+# The kit is built by the CUDA build (target mra_gpu_kit, part of the default build: build/mra-gpu-kit.tar.xz):
 # one executable, mra-gpu-kit (tests/kernels/gpu_kit.cpp), linked to the static CUDA runtime, with the kernels of
 # every configuration as sm_80 and sm_90 code and PTX (MRA_CUDA_ARCHITECTURES), and the tuning candidates.
 # Runs every kernel cross-check of tests/kernels on the GPU against the reference (`mra-gpu-kit check`: the cases
@@ -21,7 +21,8 @@
 # exact attention (every block refined), beside tools/perf-model's estimates (`mra-gpu-kit stages`), and prints
 # those two tables last.
 # Duration on one H200, ESTIMATED (no GPU run of the kit has been made yet), under the 8 minutes of issue 9:
-#   check   ASSUMED at most 3 min: 124 cases, their CPU references (single-threaded) dominating;
+#   check   ASSUMED at most 3 min: 124 cases with every configuration, their CPU references (single-threaded)
+#           dominating;
 #   bench   24 calls (3 warm-ups + 21) per timing, 4 timings per configuration at N = 8192, H = 16; per f32
 #           configuration about 24 x (18 ms dense forward at an ASSUMED 15 TFLOP/s on CUDA cores + 58 ms dense backward,
 #           tools/perf-model --backward's 0.25 of the FP32 peak) = 1.8 s, 17 of them; f16/bf16 below 0.3 s each, 34 of
