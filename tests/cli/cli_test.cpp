@@ -949,7 +949,14 @@ TEST_CASE("--storage f16|bf16: the 16-bit kernels, their results stored in the 1
   const std::vector<std::string> config{"--scales", "16,1", "--budget", "4"};
   REQUIRE(run(dir, std::vector<std::string>{"attend"} + inputs(p) + config + std::vector<std::string>{"-o", ref})
               .status == 0);
-  for (const auto& [storage, bound] : {std::pair{std::string("f16"), 8 * 0x1p-11}, std::pair{std::string("bf16"), 8 * 0x1p-8}}) {
+  // A named pair, not a structured binding: clang 14 cannot capture a binding in CAPTURE's lambda.
+  struct Storage {
+    std::string name;
+    double bound;
+  };
+  for (const Storage& s : {Storage{"f16", 8 * 0x1p-11}, Storage{"bf16", 8 * 0x1p-8}}) {
+    const std::string& storage = s.name;
+    const double bound = s.bound;
     CAPTURE(storage);
     const Result e = run(dir, std::vector<std::string>{"attend"} + inputs(p) + config +
                                   std::vector<std::string>{"--backend", "emulated", "--storage", storage, "-o", emu});
