@@ -161,9 +161,13 @@ int mra_last_cuda_error(void);
 
 /* Launch observer, for profiling (docs/kernels.md, "C API"): once set, every later mra_forward,
  * mra_backward and their _host forms call fn(user, stage, stream) on the calling thread just before each kernel
- * launch they queue, `stage` naming the part of the pipeline the launch belongs to (a static string: "pool",
- * "select L1", "coarse L1", "select L2", "coarse L2", ..., "share", "attend"; the backward's "bwd: delta",
- * "bwd: coarse L1", ..., "bwd: exact dq, dk, dv"; the names of tools/perf-model's stages) and `stream` the call's
+ * launch they queue, `stage` naming the part of the pipeline the launch belongs to, one of these static strings
+ * (in the order they first run; "Ll" names coarse level l, up to the problem's levels - 1; "share" only with
+ * MRA_SELECTION_GROUP):
+ *   forward:  "pool", "select L1", "select L2", "select L3", "share", "coarse L1", "coarse L2", "coarse L3", "attend"
+ *   backward: "bwd: delta", "bwd: coarse L1", "bwd: coarse L2", "bwd: coarse L3", "bwd: exact dq, dk, dv"
+ * (the names of tools/perf-model's stages, which models no "share" and may split a stage into parts "name: part";
+ * tests/codegen/test_stage_names.py holds the kernels and the model to this list), and `stream` the call's
  * stream (NULL for the _host forms), e.g. to record a CUDA event there at each change of stage. The observer
  * changes nothing the kernels compute; it must not call this library. One observer per copy of the library (a
  * process-wide setting): fn = NULL clears it. A call reads it once when it starts and uses that one throughout,

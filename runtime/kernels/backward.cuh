@@ -556,7 +556,8 @@ __global__ void __launch_bounds__(Cfg::threads, Cfg::min_ctas) grad_dkv_kernel(P
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
-// The backward's stage names for the launch observer (forward.cuh): those of tools/perf-model --backward.
+// The backward's stage names for the launch observer (forward.cuh), as runtime/mra.h lists them: those of
+// tools/perf-model --backward.
 inline constexpr const char* kDeltaStage = "bwd: delta";
 inline constexpr const char* kBackwardCoarseStage[] = {"bwd: coarse L1", "bwd: coarse L2", "bwd: coarse L3"};
 inline constexpr const char* kBackwardExactStage = "bwd: exact dq, dk, dv";

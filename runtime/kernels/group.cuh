@@ -10,7 +10,7 @@
 #pragma once
 
 #include "kernels/common.cuh"
-#include "kernels/pool.cuh"
+#include "kernels/select_counters.cuh"
 
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {

@@ -2,29 +2,15 @@
 #pragma once
 
 #include "kernels/common.cuh"
+#include "kernels/select_counters.cuh"
 
 namespace mra::kern {
 inline namespace MRA_KERNEL_NAMESPACE {
 
-// The counters the selection of level li adds to in later launches start at 0: the slice's radix histograms (level
-// 1, and the levels l >= 2 under the global policy; coarse_rank_kernel, level_rank_kernel) and at short N the
-// short-N kernel's histogram and ticket. By the threads of one CTA; `L` is the layout the selection runs in (a
-// group's, §8.4).
-__device__ inline void clear_select_counters(const Params& p, const Layout& L, int li, int64_t slice) {
-  const Level& lv = L.level[li];
-  if (li > 0 && L.by_row) return;
-  uint64_t* hist = at<uint64_t>(p, lv.hist) + slice * kPasses * kHistWords;
-  for (int i = threadIdx.x; i < kPasses * kHistWords; i += blockDim.x) hist[i] = 0;
-  if (!lv.small) return;
-  uint32_t* small_hist = at<uint32_t>(p, lv.small_hist) + slice * kHistWords;
-  for (int i = threadIdx.x; i < kHistWords; i += blockDim.x) small_hist[i] = 0;
-  if (threadIdx.x == 0) at<uint32_t>(p, lv.ticket)[slice] = 0;
-}
-
 // Stage 1 (§2.2): pooling at level `li`. Grid (nq_l + nk_l, slices), Cfg::dim threads, one feature each.
 // Query blocks come first, then key blocks. At level 1 the CTA also records whether its block holds a
 // non-finite value in a real token (§2.7; for a key block, which key first, §9.5: 1 + its offset in the block).
-// CTA 0 clears the slice's selection counters of the level (clear_select_counters).
+// CTA 0 clears the slice's selection counters of the level (clear_select_counters, select_counters.cuh).
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::dim) pool_kernel(Params p, int li) {
   using T = typename Cfg::T;

@@ -1,6 +1,8 @@
 // runtime/kernels/select.cuh: stage 2 of the MRA forward pipeline (forward.cuh), selection (§2.3-2.5): the
 // level-1 pooled logits as a tiled GEMM, recomputed by every pass of a GPU-wide radix select that never stores
 // the (N/s_1)^2 pairs, and the stored-key radix select of the levels l >= 2 (docs/kernels.md, "Selection").
+// The counters its launches add to (radix histograms, the short-N histogram and ticket) are cleared by the pooling
+// before it: select_counters.cuh.
 #pragma once
 
 #include "kernels/common.cuh"

@@ -11,6 +11,15 @@ function(step what)
   message(STATUS "package consumer: ${what}: ok")
 endfunction()
 
+# The consumer program runs one configuration; without it the test is skipped (SKIP_REGULAR_EXPRESSION of the
+# test, tests/kernels/CMakeLists.txt), never passed.
+string(REPLACE "," ";" built "${EXPECTED}")
+list(FIND built mra_fwd_r32x1_d64_f32 at)
+if(at EQUAL -1)
+  message(STATUS "package consumer: skipped: needs mra_fwd_r32x1_d64_f32, which this build leaves out (MRA_KERNELS)")
+  return()
+endif()
+
 file(REMOVE_RECURSE ${WORK})
 step("install" ${CMAKE_COMMAND} --install ${BUILD} --prefix ${WORK}/prefix)
 step("configure" ${CMAKE_COMMAND} -S ${SOURCE} -B ${WORK}/build -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release

@@ -5,7 +5,7 @@
 // launch split into parts of fewer slices), as
 // runs of (stage, launches) in launch order; and the observer must be told of every launch the emulator ran
 // (simt::launch_count), so that a launch added without a stage fails here. The GPU kit's `stages` mode times the
-// stages by these names (bench_cuda.cpp; tools/perf-model's names).
+// stages by these names (stages_cuda.cpp; the list of runtime/mra.h, tools/perf-model's names).
 //   ctest --test-dir build -L kernels -R stages
 #include <doctest/doctest.h>
 

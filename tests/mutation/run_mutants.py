@@ -38,7 +38,7 @@ MUTANTS = Path(__file__).resolve().parent / "mutants"
 # bf16; 2 and 3 levels with 4x4 and 8x8 children; D = 32, 64, 128; 4 to 8 warps per CTA), and they include the
 # ones the fixed-configuration tests of label kernels use: test_api (r16x4x1 d64 bf16 and r16x1 d64 bf16), its C
 # caller (r16x1 d32 f32), tests/errors (r32x1 d32 f32), the long-context ranges (r32x1 d64 f32) and
-# test_mutation_guards (a 2-level 16-bit D = 128), the backward kernels' tests (r32x1 d64 f32, r16x4x1 d32 f32). A
+# test_mutation_guards (a 2-level 16-bit one), the backward kernels' tests (r32x1 d64 f32, r16x4x1 d32 f32). A
 # new test on a fixed configuration adds it here. Left out: r16x4x1 d32 bf16 and r32x1 d64 f16 of the long-context
 # and GQA production cases (two more compiles per mutant); here those cases run their other configurations and
 # CTest reports them skipped unless they fail.

@@ -113,64 +113,67 @@ void check_output(const Built& cfg, const std::vector<float>& got, const std::ve
 
 }  // namespace
 
-// Kills offset-32bit-exact-keys and offset-32bit-pooling: element offsets key * D past 2^32. One query block
-// attends to Nk = 2^32 / D + s_1 keys of which only two blocks are real: block 0 and the last block, whose
-// offsets exceed 2^32 elements; K and V are reserved, not committed (8 GiB each, a few pages written). The
-// last block is built to win the single refined slot (its keys lean towards the queries), so its keys are read
-// exactly and its pooled mean decides the selection; block 0 enters as a coarse term. Masked keys change
-// nothing (§2.2), so the output must equal the reference's on the same two blocks side by side (Nk = 2 s_1).
-// A 32-bit offset reads block 0's rows in place of the last block's.
-TEST_CASE("element offsets beyond 2^32 (keys past 2^32 / D)") {
+// Kills offset-32bit-exact-keys and offset-32bit-pooling: element offsets key * s_N past 2^32. One query block
+// attends to two key blocks, Nk = 2 s_1, with K and V given a row stride s_N = 2^32 / s_1 elements (§8), so the
+// first key of block 1 lies 2^32 elements past key 0. Every key row the kernels read is addressed as
+// row0 + j * s_N (Rows::row, common.cuh), a contiguous tensor's rows alike with s_N = D, so a row past 2^32
+// elements is the same product whether it comes from a large stride or from 2^32 / D keys: this geometry needs
+// 2 s_1 keys where a contiguous one needs 2^32 / D (2^25 keys at D = 128, whose pooling and level-1 selection
+// over 2^19 key blocks took minutes of emulation). K and V are reserved, not committed (16 GiB each, 2 s_1 rows
+// written). Block 1 is built to win the single refined slot (its keys lean towards the queries), so its keys are
+// read exactly and its pooled mean decides the selection; block 0 enters as a coarse term. The output must equal
+// the reference's on the same two blocks stored contiguously. A 32-bit offset reads block 0's rows in place of
+// block 1's (s_1 * s_N = 2^32 wraps to 0).
+TEST_CASE("element offsets beyond 2^32 (key rows past 2^32 elements)") {
   const Built* cfg = nullptr;
   for (const Built& b : kBuilt)
-    if (b.levels == 2 && b.dim == 128 && b.dtype != MRA_DTYPE_F32 && (!cfg || b.s1 > cfg->s1)) cfg = &b;
-  REQUIRE_MESSAGE(cfg, "no 2-level 16-bit configuration with D = 128 is built (CMake registers this test only "
-                       "when there is one)");
+    if (b.levels == 2 && b.dtype != MRA_DTYPE_F32 && (!cfg || b.dim < cfg->dim)) cfg = &b;
+  REQUIRE_MESSAGE(cfg, "no 2-level 16-bit configuration is built (CMake registers this test only when there is one)");
   const int64_t D = cfg->dim, s = cfg->s1;
-  const int64_t nq = s, nk = (int64_t(1) << 32) / D + s;
-  const int64_t far = nk - s;  // first key of the last block: far * D >= 2^32
-  INFO("configuration ", std::string(cfg->name), ", Nk ", nk, ", last block at key ", far);
+  const int64_t nq = s, nk = 2 * s, stride = (int64_t(1) << 32) / s;  // a multiple of 8 elements (16 bytes): §8
+  INFO("configuration ", std::string(cfg->name), ", key row stride ", stride, " elements");
 
   uint64_t seed = 0x6f66667365747321u;
   mra::test::Rng rng(seed);
   INFO("seed ", seed);
-  SparseBuffer k(size_t(nk * D) * 2), v(size_t(nk * D) * 2);
-  REQUIRE_MESSAGE(k.data() != nullptr, "cannot reserve ", nk * D * 2, " bytes of address space for K");
-  REQUIRE_MESSAGE(v.data() != nullptr, "cannot reserve ", nk * D * 2, " bytes of address space for V");
+  const size_t span = size_t((nk - 1) * stride + D);  // elements from key 0 to the end of the last key row
+  SparseBuffer k(span * 2), v(span * 2);
+  REQUIRE_MESSAGE(k.data() != nullptr, "cannot reserve ", span * 2, " bytes of address space for K");
+  REQUIRE_MESSAGE(v.data() != nullptr, "cannot reserve ", span * 2, " bytes of address space for V");
   std::vector<unsigned char> q(size_t(nq * D) * 2);
-  std::vector<uint8_t> kmask(size_t(nk), 0);
-  // The small problem: block 0's keys, then the last block's, as floats.
-  std::vector<float> qf(size_t(nq * D)), kf(size_t(2 * s * D)), vf(size_t(2 * s * D));
+  // The same problem stored contiguously, as floats: block 0's keys, then block 1's.
+  std::vector<float> qf(size_t(nq * D)), kf(size_t(nk * D)), vf(size_t(nk * D));
   const std::vector<float> lean = mra::test::noise(rng, 1, 1, 1, D);
   for (int64_t i = 0; i < nq; ++i)
     for (int64_t d = 0; d < D; ++d)
       qf[size_t(i * D + d)] = store(q.data(), cfg->dtype, size_t(i * D + d), float(rng.normal()) + 2 * lean[size_t(d)]);
-  for (int64_t half = 0; half < 2; ++half) {
-    const int64_t first = half == 0 ? 0 : far;
-    const float sign = half == 0 ? -1.f : 1.f;
-    for (int64_t j = 0; j < s; ++j) {
-      kmask[size_t(first + j)] = 1;
-      for (int64_t d = 0; d < D; ++d) {
-        const size_t big = size_t((first + j) * D + d), small = size_t((half * s + j) * D + d);
-        kf[small] = store(k.data(), cfg->dtype, big, float(rng.normal()) + sign * lean[size_t(d)]);
-        vf[small] = store(v.data(), cfg->dtype, big, float(rng.normal()));
-      }
+  for (int64_t j = 0; j < nk; ++j) {
+    const float sign = j < s ? -1.f : 1.f;
+    for (int64_t d = 0; d < D; ++d) {
+      const size_t big = size_t(j * stride + d), small = size_t(j * D + d);
+      kf[small] = store(k.data(), cfg->dtype, big, float(rng.normal()) + sign * lean[size_t(d)]);
+      vf[small] = store(v.data(), cfg->dtype, big, float(rng.normal()));
     }
   }
 
   mra_problem p = mra::test::mra_problem_of(1, 1, nq, nk, D, cfg->dtype, {s, 1}, {1});
+  const int64_t contiguous[4] = {nq * D, nq * D, D, 1}, strided[4] = {nk * stride, nk * stride, stride, 1};
+  for (int i = 0; i < 4; ++i) {
+    p.strides.q[i] = p.strides.out[i] = contiguous[i];
+    p.strides.k[i] = p.strides.v[i] = strided[i];
+  }
   size_t ws_bytes = 0;
   REQUIRE(mra_workspace_size(&p, &ws_bytes) == MRA_SUCCESS);
   std::vector<unsigned char> ws(ws_bytes), out(size_t(nq * D) * 2, 0x7b);  // 0x7b7b: a large finite poison
-  REQUIRE(mra_forward_host(&p, q.data(), k.data(), v.data(), nullptr, kmask.data(), out.data(), ws.data(),
-                           ws_bytes) == MRA_SUCCESS);
+  REQUIRE(mra_forward_host(&p, q.data(), k.data(), v.data(), nullptr, nullptr, out.data(), ws.data(), ws_bytes) ==
+          MRA_SUCCESS);
 
-  const mra::ref::Problem rp = ref_problem(nq, 2 * s, D, qf, kf, vf);
+  const mra::ref::Problem rp = ref_problem(nq, nk, D, qf, kf, vf);
   mra::ref::Config rc;
   rc.scales = {s, 1};
   rc.budgets = {1};
   const mra::ref::Selection sel = mra::ref::select(rp, rc);
-  REQUIRE(sel.at(0, 0, 0) == std::vector<int64_t>{1});  // the last block is the refined one, as built
+  REQUIRE(sel.at(0, 0, 0) == std::vector<int64_t>{1});  // block 1 is the refined one, as built
   std::vector<float> want(size_t(nq * D)), got(size_t(nq * D));
   mra::ref::attend(rp, rc, sel, want.data());
   for (size_t i = 0; i < got.size(); ++i) got[i] = load(out.data(), cfg->dtype, i);

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pathlib
+import threading
 
 MAX_LEVELS = 4  # MRA_MAX_LEVELS of runtime/mra.h
 
@@ -85,6 +86,10 @@ runtime.mra_backward_host.argtypes = _BACKWARD_ARGS
 runtime.mra_backward_host.restype = ctypes.c_int
 runtime.mra_last_cuda_error.argtypes = []
 runtime.mra_last_cuda_error.restype = ctypes.c_int
+# mra_launch_observer: void (*)(void* user, const char* stage, cudaStream_t stream).
+_LaunchObserver = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+runtime.mra_set_launch_observer.argtypes = [_LaunchObserver, ctypes.c_void_p]
+runtime.mra_set_launch_observer.restype = None
 # mra_forward and mra_backward exist only where nvcc built the CUDA backend.
 HAVE_CUDA = hasattr(runtime, "mra_forward")
 if HAVE_CUDA:
@@ -108,11 +113,52 @@ def status_text(status: int) -> str:
 
 
 def check_runtime(status: int, what: str) -> None:
-    """Raises MraError carrying mra_status_string(status) unless it is MRA_SUCCESS."""
+    """Raises MraError carrying mra_status_string(status) unless it is MRA_SUCCESS; then the first exception the
+    launch observer raised during the call, if any."""
+    raised, _observer_state.raised = getattr(_observer_state, "raised", None), None
+    error = raised
     if status == LAUNCH_FAILED:
-        raise MraError(f"{what}: {status_text(status)} (cudaError {runtime.mra_last_cuda_error()})", status)
-    if status != SUCCESS:
-        raise MraError(f"{what}: {status_text(status)}", status)
+        error = MraError(f"{what}: {status_text(status)} (cudaError {runtime.mra_last_cuda_error()})", status)
+    elif status != SUCCESS:
+        error = MraError(f"{what}: {status_text(status)}", status)
+    if error is not None:
+        if raised is not None and error is not raised:
+            error.__cause__ = raised  # the launch failed too: the observer's exception is named as its cause
+        raise error
+
+
+# The launch observer (runtime/mra.h, mra_set_launch_observer). The C library holds one trampoline, made once and
+# kept for the life of the module, with no `user` pointer: it calls whichever Python function is set when a launch
+# is announced, so replacing or clearing the function while calls run on other threads frees nothing those calls
+# may still use. An exception cannot cross the C frames: the trampoline keeps the calling thread's first one, and
+# check_runtime, which every call of the C API here is followed by, raises it when the call has returned.
+_observer = None
+_observer_state = threading.local()
+
+
+def _on_launch(user, stage, stream) -> None:
+    fn = _observer
+    if fn is None or getattr(_observer_state, "raised", None) is not None:
+        return
+    try:
+        fn(stage.decode(), stream)
+    except BaseException as e:  # noqa: B036 (KeyboardInterrupt too: raised once the call returns)
+        _observer_state.raised = e
+
+
+_trampoline = _LaunchObserver(_on_launch)
+
+
+def set_launch_observer(fn):
+    """Sets fn(stage: str, stream: int | None) to be called before each kernel launch of every later forward and
+    backward of libmra.so (mra.attend on the "emulated" and "cuda" backends, torch.ops.mra.*), on the calling
+    thread; None clears it. Returns the observer set before (None if none). docs/python.md."""
+    global _observer
+    if fn is not None and not callable(fn):
+        raise MraError(f"set_launch_observer: expected a callable or None, got {fn!r}")
+    previous, _observer = _observer, fn
+    runtime.mra_set_launch_observer(_trampoline if fn is not None else _LaunchObserver(), None)
+    return previous
 
 
 def call_reference(function, *args) -> None:
