@@ -15,6 +15,11 @@
 // (in the ELF symbol table) to poison it at each block start and to count a kernel's static shared
 // memory against the limits.
 #define __shared__ __attribute__((abi_tag("simt_shared"))) static thread_local
+// Kernels carry the ABI tag "simt_kernel" in their symbol names: that is how the runtime tells a
+// kernel's static __shared__ variables (which no other kernel can reach) from those of device
+// functions, so that a block start poisons only what its kernel can reach. (A section attribute would
+// not do: g++ ignores it on template instantiations.) Error messages leave the tag out.
+#define __global__ __attribute__((abi_tag("simt_kernel")))
 #define __launch_bounds__(...)
 
 #include <cuda_runtime.h>

@@ -44,6 +44,32 @@ TEST_CASE("static __shared__ is poisoned at the start of every block, on every w
   }
 }
 
+TEST_CASE("static __shared__ of a device function is poisoned at the start of every block of every kernel") {
+  EmulatorSettings settings;
+  const unsigned blocks = 3;
+  for (int round = 0; round < 2; ++round)
+    for (int kernel : {0, 1}) {
+      CAPTURE(round);
+      CAPTURE(kernel);
+      std::vector<unsigned> out(blocks, 0);
+      CHECK_LAUNCH(run_device_function_shared(kernel, blocks, out.data()));
+      for (unsigned b = 0; b < blocks; ++b) CHECK(out[b] == 0xFFFFFFFFu);  // not the previous block's value
+    }
+}
+
+TEST_CASE("a block start poisons only the static __shared__ its kernel can reach") {
+  // A kernel's own variables cannot be reached by another kernel: its blocks leave them alone, so a
+  // block does not pay for the shared memory of every kernel in the program. One worker (the
+  // default): the block runs on this thread, whose instance of the variable the test then reads.
+  EmulatorSettings settings;
+  uintptr_t own = 0;
+  CHECK_LAUNCH(run_write_own_shared(&own));
+  REQUIRE(own != 0);
+  std::vector<unsigned> out(6 * 3, 0);
+  CHECK_LAUNCH(run_read_static_shared_first(6, out.data()));
+  CHECK(*reinterpret_cast<const unsigned*>(own) == 7u);
+}
+
 TEST_CASE("the emulator's per-thread state lies below every static __shared__ variable") {
   // An overrun of a static shared array runs towards higher addresses; the scheduler's state is
   // initialised thread-local data, which the TLS block places before the zero-initialised part.

@@ -17,13 +17,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <condition_variable>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -76,7 +79,6 @@ struct Settings {
   unsigned workers = 1;
   size_t stack_size = 0;
   std::map<const void*, size_t> max_dynamic_shared;
-  std::map<const void*, size_t> static_shared;  // per kernel, read from the symbol table once
 };
 
 Settings& settings() {
@@ -165,8 +167,8 @@ struct Copy {
   unsigned src_bytes;
 };
 
+// A pending warp operation: the lanes of `mask` that have arrived, and their operands.
 struct WarpGroup {
-  bool used = false;
   unsigned mask = 0;
   unsigned arrived = 0;
   WarpFn fn = nullptr;
@@ -179,6 +181,9 @@ struct WarpGroup {
 struct Warp {
   unsigned present = 0;
   unsigned live = 0;
+  // Bit k: groups[k] is pending. A group is 800 bytes, so the searches go through this word rather
+  // than touching every group.
+  unsigned used = 0;
   WarpGroup groups[32];
 };
 
@@ -254,8 +259,6 @@ struct Worker {
   unsigned char* smem = nullptr;     // what the kernel gets
   size_t smem_bytes = 0;
   void* altstack = nullptr;
-  bool shared_ready = false;
-  std::vector<std::pair<unsigned char*, size_t>> shared_ranges;  // this thread's static __shared__
   cudaError_t last_error = cudaSuccess;
   std::string last_message;
   uint64_t launches = 0;  // launch_count()
@@ -457,7 +460,7 @@ void complete_group(Block& b, Warp& w, WarpGroup& g) {
   const unsigned base = static_cast<unsigned>(&w - b.warps.data()) * 32u;
   for (unsigned l = 0; l < 32; ++l)
     if ((g.arrived >> l) & 1u) b.fibers[base + l].state = State::ready;
-  g.used = false;
+  w.used &= ~(1u << static_cast<unsigned>(&g - w.groups));
   ++g.generation;
 }
 
@@ -495,8 +498,10 @@ void thread_exit(Block& b, Fiber& f) {
   --b.live;
   Warp& w = b.warps[f.flat / 32];
   w.live &= ~(1u << (f.flat & 31u));
-  for (auto& g : w.groups)
-    if (g.used && g.arrived == (g.mask & w.live)) complete_group(b, w, g);
+  for (unsigned used = w.used; used; used &= used - 1) {
+    WarpGroup& g = w.groups[std::countr_zero(used)];
+    if (g.arrived == (g.mask & w.live)) complete_group(b, w, g);
+  }
 }
 
 void fiber_main(void* arg) {
@@ -521,8 +526,8 @@ std::string deadlock_message(const Block& b) {
              std::to_string(b.live), " live threads arrived) at ", site_string(b.bar_site), ";");
   for (size_t wi = 0; wi < b.nwarps; ++wi) {
     const Warp& w = b.warps[wi];
-    for (const auto& g : w.groups) {
-      if (!g.used) continue;
+    for (unsigned used = w.used; used; used &= used - 1) {
+      const WarpGroup& g = w.groups[std::countr_zero(used)];
       std::vector<unsigned> waiting, missing;
       for (unsigned l = 0; l < 32; ++l) {
         if ((g.arrived >> l) & 1u) waiting.push_back(static_cast<unsigned>(wi) * 32 + l);
@@ -559,74 +564,173 @@ std::string fault_message(const Block& b) {
 
 // ---- shared memory ----------------------------------------------------------------------------
 
-// The static __shared__ variables of the program: runs of adjacent thread-local symbols that carry
-// the "simt_shared" tag, per TLS module, found once.
-struct SharedRange {
-  size_t module;
-  size_t offset;
-  size_t size;
+// The static __shared__ variables of the program (thread-local symbols that carry the "simt_shared"
+// tag), found once, each with the kernel whose body declares it, if any. A kernel's own variables
+// can be reached by that kernel's blocks only (a kernel cannot call another); every other variable
+// (in a device function, or in a lambda) may be reached by any kernel.
+inline constexpr size_t kNoKernel = SIZE_MAX;
+
+struct SharedVariable {
+  TlsSymbol symbol;
+  size_t index;  // in tls_symbols(): adjacent indices have no other thread-local symbol between them
+  size_t owner;  // in SharedCatalog::kernels, or kNoKernel
 };
 
 struct SharedCatalog {
-  std::vector<SharedRange> ranges;
-  std::vector<TlsSymbol> variables;
+  std::vector<std::string> kernels;  // "_ZZ<kernel>E", the start of its local statics' names; sorted
+  std::vector<SharedVariable> variables;
 };
 
 bool is_shared_symbol(const std::string& name) { return name.find("B11simt_shared") != std::string::npos; }
 
+// The start of the symbol names of a function's local statics: _ZZ<encoding>E.
+std::string local_prefix(const std::string& function) {
+  return function.compare(0, 2, "_Z") == 0 ? cat("_ZZ", function.substr(2), "E")
+                                            : cat("_ZZ", std::to_string(function.size()), function, "E");
+}
+
+constexpr std::string_view kKernelTag = "[abi:simt_kernel]";
+
+// In a demangled name, the kernel whose tag is at `at`, spelled out in full: its qualified name, tag,
+// template arguments and parameters ("ns::k[abi:simt_kernel]<int>(float*)"). Empty when the text
+// around the tag does not have that shape.
+std::string_view kernel_signature(std::string_view d, size_t at) {
+  size_t begin = at;
+  while (begin > 0 && (std::isalnum(static_cast<unsigned char>(d[begin - 1])) || d[begin - 1] == '_' || d[begin - 1] == ':'))
+    --begin;
+  // The index just past the bracket that closes the one at i, or npos.
+  auto close = [d](size_t i, char open, char shut) {
+    int depth = 0;
+    for (; i < d.size(); ++i) {
+      if (d[i] == open) ++depth;
+      if (d[i] == shut && --depth == 0) return i + 1;
+    }
+    return std::string_view::npos;
+  };
+  size_t end = at + kKernelTag.size();
+  if (end < d.size() && d[end] == '<') end = close(end, '<', '>');
+  if (end >= d.size() || d[end] != '(') return {};
+  end = close(end, '(', ')');
+  if (end == std::string_view::npos || begin == at) return {};
+  return d.substr(begin, end - begin);
+}
+
 const SharedCatalog& shared_catalog() {
   static const SharedCatalog catalog = [] {
     SharedCatalog c;
+    for (const std::string& k : kernel_symbols()) c.kernels.push_back(local_prefix(k));
+    std::sort(c.kernels.begin(), c.kernels.end());
+    // Each kernel's full signature, which a demangled name shows before "::" when it names something
+    // local to the kernel (a lambda of its body, or a function instantiated with one).
+    std::map<std::string, size_t> signatures;
+    for (size_t k = 0; k < c.kernels.size(); ++k) {
+      const std::string& prefix = c.kernels[k];
+      const std::string d = demangle(cat("_Z", prefix.substr(3, prefix.size() - 4)));
+      const std::string_view signature = kernel_signature(d, d.find(kKernelTag));
+      if (!signature.empty()) signatures.emplace(signature, k);
+    }
     const std::vector<TlsSymbol> all = tls_symbols();
     for (size_t i = 0; i < all.size(); ++i) {
       if (!is_shared_symbol(all[i].name) || all[i].size == 0) continue;
-      c.variables.push_back(all[i]);
-      const size_t end = all[i].offset + all[i].size;
-      // Extend the previous run when nothing but padding separates it from this variable.
-      if (i > 0 && !c.ranges.empty() && is_shared_symbol(all[i - 1].name) && c.ranges.back().module == all[i].module &&
-          c.ranges.back().offset + c.ranges.back().size <= all[i].offset &&
-          all[i].offset - (c.ranges.back().offset + c.ranges.back().size) < 16)
-        c.ranges.back().size = end - c.ranges.back().offset;
-      else
-        c.ranges.push_back({all[i].module, all[i].offset, all[i].size});
+      // Declared in a kernel's body: the owner's encoding ends at one of the name's 'E's, the first
+      // that closes a kernel's prefix.
+      size_t owner = kNoKernel;
+      const std::string& name = all[i].name;
+      for (size_t e = name.find('E'); e != std::string::npos && owner == kNoKernel; e = name.find('E', e + 1)) {
+        const auto it = std::lower_bound(c.kernels.begin(), c.kernels.end(), std::string_view(name).substr(0, e + 1));
+        if (it != c.kernels.end() && *it == std::string_view(name).substr(0, e + 1))
+          owner = static_cast<size_t>(it - c.kernels.begin());
+      }
+      // Otherwise, in a function whose name involves something local to one kernel (a device function
+      // instantiated with a lambda of the kernel's body): only that kernel's code can name it, so only
+      // its blocks can reach it. Two kernels named so, or none: any kernel may reach it.
+      if (owner == kNoKernel && name.find("simt_kernel") != std::string::npos) {
+        const std::string d = demangle(name);
+        bool ambiguous = false;
+        for (size_t at = d.find(kKernelTag); at != std::string::npos && !ambiguous; at = d.find(kKernelTag, at + 1)) {
+          const std::string_view signature = kernel_signature(d, at);
+          if (signature.empty()) continue;
+          const size_t after = static_cast<size_t>(signature.data() - d.data()) + signature.size();
+          if (d.compare(after, 2, "::") != 0) continue;
+          const auto it = signatures.find(std::string(signature));
+          if (it == signatures.end()) continue;
+          if (owner != kNoKernel && owner != it->second) ambiguous = true;
+          owner = it->second;
+        }
+        if (ambiguous) owner = kNoKernel;
+      }
+      c.variables.push_back({all[i], i, owner});
     }
     return c;
   }();
   return catalog;
 }
 
-// This thread's instances of the static __shared__ variables.
-const std::vector<std::pair<unsigned char*, size_t>>& shared_ranges(Worker& w) {
-  if (!w.shared_ready) {
-    for (const SharedRange& r : shared_catalog().ranges) {
-      size_t index[2] = {r.module, r.offset};
-      w.shared_ranges.emplace_back(static_cast<unsigned char*>(__tls_get_addr(index)), r.size);
-    }
-    w.shared_ready = true;
+// What a kernel's blocks count against the limits, and poison at their start: the runs of adjacent
+// static __shared__ variables it can reach. Poisoning every variable of the program instead costs a
+// memset of all kernels' shared memory per block (megabytes in a binary with many configurations).
+struct SharedRange {
+  size_t module;
+  size_t offset;
+  size_t size;
+};
+
+struct KernelShared {
+  size_t static_bytes = 0;  // declared in the kernel's own body
+  std::vector<SharedRange> poison;
+};
+
+KernelShared find_kernel_shared(const void* kernel) {
+  KernelShared k;
+  const std::string name = mangled_name(kernel);
+  const std::string prefix = name.empty() ? std::string() : local_prefix(name);
+  const SharedCatalog& catalog = shared_catalog();
+  const auto found = std::lower_bound(catalog.kernels.begin(), catalog.kernels.end(), prefix);
+  const size_t index = found != catalog.kernels.end() && *found == prefix ? static_cast<size_t>(found - catalog.kernels.begin()) : kNoKernel;
+  const SharedVariable* previous = nullptr;
+  for (const SharedVariable& v : catalog.variables) {
+    const bool own = !prefix.empty() && v.symbol.name.compare(0, prefix.size(), prefix) == 0;
+    if (own) k.static_bytes += v.symbol.size;
+    if (!own && v.owner != kNoKernel && v.owner != index) continue;
+    const TlsSymbol& t = v.symbol;
+    // Extend the previous run when nothing but padding separates it from this variable.
+    if (previous && previous->index + 1 == v.index && k.poison.back().module == t.module &&
+        k.poison.back().offset + k.poison.back().size <= t.offset && t.offset - (k.poison.back().offset + k.poison.back().size) < 16)
+      k.poison.back().size = t.offset + t.size - k.poison.back().offset;
+    else
+      k.poison.push_back({t.module, t.offset, t.size});
+    previous = &v;
   }
-  return w.shared_ranges;
+  return k;
 }
 
-// Bytes of static __shared__ declared in the kernel's own body (local statics whose symbol names
-// start with the kernel's: _ZZ<kernel>E...). Read from the symbol table once per kernel.
-size_t static_shared_bytes(const void* kernel) {
-  auto& s = settings();
+// Read from the symbol tables once per kernel; entries are never removed, so the reference stays valid.
+const KernelShared& kernel_shared(const void* kernel) {
+  static std::mutex mutex;
+  static std::map<const void*, KernelShared> known;
   {
-    std::lock_guard lock(s.mutex);
-    const auto it = s.static_shared.find(kernel);
-    if (it != s.static_shared.end()) return it->second;
+    std::lock_guard lock(mutex);
+    const auto it = known.find(kernel);
+    if (it != known.end()) return it->second;
   }
-  const std::string name = mangled_name(kernel);
-  size_t bytes = 0;
-  if (!name.empty()) {
-    const std::string prefix =
-        name.compare(0, 2, "_Z") == 0 ? cat("_ZZ", name.substr(2), "E") : cat("_ZZ", std::to_string(name.size()), name, "E");
-    for (const TlsSymbol& v : shared_catalog().variables)
-      if (v.name.compare(0, prefix.size(), prefix) == 0) bytes += v.size;
+  KernelShared k = find_kernel_shared(kernel);
+  std::lock_guard lock(mutex);
+  return known.try_emplace(kernel, std::move(k)).first->second;
+}
+
+size_t static_shared_bytes(const void* kernel) { return kernel_shared(kernel).static_bytes; }
+
+using PoisonList = std::vector<std::pair<unsigned char*, size_t>>;
+
+// This OS thread's instances of the ranges.
+PoisonList thread_instances(const std::vector<SharedRange>& ranges) {
+  PoisonList out;
+  out.reserve(ranges.size());
+  for (const SharedRange& r : ranges) {
+    size_t index[2] = {r.module, r.offset};
+    out.emplace_back(static_cast<unsigned char*>(__tls_get_addr(index)), r.size);
   }
-  std::lock_guard lock(s.mutex);
-  s.static_shared[kernel] = bytes;
-  return bytes;
+  return out;
 }
 
 // Dynamic shared memory of `bytes` for the next block, poisoned. AddressSanitizer builds use an
@@ -768,7 +872,8 @@ void install_alternate_stack(Worker& w) {
 
 // Runs block `linear` of the launch on this OS thread. Returns false (with b.error set) when the
 // block fails; the other fibers of the block are then abandoned, as a trapped GPU block is.
-bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule schedule, uint64_t seed, size_t stack_size) {
+bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule schedule, uint64_t seed, size_t stack_size,
+               const PoisonList& poison) {
   Block& b = w.block;
   const dim3 bd = spec.block;
   const unsigned n = bd.x * bd.y * bd.z;
@@ -787,8 +892,9 @@ bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule sche
   b.progress = true;
   b.idle_rounds = 0;
 
-  // Every static __shared__ variable starts the block poisoned, like dynamic shared memory.
-  for (const auto& [p, size] : shared_ranges(w)) {
+  // Every static __shared__ variable the kernel can reach starts the block poisoned, like dynamic
+  // shared memory.
+  for (const auto& [p, size] : poison) {
     std::memset(p, kPoisonByte, size);
   }
 
@@ -832,7 +938,7 @@ bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule sche
     const unsigned lanes = std::min(32u, n - wi * 32);
     b.warps[wi].present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
     b.warps[wi].live = b.warps[wi].present;
-    for (auto& g : b.warps[wi].groups) g.used = false;
+    b.warps[wi].used = 0;
   }
 
   b.order.resize(n);
@@ -896,6 +1002,7 @@ bool run_block(Worker& w, const LaunchSpec& spec, uint64_t linear, Schedule sche
 
 struct Grid {
   const LaunchSpec* spec;
+  const KernelShared* shared;
   uint64_t total;
   Schedule schedule;
   uint64_t seed;
@@ -909,7 +1016,7 @@ struct Grid {
 };
 
 // Runs block i of the grid on this OS thread; a failure is recorded in the grid and stops it.
-void run_grid_block(Grid& g, uint64_t i, Worker& w) {
+void run_grid_block(Grid& g, uint64_t i, Worker& w, const PoisonList& poison) {
   tls.dynamic_smem = acquire_dynamic_smem(w, g.spec->dynamic_smem_bytes);
   bool ok;
   if (!tls.dynamic_smem) {
@@ -917,7 +1024,7 @@ void run_grid_block(Grid& g, uint64_t i, Worker& w) {
     w.block.message = "cannot allocate the block's dynamic shared memory";
     ok = false;
   } else {
-    ok = run_block(w, *g.spec, i, g.schedule, g.seed, g.stack_size);
+    ok = run_block(w, *g.spec, i, g.schedule, g.seed, g.stack_size, poison);
   }
   tls.dynamic_smem = nullptr;
   release_dynamic_smem(w);
@@ -945,7 +1052,7 @@ void run_blocks(Grid& g) {
     std::thread block_thread([&g, i] {
       tls.block_dim = g.spec->block;
       tls.grid_dim = g.spec->grid;
-      run_grid_block(g, i, this_worker());
+      run_grid_block(g, i, this_worker(), thread_instances(g.shared->poison));
     });
     block_thread.join();
   }
@@ -954,6 +1061,7 @@ void run_blocks(Grid& g) {
 #if defined(SIMT_FAULT_HANDLER)
   install_alternate_stack(w);
 #endif
+  const PoisonList poison = thread_instances(g.shared->poison);
   dim3 saved_block_dim = tls.block_dim, saved_grid_dim = tls.grid_dim;
   tls.block_dim = g.spec->block;
   tls.grid_dim = g.spec->grid;
@@ -961,7 +1069,7 @@ void run_blocks(Grid& g) {
     if (g.stop.load(std::memory_order_relaxed)) break;
     const uint64_t i = g.next.fetch_add(1);
     if (i >= g.total) break;
-    run_grid_block(g, i, w);
+    run_grid_block(g, i, w, poison);
   }
   tls.block_dim = saved_block_dim;
   tls.grid_dim = saved_grid_dim;
@@ -1108,17 +1216,13 @@ void warp_collective(unsigned mask, WarpFn fn, unsigned op, const void* in, void
     fail(kErrorWarpMisuse, what);
   }
   WarpGroup* g = nullptr;
-  WarpGroup* free_group = nullptr;
-  for (auto& c : w.groups) {
-    if (c.used && c.mask == mask) {
-      g = &c;
-      break;
-    }
-    if (!c.used && !free_group) free_group = &c;
-  }
+  for (unsigned used = w.used; used && !g; used &= used - 1)
+    if (w.groups[std::countr_zero(used)].mask == mask) g = &w.groups[std::countr_zero(used)];
   if (!g) {
-    g = free_group;
-    g->used = true;
+    // A free group exists: each pending one holds a waiting lane, and this lane waits in none.
+    const unsigned k = static_cast<unsigned>(std::countr_zero(~w.used));
+    g = &w.groups[k];
+    w.used |= 1u << k;
     g->mask = mask;
     g->arrived = 0;
     g->fn = fn;
@@ -1256,7 +1360,8 @@ cudaError_t launch(const LaunchSpec& spec) {
   if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535)
     return finish(cudaErrorInvalidConfiguration,
                   cat("grid ", dim_string(g.x, g.y, g.z), " exceeds the sm_90 limits (2^31-1,65535,65535)"));
-  const size_t static_bytes = static_shared_bytes(spec.kernel);
+  const KernelShared& shared = kernel_shared(spec.kernel);
+  const size_t static_bytes = shared.static_bytes;
   auto& s = settings();
   Grid grid;
   unsigned workers;
@@ -1280,6 +1385,7 @@ cudaError_t launch(const LaunchSpec& spec) {
     workers = s.workers;
   }
   grid.spec = &spec;
+  grid.shared = &shared;
   grid.total = uint64_t{g.x} * g.y * g.z;
   const unsigned helpers = static_cast<unsigned>(std::min<uint64_t>(workers, grid.total)) - 1;
 #if defined(SIMT_FAULT_HANDLER)

@@ -92,6 +92,11 @@ struct Module {
   size_t id;
 };
 
+int collect_paths(dl_phdr_info* info, size_t, void* data) {
+  static_cast<std::vector<std::string>*>(data)->push_back(object_path(info));
+  return 0;
+}
+
 int collect_tls_modules(dl_phdr_info* info, size_t, void* data) {
   if (info->dlpi_tls_modid != 0)
     static_cast<std::vector<Module>*>(data)->push_back({object_path(info), info->dlpi_tls_modid});
@@ -116,6 +121,14 @@ std::string mangled_name(const void* address) {
   return name;
 }
 
+std::string demangle(const std::string& symbol) {
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(symbol.c_str(), nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled ? demangled : symbol;
+  std::free(demangled);
+  return name;
+}
+
 std::string symbolize(const void* address) {
   std::string name = mangled_name(address);
   if (name.empty()) {
@@ -123,10 +136,10 @@ std::string symbolize(const void* address) {
     std::snprintf(fallback, sizeof fallback, "%p", address);
     return fallback;
   }
-  int status = 0;
-  char* demangled = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
-  if (status == 0 && demangled) name = demangled;
-  std::free(demangled);
+  name = demangle(name);
+  // The tag is the emulator's marker, not part of the kernel's name as the source spells it.
+  static constexpr char kTag[] = "[abi:simt_kernel]";
+  for (size_t at = name.find(kTag); at != std::string::npos; at = name.find(kTag, at)) name.erase(at, sizeof kTag - 1);
   return name;
 }
 
@@ -148,6 +161,53 @@ std::vector<TlsSymbol> tls_symbols() {
                         [](const TlsSymbol& a, const TlsSymbol& b) { return a.module == b.module && a.offset == b.offset; }),
             all.end());
   return all;
+}
+
+bool is_kernel_symbol(const char* name) {
+  // _Z [N] [L] then source names (<length><identifier>), each with its ABI tags (B<length><tag>): a
+  // kernel is a namespace-scope function, so its own name is the last of these and carries the tag.
+  // Anything else before the tag (template arguments, a local or substituted name) means no.
+  static constexpr char kTag[] = "simt_kernel";
+  const char* c = name;
+  if (std::strncmp(c, "_Z", 2) != 0) return false;
+  c += 2;
+  if (*c == 'N') ++c;
+  if (*c == 'L') ++c;
+  auto read_length = [&c]() -> size_t {
+    size_t n = 0;
+    while (*c >= '0' && *c <= '9') n = n * 10 + static_cast<size_t>(*c++ - '0');
+    return n;
+  };
+  while (*c >= '1' && *c <= '9') {
+    const size_t n = read_length();
+    if (std::strlen(c) < n) return false;
+    c += n;
+    bool tagged = false;
+    while (*c == 'B') {
+      ++c;
+      const size_t t = read_length();
+      if (t == 0 || std::strlen(c) < t) return false;
+      tagged = tagged || (t == sizeof kTag - 1 && std::strncmp(c, kTag, t) == 0);
+      c += t;
+    }
+    // The last component: template arguments, the end of a nested name, or the parameter types follow.
+    if (tagged) return !(*c >= '0' && *c <= '9');
+  }
+  return false;
+}
+
+std::vector<std::string> kernel_symbols() {
+  std::vector<std::string> paths;
+  dl_iterate_phdr(&collect_paths, &paths);
+  std::vector<std::string> kernels;
+  for (const std::string& path : paths)
+    for_each_symbol(path, [&](const ElfW(Sym)& s, const char* n) {
+      if (ELF64_ST_TYPE(s.st_info) == STT_FUNC && s.st_shndx != SHN_UNDEF && is_kernel_symbol(n)) kernels.emplace_back(n);
+      return false;
+    });
+  std::sort(kernels.begin(), kernels.end());
+  kernels.erase(std::unique(kernels.begin(), kernels.end()), kernels.end());
+  return kernels;
 }
 
 }  // namespace simt::detail

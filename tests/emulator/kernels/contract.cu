@@ -25,6 +25,34 @@ cudaError_t run_read_static_shared_first(unsigned blocks, unsigned* out) {
   return simt::launch(read_static_shared_first, dim3(blocks), dim3(32), 0, nullptr, out);
 }
 
+// A device function's static shared variable may be reached by any kernel that calls it: read first,
+// then written, by two kernels in turn; each block must find it poisoned.
+__device__ unsigned device_function_shared(unsigned value) {
+  __shared__ unsigned slot;
+  const unsigned found = slot;
+  slot = value;
+  return found;
+}
+
+__global__ void device_shared_first(unsigned* out) { out[blockIdx.x] = device_function_shared(blockIdx.x + 1); }
+__global__ void device_shared_second(unsigned* out) { out[blockIdx.x] = device_function_shared(blockIdx.x + 7); }
+
+cudaError_t run_device_function_shared(int kernel, unsigned blocks, unsigned* out) {
+  return simt::launch(kernel == 0 ? device_shared_first : device_shared_second, dim3(blocks), dim3(1), 0, nullptr, out);
+}
+
+// A kernel's own static shared variable, written with 7, and its address: no other kernel can reach it,
+// so another kernel's blocks leave it as it is.
+__global__ void write_own_shared(uintptr_t* out) {
+  __shared__ unsigned own;
+  own = 7;
+  *out = reinterpret_cast<uintptr_t>(&own);
+}
+
+cudaError_t run_write_own_shared(uintptr_t* out) {
+  return simt::launch(write_own_shared, dim3(1), dim3(1), 0, nullptr, out);
+}
+
 // The address of a static shared variable, to compare with the emulator's own thread-local state.
 __global__ void static_shared_address(uintptr_t* out) {
   __shared__ int probe[4];

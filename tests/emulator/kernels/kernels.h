@@ -57,6 +57,9 @@ cudaError_t set_no_op_dynamic_shared_limit(int bytes);
 // contract.cu
 cudaError_t run_read_static_shared_first(unsigned blocks, unsigned* out);
 cudaError_t run_static_shared_address(uintptr_t* out);
+// kernel 0 or 1: two kernels that call one device function with a static shared variable.
+cudaError_t run_device_function_shared(int kernel, unsigned blocks, unsigned* out);
+cudaError_t run_write_own_shared(uintptr_t* out);
 enum class ContractKernel {
   barrier_at_two_sites,
   reduce_add_against_max,
