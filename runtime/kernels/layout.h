@@ -87,14 +87,15 @@ struct Level {
   // Level 1: column ranges per band (grid x = bands * split) and key-block columns per range (whole tiles).
   // 1 under policy row. With split > 1, the row maxima, per-row counts and coarse components are kept per range.
   int32_t split = 1, split_cols = 0;
-  size_t rowmax_part = 0;                 // f32 [slices, nq, split]: max logit per row and range, split > 1
-  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1; l >= 2 global policy
+  // * level 1 not small only (the multi-CTA kernels' own).
+  size_t rowmax_part = 0;                 // f32 [slices, nq, split]: max logit per row and range, split > 1*
+  size_t hist = 0;                        // u64 [slices, kPasses, kHistWords]    level 1*; l >= 2 global policy
   size_t state = 0;                       // SelectState [slices, kPasses]: after each pick   level 1; l >= 2 global
   // Levels l >= 2, global policy: slots per CTA of the selection launches, chunks per slice (grid x), and per
   // chunk the keys above the threshold and the ties.
   int32_t chunk = 0, chunks = 0;
   size_t chunkcount = 0;                  // u32 [slices, chunks, 2]
-  size_t rowcount = 0;                    // u32 [slices, nq, split, 2]: (above, ties) per row and range  level 1
+  size_t rowcount = 0;                    // u32 [slices, nq, split, 2]: (above, ties) per row and range  level 1*
   size_t rowpick = 0;                     // RowPick [slices, nq], policy row only        level 1
   size_t cmax = 0, cden = 0;              // f32 [slices, nq]: coarse max and denominator  mode full
   size_t cnum = 0;                        // f32 [slices, nq, D]: coarse numerator         mode full
@@ -216,8 +217,13 @@ inline void set_select_chunk(Level& v, int64_t chunk) {
 
 inline mra_problem group_problem(const mra_problem& p);
 
+// Which level-1 selection a layout is carved for: the one the problem takes (the short-N kernel when it qualifies,
+// Level::small, below), or the multi-CTA kernels whatever the size, for tests that run both paths on one problem
+// (each path's workspace holds only what its own kernels use).
+enum class Level1Path { automatic, sweeps };
+
 // Checks `p` (null pointers aside) and fills `out`. Statuses as documented in runtime/mra.h.
-inline mra_status make_layout(const mra_problem& p, Layout* out) {
+inline mra_status make_layout(const mra_problem& p, Layout* out, Level1Path path = Level1Path::automatic) {
   if (p.batch <= 0 || p.heads <= 0 || p.nq <= 0 || p.nk <= 0 || p.dim <= 0) return MRA_ERROR_BAD_SHAPE;
   // Each factor is bounded before any product is formed, so no size computation below can overflow.
   if (p.batch > kMaxSlices || p.heads > kMaxSlices || p.batch * p.heads > kMaxSlices) return MRA_ERROR_BAD_SHAPE;
@@ -304,7 +310,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
       // Column ranges: as many as bring bands x slices x split to kFillCtas (policy row: 1).
       const int64_t bands = (nq + kLevel1Tile - 1) / kLevel1Tile;
       set_level1_split(v, L.by_row ? 1 : (kFillCtas + bands * slices - 1) / (bands * slices));
-      v.small = !L.by_row && nq * nk <= kSmallPairs && nq <= kSmallRows;
+      v.small = path == Level1Path::automatic && !L.by_row && nq * nk <= kSmallPairs && nq <= kSmallRows;
       v.logits = take(v.small ? slices * nq * nk : 0, sizeof(float));
       if (v.small) {
         const int64_t fill = kSmallFill / slices > 1 ? kSmallFill / slices : 1, most = fill < nq ? fill : nq;
@@ -316,10 +322,12 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
         v.ticket = take(slices, sizeof(uint32_t));
       }
       v.rowmax = take(slices * nq, sizeof(float));
-      v.rowmax_part = take(v.split > 1 ? slices * nq * v.split : 0, sizeof(float));
-      v.hist = take(slices * kPasses * kHistWords, sizeof(uint64_t));
+      // The multi-CTA kernels' row maxima per range, radix histograms and per-row counts: none at short N.
+      const int64_t sweeping = v.small ? 0 : slices;
+      v.rowmax_part = take(v.split > 1 ? sweeping * nq * v.split : 0, sizeof(float));
+      v.hist = take(sweeping * kPasses * kHistWords, sizeof(uint64_t));
       v.state = take(slices * kPasses, sizeof(SelectState));
-      v.rowcount = take(slices * nq * v.split * 2, sizeof(uint32_t));
+      v.rowcount = take(sweeping * nq * v.split * 2, sizeof(uint32_t));
       v.rowpick = take(L.by_row ? slices * nq : 0, sizeof(RowPick));
       if (mode == MRA_MODE_FULL) {
         const int64_t parts = v.split > 1 ? slices * nq * v.split : 0;
@@ -343,7 +351,7 @@ inline mra_status make_layout(const mra_problem& p, Layout* out) {
   // §8.4: a group of one head selects as the head does, so only real groups get a region of their own.
   if (selection == MRA_SELECTION_GROUP && hkv < p.heads) {
     Layout g;
-    if (const mra_status s = make_layout(group_problem(p), &g)) return s;
+    if (const mra_status s = make_layout(group_problem(p), &g, path)) return s;
     L.shared = 1;
     L.group = L.bytes;
     L.bytes += g.bytes;
@@ -368,7 +376,9 @@ inline mra_problem group_problem(const mra_problem& p) {
 // sharing L's token counts (the group's masks are its heads' masks). Its slices are the (batch, K/V head) pairs.
 inline Layout group_layout(const mra_problem& p, const Layout& L) {
   Layout g;
-  make_layout(group_problem(p), &g);  // accepted by the make_layout that set L.shared
+  // Accepted by the make_layout that set L.shared, whose level-1 path it takes (the group problem has the same
+  // sizes and policy, so the automatic path chooses for it as for L).
+  make_layout(group_problem(p), &g, L.level[0].small ? Level1Path::automatic : Level1Path::sweeps);
   auto shift = [&L](size_t& offset) { offset += L.group; };
   for (Level& v : g.level) {
     for (size_t* f : {&v.qmean, &v.kmean, &v.vsum, &v.rowptr, &v.col, &v.keys, &v.rowmax, &v.rowmax_part, &v.hist,

@@ -62,14 +62,14 @@ TEST_CASE("column split: level-1 ranges merged give the unsplit selection, close
   const std::vector<uint8_t> kmask = mra::test::random_mask(rng, p.batch, p.nk, 0.9);
 
   mra::kern::Layout layout;
-  REQUIRE(mra::kern::make_layout(p, &layout) == MRA_SUCCESS);
+  // 900 pairs would take the short-N path (test_small_level1.cpp), which does not split.
+  REQUIRE(mra::kern::make_layout(p, &layout, mra::kern::Level1Path::sweeps) == MRA_SUCCESS);
   const mra::kern::Level& l1 = layout.level[0];
   REQUIRE(l1.split == 5);  // 2 slices x 1 band: far below kFillCtas, one range per tile
   const int64_t slices = p.batch * p.heads;
   const size_t n_out = size_t(slices * p.nq * p.dim);
   auto run = [&](int64_t split) {
     mra::kern::Layout L = layout;
-    L.level[0].small = 0;  // 900 pairs would take the short-N path (test_small_level1.cpp), which does not split
     mra::kern::set_level1_split(L.level[0], split);
     REQUIRE(L.level[0].split == split);
     std::vector<unsigned char> ws(layout.bytes + 256, 0xff);  // poison: NaN floats, -1 indices

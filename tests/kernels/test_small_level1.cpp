@@ -75,7 +75,8 @@ Run run(const Entry& e, const mra_problem& p, const Inputs& in, int small, unsig
   mra::kern::Layout L;
   REQUIRE(mra::kern::make_layout(p, &L) == MRA_SUCCESS);
   REQUIRE(L.level[0].small == 1);  // every problem here is one the short-N path takes; the run may force it off
-  L.level[0].small = small;
+  if (!small) REQUIRE(mra::kern::make_layout(p, &L, mra::kern::Level1Path::sweeps) == MRA_SUCCESS);
+  REQUIRE(L.level[0].small == small);
   const mra::kern::Level& l1 = L.level[0];
   const int64_t slices = p.batch * p.heads;
   std::vector<unsigned char> ws(L.bytes + 256, 0xff);  // poison: NaN floats, -1 indices
@@ -190,6 +191,32 @@ TEST_CASE("small level 1: the path is a function of the problem") {
   // The CTAs per slice: at most kSmallFill (132) over all slices, whole rows each (16 heads: 8 x 16 rows; 1: 128 x 1).
   CHECK((a.level[0].shares == 8 && a.level[0].share_rows == 16));
   CHECK((b.level[0].shares == 128 && b.level[0].share_rows == 1));
+}
+
+// The workspace of each path holds what its own kernels use: at short N no radix histograms, per-row counts or row
+// maxima per column range, which only the multi-CTA kernels read (and pool_kernel then clears the short-N kernel's
+// histogram and ticket instead). 98 KB of histograms per slice otherwise: 6.4 GB with 65 536 slices.
+TEST_CASE("small level 1: the workspace carves no multi-CTA counters at short N") {
+  const Entry* e = two_level_f32();
+  if (e == nullptr) return;
+  const int64_t s1 = e->sides[0];
+  mra_problem p = problem_of(*e, 16, 128 * s1, 128 * s1, 4, MRA_MODE_FULL);
+  p.heads = 2;  // 2 x 8 shares < 132: the column split is above 1 (row maxima per range)
+  mra::kern::Layout small, sweeps;
+  REQUIRE(mra::kern::make_layout(p, &small) == MRA_SUCCESS);
+  REQUIRE(mra::kern::make_layout(p, &sweeps, mra::kern::Level1Path::sweeps) == MRA_SUCCESS);
+  REQUIRE(small.level[0].small == 1);
+  REQUIRE(sweeps.level[0].small == 0);
+  REQUIRE(sweeps.level[0].split > 1);
+  // Region sizes from the carving order (layout.h): rowmax_part, hist, state, rowcount, rowpick.
+  auto sizes = [](const mra::kern::Level& v) {
+    return std::vector<size_t>{v.hist - v.rowmax_part, v.state - v.hist, v.rowpick - v.rowcount};
+  };
+  CHECK(sizes(small.level[0]) == std::vector<size_t>{0, 0, 0});
+  const std::vector<size_t> want = sizes(sweeps.level[0]);
+  CHECK(want[1] >= size_t(2 * mra::kern::kPasses * mra::kern::kHistWords * 8));
+  CHECK(want[0] > 0);
+  CHECK(want[2] > 0);
 }
 
 TEST_CASE("small level 1: the spread selection makes the multi-CTA path's T_1, bit for bit") {
