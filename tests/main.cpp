@@ -3,7 +3,7 @@
 // which CTest reports as skipped (the SKIP_RETURN_CODE of every doctest test, tests/CMakeLists.txt); CTest runs
 // one case per test, so a skipped case is never counted as passed.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include "common/skip.h"
 

@@ -1,7 +1,7 @@
 // tests/cli/cli_test.cpp: runs the built mra-ref binary on files written into a temporary folder and checks
 // outputs, exit codes, the one-line errors and that a failed run leaves no output behind.
 //   ctest --test-dir build -L cli      or      build/tests/cli/cli_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

@@ -2,7 +2,7 @@
 // (against streams Python's zlib wrote), ZIP (archives laid out as numpy writes them, zip64 extra fields
 // included), .npz, safetensors, and how a file argument names an array (files.h).
 //   ctest --test-dir build -L cli      or      build/tests/cli/files_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <bit>
 #include <cmath>

@@ -2,7 +2,7 @@
 // bfloat16 value decodes to what its fields say and encodes back to its own bits; every midpoint between two
 // neighbours rounds to the even one, and a hair off it to the nearer one; overflow gives infinity.
 //   ctest --test-dir build -L cli      or      build/tests/cli/half_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <bit>
 #include <cmath>

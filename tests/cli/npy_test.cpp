@@ -1,6 +1,6 @@
 // tests/cli/npy_test.cpp: unit tests of the .npy reader and writer (mra::npy) on hand-built byte buffers.
 //   ctest --test-dir build -L cli      or      build/tests/cli/npy_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <filesystem>
 #include <limits>

@@ -5,7 +5,7 @@
 // configurations (link mra_kernel_registry).
 #pragma once
 
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <initializer_list>
 #include <string>

@@ -4,7 +4,7 @@
 
 #include "simt/simt.h"
 
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cstdint>
 #include <string>

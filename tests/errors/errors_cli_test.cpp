@@ -3,7 +3,7 @@
 // exit status 2). Every refused run is made twice, without and with an existing output file, and must leave
 // the folder exactly as it was: no output, no temporary, the old output byte for byte.
 //   ctest --test-dir build -L cli -R errors      or      build/tests/errors/errors_cli_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

@@ -4,7 +4,7 @@
 // 65535, which must still run (the launch is split), and a refused launch whose cudaError_t stays
 // retrievable (mra_last_cuda_error), on the emulated backend.
 //   ctest --test-dir build -L kernels -R 'runtime errors'      or      build/tests/errors/errors_runtime_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cmath>
 #include <cstdint>

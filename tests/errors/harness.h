@@ -4,7 +4,7 @@
 // hostile_cli_test.cpp and numerics_cli_test.cpp (ctest -L cli).
 #pragma once
 
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cmath>
 #include <cstdint>

@@ -4,7 +4,7 @@
 // inputs that never end. Each case failed on commit 10bdf01; MRA_REF_UNDER_TEST=<old mra-ref> runs them
 // against another build (harness.h).
 //   ctest --test-dir build -L cli -R errors      or      build/tests/errors/hostile_cli_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <chrono>

@@ -3,7 +3,7 @@
 // (NaN and Inf are refused before computing, §2.7: see errors_cli_test.cpp, "NaN or Inf in Q, K or V".) The
 // expected outputs come from exact attention computed here in double, not from the reference.
 //   ctest --test-dir build -L cli -R numerics      or      build/tests/errors/numerics_cli_test
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

@@ -18,7 +18,7 @@
 // tuning, or the winners file could not be written), 2 without a device (one line, "no CUDA device"; stages --plan
 // needs none) or, for stages, without the model's table, for autotune without candidates; 2 for bad arguments.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 #include <cuda_runtime.h>
 
 #include <charconv>

@@ -2,7 +2,7 @@
 // shape checks (of the forward and the backward), unsupported configurations, the workspace size, and use from C
 // (api_from_c.c).
 //   ctest --test-dir build -L kernels -R api
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cstdint>

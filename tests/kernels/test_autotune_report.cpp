@@ -2,7 +2,7 @@
 // without a GPU (label codegen): the winner rule (margin, the better current run, failed and wrong candidates never
 // win), the table rows, the winners file's text, and its round trip through codegen/apply_tuning.py into a copy of
 // codegen/tuning.toml.
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cstdlib>
 #include <filesystem>

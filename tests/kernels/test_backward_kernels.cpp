@@ -17,7 +17,7 @@
 // rule adds the storage's unit roundoff u_T: rtol = 3 u + u_T, and the cap grows by 8 u_T max|ref| (docs/kernels.md,
 // "Backward", 16-bit storage).
 // The fraction used is printed per tensor; docs/kernels.md lists the worst and the mutants it kills.
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

@@ -6,7 +6,7 @@
 // output must match the reference and the unsplit output closely (only the coarse merge's rounding differs), and
 // a second run of the same split must give the same bits (run-to-run reproducibility).
 //   ctest --test-dir build -L kernels -R column
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cstring>

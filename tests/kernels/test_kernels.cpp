@@ -11,7 +11,7 @@
 // plain f32 implementation (naive_f32.h) measures the error f32 arithmetic alone makes on the case, and the
 // kernels may make a small multiple of it, never more than the derived worst-case bound. f16/bf16 inputs are
 // rounded before the reference sees them. Outputs and workspaces are poisoned before each run.
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

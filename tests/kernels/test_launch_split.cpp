@@ -6,7 +6,7 @@
 // slice0 + blockIdx.y. The split run must give the very bits of the single launch (same arithmetic per slice, in
 // the same order), and that output must match the reference.
 //   ctest --test-dir build -L kernels -R split
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

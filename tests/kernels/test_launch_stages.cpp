@@ -7,7 +7,7 @@
 // (simt::launch_count), so that a launch added without a stage fails here. The GPU kit's `stages` mode times the
 // stages by these names (stages_cuda.cpp; the list of runtime/mra.h, tools/perf-model's names).
 //   ctest --test-dir build -L kernels -R stages
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cstdint>

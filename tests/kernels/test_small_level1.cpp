@@ -9,7 +9,7 @@
 // exact ties across rows, a key block without real keys above every real logit, 67 slices of one CTA each (40
 // rows: several logit tiles), a poisoned slice beside a clean one, budgets 0 and above the candidates.
 //   ctest --test-dir build -L kernels -R small
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>

@@ -2,7 +2,7 @@
 // tests/emulator, run under label `emulator`; each names the mutants (tests/mutation/mutants/) it kills. A CUDA
 // source compiled as C++ against runtime/simt, like the kernels of tests/emulator.
 //   build/tests/mutation/test_emulator_guards
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cmath>
 #include <cstdint>

@@ -1,7 +1,7 @@
 // tests/mutation/test_mutation_guards.cpp: kernel cases the mutation suite (tests/mutation) showed missing from
 // tests/kernels, run under label `kernels`. Each case names the mutants (tests/mutation/mutants/) it kills.
 //   build/tests/mutation/test_mutation_guards
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <sys/mman.h>
 

@@ -2,7 +2,7 @@
 // differences of the reference forward with the selection frozen, and against the adjoint identity with a dense
 // forward-mode derivative built on the test oracle (oracle.h), on random small problems of every kind.
 //   ctest --test-dir build -L backward        or        build/tests/reference/test_backward
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cmath>
 #include <limits>

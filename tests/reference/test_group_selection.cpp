@@ -4,7 +4,7 @@
 // exact), its output against the oracle's dense evaluation of that selection with every head's own coefficients,
 // and, with every block refined, against exact attention; a group of one head must select exactly as the head;
 // and the poisoning and causal rules of §8.4 are checked on their own.
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <cmath>
 #include <cstring>

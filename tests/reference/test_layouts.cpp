@@ -3,7 +3,7 @@
 // head copied to every query head of its group, and a problem stored with other strides exactly the output of
 // its contiguous copy: the reference does the same arithmetic on the same values in both. The expanded problems
 // are also held against the dense oracle, and every bad combination must be refused with a message naming it.
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <string>
 #include <vector>

@@ -1,7 +1,7 @@
 // tests/reference/test_reference.cpp: the reference library against hand-computed values, against exact
 // attention (every block selected) and against the dense oracle (oracle.h) over a grid of configurations.
 //   ctest --test-dir build -L reference        or        build/tests/reference/test_reference
-#include <doctest/doctest.h>
+#include "common/doctest.h"
 
 #include <algorithm>
 #include <cmath>
