@@ -88,7 +88,8 @@ inline Params make_params(const KernelArgs& a) {
 }
 
 // The stage names the launch observer receives, as runtime/mra.h lists them (mra_set_launch_observer; docs/kernels.md,
-// "C API"): those of tools/perf-model, per level (tests/codegen/test_stage_names.py holds the three to one list). The refinement of level l (refine_keys_kernel) belongs to "select Ll" as there.
+// "C API"): those of tools/perf-model, per level (tests/codegen/test_stage_names.py holds the three to one list).
+// The refinement of level l (refine_keys_kernel) belongs to "select Ll" as there.
 inline constexpr const char* kPoolStage = "pool";
 inline constexpr const char* kSelectStage[] = {"select L1", "select L2", "select L3"};
 inline constexpr const char* kCoarseStage[] = {"coarse L1", "coarse L2", "coarse L3"};

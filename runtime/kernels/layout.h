@@ -62,8 +62,8 @@ inline constexpr int64_t kMaxDim = 1 << 10;
 
 // Where the level-1 selection of one slice stands after the pick of a radix pass (docs/kernels.md,
 // "Selection"). While the radix passes run, `threshold` holds the rank-value bits found so far and `ties` how
-// many pairs are still wanted at or below them; once `done`, the refined pairs are those with rank value > threshold, plus, among those equal to it,
-// the first `ties` in flat order.
+// many pairs are still wanted at or below them; once `done`, the refined pairs are those with rank value >
+// threshold, plus, among those equal to it, the first `ties` in flat order.
 struct SelectState {
   uint64_t threshold, ties, done, candidates;
 };

@@ -11,8 +11,8 @@ inline namespace MRA_KERNEL_NAMESPACE {
 
 // The counters the selection of level li adds to in later launches start at 0: the slice's radix histograms (level
 // 1, and the levels l >= 2 under the global policy; coarse_rank_kernel, level_rank_kernel), or at short N instead
-// the short-N kernel's histogram and ticket (level1_small_select_kernel; the layout has no radix histograms then). By the threads of one CTA; `L` is the layout
-// the selection runs in (a group's, §8.4).
+// the short-N kernel's histogram and ticket (level1_small_select_kernel; the layout has no radix histograms then).
+// By the threads of one CTA; `L` is the layout the selection runs in (a group's, §8.4).
 __device__ inline void clear_select_counters(const Params& p, const Layout& L, int li, int64_t slice) {
   const Level& lv = L.level[li];
   if (li > 0 && L.by_row) return;
