@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/check.h"
 #include "../common/problem.h"
 #include "../common/skip.h"
 #include "mra.h"
@@ -94,10 +95,10 @@ TEST_CASE("runtime errors: budgets larger than the number of blocks") {
   p.budgets[0] = 1000000;
   std::vector<float> out, exact;
   REQUIRE(run(p, out, exact) == MRA_SUCCESS);
-  for (size_t i = 0; i < out.size(); ++i) {
-    CAPTURE(i);
-    CHECK(std::fabs(out[i] - exact[i]) <= 1e-5 + 1e-4 * std::fabs(exact[i]));
-  }
+  const auto cmp = mra::test::compare(out.data(), exact.data(), int64_t(out.size()), 1e-5, 1e-4,
+                                      {p.batch, p.heads, p.nq, p.dim});
+  INFO(cmp.report);
+  CHECK(cmp.ok);
 }
 
 // The kernels put batch * heads on grid y, which CUDA caps at 65535 (and the emulation refuses more): the runtime
@@ -120,18 +121,10 @@ TEST_CASE("runtime errors: batch * heads beyond the grid limit") {
   // Two keys in one refined block: exact attention, with weights that differ from head to head (each head its own
   // queries), so a slice computed from another head's queries gets that head's weights, and one never computed
   // keeps the zeros the output started as.
-  int64_t bad = 0, worst = -1;
-  double worst_err = 0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double err = std::fabs(double(out[i]) - double(exact[i]));
-    if (!(err <= 1e-5 + 1e-4 * std::fabs(double(exact[i])))) ++bad;
-    if (err > worst_err || (std::isnan(err) && !std::isnan(worst_err))) {  // the first NaN counts as the worst
-      worst_err = err;
-      worst = int64_t(i);
-    }
-  }
-  INFO("max |out - exact| ", worst_err, " at element ", worst, " (slice ", worst / (2 * p.dim), ")");
-  CHECK(bad == 0);
+  const auto cmp = mra::test::compare(out.data(), exact.data(), int64_t(out.size()), 1e-5, 1e-4,
+                                      {p.batch, p.heads, p.nq, p.dim});
+  INFO(cmp.report);  // the worst element as [batch, head, token, feature]
+  CHECK(cmp.ok);
 }
 
 TEST_CASE("runtime errors: a refused launch keeps its CUDA error") {
